@@ -1,0 +1,1 @@
+"""judges: the judging side of harness (verifiers, LLM judges, statistics)."""
