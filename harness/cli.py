@@ -1,0 +1,152 @@
+"""The ``harness`` command line.
+
+Errors caused by input (``HarnessError``) print as one line and exit 2;
+anything else prints one line and exits 1.  ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def _common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # SUPPRESS on subcommands, so `harness --debug sweep` and `harness sweep --debug` both work.
+    p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="show full tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Post-training experiments on LLMs.")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sweep", help="train and evaluate every trial of a spec")
+    p.add_argument("spec")
+    p.add_argument("--dry-run", action="store_true", help="list the trials and stop")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--max-parallel", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="re-run finished trials")
+    p.add_argument("--tracking-uri", default=None)
+    _common(p)
+
+    p = sub.add_parser("train", help="run exactly one trial (no ablate expansion), always")
+    p.add_argument("spec")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tracking-uri", default=None)
+    _common(p)
+
+    p = sub.add_parser("report", help="a comparison table of an experiment's trials")
+    p.add_argument("experiments", nargs="+")
+    p.add_argument("--out", default=None, help="directory for report files (default results/reports/NAME)")
+    p.add_argument("--format", choices=["md", "html", "csv", "all"], default="md")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--reference", action="append", default=[], metavar="AXIS=LEVEL")
+    p.add_argument("--results-dir", default="results")
+    _common(p)
+
+    p = sub.add_parser("ui", help="the MLflow UI on the project's store, bound to 127.0.0.1")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--results-dir", default="results")
+    _common(p)
+    return parser
+
+
+def cmd_sweep(args) -> int:
+    from harness.data import fingerprint
+    from harness.grid import dry_run_lines, expand_trials
+    from harness.spec import load_spec
+    from harness.sweep import run_sweep
+
+    spec = load_spec(args.spec, args.overrides)
+    trials = expand_trials(spec, fingerprint)
+    if args.dry_run:
+        print("\n".join(dry_run_lines(trials)))
+        return 0
+    if args.executor == "ray":
+        raise HarnessError("--executor ray: not available in this version; use --executor local")
+    summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=_err)
+    return _finish(summary)
+
+
+def cmd_train(args) -> int:
+    from harness.data import fingerprint
+    from harness.grid import expand_trials
+    from harness.spec import load_spec
+    from harness.sweep import run_sweep
+
+    spec = load_spec(args.spec, args.overrides)
+    if spec.ablate or len(spec.seeds) > 1:
+        _err(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
+    spec = spec.model_copy(update={"ablate": {}, "seeds": spec.seeds[:1]})
+    trials = expand_trials(spec, fingerprint)
+    summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=_err)
+    return _finish(summary)
+
+
+def _finish(summary) -> int:
+    _err(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
+    if summary.failed:
+        for trial_id, message in summary.failed.items():
+            _err(f"  {trial_id}: {message}")
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.report import write_report
+    from harness.tracking import resolve_store
+
+    store = resolve_store(args.tracking_uri, None, None, args.results_dir)
+    out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
+    print(write_report(store, args.experiments, out, args.format))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from harness.tracking import resolve_store
+
+    store = resolve_store(args.tracking_uri, None, None, args.results_dir)
+    print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{args.port}", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call(cmd)
+
+
+COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "report": cmd_report, "ui": cmd_ui}
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        _err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
+        if args.debug:
+            raise
+        _err(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

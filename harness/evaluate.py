@@ -1,0 +1,79 @@
+"""Evaluation suites run on a model after training: generate, score, aggregate.
+
+A suite is a function ``(model, tokenizer, options, generation) ->
+SuiteResult``.  Its metrics are logged as ``eval/<suite>/<metric>``, its
+``outputs`` rows (one per prompt and sample) and ``judgments`` rows (one per
+prompt) become the artifacts ``outputs/<suite>.jsonl`` and
+``judgments/<suite>.jsonl`` that reports compute paired statistics from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from harness.data import load_rows
+from harness.errors import HarnessError
+from harness.generate import GenerationSettings, generate
+from harness.tokenization import encode_prompt
+from judges.stats import mean_pass_at_k
+from judges.verifiers import check_answer
+
+
+@dataclass
+class SuiteResult:
+    metrics: dict[str, float]
+    outputs: list[dict] = field(default_factory=list)
+    judgments: list[dict] = field(default_factory=list)
+
+
+def generation_for(base: GenerationSettings, options: dict) -> GenerationSettings:
+    """A suite's decoding settings: its own non-null options override ``eval.generation``."""
+    own = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed")
+           if options.get(k) is not None}
+    return replace(base, **own)
+
+
+def arith_suite(model, tokenizer, options: dict, generation: GenerationSettings,
+                progress: bool = True) -> SuiteResult:
+    """Verifier pass@k on arithmetic prompts with known answers.
+
+    Each prompt gets ``n`` samples; pass@k uses the unbiased estimator of
+    Chen et al. (2021) for every k in ``options['k']`` (all k <= n).
+    """
+    rows = load_rows(options["data"], "eval")[: options["limit"]]
+    missing = [r for r in rows if "answer" not in r.data]
+    if missing:
+        raise HarnessError(f"{missing[0].source}:{missing[0].line}: field 'answer': missing (the arith suite needs it)")
+    prompts = [encode_prompt(tokenizer, r.data["prompt"], generation.system_prompt) for r in rows]
+    completions = generate(model, tokenizer, prompts, generation, progress=progress, desc="eval arith")
+    settings = generation.as_dict()
+    outputs, judgments, per_item, lengths = [], [], [], []
+    for i, (row, samples) in enumerate(zip(rows, completions)):
+        item_id = str(row.data.get("id", i))
+        answer = str(row.data["answer"])
+        correct = [check_answer(c.text, answer) for c in samples]
+        for s, (c, ok) in enumerate(zip(samples, correct)):
+            outputs.append({"id": item_id, "sample": s, "prompt": row.data["prompt"], "output": c.text,
+                            "num_tokens": c.num_tokens, "generation": settings})
+            lengths.append(c.num_tokens)
+        judgments.append({"id": item_id, "answer": answer, "n": len(correct), "correct": sum(correct),
+                          "scores": [int(x) for x in correct]})
+        per_item.append((len(correct), sum(correct)))
+    metrics = {"response_length": sum(lengths) / max(len(lengths), 1), "num_prompts": float(len(rows))}
+    for k in options["k"]:
+        mean, se = mean_pass_at_k(per_item, k)
+        metrics[f"pass_at_{k}"] = mean
+        metrics[f"pass_at_{k}_se"] = se
+    return SuiteResult(metrics, outputs, judgments)
+
+
+SUITES: dict[str, Callable[..., SuiteResult]] = {"arith": arith_suite}
+
+
+def check_suites(names: list[str]) -> None:
+    """Fail before any training when a spec asks for a suite this version cannot run."""
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise HarnessError(
+            f"eval.suites: {unknown} not available in this version (available: {sorted(SUITES)})")

@@ -1,0 +1,152 @@
+"""Running one training stage: data -> reference log-probs -> train -> checkpoint.
+
+A stage's output is cached under ``<results_dir>/cache/stages/<key>`` where
+the key hashes (the stage's resolved config, its input model, its data
+fingerprint); trials that share a prefix of identical stages train it once.
+Reference log-prob statistics are cached under ``cache/reflogps/`` by
+(reference model, data, template, lengths, truncation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from harness.batches import forward_method, reference_stats, step_denominator
+from harness.data import fingerprint, load_rows, take_fraction
+from harness.errors import HarnessError
+from harness.methods import METHODS
+from harness.models import attach_lora, load_model, load_tokenizer, resolve_model_path, training_dtype
+from harness.tokenization import encode_pairs, encode_sft
+from harness.train import COUNTERS, TrainConfig, train
+
+ROW_KIND = {"sft": "sft", "pairs": "pairs"}
+
+
+def digest(obj, n: int = 16) -> str:
+    """A short stable hash of a JSON-serializable object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class StageData:
+    train: list
+    eval: list
+    stats: dict
+
+
+def prepare_data(stage, tokenizer) -> StageData:
+    """Load, subset and tokenize a stage's train (and held-out) data by TRL's rule."""
+    method = METHODS[stage.method.name]
+    kind = ROW_KIND.get(method.batch_kind)
+    if kind is None:
+        raise HarnessError(f"method.name: {method.name!r} is not available in this version")
+    d, t = stage.data, stage.train
+    encode = encode_sft if kind == "sft" else encode_pairs
+    rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
+    examples, stats = encode(tokenizer, rows, t.max_length, d.max_prompt_length, d.truncation)
+    if not examples:
+        raise HarnessError(f"data.train {d.train!r}: no examples left after truncation ({stats})")
+    held_out = []
+    if d.eval:
+        held_out, _ = encode(tokenizer, load_rows(d.eval, kind), t.max_length, d.max_prompt_length, d.truncation)
+    return StageData(examples, held_out, {f"data/{k}": v for k, v in stats.__dict__.items()})
+
+
+def data_fingerprint(stage) -> str:
+    uris = [stage.data.train] + ([stage.data.eval] if stage.data.eval else [])
+    return digest([fingerprint(u) for u in uris])
+
+
+def reference_for(stage, policy, policy_key: str, tokenizer, examples: list, cache_dir: Path,
+                  force: bool, tag: str = "train") -> torch.Tensor:
+    """Reference statistics [N, 4] for ``examples``, from cache or one no-grad pass.
+
+    The reference is ``stage.ref_model`` when set, else the stage's starting
+    policy (which, under LoRA, is exactly the adapter-disabled model: this runs
+    before the adapter is attached).
+    """
+    ref_key = stage.ref_model or policy_key
+    d, t = stage.data, stage.train
+    key = digest([ref_key, data_fingerprint(stage), d.fraction, d.seed, tag, t.max_length,
+                  d.max_prompt_length, d.truncation, getattr(tokenizer, "chat_template", None)])
+    path = cache_dir / "reflogps" / f"{key}.pt"
+    if path.exists() and not force:
+        return torch.load(path)
+    ref_model = policy
+    if stage.ref_model:
+        ref_model = load_model(resolve_model_path(stage.ref_model, cache_dir)).to(device())
+    ref_model.eval()
+    COUNTERS["reference_passes"] += 1
+    stats = reference_stats(ref_model, examples, tokenizer.pad_token_id, device())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{id(stats)}")
+    torch.save(stats, tmp)
+    tmp.replace(path)
+    return stats
+
+
+def train_config(stage, mixed_precision: str) -> TrainConfig:
+    t = stage.train
+    return TrainConfig(
+        lr=stage.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size,
+        grad_accum=t.grad_accum, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed, shuffle=t.shuffle,
+        log_every=t.log_every, eval_every=t.eval_every, gradient_checkpointing=t.gradient_checkpointing,
+        mixed_precision=mixed_precision,
+    )
+
+
+def validation_fn(method, params, examples, pad_id, ref, batch_size: int) -> Callable:
+    """Held-out loss and metrics over all of ``examples``, normalized like one big step."""
+
+    @torch.no_grad()
+    def validate(model) -> dict:
+        batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+        denominator = step_denominator(method, params, batches)
+        total, sums, n = 0.0, {}, 0
+        for start, batch in zip(range(0, len(examples), batch_size), batches):
+            rows = ref[start : start + len(batch)] if ref is not None else None
+            numerators, metrics, _ = forward_method(model, method, params, batch, pad_id, rows, device())
+            total += float(numerators.sum()) / denominator
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+            n += len(batch)
+        return {"loss": total, **{k: v / n for k, v in sums.items()}}
+
+    return validate
+
+
+def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,
+                progress: bool = True):
+    """Train one stage from ``input_path``; returns (model with adapter merged, tokenizer, result)."""
+    method = METHODS[stage.method.name]
+    params = stage.method.params
+    tokenizer = load_tokenizer(input_path)
+    data = prepare_data(stage, tokenizer)
+    log(data.stats, 0)
+    dtype, mixed = training_dtype(stage.train.precision, device().type == "cuda")
+    model = load_model(input_path, dtype).to(device())
+    ref = held_ref = None
+    if method.needs_ref:
+        ref = reference_for(stage, model, input_key, tokenizer, data.train, cache_dir, force)
+        if data.eval:
+            held_ref = reference_for(stage, model, input_key, tokenizer, data.eval, cache_dir, force, "eval")
+    lora = stage.lora
+    model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+    validate = None
+    if data.eval:
+        validate = validation_fn(method, params, data.eval, tokenizer.pad_token_id, held_ref,
+                                 stage.train.batch_size)
+    result = train(model, method, params, data.train, tokenizer.pad_token_id, train_config(stage, mixed),
+                   ref=ref, log=log, validate=validate, progress=progress)
+    return model, tokenizer, result

@@ -1,0 +1,289 @@
+"""The local sweep executor: trials -> stages -> evaluation -> the MLflow run tree.
+
+Run tree (DESIGN.md, "Contract: MLflow names"): one parent run per sweep
+(tag ``harness.sweep_id``), one child per trial (``harness.trial_id``), and a
+nested run per stage of a multi-stage trial (``harness.stage``,
+``harness.cache_hit``).  A FINISHED trial is skipped on re-run; a FAILED or
+RUNNING one resumes its own child run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from harness.data import load_rows
+from harness.errors import HarnessError
+from harness.evaluate import SUITES, check_suites, generation_for
+from harness.generate import GenerationSettings
+from harness.grid import Trial, stage_key, sweep_id
+from harness.methods import METHODS
+from harness.models import load_model, load_tokenizer, merged, model_identity, resolve_model_path, save_checkpoint
+from harness.spec import Spec, flatten, spec_to_dict
+from harness.stages import data_fingerprint, device, digest, train_stage
+from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
+
+
+@dataclass
+class Context:
+    spec: Spec
+    tracker: Tracker
+    experiment_id: str
+    cache_dir: Path
+    force: bool = False
+    progress: bool = True
+    common_tags: dict = field(default_factory=dict)
+
+
+@dataclass
+class SweepSummary:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bool) -> Context:
+    """Resolve the store and results paths (absolute, at start) and create the experiment."""
+    store: Store = resolve_store(tracking_uri, spec.tracking.uri, spec.tracking.artifact_root, spec.results_dir)
+    tracker = Tracker(store)
+    cache_dir = Path(spec.results_dir).resolve() / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tags = {"harness.sweep_id": sweep_id(spec), "harness.git_sha": git_sha(),
+            "harness.versions": json.dumps(package_versions(), sort_keys=True)}
+    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags)
+
+
+def preflight(trials: list[Trial]) -> None:
+    """Everything checkable before any training: methods, suites, and every data file."""
+    uris: set[tuple[str, str]] = set()
+    for trial in trials:
+        for stage in trial.stages:
+            entry = METHODS[stage.method.name]
+            if not entry.implemented:
+                raise HarnessError(f"method.name: {entry.name!r} is not available in this version "
+                                   f"(available: {sorted(n for n, m in METHODS.items() if m.implemented)})")
+            uris.add((stage.data.train, entry.batch_kind))
+            if stage.data.eval:
+                uris.add((stage.data.eval, entry.batch_kind))
+            check_suites(stage.eval.suites)
+            for suite in stage.eval.suites:
+                uris.add((suite_options(stage.eval, suite)["data"], "eval"))
+    for uri, kind in sorted(uris):
+        load_rows(uri, kind)
+
+
+def suite_options(eval_cfg, suite: str) -> dict:
+    options = getattr(eval_cfg, suite, None)
+    if options is None:
+        return {}
+    return options.model_dump() if hasattr(options, "model_dump") else dict(options)
+
+
+def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
+              progress: bool = True, echo=print) -> SweepSummary:
+    """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
+    preflight(trials)
+    ctx = open_context(spec, tracking_uri, force, progress)
+    parent = _parent_run(ctx)
+    summary = SweepSummary()
+    work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
+    for trial in tqdm(work, desc="trials", disable=not progress, unit="trial"):
+        error = _run_trial(ctx, parent, trial, echo)
+        if error is None:
+            summary.ran.append(trial.id)
+        elif error == SKIPPED:
+            summary.skipped.append(trial.id)
+        else:
+            summary.failed[trial.id] = error
+    ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
+    return summary
+
+
+def _parent_run(ctx: Context) -> str:
+    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec), 64)}
+    found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": tags["harness.sweep_id"],
+                                                     "harness.role": "sweep"})
+    if found:
+        run_id = found.info.run_id
+        ctx.tracker.set_status(run_id, "RUNNING")
+    else:
+        run_id = ctx.tracker.create_run(ctx.experiment_id, f"sweep-{tags['harness.sweep_id']}",
+                                        {**tags, "harness.role": "sweep"})
+        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(ctx.spec), sort_keys=False),
+                             "resolved_spec.yaml")
+    return run_id
+
+
+def _find_trial_run(ctx: Context, trial_id: str):
+    return ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id,
+                                                    "harness.sweep_id": ctx.common_tags["harness.sweep_id"]})
+
+
+@dataclass(frozen=True)
+class _BaseTrial:
+    """The starting model, evaluated as trial ``base`` (``eval.include_base``)."""
+
+    id: str
+    spec: Spec
+    stages: tuple = ()
+
+
+def _base_trial(spec: Spec) -> _BaseTrial:
+    return _BaseTrial("base", spec)
+
+
+SKIPPED = "skipped"
+
+
+def _run_trial(ctx: Context, parent: str, trial, echo) -> str | None:
+    """Run or skip one trial; returns None when it ran, ``SKIPPED``, or its error message."""
+    found = _find_trial_run(ctx, trial.id)
+    if found and found.info.status == "FINISHED" and not ctx.force:
+        echo(f"skip {trial.id} (finished run {found.info.run_id})")
+        return SKIPPED
+    if found:
+        run_id = found.info.run_id
+        ctx.tracker.set_status(run_id, "RUNNING")
+    else:
+        method = trial.stages[-1].method.name if trial.stages else "base"
+        tags = {**ctx.common_tags, "harness.trial_id": trial.id, "harness.method": method,
+                "harness.spec_sha": digest(spec_to_dict(trial.spec), 64)}
+        run_id = ctx.tracker.create_run(ctx.experiment_id, trial.id, tags, parent_id=parent)
+    try:
+        ctx.tracker.log_params(run_id, trial_params(trial))
+        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(trial.spec), sort_keys=False),
+                             "resolved_spec.yaml")
+        if isinstance(trial, _BaseTrial):
+            _evaluate_base(ctx, run_id, trial.spec)
+        else:
+            _run_stages(ctx, run_id, trial)
+    except Exception as exc:  # noqa: BLE001 - any failure marks the trial FAILED and the sweep goes on
+        message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+        ctx.tracker.set_tags(run_id, {"harness.error": message[:5000]})
+        ctx.tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+        ctx.tracker.set_status(run_id, "FAILED")
+        echo(f"FAILED {trial.id}: {message}")
+        return message
+    ctx.tracker.set_status(run_id, "FINISHED")
+    return None
+
+
+def trial_params(trial) -> dict:
+    """The resolved spec, flattened with dotted keys, plus the effective batch size."""
+    params = flatten({k: v for k, v in spec_to_dict(trial.spec).items() if k not in ("ablate", "stages")})
+    for stage in trial.stages:
+        resolved = stage_dict(stage)
+        prefix = "" if stage.name == "main" else f"stages.{stage.name}."
+        params.update({prefix + k: v for k, v in flatten(resolved).items()})
+    if trial.stages:
+        t = trial.stages[-1].train
+        params["train.effective_batch_size"] = t.batch_size * t.grad_accum * 1  # x processes (one here)
+    return params
+
+
+def stage_dict(stage) -> dict:
+    out = {"method": {"name": stage.method.name, **stage.method.params}, "train": {**_dump(stage.train),
+                                                                                   "lr": stage.lr}}
+    for key in ("data", "lora", "eval"):
+        out[key] = _dump(getattr(stage, key))
+    out["ref_model"] = stage.ref_model
+    return out
+
+
+def _dump(obj) -> dict:
+    return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
+
+
+def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
+    """Train (or fetch from cache) each stage in order, evaluating as ``eval.after`` says."""
+    path = resolve_model_path(trial.spec.model, ctx.cache_dir)
+    key = model_identity(path)
+    multi = bool(trial.spec.stages)
+    model = tokenizer = None
+    for i, stage in enumerate(trial.stages):
+        last = i == len(trial.stages) - 1
+        run_id = _stage_run(ctx, trial_run, trial, stage) if multi else trial_run
+        input_key, key = key, stage_key(stage, key, data_fingerprint(stage))
+        out_dir = ctx.cache_dir / "stages" / key
+        persist = not (last and stage.train.save == "none")
+        cached = out_dir / "meta.json"
+        if cached.exists() and not ctx.force:
+            meta = json.loads(cached.read_text())
+            if multi:
+                ctx.tracker.set_tags(run_id, {"harness.cache_hit": "true", "harness.stage_source_run": meta["run_id"]})
+            model = tokenizer = None
+        else:
+            if multi:
+                ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
+            model, tokenizer, result = train_stage(
+                stage, path, input_key, ctx.cache_dir,
+                lambda m, step, r=run_id: ctx.tracker.log_metrics(r, m, step), ctx.force, ctx.progress)
+            model = merged(model)
+            if persist:
+                save_checkpoint(model, tokenizer, out_dir / "model")
+                cached.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
+                                              "steps": result.steps}))
+        if persist:
+            path = str(out_dir / "model")
+        if multi and not last and stage.eval.after == "every_stage":
+            _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer)
+        if multi:
+            ctx.tracker.set_status(run_id, "FINISHED")
+    ctx.tracker.set_tags(trial_run, {"harness.checkpoint": path if persist else "none (train.save: none)"})
+    ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
+    _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer)
+
+
+def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
+    """The nested run of one stage, reused when the trial resumes."""
+    found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
+    if found:
+        ctx.tracker.set_status(found.info.run_id, "RUNNING")
+        return found.info.run_id
+    tags = {**ctx.common_tags, "harness.stage": stage.name, "harness.stage_of": trial.id,
+            "harness.method": stage.method.name}
+    run_id = ctx.tracker.create_run(ctx.experiment_id, f"{trial.id}/{stage.name}", tags, parent_id=trial_run)
+    ctx.tracker.log_params(run_id, flatten(stage_dict(stage)))
+    return run_id
+
+
+def _evaluate_base(ctx: Context, run_id: str, spec: Spec) -> None:
+    path = resolve_model_path(spec.model, ctx.cache_dir)
+    ctx.tracker.set_tags(run_id, {"harness.checkpoint": path})
+    _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None)
+
+
+def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer) -> None:
+    """Run every suite of ``eval_cfg`` on the model; results are cached by (model, suite, settings)."""
+    base_gen = GenerationSettings(**_dump(eval_cfg.generation))
+    for suite in eval_cfg.suites:
+        options = suite_options(eval_cfg, suite)
+        generation = generation_for(base_gen, options)
+        cache = ctx.cache_dir / "evals" / digest([model_key, suite, options, generation.as_dict()])
+        if not (cache / "metrics.json").exists() or ctx.force:
+            if model is None:
+                model, tokenizer = load_model(path).to(device()), load_tokenizer(path)
+            result = SUITES[suite](model, tokenizer, options, generation, progress=ctx.progress)
+            _write_suite_cache(cache, result)
+        metrics = json.loads((cache / "metrics.json").read_text())
+        ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
+        ctx.tracker.log_file(run_id, cache / "outputs.jsonl", "outputs")
+        ctx.tracker.log_file(run_id, cache / "judgments.jsonl", "judgments")
+
+
+def _write_suite_cache(cache: Path, result) -> None:
+    """Write a suite's results into the cache atomically (a killed run leaves no half entry)."""
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.outputs))
+    (tmp / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.judgments))
+    (tmp / "metrics.json").write_text(json.dumps(result.metrics))
+    shutil.rmtree(cache, ignore_errors=True)
+    tmp.rename(cache)

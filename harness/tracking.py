@@ -1,0 +1,170 @@
+"""One thin module over MLflow: where the store is, and the run tree's primitives.
+
+The store is chosen in this order: ``--tracking-uri``, then the
+``MLFLOW_TRACKING_URI`` environment variable, then the spec's
+``tracking.uri``, then ``sqlite:///<results_dir>/mlflow.db``.  Relative paths
+are made absolute at start and experiments get an explicit artifact location,
+so nothing lands in ``./mlruns``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+@dataclass(frozen=True)
+class Store:
+    tracking_uri: str
+    artifact_root: str
+
+
+def _absolute_uri(uri: str) -> str:
+    """Resolve a relative sqlite or file store against the current directory."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def resolve_store(cli_uri: str | None, spec_uri: str | None, spec_artifact_root: str | None,
+                  results_dir: str) -> Store:
+    """The tracking store and artifact root, both absolute, by the documented precedence."""
+    root = Path(results_dir).resolve()
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or f"sqlite:///{root / 'mlflow.db'}"
+    artifacts = Path(spec_artifact_root).resolve() if spec_artifact_root else root / "artifacts"
+    uri = _absolute_uri(uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return Store(uri, str(artifacts))
+
+
+def _quiet_mlflow() -> None:
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """The run-tree operations harness needs, on an explicit ``MlflowClient``."""
+
+    def __init__(self, store: Store):
+        _quiet_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.store = store
+        self.client = MlflowClient(tracking_uri=store.tracking_uri)
+
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created with an explicit artifact location."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = Path(self.store.artifact_root) / _safe(name)
+        return self.client.create_experiment(name, artifact_location=location.as_uri())
+
+    def find_run(self, experiment_id: str, tags: dict[str, str]):
+        """The newest run of the experiment carrying all ``tags``, or None."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        runs = self.client.search_runs([experiment_id], " and ".join(clauses), max_results=1,
+                                       order_by=["attributes.start_time DESC"])
+        return runs[0] if runs else None
+
+    def create_run(self, experiment_id: str, name: str, tags: dict, parent_id: str | None = None) -> str:
+        tags = dict(tags)
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+    def set_status(self, run_id: str, status: str) -> None:
+        self.client.update_run(run_id, status=status)
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            self.client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        have = self.client.get_run(run_id).data.params
+        new = [Param(k, _param_value(v)) for k, v in params.items() if k not in have]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Write ``text`` to ``artifact_file`` (a relative path) in the run's artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_text(text)
+            parent = str(Path(artifact_file).parent)
+            self.log_file(run_id, path, None if parent == "." else parent)
+
+    def log_jsonl(self, run_id: str, rows: list[dict], artifact_file: str) -> None:
+        self.log_text(run_id, "".join(json.dumps(r, default=str) + "\n" for r in rows), artifact_file)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _param_value(value) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a result, for ``harness.versions``."""
+    out = {}
+    for pkg in ("harness", "torch", "transformers", "peft", "accelerate", "trl", "mlflow", "tokenizers", "vllm"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_sha() -> str:
+    """The git commit of the harness checkout, with ``-dirty`` for uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def require_reachable(tracker: Tracker) -> None:
+    """Fail early with a clear message when the store cannot be opened."""
+    try:
+        tracker.client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any backend error means the same thing to the user
+        raise HarnessError(f"tracking store {tracker.store.tracking_uri!r}: cannot open ({exc})") from exc

@@ -1,0 +1,176 @@
+"""The offline training loop: SFT, reward models and every preference method.
+
+One explicit loop on accelerate's ``Accelerator``.  Methods plug in through
+their registry entry (``harness.methods``); this module holds no method math.
+
+Normalization spans the whole optimizer step (DESIGN.md, "Optimizer-step
+normalization"): each micro-batch's loss is the sum of its per-example
+numerators divided by the step's denominator (response tokens or examples of
+*all* micro-batches of the step), so ``batch_size b, grad_accum k`` gives the
+same update as ``batch_size k*b, grad_accum 1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from harness.batches import forward_method, step_denominator
+from harness.methods import MethodEntry
+
+# Counts of expensive work, read by tests to prove caching (never by timing).
+COUNTERS: Counter = Counter()
+
+LogFn = Callable[[dict, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """The resolved ``train.*`` settings the loop needs."""
+
+    lr: float
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    shuffle: bool = True
+    log_every: int = 10
+    eval_every: int | None = None
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens_seen: int
+    wall_s: float
+    last_metrics: dict = field(default_factory=dict)
+
+
+def step_batches(n: int, cfg: TrainConfig) -> list[list[list[int]]]:
+    """Example indices grouped as steps -> micro-batches, for the whole run.
+
+    Each epoch is a (seeded) permutation cut into steps of batch_size*grad_accum
+    examples; the last step of an epoch may be short.  ``max_steps`` wins over
+    ``epochs`` and may run into further epochs.
+    """
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps: list[list[list[int]]] = []
+    epoch = 0
+    while True:
+        order = list(range(n))
+        if cfg.shuffle:
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=gen).tolist()
+        for start in range(0, n, per_step):
+            chunk = order[start : start + per_step]
+            steps.append([chunk[i : i + cfg.batch_size] for i in range(0, len(chunk), cfg.batch_size)])
+            if cfg.max_steps is not None and len(steps) == cfg.max_steps:
+                return steps
+        epoch += 1
+        if cfg.max_steps is None and epoch >= cfg.epochs:
+            return steps
+
+
+def _scheduler(optimizer, cfg: TrainConfig, total: int):
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
+    warmup = math.ceil(cfg.warmup_ratio * total)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def train(
+    model,
+    method: MethodEntry,
+    params: dict,
+    examples: list,
+    pad_id: int,
+    cfg: TrainConfig,
+    ref: torch.Tensor | None = None,
+    log: LogFn | None = None,
+    validate: Callable[[object], dict] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place on ``examples`` (encoded rows of the method's batch kind).
+
+    ``ref`` holds the reference log-prob statistics per example (see
+    ``harness.reference``) when the method needs them.  ``validate(model)``
+    returns held-out metrics, logged under ``val/`` every ``eval_every`` steps
+    and at the end.
+    """
+    torch.manual_seed(cfg.seed)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plan = step_batches(len(examples), cfg)
+    scheduler = _scheduler(optimizer, cfg, len(plan))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    log = log or (lambda metrics, step: None)
+    tokens_seen, start, metrics = 0, time.perf_counter(), {}
+    bar = tqdm(plan, desc=f"train {method.name}", disable=not progress, unit="step", leave=False)
+    for step, micro_batches in enumerate(bar, start=1):
+        t0 = time.perf_counter()
+        want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
+        metrics, step_tokens = _optimizer_step(
+            model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs
+        )
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        COUNTERS["optimizer_steps"] += 1
+        tokens_seen += step_tokens
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if want_logs:
+            metrics.update(lr=lr, tokens_seen=tokens_seen, tokens_per_s=step_tokens / (time.perf_counter() - t0))
+            log({f"train/{k}": v for k, v in metrics.items()}, step)
+        if validate and (step == len(plan) or (cfg.eval_every and step % cfg.eval_every == 0)):
+            model.eval()
+            log({f"val/{k}": v for k, v in validate(accelerator.unwrap_model(model)).items()}, step)
+            model.train()
+    model.eval()
+    return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
+
+
+def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs):
+    """Forward/backward every micro-batch of one step; returns (metrics, tokens)."""
+    batches = [[examples[i] for i in mb] for mb in micro_batches]
+    ref_rows = [ref[mb] if ref is not None else None for mb in micro_batches]
+    denominator = step_denominator(method, params, batches)
+    total_loss, tokens, weighted = 0.0, 0, Counter()
+    n_examples = sum(len(b) for b in batches)
+    for i, (batch, mb_ref) in enumerate(zip(batches, ref_rows)):
+        sync = i == len(batches) - 1
+        ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
+        with ctx, accelerator.autocast():
+            numerators, mb_metrics, mb_tokens = forward_method(
+                model, method, params, batch, pad_id, mb_ref, accelerator.device, with_entropy=want_logs
+            )
+            loss = numerators.sum() / denominator
+            accelerator.backward(loss)
+        total_loss += loss.item()
+        tokens += mb_tokens
+        for k, v in mb_metrics.items():
+            weighted[k] += float(v) * len(batch)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    metrics = {k: v / n_examples for k, v in weighted.items()}
+    metrics.update(loss=total_loss, grad_norm=float(grad_norm))
+    return metrics, tokens
+

@@ -1,0 +1,71 @@
+"""Numeric answer verification: take the last number of a model's output and compare it exactly.
+
+The rule is deliberately simple and predictable: the *last* number in the
+output is the answer.  Numbers echoed earlier (from the question, or from
+working) never count, whatever their form.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+# A sign counts only when it does not join two words or numbers ("3-5" is 3 and 5,
+# "x-1" is 1).  Thousands separators must come in complete groups of three
+# ("1,234,567"; "12,34" is two numbers).  A number never starts right after a
+# digit or a dot, so "1.2.3" is 1.2, not 1.2 and .3.
+_NUMBER = re.compile(
+    r"""
+    (?:(?<![\w.])(?P<sign>[-+\u2212]))?
+    (?<![\d.])
+    (?P<body>
+        (?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?
+      | \.\d+
+    )
+    """,
+    re.VERBOSE,
+)
+
+
+def _normalize(sign: str | None, body: str) -> str:
+    """Canonical text of a number: no commas, no '+', no leading/trailing zeros, no '-0'."""
+    body = body.replace(",", "")
+    integer, _, fraction = body.partition(".")
+    integer = integer.lstrip("0") or "0"
+    fraction = fraction.rstrip("0")
+    text = f"{integer}.{fraction}" if fraction else integer
+    negative = sign in ("-", "\u2212") and text != "0"
+    return f"-{text}" if negative else text
+
+
+def extract_number(text: str) -> str | None:
+    """The last number in ``text``, normalized; None if there is none.
+
+    Handles integers, signs, decimals and thousands separators:
+    "so 1,234.50 apples" -> "1234.5", "+007" -> "7", "-3.0" -> "-3", ".5" -> "0.5".
+    """
+    last = None
+    for last in _NUMBER.finditer(text):
+        pass
+    if last is None:
+        return None
+    return _normalize(last.group("sign"), last.group("body"))
+
+
+def check_answer(output: str, answer: str | float) -> bool:
+    """Whether the last number of ``output`` equals ``answer`` exactly.
+
+    Both sides are normalized by ``extract_number`` and compared as
+    ``fractions.Fraction``, so "0.50" equals "0.5" and "1,000" equals 1000
+    with no float rounding.  An output without a number is wrong.  An answer
+    without a number is a data error (ValueError naming the answer).
+    """
+    if isinstance(answer, float):
+        expected = Fraction(str(answer))  # str() is the shortest exact repr, "1e+16" included
+    else:
+        text = extract_number(str(answer))
+        if text is None:
+            raise ValueError(f"answer {answer!r} contains no number to check against")
+        expected = Fraction(text)
+    got = extract_number(output)
+    return got is not None and Fraction(got) == expected
