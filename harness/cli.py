@@ -77,15 +77,14 @@ def cmd_sweep(args) -> int:
 
 def cmd_train(args) -> int:
     from harness.data import fingerprint
-    from harness.grid import expand_trials
+    from harness.grid import single_trial
     from harness.spec import load_spec
     from harness.sweep import run_sweep
 
     spec = load_spec(args.spec, args.overrides)
     if spec.ablate or len(spec.seeds) > 1:
         _err(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
-    spec = spec.model_copy(update={"ablate": {}, "seeds": spec.seeds[:1]})
-    trials = expand_trials(spec, fingerprint)
+    trials = [single_trial(spec, fingerprint)]
     summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=_err)
     return _finish(summary)
 

@@ -45,7 +45,7 @@ class TrainConfig:
     scheduler: str = "cosine"
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # None: no clipping (the norm is still logged)
     seed: int = 0
     shuffle: bool = True
     log_every: int = 10
@@ -169,7 +169,7 @@ def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref,
         tokens += mb_tokens
         for k, v in mb_metrics.items():
             weighted[k] += float(v) * len(batch)
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
     metrics = {k: v / n_examples for k, v in weighted.items()}
     metrics.update(loss=total_loss, grad_norm=float(grad_norm))
     return metrics, tokens

@@ -1,0 +1,133 @@
+"""The offline loop: optimizer-step normalization, and reference log-probs across stages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from harness.data import load_rows, take_fraction
+from harness.methods import METHODS
+from harness.models import load_model, load_tokenizer
+from harness.tokenization import encode_pairs, encode_sft
+from harness.toy import toy_model_path
+from harness.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    path = toy_model_path("micro", tmp_path_factory.mktemp("cache"))
+    return str(path), load_tokenizer(str(path))
+
+
+def _examples(tokenizer, uri, kind, n):
+    rows = take_fraction(load_rows(uri, kind), 0.005, 0)[:n]
+    encode = encode_sft if kind == "sft" else encode_pairs
+    return encode(tokenizer, rows, 64)[0]
+
+
+def _one_step(path, tokenizer, method, params, examples, batch_size, grad_accum, ref=None):
+    # float64, because Adam's first step is ~lr*sign(g): float32 noise on near-zero gradients would dominate.
+    model = load_model(path, torch.float64)
+    cfg = TrainConfig(lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, shuffle=False,
+                      scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
+    result = train(model, METHODS[method], params, examples, tokenizer.pad_token_id, cfg, ref=ref, progress=False)
+    return model, result
+
+
+@pytest.mark.parametrize("normalization", ["token", "sequence"])
+def test_grad_accum_matches_one_big_batch_sft(micro, normalization):
+    """batch_size b x grad_accum k must give the same update as batch_size k*b (DESIGN.md).
+
+    Response lengths differ between examples, so a per-micro-batch token mean
+    would give a different update; only step-wide normalization matches.
+    """
+    path, tok = micro
+    examples = _examples(tok, "toy://arith-sft", "sft", 8)
+    assert len({len(e.response_ids) for e in examples}) > 1
+    params = {**METHODS["sft"].params, "loss_normalization": normalization}
+    big, r_big = _one_step(path, tok, "sft", params, examples, 8, 1)
+    small, r_small = _one_step(path, tok, "sft", params, examples, 2, 4)
+    assert r_big.last_metrics["loss"] == pytest.approx(r_small.last_metrics["loss"], rel=1e-5)
+    for a, b in zip(big.parameters(), small.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_grad_accum_matches_one_big_batch_dpo(micro):
+    path, tok = micro
+    examples = _examples(tok, "toy://arith-pairs", "pairs", 6)
+    ref = torch.randn(len(examples), 4, dtype=torch.float64).abs().neg()
+    ref[:, 1] = torch.tensor([len(e.chosen_ids) for e in examples], dtype=torch.float)
+    ref[:, 3] = torch.tensor([len(e.rejected_ids) for e in examples], dtype=torch.float)
+    params = dict(METHODS["dpo"].params)
+    big, r_big = _one_step(path, tok, "dpo", params, examples, 6, 1, ref)
+    small, r_small = _one_step(path, tok, "dpo", params, examples, 3, 2, ref)
+    assert r_big.last_metrics["loss"] == pytest.approx(r_small.last_metrics["loss"], rel=1e-5)
+    for a, b in zip(big.parameters(), small.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_train_loss_is_computed_before_the_update(micro):
+    """train/loss of step 1 equals the loss of the untouched model on that batch."""
+    path, tok = micro
+    examples = _examples(tok, "toy://arith-sft", "sft", 4)
+    untouched = load_model(path, torch.float64)
+    _, result = _one_step(path, tok, "sft", dict(METHODS["sft"].params), examples, 4, 1)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            ids = torch.tensor([ex.prompt_ids + ex.response_ids])
+            logp = torch.log_softmax(untouched(ids).logits[0].double(), -1)
+            for pos in range(len(ex.prompt_ids), ids.shape[1]):
+                nll -= float(logp[pos - 1, ids[0, pos]])
+                count += 1
+    assert result.last_metrics["loss"] == pytest.approx(nll / count, rel=1e-5)
+
+
+def _independent_pair_logps(model, pair) -> list[float]:
+    """Sum of log p(response token | prefix) for chosen and rejected, one sequence at a time, in float64."""
+    out = []
+    for response in (pair.chosen_ids, pair.rejected_ids):
+        ids = torch.tensor([pair.prompt_ids + response])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        start = len(pair.prompt_ids)
+        out.append(sum(float(logp[p - 1, ids[0, p]]) for p in range(start, ids.shape[1])))
+    return out
+
+
+def test_stage_reference_equals_previous_checkpoint(tmp_path):
+    """DPO after a LoRA SFT stage: the reference is the merged SFT checkpoint, not the base."""
+    from harness.cli import main
+
+    spec = {
+        "name": "reftest", "results_dir": str(tmp_path / "results"), "model": "toy://micro",
+        "train": {"batch_size": 4, "max_length": 64}, "data": {"fraction": 0.003},
+        "stages": [
+            {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"},
+             "train": {"max_steps": 3, "lr": 1e-2}, "lora": {"rank": 4}},
+            {"name": "dpo", "method": {"name": "dpo"}, "data": {"train": "toy://arith-pairs"},
+             "train": {"max_steps": 1}},
+        ],
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path)]) == 0
+    cache = tmp_path / "results" / "cache"
+    (ref_file,) = list((cache / "reflogps").glob("*.pt"))
+    stats = torch.load(ref_file)
+    checkpoints = [p / "model" for p in (cache / "stages").iterdir() if p.is_dir()]
+    sft_dir = next(p for p in checkpoints if yaml.safe_load((p.parent / "meta.json").read_text())["stage"] == "sft")
+    sft_model = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
+    base_model = AutoModelForCausalLM.from_pretrained(cache / "toy" / next((cache / "toy").iterdir()).name).eval()
+    tok = load_tokenizer(str(sft_dir))
+    pairs = encode_pairs(tok, take_fraction(load_rows("toy://arith-pairs", "pairs"), 0.003, 0), 64)[0]
+    assert len(pairs) == stats.shape[0]
+    for pair, row in list(zip(pairs, stats))[:4]:
+        chosen, rejected = _independent_pair_logps(sft_model, pair)
+        assert float(row[0]) == pytest.approx(chosen, rel=1e-4)
+        assert float(row[2]) == pytest.approx(rejected, rel=1e-4)
+        assert int(row[1]) == len(pair.chosen_ids) and int(row[3]) == len(pair.rejected_ids)
+        base_chosen, _ = _independent_pair_logps(base_model, pair)
+        assert abs(base_chosen - chosen) > 1e-3  # the SFT stage really changed the model
