@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -59,7 +59,7 @@ def prepare_data(stage, tokenizer) -> StageData:
     held_out = []
     if d.eval:
         held_out, _ = encode(tokenizer, load_rows(d.eval, kind), t.max_length, d.max_prompt_length, d.truncation)
-    return StageData(examples, held_out, {f"data/{k}": v for k, v in stats.__dict__.items()})
+    return StageData(examples, held_out, stats.as_metrics())
 
 
 def data_fingerprint(stage) -> str:

@@ -24,7 +24,14 @@ from harness.evaluate import SUITES, check_suites, generation_for
 from harness.generate import GenerationSettings
 from harness.grid import Trial, stage_key, sweep_id
 from harness.methods import METHODS
-from harness.models import load_model, load_tokenizer, merged, model_identity, resolve_model_path, save_checkpoint
+from harness.models import (
+    load_model,
+    load_tokenizer,
+    merged,
+    model_identity,
+    resolve_model_path,
+    save_checkpoint,
+)
 from harness.spec import Spec, flatten, spec_to_dict
 from harness.stages import data_fingerprint, device, digest, train_stage
 from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
@@ -176,28 +183,12 @@ def _run_trial(ctx: Context, parent: str, trial, echo) -> str | None:
 
 def trial_params(trial) -> dict:
     """The resolved spec, flattened with dotted keys, plus the effective batch size."""
-    params = flatten({k: v for k, v in spec_to_dict(trial.spec).items() if k not in ("ablate", "stages")})
-    for stage in trial.stages:
-        resolved = stage_dict(stage)
-        prefix = "" if stage.name == "main" else f"stages.{stage.name}."
-        params.update({prefix + k: v for k, v in flatten(resolved).items()})
+    resolved = {k: v for k, v in spec_to_dict(trial.spec).items() if k not in ("ablate", "seeds")}
+    params = flatten(resolved)
     if trial.stages:
         t = trial.stages[-1].train
-        params["train.effective_batch_size"] = t.batch_size * t.grad_accum * 1  # x processes (one here)
+        params["train.effective_batch_size"] = t.batch_size * t.grad_accum  # x processes: one, here
     return params
-
-
-def stage_dict(stage) -> dict:
-    out = {"method": {"name": stage.method.name, **stage.method.params}, "train": {**_dump(stage.train),
-                                                                                   "lr": stage.lr}}
-    for key in ("data", "lora", "eval"):
-        out[key] = _dump(getattr(stage, key))
-    out["ref_model"] = stage.ref_model
-    return out
-
-
-def _dump(obj) -> dict:
-    return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
 
 
 def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
@@ -249,7 +240,7 @@ def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
     tags = {**ctx.common_tags, "harness.stage": stage.name, "harness.stage_of": trial.id,
             "harness.method": stage.method.name}
     run_id = ctx.tracker.create_run(ctx.experiment_id, f"{trial.id}/{stage.name}", tags, parent_id=trial_run)
-    ctx.tracker.log_params(run_id, flatten(stage_dict(stage)))
+    ctx.tracker.log_params(run_id, flatten(stage.to_dict()))
     return run_id
 
 
@@ -261,7 +252,7 @@ def _evaluate_base(ctx: Context, run_id: str, spec: Spec) -> None:
 
 def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer) -> None:
     """Run every suite of ``eval_cfg`` on the model; results are cached by (model, suite, settings)."""
-    base_gen = GenerationSettings(**_dump(eval_cfg.generation))
+    base_gen = GenerationSettings(**eval_cfg.generation.model_dump())
     for suite in eval_cfg.suites:
         options = suite_options(eval_cfg, suite)
         generation = generation_for(base_gen, options)

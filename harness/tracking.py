@@ -156,7 +156,7 @@ def git_sha() -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
@@ -166,5 +166,5 @@ def require_reachable(tracker: Tracker) -> None:
     """Fail early with a clear message when the store cannot be opened."""
     try:
         tracker.client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any backend error means the same thing to the user
+    except Exception as exc:
         raise HarnessError(f"tracking store {tracker.store.tracking_uri!r}: cannot open ({exc})") from exc

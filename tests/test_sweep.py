@@ -100,7 +100,7 @@ def test_failed_and_killed_trials_resume_their_own_run(tmp_path, monkeypatch):
     spec_dict = yaml.safe_load(spec.read_text())
     spec_dict["eval"] = {"suites": ["arith"], "generation": {"max_new_tokens": 4}, "arith": {"limit": 4}}
     spec.write_text(yaml.safe_dump(spec_dict))
-    import harness.sweep as sweep
+    from harness import sweep
 
     def boom(*args, **kwargs):
         raise RuntimeError("injected failure")
