@@ -1,0 +1,171 @@
+"""The toy world: deterministic data, a digit-splitting ChatML tokenizer, cached models."""
+
+import re
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.toy import (
+    TOY_DATASETS,
+    TOY_MODELS,
+    is_toy,
+    toy_dataset,
+    toy_fingerprint,
+    toy_model_path,
+    toy_name,
+)
+from harness.toy.datasets import is_eval_item, solve
+
+
+def operands(question: str) -> tuple[str, int, int]:
+    """'What is 37+45?' -> ('add', 37, 45)."""
+    a, sym, b = re.fullmatch(r"What is (\d+)([+-])(\d+)\?", question).groups()
+    return ("add" if sym == "+" else "sub", int(a), int(b))
+
+
+def pair_key(op: str, a: int, b: int) -> tuple:
+    return (op, min(a, b), max(a, b)) if op == "add" else (op, a, b)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from harness.toy.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def test_uris():
+    assert is_toy("toy://tiny") and not is_toy("Qwen/Qwen2-0.5B")
+    assert toy_name("toy://tiny") == "tiny"
+    assert toy_name("toy://arith-eval") == "arith-eval"
+    with pytest.raises(HarnessError, match="toy://micro"):
+        toy_name("toy://nope")
+    assert set(TOY_MODELS) >= {"tiny", "micro"}
+    assert set(TOY_DATASETS) >= {"arith-sft", "arith-pairs", "arith-eval"}
+
+
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_datasets_deterministic(name):
+    assert toy_dataset(name, seed=0) == toy_dataset(name, seed=0)
+    assert toy_dataset(name, seed=0) != toy_dataset(name, seed=1)
+    assert toy_fingerprint(name, 0) == toy_fingerprint(name, 0)
+    assert toy_fingerprint(name, 0) != toy_fingerprint(name, 1)
+
+
+def test_fingerprint_tracks_version_and_content(monkeypatch):
+    from harness.toy import datasets
+
+    before = toy_fingerprint("arith-eval")
+    monkeypatch.setattr(datasets, "DATA_VERSION", datasets.DATA_VERSION + 1)
+    assert toy_fingerprint("arith-eval") != before
+    monkeypatch.undo()
+    monkeypatch.setitem(datasets.SIZES, "arith-eval", 1001)
+    assert toy_fingerprint("arith-eval") != before
+    assert toy_fingerprint("tiny") != toy_fingerprint("micro")
+
+
+def test_eval_is_disjoint_from_training():
+    ev = toy_dataset("arith-eval")
+    assert len(ev) >= 1000
+    assert len({r["id"] for r in ev}) == len(ev)
+    questions = [r["prompt"][0]["content"] for r in ev]
+    assert len(set(questions)) == len(ev)  # no repeated items (a+b and b+a may both appear)
+    eval_keys = {pair_key(*operands(q)) for q in questions}
+    for seed in (0, 1):
+        sft = toy_dataset("arith-sft", seed)
+        pairs = toy_dataset("arith-pairs", seed)
+        train = [r["messages"][0]["content"] for r in sft] + [r["prompt"][0]["content"] for r in pairs]
+        assert not eval_keys & {pair_key(*operands(q)) for q in train}
+    assert all(is_eval_item(*operands(r["prompt"][0]["content"])) for r in ev)
+
+
+def test_rows_are_correct():
+    for r in toy_dataset("arith-eval")[:200]:
+        assert r["answer"] == str(solve(*operands(r["prompt"][0]["content"])))
+    for r in toy_dataset("arith-sft")[:200]:
+        user, asst = r["messages"]
+        assert (user["role"], asst["role"]) == ("user", "assistant")
+        assert asst["content"] == str(solve(*operands(user["content"])))
+
+
+def test_pairs_chosen_correct_rejected_wrong():
+    for r in toy_dataset("arith-pairs"):
+        right = str(solve(*operands(r["prompt"][0]["content"])))
+        assert r["chosen"] == [{"role": "assistant", "content": right}]
+        assert r["rejected"][0]["role"] == "assistant"
+        assert r["rejected"][0]["content"] != right
+        assert int(r["rejected"][0]["content"]) >= 0
+
+
+def test_digits_are_single_tokens(tokenizer):
+    pieces = tokenizer.tokenize("What is 1234+567?")
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == list("1234567")
+    assert tokenizer.bos_token is None
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+
+
+def test_chat_template_round_trip(tokenizer):
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 37+45?"},
+        {"role": "assistant", "content": "82"},
+    ]
+    text = tokenizer.apply_chat_template(msgs, tokenize=False)
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 37+45?<|im_end|>\n"
+        "<|im_start|>assistant\n82<|im_end|>\n"
+    )
+    ids = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=False)
+    assert tokenizer.decode(ids) == text
+    prompt = tokenizer.apply_chat_template(msgs[:2], add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_prompt_is_token_prefix_of_full(tokenizer):
+    """TRL's rule: the response is full[len(prompt):], ending in <|im_end|> and newline."""
+    rows = toy_dataset("arith-pairs")[:300]
+    for r in rows:
+        prompt = tokenizer.apply_chat_template(
+            r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for resp in (r["chosen"], r["rejected"]):
+            full = tokenizer.apply_chat_template(r["prompt"] + resp, tokenize=True, return_dict=False)
+            assert full[: len(prompt)] == prompt
+            response = tokenizer.decode(full[len(prompt):])
+            assert response == resp[0]["content"] + "<|im_end|>\n"
+
+
+def test_micro_model_builds_once_and_loads(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.toy import model as toy_model
+
+    path = toy_model_path("micro", tmp_path, seed=0, progress=False)
+    assert path == tmp_path / "toy" / f"micro-v{toy_model.VERSION}-seed0"
+    tok = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path)
+    assert lm.generation_config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+    assert lm.generation_config.pad_token_id == tok.pad_token_id
+    assert tok.chat_template is not None
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("rebuilt a cached model")
+
+    monkeypatch.setattr(toy_model, "build_model", no_rebuild)
+    assert toy_model_path("micro", tmp_path, seed=0, progress=False) == path
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_micro_model_is_deterministic(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(toy_model_path("micro", tmp_path / "a", progress=False))
+    b = AutoModelForCausalLM.from_pretrained(toy_model_path("micro", tmp_path / "b", progress=False))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_unknown_model_is_a_harness_error(tmp_path):
+    with pytest.raises(HarnessError, match="tiny"):
+        toy_model_path("huge", tmp_path)
