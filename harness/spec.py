@@ -11,22 +11,24 @@ values to it and validate again: ``lora.alpha`` and ``train.lr`` re-resolve.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
-import json
 import operator
 import re
-import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 
 from harness.errors import SpecError
 from harness.methods import METHODS
+from harness.spec_errors import Problem, format_problems, pydantic_problems, show
+from harness.spec_io import (
+    apply_overrides,
+    parse_override,  # noqa: F401  (re-exported: callers import it from harness.spec)
+    read_yaml,
+    set_key,
+)
 
 SUITES = ("arith", "pairwise", "single", "mtbench", "alpaca", "safety", "code")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # no dots: stages are addressed as stages.NAME.KEY
@@ -338,134 +340,6 @@ def _prepare(raw: dict) -> dict:
     return out
 
 
-# ---- problems: what is wrong, where ----
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str  # dotted, with list indices: stages[1].method.beta
-    message: str
-
-
-def show(value: Any) -> str:
-    """A value as the user would write it, cut to a readable length."""
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def path_str(parts: Sequence[Any]) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The one pydantic model inside an annotation (Optional, list, Annotated), if exactly one."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    found = {m for a in typing.get_args(annotation) if (m := _submodel(a)) is not None}
-    return found.pop() if len(found) == 1 else None
-
-
-def _keys_at(parts: Sequence[Any], method: str | None) -> list[str]:
-    """The keys allowed at a path, for suggestions."""
-    if method is not None and parts and parts[-1] == "method":
-        return ["name", *METHODS[method].params]
-    model: type[BaseModel] | None = Spec
-    for p in parts:
-        if isinstance(p, int):
-            continue
-        field = model.model_fields.get(p) if model else None
-        model = _submodel(field.annotation) if field else None
-    return list(model.model_fields) if model else []
-
-
-def _suggest(key: str, parent: Sequence[Any], method: str | None) -> str:
-    close = difflib.get_close_matches(str(key), _keys_at(parent, method), n=1, cutoff=0.6)
-    return f"; did you mean {path_str([*parent, close[0]])}?" if close else ""
-
-
-def _strip_tags(loc: Sequence[Any]) -> tuple[list[Any], str | None]:
-    """Drop pydantic's discriminator tag (method, dpo, beta -> method, beta); return the method seen."""
-    parts, method = [], None
-    for i, p in enumerate(loc):
-        if i > 0 and loc[i - 1] == "method" and p in METHODS and i + 1 < len(loc):
-            method = p
-            continue
-        parts.append(p)
-    return parts, method
-
-
-def _problem(err: dict, parts: list[Any], method: str | None) -> Problem:
-    kind, value, ctx = err["type"], err.get("input"), err.get("ctx", {})
-    if kind == "extra_forbidden":
-        key, parent = parts[-1], parts[:-1]
-        if method is not None and parent and parent[-1] == "method":
-            params = ", ".join(METHODS[method].params)
-            msg = (
-                f"not a parameter of method '{method}' (its parameters: {params}) (value seen: {show(value)})"
-            )
-        else:
-            msg = f"unknown key (value seen: {show(value)})"
-        return Problem(path_str(parts), msg + _suggest(key, parent, method))
-    if kind == "union_tag_not_found" or (kind == "missing" and parts[-1] == "method"):
-        return Problem(path_str([*parts, "name"]), f"required (one of: {', '.join(METHODS)})")
-    if kind == "union_tag_invalid":
-        tag = ctx.get("tag")
-        close = difflib.get_close_matches(str(tag), list(METHODS), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else f" (methods: {', '.join(METHODS)})"
-        return Problem(path_str([*parts, "name"]), f"unknown method (value seen: {show(tag)}){hint}")
-    if kind == "missing":
-        return Problem(path_str(parts), "required")
-    msg = err["msg"][:1].lower() + err["msg"][1:]
-    return Problem(path_str(parts), f"{msg} (value seen: {show(value)})")
-
-
-def pydantic_problems(error: ValidationError) -> list[Problem]:
-    """One Problem per pydantic error; a stage's echo of a top-level problem is dropped."""
-    problems = [_problem(e, *_strip_tags(e["loc"])) for e in error.errors()]
-    stage = re.compile(r"stages\[\d+\]\.")
-    top = {(p.path, p.message) for p in problems if not stage.match(p.path)}
-
-    def echoed(p: Problem) -> bool:  # a stage inherited this problem from the top level
-        return stage.match(p.path) is not None and (stage.sub("", p.path), stage.sub("", p.message)) in top
-
-    return list(dict.fromkeys(p for p in problems if not echoed(p)))
-
-
-def _line_of(path: str, lines: dict[str, int]) -> int | None:
-    while path:
-        if path in lines:
-            return lines[path]
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return None
-
-
-def _origin_of(path: str, origins: dict[str, str]) -> str | None:
-    def under(a: str, b: str) -> bool:
-        return a == b or a.startswith((b + ".", b + "["))
-
-    for key, label in origins.items():
-        if under(path, key) or under(key, path):
-            return label
-    return None
-
-
-def format_problems(
-    problems: Sequence[Problem], file: str, lines: dict[str, int], origins: dict[str, str]
-) -> str:
-    """One line per problem: `FILE[:LINE]: PATH: MESSAGE [(from --set ...)]`."""
-    out = []
-    for p in problems:
-        origin = _origin_of(p.path, origins)
-        line = None if origin else _line_of(p.path, lines)
-        where = f"{file}:{line}" if line else file
-        out.append(f"{where}: {p.path}: {p.message}" + (f" (from {origin})" if origin else ""))
-    return "\n".join(out)
-
-
 # ---- rules that span several keys ----
 
 
@@ -530,73 +404,6 @@ def rule_problems(spec: Spec) -> list[Problem]:
     return out
 
 
-# ---- dotted keys: --set overrides and ablation values ----
-
-
-def key_parts(raw: dict, key: str) -> list[Any]:
-    """`a.b.c` -> [a, b, c]; `stages.NAME.k` -> [stages, index, k]; `ablate.x.y` -> [ablate, "x.y"]."""
-    parts: list[Any] = key.split(".")
-    if not key or "" in parts:
-        raise SpecError(f"{key!r}: not a dotted key")
-    if parts[0] == "ablate" and len(parts) > 1:
-        return ["ablate", ".".join(parts[1:])]
-    if parts[0] == "stages" and len(parts) > 1:
-        parts[1] = _stage_index(raw, parts[1], key)
-    return parts
-
-
-def _stage_index(raw: dict, name: str, key: str) -> int:
-    stages = raw.get("stages")
-    stages = stages if isinstance(stages, list) else []
-    names = [s.get("name") if isinstance(s, dict) else None for s in stages]
-    if name in names:
-        return names.index(name)
-    if name.isdigit() and int(name) < len(stages):
-        return int(name)
-    raise SpecError(f"{key}: no stage named {name!r} (stages: {', '.join(map(str, names)) or 'none'})")
-
-
-def set_key(raw: dict, key: str, value: Any) -> tuple[dict, str]:
-    """A copy of `raw` with the dotted `key` set to `value`, and the key as a path (stages[1].train.lr)."""
-    parts = key_parts(raw, key)
-    out = copy.deepcopy(raw)
-    node: Any = out
-    for i, p in enumerate(parts[:-1]):
-        if isinstance(node, dict) and node.get(p) is None:
-            node[p] = {}
-        if not (isinstance(node, dict) or (isinstance(node, list) and isinstance(p, int))):
-            raise SpecError(f"{key}: {path_str(parts[:i])} is not a mapping (value seen: {show(node)})")
-        node = node[p]
-    if not isinstance(node, dict):
-        raise SpecError(f"{key}: {path_str(parts[:-1])} is not a mapping (value seen: {show(node)})")
-    node[parts[-1]] = value
-    return out, path_str(parts)
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=VALUE` -> ("a.b", VALUE parsed as YAML), so 0.1 is a float, [1,2] a list, null None."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise SpecError(f"--set {text}: expected KEY=VALUE, e.g. --set method.beta=0.1")
-    try:
-        return key.strip(), yaml_load(value)
-    except yaml.YAMLError as e:
-        raise SpecError(f"--set {text}: cannot parse the value: {getattr(e, 'problem', e)}") from None
-
-
-def apply_overrides(raw: dict, overrides: Sequence[str], file: str = "spec") -> tuple[dict, dict[str, str]]:
-    """Apply `--set` overrides in order; returns the new mapping and {path: "--set ..."}."""
-    origins = {}
-    for text in overrides:
-        key, value = parse_override(text)
-        try:
-            raw, path = set_key(raw, key, value)
-        except SpecError as e:
-            raise SpecError(f"{file}: --set {text}: {e}") from None
-        origins[path] = f"--set {text}"
-    return raw, origins
-
-
 # ---- validation ----
 
 
@@ -606,7 +413,7 @@ def _check(raw: Any) -> tuple[Spec | None, list[Problem]]:
     try:
         spec = Spec.model_validate(_prepare(raw))
     except ValidationError as e:
-        return None, pydantic_problems(e)
+        return None, pydantic_problems(e, Spec)
     return spec, rule_problems(spec)
 
 
@@ -648,70 +455,6 @@ def validate_spec(
     spec._raw = copy.deepcopy(raw)
     spec._file = file
     return spec
-
-
-# ---- YAML ----
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 demands a dot: `1.0e-5`)."""
-
-
-_FLOAT = "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
-    ch: [r for r in rs if r[0] != _FLOAT] for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.VERBOSE,
-    ),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
-
-
-def _line_map(node: yaml.Node, prefix: str, file: str) -> dict[str, int]:
-    """Dotted path -> 1-based line of every key and list item; duplicate keys are errors."""
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if path in lines:
-                raise SpecError(f"{file}:{line}: {path}: duplicate key (first at line {lines[path]})")
-            lines[path] = line
-            lines.update(_line_map(value_node, path, file))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
-            lines.update(_line_map(item, f"{prefix}[{i}]", file))
-    return lines
-
-
-def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
-    """The parsed YAML and its line map; syntax errors name the file and line."""
-    file = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise SpecError(f"{file}: cannot read the spec ({e.strerror})") from None
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        raise SpecError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from None
-    return (data if data is not None else {}), (_line_map(node, "", file) if node else {})
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
