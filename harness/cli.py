@@ -123,6 +123,14 @@ def cmd_ui(args) -> int:
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "report": cmd_report, "ui": cmd_ui}
 
 
+def _quiet_libraries() -> None:
+    """harness draws its own progress bars; transformers' per-load bars would drown them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -130,6 +138,7 @@ def _err(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
+    except Exception as exc:
         if args.debug:
             raise
         _err(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")

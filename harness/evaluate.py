@@ -9,8 +9,8 @@ prompt) become the artifacts ``outputs/<suite>.jsonl`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from harness.data import load_rows
 from harness.errors import HarnessError

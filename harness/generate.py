@@ -53,7 +53,7 @@ def generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSet
     extra = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} if sample else {
         "do_sample": False}
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc=desc, disable=not progress, unit="batch", leave=False):
+    for idx in tqdm(batches, desc=desc, disable=None if progress else True, unit="batch", leave=False):
         input_ids, attention = left_pad([prompts[i] for i in idx], pad)
         out = model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device),

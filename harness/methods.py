@@ -11,8 +11,9 @@ sets any other ``method.*`` key is an error (DESIGN.md, "Contract: spec keys").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from harness.losses import dpo_loss, sft_loss
 

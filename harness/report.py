@@ -19,15 +19,34 @@ from harness.tracking import Store
 HIDDEN_PARAMS = ("train.seed",)  # shown through the seed column instead
 
 
+def runs_frame(store: Store, experiments: list[str]) -> pd.DataFrame:
+    """Every run of ``experiments`` as one row: ``experiment``, ``status``, ``params.*``, ``metrics.*``, ``tags.*``.
+
+    Uses an explicit client: ``mlflow.set_tracking_uri`` would also set the
+    process's ``MLFLOW_TRACKING_URI`` and redirect later commands.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    records = []
+    for name in experiments:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise HarnessError(f"experiment {name!r} not found in {store.tracking_uri}")
+        for run in client.search_runs([exp.experiment_id], max_results=50_000):
+            record = {"experiment": name, "run_id": run.info.run_id, "status": run.info.status}
+            record.update({f"params.{k}": v for k, v in run.data.params.items()})
+            record.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            record.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def trial_table(store: Store, experiments: list[str]) -> pd.DataFrame:
     """A DataFrame with one row per trial (and evaluated stage) of ``experiments``."""
-    import mlflow
-
-    mlflow.set_tracking_uri(store.tracking_uri)
-    runs = mlflow.search_runs(experiment_names=experiments, output_format="pandas")
+    runs = runs_frame(store, experiments)
     if runs.empty:
         raise HarnessError(f"no runs found for experiment(s) {experiments} in {store.tracking_uri}")
-    runs = runs.copy()
     runs["is_trial"] = _column(runs, "tags.harness.trial_id").notna()
     eval_cols = [c for c in runs.columns if c.startswith("metrics.eval/")]
     has_eval = runs[eval_cols].notna().any(axis=1) if eval_cols else False
@@ -37,18 +56,11 @@ def trial_table(store: Store, experiments: list[str]) -> pd.DataFrame:
         raise HarnessError(f"experiment(s) {experiments} have no trial runs yet")
     rows["trial"] = rows["tags.harness.trial_id"].where(
         rows["is_trial"], _column(rows, "tags.harness.stage_of") + "/" + _column(rows, "tags.harness.stage"))
-    rows["experiment"] = rows["experiment_id"].map(_experiment_names(experiments))
     return rows.sort_values(["experiment", "trial"]).reset_index(drop=True)
 
 
 def _column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
-
-
-def _experiment_names(names: list[str]) -> dict[str, str]:
-    import mlflow
-
-    return {mlflow.get_experiment_by_name(n).experiment_id: n for n in names if mlflow.get_experiment_by_name(n)}
 
 
 def varying_params(rows: pd.DataFrame) -> list[str]:
@@ -63,8 +75,9 @@ def summary_frame(rows: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"trial": rows["trial"], "status": rows["status"]})
     if rows["experiment"].nunique() > 1:
         out.insert(0, "experiment", rows["experiment"])
+    ablated = rows["is_trial"] & (rows["trial"] != "base")  # base and stage rows have no axis values
     for col in varying_params(rows):
-        out[col[len("params."):]] = rows[col]
+        out[col[len("params."):]] = rows[col].where(ablated, "").fillna("")
     metrics = sorted(c for c in rows.columns if c.startswith("metrics.eval/") and not c.endswith("_se"))
     for col in metrics:
         name = col[len("metrics."):]
@@ -85,7 +98,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table (no extra dependency)."""
     cells = [[str(c) for c in df.columns]] + [["" if v is None else str(v) for v in row] for row in df.values]
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    line = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
                      + [line(r) for r in cells[1:]])
 

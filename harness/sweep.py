@@ -100,7 +100,7 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     parent = _parent_run(ctx)
     summary = SweepSummary()
     work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
-    for trial in tqdm(work, desc="trials", disable=not progress, unit="trial"):
+    for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
         error = _run_trial(ctx, parent, trial, echo)
         if error is None:
             summary.ran.append(trial.id)
@@ -177,6 +177,8 @@ def _run_trial(ctx: Context, parent: str, trial, echo) -> str | None:
         ctx.tracker.set_status(run_id, "FAILED")
         echo(f"FAILED {trial.id}: {message}")
         return message
+    if found and "harness.error" in found.data.tags:
+        ctx.tracker.client.delete_tag(run_id, "harness.error")  # the resumed trial succeeded
     ctx.tracker.set_status(run_id, "FINISHED")
     return None
 

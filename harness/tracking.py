@@ -60,8 +60,9 @@ class Tracker:
     """The run-tree operations harness needs, on an explicit ``MlflowClient``."""
 
     def __init__(self, store: Store):
-        _quiet_mlflow()
         from mlflow.tracking import MlflowClient
+
+        _quiet_mlflow()  # after the import, which sets mlflow's own log level
 
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)

@@ -16,8 +16,8 @@ import contextlib
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -124,7 +124,7 @@ def train(
     model.train()
     log = log or (lambda metrics, step: None)
     tokens_seen, start, metrics = 0, time.perf_counter(), {}
-    bar = tqdm(plan, desc=f"train {method.name}", disable=not progress, unit="step", leave=False)
+    bar = tqdm(plan, desc=f"train {method.name}", disable=None if progress else True, unit="step", leave=False)
     for step, micro_batches in enumerate(bar, start=1):
         t0 = time.perf_counter()
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
@@ -138,10 +138,11 @@ def train(
         COUNTERS["optimizer_steps"] += 1
         tokens_seen += step_tokens
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-        if want_logs:
+        if want_logs and accelerator.is_main_process:
             metrics.update(lr=lr, tokens_seen=tokens_seen, tokens_per_s=step_tokens / (time.perf_counter() - t0))
             log({f"train/{k}": v for k, v in metrics.items()}, step)
-        if validate and (step == len(plan) or (cfg.eval_every and step % cfg.eval_every == 0)):
+        due = step == len(plan) or (cfg.eval_every and step % cfg.eval_every == 0)
+        if validate and due and accelerator.is_main_process:
             model.eval()
             log({f"val/{k}": v for k, v in validate(accelerator.unwrap_model(model)).items()}, step)
             model.train()
@@ -150,27 +151,42 @@ def train(
 
 
 def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs):
-    """Forward/backward every micro-batch of one step; returns (metrics, tokens)."""
-    batches = [[examples[i] for i in mb] for mb in micro_batches]
-    ref_rows = [ref[mb] if ref is not None else None for mb in micro_batches]
-    denominator = step_denominator(method, params, batches)
-    total_loss, tokens, weighted = 0.0, 0, Counter()
-    n_examples = sum(len(b) for b in batches)
-    for i, (batch, mb_ref) in enumerate(zip(batches, ref_rows)):
-        sync = i == len(batches) - 1
+    """Forward/backward every micro-batch of one step; returns (metrics, tokens).
+
+    With several processes, each takes every world-th example of each
+    micro-batch.  The denominator covers the whole step on all processes and
+    DDP averages gradients, so each local loss is scaled by the world size; the
+    sum over processes is then exactly the one-process loss.  A process left
+    without examples runs one example at weight 0 to keep DDP's collectives in step.
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    denominator = step_denominator(method, params, [[examples[i] for i in mb] for mb in micro_batches])
+    local_loss, tokens, weighted = 0.0, 0, Counter()
+    for i, mb in enumerate(micro_batches):
+        share = mb[rank::world]
+        weight = 1.0 if share else 0.0
+        share = share or mb[:1]
+        batch = [examples[j] for j in share]
+        sync = i == len(micro_batches) - 1
         ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
         with ctx, accelerator.autocast():
             numerators, mb_metrics, mb_tokens = forward_method(
-                model, method, params, batch, pad_id, mb_ref, accelerator.device, with_entropy=want_logs
+                model, method, params, batch, pad_id, ref[share] if ref is not None else None,
+                accelerator.device, with_entropy=want_logs,
             )
-            loss = numerators.sum() / denominator
-            accelerator.backward(loss)
-        total_loss += loss.item()
-        tokens += mb_tokens
+            loss = numerators.sum() * (weight / denominator)
+            accelerator.backward(loss * world)
+        local_loss += loss.item()
+        tokens += int(mb_tokens * weight)
         for k, v in mb_metrics.items():
-            weighted[k] += float(v) * len(batch)
+            weighted[k] += float(v) * len(batch) * weight
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-    metrics = {k: v / n_examples for k, v in weighted.items()}
-    metrics.update(loss=total_loss, grad_norm=float(grad_norm))
-    return metrics, tokens
-
+    n_examples = sum(len(mb) for mb in micro_batches)
+    keys = sorted(weighted)
+    totals = torch.tensor([local_loss, float(tokens)] + [weighted[k] for k in keys], dtype=torch.float64,
+                          device=accelerator.device)
+    if world > 1:
+        totals = accelerator.reduce(totals, reduction="sum")
+    metrics = {k: float(v) / n_examples for k, v in zip(keys, totals[2:])}
+    metrics.update(loss=float(totals[0]), grad_norm=float(grad_norm))
+    return metrics, int(totals[1])

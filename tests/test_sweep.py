@@ -117,7 +117,9 @@ def test_failed_and_killed_trials_resume_their_own_run(tmp_path, monkeypatch):
     assert main(["sweep", str(spec)]) == 0
     client, second = runs(tmp_path)
     assert len(second) == len(first)
-    assert client.get_run(trial.info.run_id).info.status == "FINISHED"
+    resumed = client.get_run(trial.info.run_id)
+    assert resumed.info.status == "FINISHED" and "harness.error" not in resumed.data.tags
+    assert "eval/arith/pass_at_1" in resumed.data.metrics
     assert COUNTERS["optimizer_steps"] == 0  # the trained stage came from the cache
 
     # A run left RUNNING by a killed process is resumed, not duplicated.
@@ -173,3 +175,16 @@ def test_report_prints_a_row_per_trial(tmp_path, capsys):
     body = [line for line in table.splitlines()[2:] if line.startswith("|")]
     assert len(body) == 3 + 2  # base, two trials, and the two evaluated SFT stage runs
     assert (out_dir / "report.csv").exists()
+
+
+def test_train_runs_one_trial_every_time(tmp_path, capsys):
+    spec = write_spec(tmp_path, eval={"suites": []})
+    for _ in range(2):
+        COUNTERS.clear()
+        assert main(["train", str(spec), "--set", "stages.dpo.method.beta=0.3"]) == 0
+        assert COUNTERS["optimizer_steps"] == SFT_STEPS + DPO_STEPS  # never skips, never reuses a cache
+    _, all_runs = runs(tmp_path)
+    trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]
+    assert len(trials) == 1
+    assert trials[0].data.params["stages.dpo.method.beta"] == "0.3"
+    assert "ignoring ablate" in capsys.readouterr().err
