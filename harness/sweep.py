@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class Context:
     force: bool = False
     progress: bool = True
     common_tags: dict = field(default_factory=dict)
+    echo: Callable[[str], None] = print
 
 
 @dataclass
@@ -55,7 +57,7 @@ class SweepSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bool) -> Context:
+def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bool, echo=print) -> Context:
     """Resolve the store and results paths (absolute, at start) and create the experiment."""
     store: Store = resolve_store(tracking_uri, spec.tracking.uri, spec.tracking.artifact_root, spec.results_dir)
     tracker = Tracker(store)
@@ -63,7 +65,7 @@ def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bo
     cache_dir.mkdir(parents=True, exist_ok=True)
     tags = {"harness.sweep_id": sweep_id(spec), "harness.git_sha": git_sha(),
             "harness.versions": json.dumps(package_versions(), sort_keys=True)}
-    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags)
+    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags, echo)
 
 
 def preflight(trials: list[Trial]) -> None:
@@ -96,12 +98,13 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
               progress: bool = True, echo=print) -> SweepSummary:
     """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
     preflight(trials)
-    ctx = open_context(spec, tracking_uri, force, progress)
+    ctx = open_context(spec, tracking_uri, force, progress, echo)
+    echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
     parent = _parent_run(ctx)
     summary = SweepSummary()
     work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
     for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
-        error = _run_trial(ctx, parent, trial, echo)
+        error = _run_trial(ctx, parent, trial)
         if error is None:
             summary.ran.append(trial.id)
         elif error == SKIPPED:
@@ -148,11 +151,11 @@ def _base_trial(spec: Spec) -> _BaseTrial:
 SKIPPED = "skipped"
 
 
-def _run_trial(ctx: Context, parent: str, trial, echo) -> str | None:
+def _run_trial(ctx: Context, parent: str, trial) -> str | None:
     """Run or skip one trial; returns None when it ran, ``SKIPPED``, or its error message."""
     found = _find_trial_run(ctx, trial.id)
     if found and found.info.status == "FINISHED" and not ctx.force:
-        echo(f"skip {trial.id} (finished run {found.info.run_id})")
+        ctx.echo(f"skip {trial.id} (finished run {found.info.run_id})")
         return SKIPPED
     if found:
         run_id = found.info.run_id
@@ -162,6 +165,7 @@ def _run_trial(ctx: Context, parent: str, trial, echo) -> str | None:
         tags = {**ctx.common_tags, "harness.trial_id": trial.id, "harness.method": method,
                 "harness.spec_sha": digest(spec_to_dict(trial.spec), 64)}
         run_id = ctx.tracker.create_run(ctx.experiment_id, trial.id, tags, parent_id=parent)
+    ctx.echo(f"trial {trial.id}: {'resuming' if found else 'starting'} (run {run_id})")
     try:
         ctx.tracker.log_params(run_id, trial_params(trial))
         ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(trial.spec), sort_keys=False),
@@ -175,7 +179,7 @@ def _run_trial(ctx: Context, parent: str, trial, echo) -> str | None:
         ctx.tracker.set_tags(run_id, {"harness.error": message[:5000]})
         ctx.tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         ctx.tracker.set_status(run_id, "FAILED")
-        echo(f"FAILED {trial.id}: {message}")
+        ctx.echo(f"FAILED {trial.id}: {message}")
         return message
     if found and "harness.error" in found.data.tags:
         ctx.tracker.client.delete_tag(run_id, "harness.error")  # the resumed trial succeeded
@@ -208,12 +212,14 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
         cached = out_dir / "meta.json"
         if cached.exists() and not ctx.force:
             meta = json.loads(cached.read_text())
+            ctx.echo(f"  stage {stage.name}: cached (trained in run {meta['run_id']})")
             if multi:
                 ctx.tracker.set_tags(run_id, {"harness.cache_hit": "true", "harness.stage_source_run": meta["run_id"]})
             model = tokenizer = None
         else:
             if multi:
                 ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
+            ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
             model, tokenizer, result = train_stage(
                 stage, path, input_key, ctx.cache_dir,
                 lambda m, step, r=run_id: ctx.tracker.log_metrics(r, m, step), ctx.force, ctx.progress)
@@ -265,6 +271,8 @@ def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, mo
             result = SUITES[suite](model, tokenizer, options, generation, progress=ctx.progress)
             _write_suite_cache(cache, result)
         metrics = json.loads((cache / "metrics.json").read_text())
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_se"))
+        ctx.echo(f"  eval {suite}: {shown}")
         ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
         ctx.tracker.log_file(run_id, cache / "outputs.jsonl", "outputs")
         ctx.tracker.log_file(run_id, cache / "judgments.jsonl", "judgments")
