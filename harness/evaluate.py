@@ -10,11 +10,12 @@ prompt) become the artifacts ``outputs/<suite>.jsonl`` and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from harness.data import load_rows
 from harness.errors import HarnessError
-from harness.generate import GenerationSettings, generate
+from harness.generate import generate
+from harness.spec import GenerationSpec
 from harness.tokenization import encode_prompt
 from judges.stats import mean_pass_at_k
 from judges.verifiers import check_answer
@@ -27,14 +28,14 @@ class SuiteResult:
     judgments: list[dict] = field(default_factory=list)
 
 
-def generation_for(base: GenerationSettings, options: dict) -> GenerationSettings:
+def generation_for(base: GenerationSpec, options: dict) -> GenerationSpec:
     """A suite's decoding settings: its own non-null options override ``eval.generation``."""
     own = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed")
            if options.get(k) is not None}
-    return replace(base, **own)
+    return base.model_copy(update=own)
 
 
-def arith_suite(model, tokenizer, options: dict, generation: GenerationSettings,
+def arith_suite(model, tokenizer, options: dict, generation: GenerationSpec,
                 progress: bool = True) -> SuiteResult:
     """Verifier pass@k on arithmetic prompts with known answers.
 
@@ -47,7 +48,7 @@ def arith_suite(model, tokenizer, options: dict, generation: GenerationSettings,
         raise HarnessError(f"{missing[0].source}:{missing[0].line}: field 'answer': missing (the arith suite needs it)")
     prompts = [encode_prompt(tokenizer, r.data["prompt"], generation.system_prompt) for r in rows]
     completions = generate(model, tokenizer, prompts, generation, progress=progress, desc="eval arith")
-    settings = generation.as_dict()
+    settings = generation.model_dump()
     outputs, judgments, per_item, lengths = [], [], [], []
     for i, (row, samples) in enumerate(zip(rows, completions)):
         item_id = str(row.data.get("id", i))

@@ -7,25 +7,13 @@ way it was trained.  vLLM joins behind the same function signature.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from harness.collate import left_pad
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    n: int = 1
-    seed: int = 0
-    system_prompt: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from harness.spec import GenerationSpec
 
 
 @dataclass
@@ -35,7 +23,7 @@ class Completion:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSettings,
+def generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSpec,
              batch_size: int = 64, progress: bool = True, desc: str = "generate") -> list[list[Completion]]:
     """``settings.n`` completions per prompt, in prompt order.
 

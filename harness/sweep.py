@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from harness.data import load_rows
 from harness.errors import HarnessError
 from harness.evaluate import SUITES, check_suites, generation_for
-from harness.generate import GenerationSettings
 from harness.grid import Trial, stage_key, sweep_id
 from harness.methods import METHODS
 from harness.models import (
@@ -260,11 +259,10 @@ def _evaluate_base(ctx: Context, run_id: str, spec: Spec) -> None:
 
 def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer) -> None:
     """Run every suite of ``eval_cfg`` on the model; results are cached by (model, suite, settings)."""
-    base_gen = GenerationSettings(**eval_cfg.generation.model_dump())
     for suite in eval_cfg.suites:
         options = suite_options(eval_cfg, suite)
-        generation = generation_for(base_gen, options)
-        cache = ctx.cache_dir / "evals" / digest([model_key, suite, options, generation.as_dict()])
+        generation = generation_for(eval_cfg.generation, options)
+        cache = ctx.cache_dir / "evals" / digest([model_key, suite, options, generation.model_dump()])
         if not (cache / "metrics.json").exists() or ctx.force:
             if model is None:
                 model, tokenizer = load_model(path).to(device()), load_tokenizer(path)

@@ -38,6 +38,15 @@ def _one_step(path, tokenizer, method, params, examples, batch_size, grad_accum,
     return model, result
 
 
+def _assert_same_update(path, tok, method, params, examples, big, small, ref=None):
+    """One step at (batch, accumulation) ``big`` and ``small`` gives the same loss and weights."""
+    model_a, result_a = _one_step(path, tok, method, params, examples, *big, ref)
+    model_b, result_b = _one_step(path, tok, method, params, examples, *small, ref)
+    assert result_a.last_metrics["loss"] == pytest.approx(result_b.last_metrics["loss"], rel=1e-9)
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("normalization", ["token", "sequence"])
 def test_grad_accum_matches_one_big_batch_sft(micro, normalization):
     """batch_size b x grad_accum k must give the same update as batch_size k*b (DESIGN.md).
@@ -49,25 +58,16 @@ def test_grad_accum_matches_one_big_batch_sft(micro, normalization):
     examples = _examples(tok, "toy://arith-sft", "sft", 8)
     assert len({len(e.response_ids) for e in examples}) > 1
     params = {**METHODS["sft"].params, "loss_normalization": normalization}
-    big, r_big = _one_step(path, tok, "sft", params, examples, 8, 1)
-    small, r_small = _one_step(path, tok, "sft", params, examples, 2, 4)
-    assert r_big.last_metrics["loss"] == pytest.approx(r_small.last_metrics["loss"], rel=1e-5)
-    for a, b in zip(big.parameters(), small.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    _assert_same_update(path, tok, "sft", params, examples, (8, 1), (2, 4))
 
 
 def test_grad_accum_matches_one_big_batch_dpo(micro):
     path, tok = micro
     examples = _examples(tok, "toy://arith-pairs", "pairs", 6)
     ref = torch.randn(len(examples), 4, dtype=torch.float64).abs().neg()
-    ref[:, 1] = torch.tensor([len(e.chosen_ids) for e in examples], dtype=torch.float)
-    ref[:, 3] = torch.tensor([len(e.rejected_ids) for e in examples], dtype=torch.float)
-    params = dict(METHODS["dpo"].params)
-    big, r_big = _one_step(path, tok, "dpo", params, examples, 6, 1, ref)
-    small, r_small = _one_step(path, tok, "dpo", params, examples, 3, 2, ref)
-    assert r_big.last_metrics["loss"] == pytest.approx(r_small.last_metrics["loss"], rel=1e-5)
-    for a, b in zip(big.parameters(), small.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    ref[:, 1] = torch.tensor([len(e.chosen_ids) for e in examples], dtype=torch.float64)
+    ref[:, 3] = torch.tensor([len(e.rejected_ids) for e in examples], dtype=torch.float64)
+    _assert_same_update(path, tok, "dpo", dict(METHODS["dpo"].params), examples, (6, 1), (3, 2), ref)
 
 
 def test_train_loss_is_computed_before_the_update(micro):
