@@ -56,9 +56,9 @@ def _read_jsonl(path: Path, source: str) -> tuple[list[Row], list[str]]:
             if not text.strip():
                 continue
             try:
-                rows.append(Row(source, number, json.loads(text)))
+                rows.append(Row(source, number, json.loads(text.rstrip("\r\n"))))
             except json.JSONDecodeError as exc:
-                problems.append(f"{source}:{number}: malformed JSON ({exc.msg}: line 1 column {exc.colno})")
+                problems.append(f"{source}:{number}: malformed JSON ({exc.msg} at column {exc.colno})")
     return rows, problems
 
 

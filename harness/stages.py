@@ -20,6 +20,7 @@ import torch
 from harness.batches import forward_method, reference_stats, step_denominator
 from harness.data import fingerprint, load_rows, take_fraction
 from harness.errors import HarnessError
+from harness.filters import filter_rows, within_length
 from harness.methods import METHODS
 from harness.models import attach_lora, load_model, load_tokenizer, resolve_model_path, training_dtype
 from harness.tokenization import encode_pairs, encode_sft
@@ -45,21 +46,44 @@ class StageData:
 
 
 def prepare_data(stage, tokenizer) -> StageData:
-    """Load, subset and tokenize a stage's train (and held-out) data by TRL's rule."""
+    """Load, subset, filter and tokenize a stage's train (and held-out) data by TRL's rule.
+
+    Every row that is dropped is counted in the returned ``stats``
+    (``data/truncated``, ``data/dropped``, ``data/filtered_*``).
+    """
     method = METHODS[stage.method.name]
-    kind = ROW_KIND.get(method.batch_kind)
-    if kind is None:
-        raise HarnessError(f"method.name: {method.name!r} is not available in this version")
+    kind = ROW_KIND[method.batch_kind]
     d, t = stage.data, stage.train
     encode = encode_sft if kind == "sft" else encode_pairs
     rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
+    if kind == "sft":
+        check_assistant_turns(rows, stage.method.params["assistant_turns"])
+    rows, counts = filter_rows(rows, d.filter, kind)
     examples, stats = encode(tokenizer, rows, t.max_length, d.max_prompt_length, d.truncation)
+    examples, counts["data/filtered_length"] = within_length(examples, d.filter.min_length, d.filter.max_length)
     if not examples:
-        raise HarnessError(f"data.train {d.train!r}: no examples left after truncation ({stats})")
+        raise HarnessError(f"data.train {d.train!r}: no examples left after filtering and truncation "
+                           f"({stats.as_metrics() | counts})")
     held_out = []
     if d.eval:
         held_out, _ = encode(tokenizer, load_rows(d.eval, kind), t.max_length, d.max_prompt_length, d.truncation)
-    return StageData(examples, held_out, stats.as_metrics())
+    return StageData(examples, held_out, stats.as_metrics() | counts)
+
+
+def check_assistant_turns(rows: list, assistant_turns: str) -> None:
+    """Refuse conversations with several assistant turns until every-turn training lands.
+
+    Training only the last turn while ``assistant_turns: all`` asks for every
+    turn would silently change the objective.
+    """
+    if assistant_turns != "all":
+        return
+    for row in rows:
+        messages = row.data.get("messages") or []
+        if sum(m.get("role") == "assistant" for m in messages) > 1:
+            raise HarnessError(
+                f"{row.where}: field 'messages': several assistant turns; training on every turn is not "
+                "available in this version (set method.assistant_turns: last to train the last turn)")
 
 
 def data_fingerprint(stage) -> str:

@@ -33,7 +33,7 @@ from harness.models import (
     save_checkpoint,
 )
 from harness.spec import Spec, flatten, spec_to_dict
-from harness.stages import data_fingerprint, device, digest, train_stage
+from harness.stages import check_assistant_turns, data_fingerprint, device, digest, train_stage
 from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
 
 
@@ -76,6 +76,11 @@ def preflight(trials: list[Trial]) -> None:
             if not entry.implemented:
                 raise HarnessError(f"method.name: {entry.name!r} is not available in this version "
                                    f"(available: {sorted(n for n, m in METHODS.items() if m.implemented)})")
+            if stage.train.packing:
+                raise HarnessError("train.packing: not available in this version; set it to false")
+            if stage.data.filter.dedup == "near":
+                raise HarnessError("data.filter.dedup: 'near' is not available in this version; "
+                                   "use 'exact' or 'none'")
             uris.add((stage.data.train, entry.batch_kind))
             if stage.data.eval:
                 uris.add((stage.data.eval, entry.batch_kind))
@@ -84,6 +89,10 @@ def preflight(trials: list[Trial]) -> None:
                 uris.add((suite_options(stage.eval, suite)["data"], "eval"))
     for uri, kind in sorted(uris):
         load_rows(uri, kind)
+    for trial in trials:  # checks that need the method's settings, on the rows just validated
+        for stage in trial.stages:
+            if METHODS[stage.method.name].batch_kind == "sft":
+                check_assistant_turns(load_rows(stage.data.train, "sft"), stage.method.params["assistant_turns"])
 
 
 def suite_options(eval_cfg, suite: str) -> dict:
@@ -148,6 +157,7 @@ def _base_trial(spec: Spec) -> _BaseTrial:
 
 
 SKIPPED = "skipped"
+EVAL_CACHE_LAYOUT = 2  # bump when the files of an eval cache entry change
 
 
 def _run_trial(ctx: Context, parent: str, trial) -> str | None:
@@ -262,27 +272,28 @@ def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, mo
     for suite in eval_cfg.suites:
         options = suite_options(eval_cfg, suite)
         generation = generation_for(eval_cfg.generation, options)
-        cache = ctx.cache_dir / "evals" / digest([model_key, suite, options, generation.model_dump()])
+        cache = ctx.cache_dir / "evals" / digest([EVAL_CACHE_LAYOUT, model_key, suite, options,
+                                                   generation.model_dump()])
         if not (cache / "metrics.json").exists() or ctx.force:
             if model is None:
                 model, tokenizer = load_model(path).to(device()), load_tokenizer(path)
             result = SUITES[suite](model, tokenizer, options, generation, progress=ctx.progress)
-            _write_suite_cache(cache, result)
+            _write_suite_cache(cache, suite, result)
         metrics = json.loads((cache / "metrics.json").read_text())
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_se"))
         ctx.echo(f"  eval {suite}: {shown}")
         ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
-        ctx.tracker.log_file(run_id, cache / "outputs.jsonl", "outputs")
-        ctx.tracker.log_file(run_id, cache / "judgments.jsonl", "judgments")
+        for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
+            ctx.tracker.log_file(run_id, cache / kind / f"{suite}.jsonl", kind)
 
 
-def _write_suite_cache(cache: Path, result) -> None:
+def _write_suite_cache(cache: Path, suite: str, result) -> None:
     """Write a suite's results into the cache atomically (a killed run leaves no half entry)."""
     tmp = cache.with_name(cache.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.outputs))
-    (tmp / "judgments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.judgments))
+    for kind, rows in (("outputs", result.outputs), ("judgments", result.judgments)):
+        (tmp / kind).mkdir(parents=True)
+        (tmp / kind / f"{suite}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp / "metrics.json").write_text(json.dumps(result.metrics))
     shutil.rmtree(cache, ignore_errors=True)
     tmp.rename(cache)

@@ -84,6 +84,12 @@ def test_sweep_run_tree_caching_and_rerun(tmp_path):
     assert "train.effective_batch_size" in dpo_trial.data.params
     artifacts = {a.path for a in client.list_artifacts(dpo_trial.info.run_id)}
     assert {"resolved_spec.yaml", "outputs", "judgments", "checkpoint.json"} <= artifacts
+    assert [a.path for a in client.list_artifacts(dpo_trial.info.run_id, "outputs")] == ["outputs/arith.jsonl"]
+    assert [a.path for a in client.list_artifacts(dpo_trial.info.run_id, "judgments")] == ["judgments/arith.jsonl"]
+    local = Path(client.download_artifacts(dpo_trial.info.run_id, "outputs/arith.jsonl", str(tmp_path)))
+    rows = [json.loads(line) for line in local.read_text().splitlines()]
+    assert len(rows) == 8 and {"id", "prompt", "output", "generation"} <= set(rows[0])
+    assert rows[0]["generation"]["max_new_tokens"] == 4
 
     # A second run trains nothing and adds no run.
     COUNTERS.clear()
@@ -147,11 +153,18 @@ def test_dry_run_lists_trials(tmp_path, capsys):
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("problem", ["key", "data"])
+@pytest.mark.parametrize("problem", ["key", "data", "turns"])
 def test_bad_input_fails_fast_without_traceback(tmp_path, capsys, problem):
     if problem == "key":
         spec = write_spec(tmp_path, train={"batch_sise": 4})
         needle = "batch_sise"
+    elif problem == "turns":
+        turns = [{"role": r, "content": c} for r, c in [("user", "hi"), ("assistant", "yo"), ("user", "1+1?"),
+                                                         ("assistant", "2")]]
+        data = tmp_path / "chat.jsonl"
+        data.write_text(json.dumps({"messages": turns[:2]}) + "\n" + json.dumps({"messages": turns}) + "\n")
+        spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "sft"}, data={"train": str(data)})
+        needle = f"{data}:2: field 'messages': several assistant turns"
     else:
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n')

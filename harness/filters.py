@@ -1,0 +1,65 @@
+"""Data-quality filters (``data.filter.*``): identical pairs, exact duplicates, length bounds.
+
+Each filter is a pure function returning the kept items and how many it
+dropped; the counts are logged as ``data/filtered_*`` so no row disappears
+silently.  Near-duplicate removal (MinHash / n-gram Jaccard) is not in this
+version and is refused before training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from harness.data import Row
+from harness.errors import HarnessError
+
+RESPONSE_FIELDS = ("chosen", "rejected", "completion", "messages", "text")
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def drop_identical_pairs(rows: list[Row]) -> tuple[list[Row], int]:
+    """Pairs whose chosen and rejected are equal carry no preference signal."""
+    kept = [r for r in rows if _canonical(r.data["chosen"]) != _canonical(r.data["rejected"])]
+    return kept, len(rows) - len(kept)
+
+
+def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], int]:
+    """Keep the first of rows whose prompt and responses are identical."""
+    seen, kept = set(), []
+    for row in rows:
+        key = hashlib.sha256(_canonical({k: row.data.get(k) for k in ("prompt", *RESPONSE_FIELDS)}).encode())
+        digest = key.hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def response_lengths(example) -> list[int]:
+    """Response token counts of an encoded SFT example or pair."""
+    if hasattr(example, "chosen_ids"):
+        return [len(example.chosen_ids), len(example.rejected_ids)]
+    return [len(example.response_ids)]
+
+
+def within_length(examples: list, min_length: int | None, max_length: int | None) -> tuple[list, int]:
+    """Keep examples whose every response has min_length <= tokens <= max_length."""
+    lo, hi = min_length or 0, max_length if max_length is not None else float("inf")
+    kept = [e for e in examples if all(lo <= n <= hi for n in response_lengths(e))]
+    return kept, len(examples) - len(kept)
+
+
+def filter_rows(rows: list[Row], config, kind: str) -> tuple[list[Row], dict[str, int]]:
+    """Apply the row-level filters of ``data.filter`` (before tokenization)."""
+    counts = {}
+    if kind == "pairs" and config.drop_identical_pairs:
+        rows, counts["data/filtered_identical_pairs"] = drop_identical_pairs(rows)
+    if config.dedup == "exact":
+        rows, counts["data/filtered_duplicates"] = drop_exact_duplicates(rows)
+    elif config.dedup == "near":
+        raise HarnessError("data.filter.dedup: 'near' is not available in this version; use 'exact' or 'none'")
+    return rows, counts
