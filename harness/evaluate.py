@@ -18,7 +18,7 @@ from harness.generate import generate
 from harness.spec import GenerationSpec
 from harness.tokenization import encode_prompt
 from judges.stats import mean_pass_at_k
-from judges.verifiers import check_answer
+from judges.verifiers import check_answer, extract_number
 
 
 @dataclass
@@ -43,9 +43,7 @@ def arith_suite(model, tokenizer, options: dict, generation: GenerationSpec,
     Chen et al. (2021) for every k in ``options['k']`` (all k <= n).
     """
     rows = load_rows(options["data"], "eval")[: options["limit"]]
-    missing = [r for r in rows if "answer" not in r.data]
-    if missing:
-        raise HarnessError(f"{missing[0].source}:{missing[0].line}: field 'answer': missing (the arith suite needs it)")
+    check_suite_data("arith", rows)
     prompts = [encode_prompt(tokenizer, r.data["prompt"], generation.system_prompt) for r in rows]
     completions = generate(model, tokenizer, prompts, generation, progress=progress, desc="eval arith")
     settings = generation.model_dump()
@@ -70,6 +68,25 @@ def arith_suite(model, tokenizer, options: dict, generation: GenerationSpec,
 
 
 SUITES: dict[str, Callable[..., SuiteResult]] = {"arith": arith_suite}
+
+
+def suite_options(eval_cfg, suite: str) -> dict:
+    """The options block ``eval.<suite>`` as a plain dict (empty when unset)."""
+    options = getattr(eval_cfg, suite, None)
+    if options is None:
+        return {}
+    return options.model_dump() if hasattr(options, "model_dump") else dict(options)
+
+
+def check_suite_data(suite: str, rows: list) -> None:
+    """Fail with file:line when a suite's data lacks what the suite needs (arith: a checkable answer)."""
+    if suite != "arith":
+        return
+    for row in rows:
+        answer = row.data.get("answer")
+        if answer is None or extract_number(str(answer)) is None:
+            raise HarnessError(f"{row.where}: field 'answer': the arith suite needs a numeric answer "
+                               f"(value seen: {answer!r})")
 
 
 def check_suites(names: list[str]) -> None:

@@ -19,11 +19,9 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from harness.data import load_rows
 from harness.errors import HarnessError
-from harness.evaluate import SUITES, check_suites, generation_for
+from harness.evaluate import SUITES, generation_for, suite_options
 from harness.grid import Trial, stage_key, sweep_id
-from harness.methods import METHODS
 from harness.models import (
     load_model,
     load_tokenizer,
@@ -32,8 +30,9 @@ from harness.models import (
     resolve_model_path,
     save_checkpoint,
 )
+from harness.preflight import preflight
 from harness.spec import Spec, flatten, spec_to_dict
-from harness.stages import check_assistant_turns, data_fingerprint, device, digest, train_stage
+from harness.stages import data_fingerprint, device, digest, train_stage
 from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
 
 
@@ -67,45 +66,10 @@ def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bo
     return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags, echo)
 
 
-def preflight(trials: list[Trial]) -> None:
-    """Everything checkable before any training: methods, suites, and every data file."""
-    uris: set[tuple[str, str]] = set()
-    for trial in trials:
-        for stage in trial.stages:
-            entry = METHODS[stage.method.name]
-            if not entry.implemented:
-                raise HarnessError(f"method.name: {entry.name!r} is not available in this version "
-                                   f"(available: {sorted(n for n, m in METHODS.items() if m.implemented)})")
-            if stage.train.packing:
-                raise HarnessError("train.packing: not available in this version; set it to false")
-            if stage.data.filter.dedup == "near":
-                raise HarnessError("data.filter.dedup: 'near' is not available in this version; "
-                                   "use 'exact' or 'none'")
-            uris.add((stage.data.train, entry.batch_kind))
-            if stage.data.eval:
-                uris.add((stage.data.eval, entry.batch_kind))
-            check_suites(stage.eval.suites)
-            for suite in stage.eval.suites:
-                uris.add((suite_options(stage.eval, suite)["data"], "eval"))
-    for uri, kind in sorted(uris):
-        load_rows(uri, kind)
-    for trial in trials:  # checks that need the method's settings, on the rows just validated
-        for stage in trial.stages:
-            if METHODS[stage.method.name].batch_kind == "sft":
-                check_assistant_turns(load_rows(stage.data.train, "sft"), stage.method.params["assistant_turns"])
-
-
-def suite_options(eval_cfg, suite: str) -> dict:
-    options = getattr(eval_cfg, suite, None)
-    if options is None:
-        return {}
-    return options.model_dump() if hasattr(options, "model_dump") else dict(options)
-
-
 def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
               progress: bool = True, echo=print) -> SweepSummary:
     """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
-    preflight(trials)
+    preflight(spec, trials)
     ctx = open_context(spec, tracking_uri, force, progress, echo)
     echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
     parent = _parent_run(ctx)

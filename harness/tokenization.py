@@ -84,6 +84,10 @@ def chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool) ->
     Same call as TRL's ``_tokenize``: ``apply_chat_template(tokenize=True,
     return_dict=True)``, which adds no special tokens beyond the template's own.
     """
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            f"the model's tokenizer ({tokenizer.name_or_path}) has no chat template, but the data has message "
+            "lists; use plain-string prompt/completion data or a model with a chat template")
     encoding = tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
     )

@@ -201,3 +201,20 @@ def test_train_runs_one_trial_every_time(tmp_path, capsys):
     assert len(trials) == 1
     assert trials[0].data.params["stages.dpo.method.beta"] == "0.3"
     assert "ignoring ablate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["answer", "greedy-n"])
+def test_eval_problems_fail_before_training(tmp_path, capsys, problem):
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text(json.dumps({"prompt": "What is 1+1?", "answer": "2"}) + "\n"
+                         + json.dumps({"prompt": "What is 2+2?", "answer": "four"}) + "\n")
+    arith = {"data": str(eval_file) if problem == "answer" else "toy://arith-eval", "limit": 4}
+    if problem == "greedy-n":
+        arith.update(n=4, k=[1, 4])
+    spec = write_spec(tmp_path, eval={"suites": ["arith"], "arith": arith})
+    COUNTERS.clear()
+    assert main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err
+    needle = f"{eval_file}:2: field 'answer'" if problem == "answer" else "eval.arith.n: 4 samples need temperature"
+    assert needle in err
+    assert COUNTERS["optimizer_steps"] == 0

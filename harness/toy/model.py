@@ -22,12 +22,12 @@ VERSION = 1
 # name -> (Llama config overrides, pretraining steps, description)
 _SPECS = {
     "tiny": (
-        dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4),
+        {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 4, "num_attention_heads": 4},
         600,
         "Llama d=128, 4 layers (~0.8M params), pretrained ~90 s on plain-text arithmetic",
     ),
     "micro": (
-        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
         0,
         "Llama d=32, 2 layers, random init: builds in seconds, for tests",
     ),
@@ -35,7 +35,7 @@ _SPECS = {
 TOY_MODELS = {name: spec[2] for name, spec in _SPECS.items()}
 
 # Pretraining recipe: 600 steps take ~80-90 s on 2 free CPU cores (~130 ms/step).
-PRETRAIN = dict(block=64, batch=32, lr=3e-3, warmup=0.05, weight_decay=0.01, lines=40_000)
+PRETRAIN = {"block": 64, "batch": 32, "lr": 3e-3, "warmup": 0.05, "weight_decay": 0.01, "lines": 40_000}
 
 
 def model_config(name: str, tokenizer):

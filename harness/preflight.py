@@ -1,0 +1,61 @@
+"""Checks run before any training, so bad input stops a sweep with nothing spent.
+
+Everything that can be known from the spec and the data files is checked
+here: methods and options this version can run, every data file (each row
+validated once), and what each evaluation suite needs from its data.
+"""
+
+from __future__ import annotations
+
+from harness.data import load_rows
+from harness.errors import HarnessError
+from harness.evaluate import check_suite_data, check_suites, generation_for, suite_options
+from harness.methods import METHODS
+from harness.stages import check_assistant_turns
+
+
+def check_stage_settings(stage) -> None:
+    """Settings that validate as spec keys but that this version cannot run yet."""
+    entry = METHODS[stage.method.name]
+    if not entry.implemented:
+        available = sorted(n for n, m in METHODS.items() if m.implemented)
+        raise HarnessError(f"method.name: {entry.name!r} is not available in this version (available: {available})")
+    if stage.train.packing:
+        raise HarnessError("train.packing: not available in this version; set it to false")
+    if stage.data.filter.dedup == "near":
+        raise HarnessError("data.filter.dedup: 'near' is not available in this version; use 'exact' or 'none'")
+
+
+def check_eval(eval_cfg, rows_of) -> None:
+    """Each suite of ``eval_cfg``: available, decodable as configured, and its data fit for it."""
+    check_suites(eval_cfg.suites)
+    for suite in eval_cfg.suites:
+        options = suite_options(eval_cfg, suite)
+        generation = generation_for(eval_cfg.generation, options)
+        if generation.n > 1 and generation.temperature == 0:
+            raise HarnessError(f"eval.{suite}.n: {generation.n} samples need temperature > 0 "
+                               "(greedy decoding gives one answer)")
+        check_suite_data(suite, rows_of(options["data"], "eval"))
+
+
+def preflight(spec, trials) -> None:
+    """Raise a HarnessError naming the first problem; return quietly when all is well."""
+    stages = [stage for trial in trials for stage in trial.stages]
+    for stage in stages:
+        check_stage_settings(stage)
+    loaded: dict[tuple[str, str], list] = {}
+
+    def rows_of(uri: str, kind: str) -> list:
+        if (uri, kind) not in loaded:
+            loaded[(uri, kind)] = load_rows(uri, kind)
+        return loaded[(uri, kind)]
+
+    for stage in stages:
+        kind = METHODS[stage.method.name].batch_kind
+        rows = rows_of(stage.data.train, kind)
+        if stage.data.eval:
+            rows_of(stage.data.eval, kind)
+        if kind == "sft":
+            check_assistant_turns(rows, stage.method.params["assistant_turns"])
+    for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
+        check_eval(eval_cfg, rows_of)
