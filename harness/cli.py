@@ -71,6 +71,9 @@ def cmd_sweep(args) -> int:
         return 0
     if args.executor == "ray":
         raise HarnessError("--executor ray: not available in this version; use --executor local")
+    if args.max_parallel > 1:
+        _err("note: --max-parallel (one trial per GPU) is not available in this version; "
+             "trials run one at a time")
     summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=_err)
     return _finish(summary)
 
