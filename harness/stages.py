@@ -26,9 +26,6 @@ from harness.models import attach_lora, load_model, load_tokenizer, resolve_mode
 from harness.tokenization import encode_pairs, encode_sft
 from harness.train import COUNTERS, TrainConfig, train
 
-ROW_KIND = {"sft": "sft", "pairs": "pairs"}
-
-
 def digest(obj, n: int = 16) -> str:
     """A short stable hash of a JSON-serializable object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
@@ -52,7 +49,7 @@ def prepare_data(stage, tokenizer) -> StageData:
     (``data/truncated``, ``data/dropped``, ``data/filtered_*``).
     """
     method = METHODS[stage.method.name]
-    kind = ROW_KIND[method.batch_kind]
+    kind = method.batch_kind  # "sft" or "pairs": the row kinds of harness.data (preflight refused the rest)
     d, t = stage.data, stage.train
     encode = encode_sft if kind == "sft" else encode_pairs
     rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)

@@ -70,21 +70,45 @@ def test_grad_accum_matches_one_big_batch_dpo(micro):
     _assert_same_update(path, tok, "dpo", dict(METHODS["dpo"].params), examples, (6, 1), (3, 2), ref)
 
 
+def _independent_mean_nll(model, examples) -> float:
+    """Token-mean NLL of the responses, one sequence at a time, in float64."""
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            ids = torch.tensor([ex.prompt_ids + ex.response_ids])
+            logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+            for pos in range(len(ex.prompt_ids), ids.shape[1]):
+                nll -= float(logp[pos - 1, ids[0, pos]])
+                count += 1
+    return nll / count
+
+
 def test_train_loss_is_computed_before_the_update(micro):
     """train/loss of step 1 equals the loss of the untouched model on that batch."""
     path, tok = micro
     examples = _examples(tok, "toy://arith-sft", "sft", 4)
     untouched = load_model(path, torch.float64)
     _, result = _one_step(path, tok, "sft", dict(METHODS["sft"].params), examples, 4, 1)
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for ex in examples:
-            ids = torch.tensor([ex.prompt_ids + ex.response_ids])
-            logp = torch.log_softmax(untouched(ids).logits[0].double(), -1)
-            for pos in range(len(ex.prompt_ids), ids.shape[1]):
-                nll -= float(logp[pos - 1, ids[0, pos]])
-                count += 1
-    assert result.last_metrics["loss"] == pytest.approx(nll / count, rel=1e-5)
+    assert result.last_metrics["loss"] == pytest.approx(_independent_mean_nll(untouched, examples), rel=1e-9)
+
+
+def test_validation_loss_is_the_held_out_token_mean(micro):
+    """val/loss at the last step equals the trained model's token-mean NLL on the held-out set."""
+    from harness.stages import validation_fn
+
+    path, tok = micro
+    examples = _examples(tok, "toy://arith-sft", "sft", 12)
+    train_set, held_out = examples[:6], examples[6:11]
+    method, params = METHODS["sft"], dict(METHODS["sft"].params)
+    model = load_model(path, torch.float64)
+    cfg = TrainConfig(lr=1e-2, batch_size=2, max_steps=3, eval_every=2, log_every=1)
+    logged = []
+    validate = validation_fn(method, params, held_out, tok.pad_token_id, None, batch_size=2)
+    train(model, method, params, train_set, tok.pad_token_id, cfg, log=lambda m, s: logged.append((s, m)),
+          validate=validate, progress=False)
+    val = [(step, m) for step, m in logged if "val/loss" in m]
+    assert [step for step, _ in val] == [2, 3]
+    assert val[-1][1]["val/loss"] == pytest.approx(_independent_mean_nll(model, held_out), rel=1e-9)
 
 
 def _independent_pair_logps(model, pair) -> list[float]:
