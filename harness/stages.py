@@ -22,9 +22,17 @@ from harness.data import fingerprint, load_rows, take_fraction
 from harness.errors import HarnessError
 from harness.filters import filter_rows, within_length
 from harness.methods import METHODS
-from harness.models import attach_lora, load_model, load_tokenizer, resolve_model_path, training_dtype
+from harness.models import (
+    attach_lora,
+    load_model,
+    load_tokenizer,
+    model_identity,
+    resolve_model_path,
+    training_dtype,
+)
 from harness.tokenization import encode_pairs, encode_sft
 from harness.train import COUNTERS, TrainConfig, train
+
 
 def digest(obj, n: int = 16) -> str:
     """A short stable hash of a JSON-serializable object."""
@@ -96,16 +104,20 @@ def reference_for(stage, policy, policy_key: str, tokenizer, examples: list, cac
     policy (which, under LoRA, is exactly the adapter-disabled model: this runs
     before the adapter is attached).
     """
-    ref_key = stage.ref_model or policy_key
-    d, t = stage.data, stage.train
-    key = digest([ref_key, data_fingerprint(stage), d.fraction, d.seed, tag, t.max_length,
-                  d.max_prompt_length, d.truncation, getattr(tokenizer, "chat_template", None)])
+    ref_path = resolve_model_path(stage.ref_model, cache_dir) if stage.ref_model else None
+    ref_key = model_identity(ref_path) if ref_path else policy_key
+    # Everything that decides the example list and its tokens: the policy's
+    # tokenizer (part of policy_key), the data and every data.* setting, max_length.
+    key = digest([ref_key, policy_key, data_fingerprint(stage), stage.data.model_dump(mode="json"),
+                  stage.train.max_length, tag])
     path = cache_dir / "reflogps" / f"{key}.pt"
     if path.exists() and not force:
-        return torch.load(path)
+        stats = torch.load(path)
+        if stats.shape[0] == len(examples):
+            return stats
     ref_model = policy
-    if stage.ref_model:
-        ref_model = load_model(resolve_model_path(stage.ref_model, cache_dir)).to(device())
+    if ref_path:
+        ref_model = load_model(ref_path).to(device())
     ref_model.eval()
     COUNTERS["reference_passes"] += 1
     stats = reference_stats(ref_model, examples, tokenizer.pad_token_id, device())

@@ -108,7 +108,7 @@ def train(
     """Train ``model`` in place on ``examples`` (encoded rows of the method's batch kind).
 
     ``ref`` holds the reference log-prob statistics per example (see
-    ``harness.reference``) when the method needs them.  ``validate(model)``
+    ``harness.batches.reference_stats``) when the method needs them.  ``validate(model)``
     returns held-out metrics, logged under ``val/`` every ``eval_every`` steps
     and at the end.
     """

@@ -54,6 +54,8 @@ def test_sweep_run_tree_caching_and_rerun(tmp_path):
     assert main(["sweep", str(spec)]) == 0
     # SFT is shared by both DPO trials: it trains once.
     assert COUNTERS["optimizer_steps"] == SFT_STEPS + 2 * DPO_STEPS
+    # Both DPO trials start from the same SFT output: one reference pass serves both betas.
+    assert COUNTERS["reference_passes"] == 1
     client, all_runs = runs(tmp_path)
     parents = [r for r in all_runs if r.data.tags.get("harness.role") == "sweep"]
     trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]
