@@ -199,8 +199,11 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
             model = merged(model)
             if persist:
                 save_checkpoint(model, tokenizer, out_dir / "model")
-                cached.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
-                                              "steps": result.steps}))
+                # meta.json marks the entry complete: written last, and atomically.
+                tmp = cached.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
+                                           "steps": result.steps}))
+                tmp.replace(cached)
         if persist:
             path = str(out_dir / "model")
         if multi and not last and stage.eval.after == "every_stage":
