@@ -180,30 +180,9 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
         last = i == len(trial.stages) - 1
         run_id = _stage_run(ctx, trial_run, trial, stage) if multi else trial_run
         input_key, key = key, stage_key(stage, key, data_fingerprint(stage))
-        out_dir = ctx.cache_dir / "stages" / key
         persist = not (last and stage.train.save == "none")
-        cached = out_dir / "meta.json"
-        if cached.exists() and not ctx.force:
-            meta = json.loads(cached.read_text())
-            ctx.echo(f"  stage {stage.name}: cached (trained in run {meta['run_id']})")
-            if multi:
-                ctx.tracker.set_tags(run_id, {"harness.cache_hit": "true", "harness.stage_source_run": meta["run_id"]})
-            model = tokenizer = None
-        else:
-            if multi:
-                ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
-            ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
-            model, tokenizer, result = train_stage(
-                stage, path, input_key, ctx.cache_dir,
-                lambda m, step, r=run_id: ctx.tracker.log_metrics(r, m, step), ctx.force, ctx.progress)
-            model = merged(model)
-            if persist:
-                save_checkpoint(model, tokenizer, out_dir / "model")
-                # meta.json marks the entry complete: written last, and atomically.
-                tmp = cached.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
-                                           "steps": result.steps}))
-                tmp.replace(cached)
+        out_dir = ctx.cache_dir / "stages" / key
+        model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, out_dir, persist, multi)
         if persist:
             path = str(out_dir / "model")
         if multi and not last and stage.eval.after == "every_stage":
@@ -213,6 +192,33 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
     ctx.tracker.set_tags(trial_run, {"harness.checkpoint": path if persist else "none (train.save: none)"})
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
     _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer)
+
+
+def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, input_key: str, out_dir: Path,
+                  persist: bool, multi: bool):
+    """A stage's trained model: (None, None) on a cache hit (it is on disk), else (model, tokenizer)."""
+    marker = out_dir / "meta.json"
+    if marker.exists() and not ctx.force:
+        meta = json.loads(marker.read_text())
+        ctx.echo(f"  stage {stage.name}: cached (trained in run {meta['run_id']})")
+        if multi:
+            ctx.tracker.set_tags(run_id, {"harness.cache_hit": "true", "harness.stage_source_run": meta["run_id"]})
+        return None, None
+    if multi:
+        ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
+    ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
+    model, tokenizer, result = train_stage(
+        stage, path, input_key, ctx.cache_dir,
+        lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress)
+    model = merged(model)
+    if persist:
+        save_checkpoint(model, tokenizer, out_dir / "model")
+        # meta.json marks the entry complete: written last, and atomically.
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
+                                   "steps": result.steps}))
+        tmp.replace(marker)
+    return model, tokenizer
 
 
 def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
