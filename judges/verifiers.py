@@ -44,11 +44,10 @@ def extract_number(text: str) -> str | None:
     Handles integers, signs, decimals and thousands separators:
     "so 1,234.50 apples" -> "1234.5", "+007" -> "7", "-3.0" -> "-3", ".5" -> "0.5".
     """
-    last = None
-    for last in _NUMBER.finditer(text):
-        pass
-    if last is None:
+    matches = list(_NUMBER.finditer(text))
+    if not matches:
         return None
+    last = matches[-1]
     return _normalize(last.group("sign"), last.group("body"))
 
 
