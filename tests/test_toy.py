@@ -141,7 +141,8 @@ def test_micro_model_builds_once_and_loads(tmp_path, monkeypatch):
     from harness.toy import model as toy_model
 
     path = toy_model_path("micro", tmp_path, seed=0, progress=False)
-    assert path == tmp_path / "toy" / f"micro-v{toy_model.VERSION}-seed0"
+    fingerprint = toy_model.model_fingerprint("micro", 0)
+    assert path == tmp_path / "toy" / f"micro-v{toy_model.VERSION}-seed0-{fingerprint}"
     tok = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path)
     assert lm.generation_config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")

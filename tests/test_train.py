@@ -146,7 +146,8 @@ def test_stage_reference_equals_previous_checkpoint(tmp_path):
     checkpoints = [p / "model" for p in (cache / "stages").iterdir() if p.is_dir()]
     sft_dir = next(p for p in checkpoints if yaml.safe_load((p.parent / "meta.json").read_text())["stage"] == "sft")
     sft_model = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
-    base_model = AutoModelForCausalLM.from_pretrained(cache / "toy" / next((cache / "toy").iterdir()).name).eval()
+    (micro_dir,) = [p for p in (cache / "toy").glob("micro-*") if p.is_dir()]
+    base_model = AutoModelForCausalLM.from_pretrained(micro_dir).eval()
     tok = load_tokenizer(str(sft_dir))
     pairs = encode_pairs(tok, take_fraction(load_rows("toy://arith-pairs", "pairs"), 0.003, 0), 64)[0]
     assert len(pairs) == stats.shape[0]

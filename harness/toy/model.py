@@ -149,7 +149,8 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
 
         raise HarnessError(f"unknown toy model {name!r}; known: {', '.join(TOY_MODELS)}")
     root = pathlib.Path(cache_dir) / "toy"
-    final = root / f"{name}-v{VERSION}-seed{seed}"
+    # The fingerprint covers the recipe and the pretraining data, so changing either builds anew.
+    final = root / f"{name}-v{VERSION}-seed{seed}-{model_fingerprint(name, seed)}"
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,8 @@ def model_fingerprint(name: str, seed: int = 0) -> str:
     import hashlib
     import json
 
+    from harness.toy.datasets import DATA_VERSION
     from harness.toy.tokenizer import CHAT_TEMPLATE, VOCAB_SIZE
 
-    blob = json.dumps([VERSION, name, seed, _SPECS[name][:2], PRETRAIN, VOCAB_SIZE, CHAT_TEMPLATE])
+    blob = json.dumps([VERSION, name, seed, _SPECS[name][:2], PRETRAIN, VOCAB_SIZE, CHAT_TEMPLATE, DATA_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
