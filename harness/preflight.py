@@ -7,11 +7,15 @@ validated once), and what each evaluation suite needs from its data.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from harness.data import load_rows
 from harness.errors import HarnessError
 from harness.evaluate import check_suite_data, check_suites, generation_for, suite_options
 from harness.methods import METHODS
 from harness.stages import check_assistant_turns
+from harness.toy import TOY_MODELS, is_toy, toy_name
 
 
 def check_stage_settings(stage) -> None:
@@ -24,6 +28,20 @@ def check_stage_settings(stage) -> None:
         raise HarnessError("train.packing: not available in this version; set it to false")
     if stage.data.filter.dedup == "near":
         raise HarnessError("data.filter.dedup: 'near' is not available in this version; use 'exact' or 'none'")
+
+
+def check_model(uri: str | None, key: str) -> None:
+    """A toy model must exist by name, and a local model path on disk (hub ids are resolved later)."""
+    if uri is None:
+        return
+    if is_toy(uri):
+        if toy_name(uri) not in TOY_MODELS:
+            raise HarnessError(f"{key}: {uri!r} is not a toy model (toy models: {sorted(TOY_MODELS)})")
+        return
+    path = Path(uri).expanduser()
+    looks_local = uri.startswith((".", "/", "~")) or (os.sep in uri and path.parent.exists())
+    if looks_local and not path.is_dir():
+        raise HarnessError(f"{key}: model directory {uri!r} not found")
 
 
 def check_eval(eval_cfg, rows_of) -> None:
@@ -41,8 +59,10 @@ def check_eval(eval_cfg, rows_of) -> None:
 def preflight(spec, trials) -> None:
     """Raise a HarnessError naming the first problem; return quietly when all is well."""
     stages = [stage for trial in trials for stage in trial.stages]
+    check_model(spec.model, "model")
     for stage in stages:
         check_stage_settings(stage)
+        check_model(stage.ref_model, "ref_model")
     loaded: dict[tuple[str, str], list] = {}
 
     def rows_of(uri: str, kind: str) -> list:

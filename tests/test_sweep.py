@@ -220,3 +220,11 @@ def test_eval_problems_fail_before_training(tmp_path, capsys, problem):
     needle = f"{eval_file}:2: field 'answer'" if problem == "answer" else "eval.arith.n: 4 samples need temperature"
     assert needle in err
     assert COUNTERS["optimizer_steps"] == 0
+
+
+@pytest.mark.parametrize("model, needle", [("./no/such/model", "model directory './no/such/model' not found"),
+                                           ("toy://arith-sft", "is not a toy model")])
+def test_missing_model_fails_before_training(tmp_path, capsys, model, needle):
+    spec = write_spec(tmp_path, model=model)
+    assert main(["sweep", str(spec)]) == 2
+    assert needle in capsys.readouterr().err
