@@ -138,7 +138,10 @@ def _quiet_libraries() -> None:
 
 
 def _err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr that does not tear an active progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

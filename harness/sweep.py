@@ -138,7 +138,8 @@ def _run_trial(ctx: Context, parent: str, trial) -> str | None:
         tags = {**ctx.common_tags, "harness.trial_id": trial.id, "harness.method": method,
                 "harness.spec_sha": digest(spec_to_dict(trial.spec), 64)}
         run_id = ctx.tracker.create_run(ctx.experiment_id, trial.id, tags, parent_id=parent)
-    ctx.echo(f"trial {trial.id}: {'resuming' if found else 'starting'} (run {run_id})")
+    how = "starting" if not found else "re-running (--force)" if found.info.status == "FINISHED" else "resuming"
+    ctx.echo(f"trial {trial.id}: {how} (run {run_id})")
     try:
         ctx.tracker.log_params(run_id, trial_params(trial))
         ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(trial.spec), sort_keys=False),

@@ -70,6 +70,13 @@ def pretrain_blocks(tokenizer, seed: int):
     return torch.tensor(ids[: n * block]).view(n, block)
 
 
+def _say(message: str) -> None:
+    """Progress on stderr, without tearing an active progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
 def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
     """Linear warmup then cosine decay to zero."""
     n_warm = max(1, int(total * warmup))
@@ -99,8 +106,7 @@ def pretrain(model, tokenizer, steps: int, seed: int, progress: bool) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if progress and (step % 100 == 0 or step == steps - 1):
-            print(f"toy pretrain {step + 1}/{steps} loss {loss.item():.3f} "
-                  f"({time.time() - start:.0f}s)", file=sys.stderr, flush=True)
+            _say(f"toy pretrain {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f}s)")
     model.eval()
 
 
@@ -158,7 +164,7 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
         if final.is_dir():  # another process built it while we waited
             return final
         if progress:
-            print(f"building toy model {name} (seed {seed}) into {final}", file=sys.stderr)
+            _say(f"building toy model {name} (seed {seed}) into {final}")
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=root))
         try:
             build_model(name, tmp, seed, progress)
