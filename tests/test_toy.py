@@ -79,6 +79,22 @@ def test_eval_is_disjoint_from_training():
     assert all(is_eval_item(*operands(r["prompt"][0]["content"])) for r in ev)
 
 
+def test_pretraining_text_never_states_an_eval_item():
+    """The base model must not have seen eval items: parse every fact of the corpus."""
+    from harness.toy.datasets import pretrain_lines
+    from harness.toy.model import PRETRAIN
+
+    eval_keys = {pair_key(*operands(r["prompt"][0]["content"])) for r in toy_dataset("arith-eval")}
+    words = {"+": "add", "plus": "add", "-": "sub", "minus": "sub"}
+    facts = [
+        pair_key(words[sym], int(a), int(b))
+        for line in pretrain_lines(PRETRAIN["lines"], seed=0)  # exactly the corpus toy://tiny is trained on
+        for a, sym, b in re.findall(r"(\d+)\s*(\+|-|plus|minus)\s*(\d+)", line)
+    ]
+    assert len(facts) > 100_000
+    assert not eval_keys & set(facts)
+
+
 def test_rows_are_correct():
     for r in toy_dataset("arith-eval")[:200]:
         assert r["answer"] == str(solve(*operands(r["prompt"][0]["content"])))
