@@ -11,7 +11,14 @@ from __future__ import annotations
 import torch
 
 from harness.collate import collate_pairs, collate_sft
-from harness.losses import entropy_from_logits, reduce_logps, sequence_logps, target_mask, token_logps
+from harness.losses import (
+    entropy_from_logits,
+    reduce_logps,
+    sequence_logps,
+    target_mask,
+    token_logps,
+    with_sft_weight,
+)
 from harness.methods import MethodEntry
 
 
@@ -30,8 +37,10 @@ def step_denominator(method: MethodEntry, params: dict, batches: list[list]) -> 
     """
     if method.batch_kind == "sft" and params.get("loss_normalization") == "token":
         on_prompt = params.get("train_on_prompt", False)
-        return float(sum(target_count(ex, on_prompt) for batch in batches for ex in batch))
-    return float(sum(len(batch) for batch in batches))
+        total = sum(target_count(ex, on_prompt) for batch in batches for ex in batch)
+    else:
+        total = sum(len(batch) for batch in batches)
+    return float(max(total, 1))  # an empty step keeps its zero numerator at 0, not NaN
 
 
 def _to(batch: dict, device) -> dict:
@@ -83,9 +92,8 @@ def _forward_pairs(model, method, params, examples, pad_id, ref, device, with_en
         args += [reduce_logps(ref[:, 0], ref[:, 1], reduction), reduce_logps(ref[:, 2], ref[:, 3], reduction)]
     kwargs = {k: params[k] for k in method.loss_params}
     numerators, metrics = method.loss(*args, **kwargs)
-    if params.get("sft_weight", 0.0):
-        # method.sft_weight: + lambda * mean-token NLL of the chosen response (RPO-style).
-        numerators = numerators + params["sft_weight"] * (-sums[:n] / counts[:n].clamp(min=1))
+    # method.sft_weight: + lambda * mean-token NLL of the chosen response (RPO-style).
+    numerators = with_sft_weight(numerators, -reduce_logps(sums[:n], counts[:n], "mean"), params.get("sft_weight", 0.0))
     metrics["response_length"] = counts.float().mean().item()
     if with_entropy:
         metrics["entropy"] = entropy_from_logits(logits, mask)

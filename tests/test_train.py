@@ -183,3 +183,30 @@ def test_two_gloo_processes_match_one_process(micro, tmp_path):
     assert outputs[1]["loss"] == pytest.approx(outputs[2]["loss"], rel=1e-9)
     for a, b in zip(outputs[1]["params"], outputs[2]["params"]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_step_denominator_by_hand():
+    """Token SFT divides by the step's target tokens; everything else by its examples.
+
+    Two micro-batches: responses of 3 and 1 tokens, then 2 tokens; prompts of 2, 4, 1.
+    token: 3 + 1 + 2 = 6; with train_on_prompt each example adds len(prompt) - 1:
+    6 + 1 + 3 + 0 = 10; sequence and pairs: 3 examples.  An empty step gives 1.
+    """
+    from harness.batches import step_denominator
+    from harness.tokenization import Encoded, EncodedPair
+
+    step = [[Encoded([1, 2], [3, 4, 5]), Encoded([1, 2, 3, 4], [5])], [Encoded([1], [2, 3])]]
+    sft, sft_params = METHODS["sft"], dict(METHODS["sft"].params)
+    assert step_denominator(sft, sft_params, step) == 6.0
+    assert step_denominator(sft, {**sft_params, "train_on_prompt": True}, step) == 10.0
+    # ... and both agree with the loss masks the collator actually builds.
+    from harness.collate import collate_sft
+    from harness.losses import target_mask
+
+    for on_prompt, expected in ((False, 6), (True, 10)):
+        masks = [target_mask(collate_sft(mb, 0, train_on_prompt=on_prompt)["loss_mask"]) for mb in step]
+        assert sum(int(m.sum()) for m in masks) == expected
+    assert step_denominator(sft, {**sft_params, "loss_normalization": "sequence"}, step) == 3.0
+    pairs = [[EncodedPair([1], [2, 3], [4])] * 3]
+    assert step_denominator(METHODS["dpo"], dict(METHODS["dpo"].params), pairs) == 3.0
+    assert step_denominator(sft, sft_params, [[Encoded([1], [])]]) == 1.0

@@ -14,7 +14,7 @@ from harness.losses.logprobs import (
     token_logps,
 )
 from harness.losses.preference import dpo_loss, logratio_margin, reward_metrics, with_sft_weight
-from harness.losses.sft import sft_loss, sft_token_losses, step_normalizer
+from harness.losses.sft import sft_loss, sft_token_losses
 
 __all__ = [
     "dpo_loss",
@@ -25,7 +25,6 @@ __all__ = [
     "sequence_logps",
     "sft_loss",
     "sft_token_losses",
-    "step_normalizer",
     "target_mask",
     "token_counts",
     "token_logps",

@@ -4,7 +4,7 @@ Every loss here is a pure function of four [B] tensors, the policy's and the
 reference's sequence log-probs of the chosen and rejected responses (reduced
 with ``sequence_logps`` by the caller, sum or mean per ``method.logprob_reduction``),
 and returns ``(per_example [B], metrics)``.  per_example is averaged over the
-optimizer step's examples by the loop (``step_normalizer("example", ...)``).
+optimizer step's examples by the loop (``harness.batches.step_denominator``).
 
 Notation (DESIGN.md, "Method definitions"):
     h = (log pi(c) - log pi_ref(c)) - (log pi(r) - log pi_ref(r)),   z = beta * h.

@@ -3,9 +3,10 @@
 The normalization contract (DESIGN.md, "Optimizer-step normalization").  With
 gradient accumulation a step spans several micro-batches, so no loss function
 can see the step's denominator.  Losses therefore return per-example
-*numerators*, and the offline loop divides by one denominator per step:
+*numerators*, and the offline loop divides by one denominator per step
+(``harness.batches.step_denominator``):
 
-    denom = step_normalizer(normalization, [mask of every micro-batch of the step])
+    denom = step_denominator(method, params, [examples of every micro-batch of the step])
     for each micro-batch:
         per_example, metrics = sft_loss(logps, mask, normalization=normalization)
         (per_example.sum() / denom).backward()
@@ -23,8 +24,6 @@ averages gradients).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 
@@ -51,7 +50,7 @@ def sft_loss(
         mask: [B, T - 1] target mask from ``target_mask``.
         normalization: ``"token"`` -> per_example[b] = sum_t NLL[b, t];
             ``"sequence"`` -> per_example[b] = sum_t NLL[b, t] / n_b (0 if n_b = 0).
-            Divide the step's sum by ``step_normalizer`` (module docstring).
+            Divide the step's sum by the step's denominator (module docstring).
     Returns:
         per_example [B] (with grad), and metrics (0-dim, detached):
         ``nll`` = token-weighted mean NLL of this batch, ``response_length`` =
@@ -70,24 +69,3 @@ def sft_loss(
         "response_length": counts.mean().detach(),
     }
     return per_example, metrics
-
-
-def step_normalizer(normalization: str, masks: Iterable[torch.Tensor]) -> float:
-    """The optimizer step's denominator for per-example numerators.
-
-    Args:
-        normalization: ``"token"`` (sum of target tokens over all masks),
-            ``"sequence"`` or ``"example"`` (number of rows over all masks; the
-            denominator of every per-example-mean loss, e.g. preference losses).
-        masks: the [B_i, T_i - 1] target masks of every micro-batch of the step.
-    Returns:
-        A float >= 1 (an all-empty step gives 1 so the zero numerator stays 0).
-    """
-    masks = list(masks)
-    if normalization == "token":
-        total = sum(float(token_counts(m).sum()) for m in masks)
-    elif normalization in ("sequence", "example"):
-        total = float(sum(m.shape[0] for m in masks))
-    else:
-        raise ValueError(f"normalization must be 'token', 'sequence' or 'example', got {normalization!r}")
-    return max(total, 1.0)
