@@ -105,8 +105,9 @@ def _plain(obj: Any) -> Any:
     raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+def digest(obj: Any, n: int = 64) -> str:
+    """The first ``n`` hex digits of sha256 over the canonical JSON of ``obj``: the one hash of configs."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
 def resolve_stages(spec: Spec) -> list[StageSpec]:
@@ -132,14 +133,14 @@ def data_uris(stage: StageSpec) -> list[str]:
 
 def sweep_id(spec: Spec) -> str:
     """12 hex of the sha256 of the whole resolved spec."""
-    return _sha(spec.model_dump(mode="json"))[:12]
+    return digest(spec.model_dump(mode="json"), 12)
 
 
 def stage_key(stage: StageSpec, input_model_key: str, data_fingerprint: str) -> str:
     """16 hex naming a stage's trained output: its training config (no eval, no name), input and data."""
     config = stage.to_dict(include_eval=False)
     del config["name"]  # two identical stages under different names train the same weights
-    return _sha({"stage": config, "input": input_model_key, "data": data_fingerprint})[:16]
+    return digest({"stage": config, "input": input_model_key, "data": data_fingerprint}, 16)
 
 
 def _format(value: Any) -> str:
@@ -187,7 +188,7 @@ def _trial_id(name: str, spec: Spec, stages: list[StageSpec], fingerprint: Calla
         "judge": {k: getattr(spec.judge, k) for k in JUDGE_KEYS},
         "data": {u: fingerprint(u) for u in uris},
     }
-    return f"{name}-{_sha(payload)[:8]}"
+    return f"{name}-{digest(payload, 8)}"
 
 
 def make_trial(

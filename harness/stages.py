@@ -9,8 +9,6 @@ Reference log-prob statistics are cached under ``cache/reflogps/`` by
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from harness.batches import forward_method, reference_stats, step_denominator
 from harness.data import fingerprint, load_rows, take_fraction
 from harness.errors import HarnessError
 from harness.filters import filter_rows, within_length
+from harness.grid import digest
 from harness.methods import METHODS
 from harness.models import (
     attach_lora,
@@ -32,11 +31,6 @@ from harness.models import (
 )
 from harness.tokenization import encode_pairs, encode_sft
 from harness.train import COUNTERS, TrainConfig, train
-
-
-def digest(obj, n: int = 16) -> str:
-    """A short stable hash of a JSON-serializable object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 def device() -> torch.device:
@@ -93,7 +87,7 @@ def check_assistant_turns(rows: list, assistant_turns: str) -> None:
 
 def data_fingerprint(stage) -> str:
     uris = [stage.data.train] + ([stage.data.eval] if stage.data.eval else [])
-    return digest([fingerprint(u) for u in uris])
+    return digest([fingerprint(u) for u in uris], 16)
 
 
 def reference_for(stage, policy, policy_key: str, tokenizer, examples: list, cache_dir: Path,
@@ -109,7 +103,7 @@ def reference_for(stage, policy, policy_key: str, tokenizer, examples: list, cac
     # Everything that decides the example list and its tokens: the policy's
     # tokenizer (part of policy_key), the data and every data.* setting, max_length.
     key = digest([ref_key, policy_key, data_fingerprint(stage), stage.data.model_dump(mode="json"),
-                  stage.train.max_length, tag])
+                  stage.train.max_length, tag], 16)
     path = cache_dir / "reflogps" / f"{key}.pt"
     if path.exists() and not force:
         stats = torch.load(path)

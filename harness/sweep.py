@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
 from harness.evaluate import SUITES, generation_for, suite_options
-from harness.grid import Trial, stage_key, sweep_id
+from harness.grid import Trial, digest, stage_key, sweep_id
 from harness.models import (
     load_model,
     load_tokenizer,
@@ -32,7 +32,7 @@ from harness.models import (
 )
 from harness.preflight import preflight
 from harness.spec import Spec, flatten, spec_to_dict
-from harness.stages import data_fingerprint, device, digest, train_stage
+from harness.stages import data_fingerprint, device, train_stage
 from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
 
 
@@ -88,7 +88,7 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
 
 
 def _parent_run(ctx: Context) -> str:
-    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec), 64)}
+    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec))}
     found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": tags["harness.sweep_id"],
                                                      "harness.role": "sweep"})
     if found:
@@ -136,7 +136,7 @@ def _run_trial(ctx: Context, parent: str, trial) -> str | None:
     else:
         method = trial.stages[-1].method.name if trial.stages else "base"
         tags = {**ctx.common_tags, "harness.trial_id": trial.id, "harness.method": method,
-                "harness.spec_sha": digest(spec_to_dict(trial.spec), 64)}
+                "harness.spec_sha": digest(spec_to_dict(trial.spec))}
         run_id = ctx.tracker.create_run(ctx.experiment_id, trial.id, tags, parent_id=parent)
     how = "starting" if not found else "re-running (--force)" if found.info.status == "FINISHED" else "resuming"
     ctx.echo(f"trial {trial.id}: {how} (run {run_id})")
@@ -247,7 +247,7 @@ def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, mo
         options = suite_options(eval_cfg, suite)
         generation = generation_for(eval_cfg.generation, options)
         cache = ctx.cache_dir / "evals" / digest([EVAL_CACHE_LAYOUT, model_key, suite, options,
-                                                   generation.model_dump()])
+                                                   generation.model_dump()], 16)
         if not (cache / "metrics.json").exists() or ctx.force:
             if model is None:
                 model, tokenizer = load_model(path).to(device()), load_tokenizer(path)
