@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -189,7 +191,15 @@ def test_report_prints_a_row_per_trial(tmp_path, capsys):
     assert "stages.dpo.method.beta" in table and "eval/arith/pass_at_1" in table
     body = [line for line in table.splitlines()[2:] if line.startswith("|")]
     assert len(body) == 3 + 2  # base, two trials, and the two evaluated SFT stage runs
-    assert (out_dir / "report.csv").exists()
+    # Each trial's pass@1 cell is "mean ± SE", recomputed here from its per-prompt judgments.
+    report = pd.read_csv(out_dir / "report.csv").set_index("trial")
+    client, all_runs = runs(tmp_path)
+    for run in (r for r in all_runs if "harness.trial_id" in r.data.tags):
+        local = client.download_artifacts(run.info.run_id, "judgments/arith.jsonl", str(tmp_path / run.info.run_id))
+        correct = np.array([json.loads(line)["correct"] for line in Path(local).read_text().splitlines()], float)
+        se = correct.std(ddof=1) / np.sqrt(len(correct))
+        cell = report.loc[run.data.tags["harness.trial_id"], "eval/arith/pass_at_1"]
+        assert cell == f"{correct.mean():.3f} ± {se:.3f}"
 
 
 def test_train_runs_one_trial_every_time(tmp_path, capsys):
