@@ -8,6 +8,8 @@ other half of optimizer-step normalization.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from harness.collate import collate_pairs, collate_sft
@@ -15,6 +17,7 @@ from harness.losses import (
     entropy_from_logits,
     reduce_logps,
     sequence_logps,
+    sum_sq_probs,
     target_mask,
     token_logps,
     with_sft_weight,
@@ -62,42 +65,69 @@ def _forward_sft(model, method, params, examples, pad_id, device, with_entropy):
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     tlp = token_logps(logits, batch["input_ids"])
     mask = target_mask(batch["loss_mask"])
-    numerators, metrics = method.loss(tlp, mask, normalization=params["loss_normalization"])
+    kwargs = {"normalization": params["loss_normalization"]}
+    if "sum_sq_probs" in method.extra_inputs:
+        kwargs["sum_sq_probs"] = sum_sq_probs(logits)
+    numerators, metrics = method.loss(tlp, mask, **kwargs)
     if with_entropy:
         metrics["entropy"] = entropy_from_logits(logits, mask)
     return numerators, metrics, int(batch["attention_mask"].sum())
 
 
-def pair_logps(model, examples: list, pad_id: int, device):
-    """Token log-prob sums and counts of chosen and rejected, from one forward pass.
+@dataclass
+class PairForward:
+    """One forward pass over a pair batch; rows 0..B-1 are chosen, B..2B-1 rejected."""
 
-    Returns (sums [2B], counts [2B], logits [2B, T, V], mask [2B, T-1], input
-    tokens); rows 0..B-1 are chosen, B..2B-1 rejected.
-    """
+    sums: torch.Tensor  # [2B] summed response-token log-probs
+    counts: torch.Tensor  # [2B] response-token counts
+    token_logps: torch.Tensor  # [2B, T-1]
+    mask: torch.Tensor  # [2B, T-1] response target mask
+    attention: torch.Tensor  # [2B, T] attention mask
+    logits: torch.Tensor  # [2B, T, V]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.attention.sum())
+
+
+def pair_logps(model, examples: list, pad_id: int, device) -> PairForward:
+    """Token log-prob sums and counts of chosen and rejected, from one concatenated forward pass."""
     batch = _to(collate_pairs(examples, pad_id), device)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     tlp = token_logps(logits, batch["input_ids"])
     mask = target_mask(batch["loss_mask"])
-    return sequence_logps(tlp, mask, "sum"), mask.sum(-1), logits, mask, int(batch["attention_mask"].sum())
+    return PairForward(sequence_logps(tlp, mask, "sum"), mask.sum(-1), tlp, mask, batch["attention_mask"], logits)
+
+
+def chosen_nll(out: PairForward, n: int, on_prompt: bool) -> torch.Tensor:
+    """Mean token NLL of each chosen sequence [B]: over its response, or (on_prompt) every token but the first."""
+    if not on_prompt:
+        return -reduce_logps(out.sums[:n], out.counts[:n], "mean")
+    return -sequence_logps(out.token_logps[:n], target_mask(out.attention[:n]), "mean")
 
 
 def _forward_pairs(model, method, params, examples, pad_id, ref, device, with_entropy):
-    sums, counts, logits, mask, tokens = pair_logps(model, examples, pad_id, device)
+    out = pair_logps(model, examples, pad_id, device)
     n = len(examples)
     reduction = params["logprob_reduction"] or method.default_reduction
-    logps = reduce_logps(sums, counts, reduction)
+    logps = reduce_logps(out.sums, out.counts, reduction)
     args = [logps[:n], logps[n:]]
     if method.needs_ref:
         ref = ref.to(device)  # [B, 4]: chosen sum, chosen count, rejected sum, rejected count
         args += [reduce_logps(ref[:, 0], ref[:, 1], reduction), reduce_logps(ref[:, 2], ref[:, 3], reduction)]
+    if "nll_chosen" in method.extra_inputs:
+        args.append(chosen_nll(out, n, params.get("nll_on_prompt", False)))
     kwargs = {k: params[k] for k in method.loss_params}
     numerators, metrics = method.loss(*args, **kwargs)
     # method.sft_weight: + lambda * mean-token NLL of the chosen response (RPO-style).
-    numerators = with_sft_weight(numerators, -reduce_logps(sums[:n], counts[:n], "mean"), params.get("sft_weight", 0.0))
-    metrics["response_length"] = counts.float().mean().item()
+    numerators = with_sft_weight(numerators, chosen_nll(out, n, False), params.get("sft_weight", 0.0))
+    metrics["response_length"] = out.counts.float().mean().item()
+    if method.needs_ref:
+        # k1 estimate of KL(pi || pi_ref) on the batch's (dataset) responses: mean of sum_t (log pi - log pi_ref).
+        metrics["kl"] = (out.sums.detach() - torch.cat([ref[:, 0], ref[:, 2]]).to(out.sums.dtype)).mean()
     if with_entropy:
-        metrics["entropy"] = entropy_from_logits(logits, mask)
-    return numerators, metrics, tokens
+        metrics["entropy"] = entropy_from_logits(out.logits, out.mask)
+    return numerators, metrics, out.tokens
 
 
 @torch.no_grad()
@@ -110,7 +140,8 @@ def reference_stats(model, examples: list, pad_id: int, device, batch_size: int 
     rows = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        sums, counts, *_ = pair_logps(model, chunk, pad_id, device)
+        out = pair_logps(model, chunk, pad_id, device)
+        sums, counts = out.sums, out.counts
         n = len(chunk)
         rows.append(torch.stack([sums[:n], counts[:n].float(), sums[n:], counts[n:].float()], dim=1).float().cpu())
     return torch.cat(rows) if rows else torch.zeros(0, 4)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from harness.errors import HarnessError
 from harness.evaluate import SUITES, generation_for, suite_options
 from harness.grid import Trial, digest, stage_key, sweep_id
+from harness.methods import METHODS
 from harness.models import (
     load_model,
     load_tokenizer,
@@ -207,6 +208,8 @@ def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, inp
         return None, None
     if multi:
         ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
+    if METHODS[stage.method.name].kl_estimator:
+        ctx.tracker.set_tags(run_id, {"harness.kl_estimator": METHODS[stage.method.name].kl_estimator})
     ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
     model, tokenizer, result = train_stage(
         stage, path, input_key, ctx.cache_dir,

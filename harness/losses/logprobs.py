@@ -49,6 +49,20 @@ def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     return target_logits - normalizers
 
 
+def sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
+    """sum_v q_v^2 of each next-token distribution q = softmax(logits): [B, T, V] -> [B, T - 1].
+
+    Computed as exp(logsumexp(2 l) - 2 logsumexp(l)) one row at a time, so no
+    [B, T, V] probability tensor is materialized (for Brier-SFT).  Differentiable.
+    """
+    dtype = _compute_dtype(logits.dtype)
+    rows = []
+    for row in logits:
+        row = row[:-1].to(dtype)
+        rows.append(torch.exp(torch.logsumexp(2 * row, dim=-1) - 2 * torch.logsumexp(row, dim=-1)))
+    return torch.stack(rows)
+
+
 def target_mask(loss_mask: torch.Tensor) -> torch.Tensor:
     """Mask of predicted target positions: [B, T] loss_mask -> [B, T - 1] (``loss_mask[:, 1:]``).
 
