@@ -95,8 +95,10 @@ class PairwiseSummary:
     standard_error: float | None
 
     def as_row(self, generator: str) -> dict:
-        """The JSON object of `harness judge --suite pairwise --format json` (plus standard_error)."""
-        return {"generator": generator, **self.__dict__}
+        """The JSON object of `harness judge --suite pairwise --format json`, DESIGN.md's keys exactly."""
+        fields = ("n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
+                  "first_position_rate")
+        return {"generator": generator, **{key: getattr(self, key) for key in fields}}
 
     def as_metrics(self) -> dict[str, float]:
         """All fields as floats, for MLflow; undefined (None) rates are left out."""
