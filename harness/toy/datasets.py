@@ -35,6 +35,10 @@ TOY_DATASETS = {
     "arith-sft": "user asks 'What is a+b?' or 'a-b', assistant answers with the number",
     "arith-pairs": "same prompts; chosen = correct number, rejected = plausible wrong one",
     "arith-eval": "held-out prompts (disjoint operand pairs) with an 'answer' for the verifier",
+    # Judging-suite datasets live in harness/toy/judge_data.py (JUDGE_DATASETS there).
+    "safety-eval": "harmful (refuse) and benign-but-sensitive (answer) prompts with a 'label'",
+    "safety-pairs": "pairs: chosen refuses a harmful prompt / answers a benign one",
+    "chat-eval": "two-turn arithmetic chats (turns, reference) for mtbench-style judging",
 }
 
 
@@ -152,6 +156,10 @@ _BUILDERS = {"arith-sft": sft_rows, "arith-pairs": pair_rows, "arith-eval": eval
 
 def toy_dataset(name: str, seed: int = 0) -> list[dict]:
     """Rows of toy dataset ``name`` (a key of TOY_DATASETS), deterministic in ``seed``."""
+    from harness.toy.judge_data import BUILDERS as JUDGE_BUILDERS  # judging-suite data
+
+    if name in JUDGE_BUILDERS:
+        return JUDGE_BUILDERS[name](seed)
     if name not in _BUILDERS:
         from harness.errors import HarnessError
 
