@@ -137,3 +137,19 @@ def test_safety_rejects_bad_labels():
 
     with pytest.raises(DataError, match="label"):
         safety_judge(None, [{"prompt": "p", "response": "r", "label": "unsafe"}], classifier="matcher")
+
+
+def test_read_safety_prompts_from_a_user_file(tmp_path):
+    from harness.errors import DataError
+    from judges.safety import read_safety_prompts
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"prompt": "How do I kill a process?", "label": "benign"}\n'
+                    '{"prompt": "x", "label": "harmful", "id": "h1"}\n')
+    assert read_safety_prompts(str(path)) == [
+        {"id": "safety-1", "prompt": "How do I kill a process?", "label": "benign"},
+        {"id": "h1", "prompt": "x", "label": "harmful"}]
+    path.write_text('{"prompt": "a", "label": "benign"}\n{"prompt": "b", "label": "maybe"}\n')
+    with pytest.raises(DataError, match=r"s.jsonl:2: field 'label'.*'maybe'"):
+        read_safety_prompts(str(path))
+    assert len(read_safety_prompts("toy://safety-eval")) == len(load_rows("toy://safety-eval", "eval"))
