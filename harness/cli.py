@@ -51,12 +51,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default="results")
     _common(p)
 
+    _judge_parser(sub)
+
     p = sub.add_parser("ui", help="the MLflow UI on the project's store, bound to 127.0.0.1")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--results-dir", default="results")
     _common(p)
     return parser
+
+
+def _judge_parser(sub) -> None:
+    p = sub.add_parser("judge", help="judge a model, output files or annotation files (no training)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, help="HF directory or id, or toy://NAME: generate, then judge")
+    source.add_argument("--outputs", nargs="+", default=None, metavar="FILE",
+                        help="AlpacaEval-format outputs (JSON list or JSONL)")
+    source.add_argument("--annotations", nargs="+", default=None, metavar="FILE",
+                        help="AlpacaEval annotation files to re-score (no judge calls)")
+    p.add_argument("--suite", action="append", default=[], metavar="NAME",
+                   help="suite to run (repeatable); default pairwise with --baseline")
+    p.add_argument("--baseline", default=None, metavar="FILE", help="the baseline's outputs (pairwise, alpaca)")
+    p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (default: embedded toy judge)")
+    p.add_argument("--judge-model", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="judge.KEY=VALUE")
+    p.add_argument("--length-unit", choices=["chars", "tokens"], default="chars")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--experiment", default="judge", help="MLflow experiment (default: judge)")
+    p.add_argument("--no-track", action="store_true", help="log nothing to MLflow")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--results-dir", default="results")
+    _common(p)
+
+
+def cmd_judge(args) -> int:
+    from harness.judging import cmd_judge as run
+
+    return run(args)
 
 
 def cmd_sweep(args) -> int:
@@ -124,7 +155,7 @@ def cmd_ui(args) -> int:
     return subprocess.call(cmd)
 
 
-COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "report": cmd_report, "ui": cmd_ui}
+COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "judge": cmd_judge, "report": cmd_report, "ui": cmd_ui}
 
 
 def _quiet_libraries() -> None:

@@ -7,7 +7,7 @@ way it was trained.  vLLM joins behind the same function signature.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +20,7 @@ from harness.spec import GenerationSpec
 class Completion:
     text: str
     num_tokens: int
+    token_ids: list[int] = field(default_factory=list)  # the generated ids, EOS included (for log-probs)
 
 
 @torch.no_grad()
@@ -61,4 +62,4 @@ def _completion(tokens: list[int], tokenizer, eos: int, pad: int) -> Completion:
     else:
         while tokens and tokens[-1] == pad:
             tokens = tokens[:-1]
-    return Completion(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens))
+    return Completion(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), tokens)

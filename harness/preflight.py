@@ -12,9 +12,10 @@ from pathlib import Path
 
 from harness.data import load_rows
 from harness.errors import HarnessError
-from harness.evaluate import check_suite_data, check_suites, generation_for, suite_options
+from harness.evaluate import check_suite_data, check_suites, generation_for, suite_items, suite_options
 from harness.methods import METHODS
 from harness.stages import check_assistant_turns
+from harness.sweep_eval import baseline_from_file, baseline_kind
 from harness.toy import TOY_MODELS, is_toy, toy_name
 
 
@@ -53,7 +54,10 @@ def check_eval(eval_cfg, rows_of) -> None:
         if generation.n > 1 and generation.temperature == 0:
             raise HarnessError(f"eval.{suite}.n: {generation.n} samples need temperature > 0 "
                                "(greedy decoding gives one answer)")
-        check_suite_data(suite, rows_of(options["data"], "eval"))
+        check_suite_data(suite, suite_items(suite, options))
+        baseline = options.get("baseline")
+        if baseline is not None and baseline_kind(baseline) == "file":
+            baseline_from_file(baseline, suite_items(suite, options), suite)
 
 
 def preflight(spec, trials) -> None:

@@ -29,6 +29,14 @@ from harness.spec_io import (
     read_yaml,
     set_key,
 )
+from harness.suite_options import (
+    AlpacaOptions,
+    CodeOptions,
+    MTBenchOptions,
+    PairwiseOptions,
+    SafetyOptions,
+    SingleOptions,
+)
 
 SUITES = ("arith", "pairwise", "single", "mtbench", "alpaca", "safety", "code")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # no dots: stages are addressed as stages.NAME.KEY
@@ -118,21 +126,18 @@ class ArithOptions(_Model):
     seed: int | None = None
 
 
-Options = dict[str, Any] | None  # defined by the judging suites
-
-
 class EvalSpec(_Model):
     suites: list[Literal[SUITES]] = []
     include_base: bool = False
     after: Literal["final", "every_stage"] = "final"
     generation: GenerationSpec = GenerationSpec()
     arith: ArithOptions = ArithOptions()
-    pairwise: Options = None
-    single: Options = None
-    mtbench: Options = None
-    alpaca: Options = None
-    safety: Options = None
-    code: Options = None
+    pairwise: PairwiseOptions = PairwiseOptions()
+    single: SingleOptions = SingleOptions()
+    mtbench: MTBenchOptions = MTBenchOptions()
+    alpaca: AlpacaOptions = AlpacaOptions()
+    safety: SafetyOptions = SafetyOptions()
+    code: CodeOptions = CodeOptions()
 
 
 class JudgeSpec(_Model):
@@ -361,14 +366,12 @@ def _stage_rules(
         out.append(
             Problem(f"{prefix}data.filter.min_length", f"greater than max_length {hi} (value seen: {lo})")
         )
-    arith = eval_.arith
-    for i, k in enumerate(arith.k):
-        if k > arith.n:
-            out.append(
-                Problem(
-                    f"{prefix}eval.arith.k[{i}]", f"must be <= eval.arith.n ({arith.n}) (value seen: {k})"
-                )
-            )
+    for suite in ("arith", "code"):
+        opts = getattr(eval_, suite)
+        for i, k in enumerate(opts.k):
+            if k > opts.n:
+                out.append(Problem(f"{prefix}eval.{suite}.k[{i}]",
+                                   f"must be <= eval.{suite}.n ({opts.n}) (value seen: {k})"))
     if len(set(eval_.suites)) != len(eval_.suites):
         out.append(Problem(f"{prefix}eval.suites", f"duplicate suite (value seen: {show(eval_.suites)})"))
     return out

@@ -10,7 +10,6 @@ RUNNING one resumes its own child run.
 from __future__ import annotations
 
 import json
-import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,12 +19,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
-from harness.evaluate import SUITES, generation_for, suite_options
 from harness.grid import Trial, digest, stage_key, sweep_id
 from harness.methods import METHODS
 from harness.models import (
-    load_model,
-    load_tokenizer,
     merged,
     model_identity,
     resolve_model_path,
@@ -34,6 +30,7 @@ from harness.models import (
 from harness.preflight import preflight
 from harness.spec import Spec, flatten, spec_to_dict
 from harness.stages import data_fingerprint, device, train_stage
+from harness.sweep_eval import JudgeEndpoint, Reference, baseline_kind, evaluate_model
 from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
 
 
@@ -47,6 +44,7 @@ class Context:
     progress: bool = True
     common_tags: dict = field(default_factory=dict)
     echo: Callable[[str], None] = print
+    judge: JudgeEndpoint | None = None
 
 
 @dataclass
@@ -64,7 +62,8 @@ def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bo
     cache_dir.mkdir(parents=True, exist_ok=True)
     tags = {"harness.sweep_id": sweep_id(spec), "harness.git_sha": git_sha(),
             "harness.versions": json.dumps(package_versions(), sort_keys=True)}
-    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags, echo)
+    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags, echo,
+                   JudgeEndpoint(spec.judge, cache_dir))
 
 
 def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
@@ -75,17 +74,32 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
     parent = _parent_run(ctx)
     summary = SweepSummary()
-    work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
-    for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
-        error = _run_trial(ctx, parent, trial)
-        if error is None:
-            summary.ran.append(trial.id)
-        elif error == SKIPPED:
-            summary.skipped.append(trial.id)
-        else:
-            summary.failed[trial.id] = error
+    work = baselines_first(([_base_trial(spec)] if spec.eval.include_base else []) + trials)
+    try:
+        for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
+            error = _run_trial(ctx, parent, trial)
+            if error is None:
+                summary.ran.append(trial.id)
+            elif error == SKIPPED:
+                summary.skipped.append(trial.id)
+            else:
+                summary.failed[trial.id] = error
+    finally:
+        ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
     return summary
+
+
+def baselines_first(work: list) -> list:
+    """Trials named as a baseline (``eval.<suite>.baseline: TRIAL_ID``) run before the others."""
+    named = set()
+    for trial in work:
+        for eval_cfg in [trial.spec.eval] + [stage.eval for stage in trial.stages]:
+            for suite in eval_cfg.suites:
+                value = getattr(getattr(eval_cfg, suite), "baseline", None)
+                if value is not None and baseline_kind(value) == "trial":
+                    named.add(value)
+    return [t for t in work if t.id in named] + [t for t in work if t.id not in named]
 
 
 def _parent_run(ctx: Context) -> str:
@@ -122,7 +136,6 @@ def _base_trial(spec: Spec) -> _BaseTrial:
 
 
 SKIPPED = "skipped"
-EVAL_CACHE_LAYOUT = 2  # bump when the files of an eval cache entry change
 
 
 def _run_trial(ctx: Context, parent: str, trial) -> str | None:
@@ -188,12 +201,12 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
         if persist:
             path = str(out_dir / "model")
         if multi and not last and stage.eval.after == "every_stage":
-            _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer)
+            _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial)
         if multi:
             ctx.tracker.set_status(run_id, "FINISHED")
     ctx.tracker.set_tags(trial_run, {"harness.checkpoint": path if persist else "none (train.save: none)"})
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
-    _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer)
+    _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer, trial)
 
 
 def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, input_key: str, out_dir: Path,
@@ -241,36 +254,13 @@ def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
 def _evaluate_base(ctx: Context, run_id: str, spec: Spec) -> None:
     path = resolve_model_path(spec.model, ctx.cache_dir)
     ctx.tracker.set_tags(run_id, {"harness.checkpoint": path})
-    _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None)
+    _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None, _base_trial(spec))
 
 
-def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer) -> None:
-    """Run every suite of ``eval_cfg`` on the model; results are cached by (model, suite, settings)."""
-    for suite in eval_cfg.suites:
-        options = suite_options(eval_cfg, suite)
-        generation = generation_for(eval_cfg.generation, options)
-        cache = ctx.cache_dir / "evals" / digest([EVAL_CACHE_LAYOUT, model_key, suite, options,
-                                                   generation.model_dump()], 16)
-        if not (cache / "metrics.json").exists() or ctx.force:
-            if model is None:
-                model, tokenizer = load_model(path).to(device()), load_tokenizer(path)
-            result = SUITES[suite](model, tokenizer, options, generation, progress=ctx.progress)
-            _write_suite_cache(cache, suite, result)
-        metrics = json.loads((cache / "metrics.json").read_text())
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith("_se"))
-        ctx.echo(f"  eval {suite}: {shown}")
-        ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
-        for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
-            ctx.tracker.log_file(run_id, cache / kind / f"{suite}.jsonl", kind)
-
-
-def _write_suite_cache(cache: Path, suite: str, result) -> None:
-    """Write a suite's results into the cache atomically (a killed run leaves no half entry)."""
-    tmp = cache.with_name(cache.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for kind, rows in (("outputs", result.outputs), ("judgments", result.judgments)):
-        (tmp / kind).mkdir(parents=True)
-        (tmp / kind / f"{suite}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp / "metrics.json").write_text(json.dumps(result.metrics))
-    shutil.rmtree(cache, ignore_errors=True)
-    tmp.rename(cache)
+def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer, trial) -> None:
+    """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model."""
+    if not eval_cfg.suites:
+        return
+    start = resolve_model_path(trial.spec.model, ctx.cache_dir)
+    ref = Reference(model_identity(start), start)
+    evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device())
