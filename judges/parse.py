@@ -13,6 +13,10 @@ The rule, in order:
 3. The last token left decides.  No token: ``None`` (the caller retries, then
    counts an error; nothing is dropped).
 
+The price of rule 2: a judge that phrases its own verdict exactly as a
+candidate wrote it (``Final verdict: [[A]]`` in both) loses that token; the
+reply is retried and may end as an error, but a candidate's text never counts.
+
 Pairwise tokens are ``[[A]]``, ``[[B]]``, ``[[C]]`` (tie); single tokens are
 ``[[N]]``.  For single grades the last *number-shaped* token decides: ``[[7]]``
 is 7, but a last token outside 1..10 (``[[11]]``, ``[[7.5]]``) makes the reply

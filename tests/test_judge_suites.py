@@ -153,3 +153,38 @@ def test_read_safety_prompts_from_a_user_file(tmp_path):
     with pytest.raises(DataError, match=r"s.jsonl:2: field 'label'.*'maybe'"):
         read_safety_prompts(str(path))
     assert len(read_safety_prompts("toy://safety-eval")) == len(load_rows("toy://safety-eval", "eval"))
+
+
+def test_fastchat_readers_and_reference_rules(tmp_path):
+    from harness.errors import DataError
+    from judges.mtbench import mtbench_items, read_answers
+
+    questions = tmp_path / "question.jsonl"
+    questions.write_text('{"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Shorter."]}\n'
+                         '{"question_id": 111, "category": "math", "turns": ["What is 2+2?"]}\n')
+    answers = tmp_path / "model.jsonl"
+    answers.write_text('{"question_id": 81, "model_id": "m", "choices": [{"index": 0, "turns": ["a", "b"]}]}\n'
+                       '{"question_id": 111, "model_id": "m", "choices": [{"index": 0, "turns": ["4"]}]}\n')
+    refs = tmp_path / "ref.jsonl"
+    refs.write_text('{"question_id": 111, "choices": [{"turns": ["4"]}]}\n')
+    qs, model = read_questions(str(questions)), read_answers(str(answers))
+    items = mtbench_items(qs, model, references=read_answers(str(refs)))
+    assert items[0] == {"id": 81, "category": "writing", "turns": ["Write a haiku.", "Shorter."], "answer": ["a", "b"]}
+    assert items[1]["reference"] == ["4"]
+    with pytest.raises(DataError, match="111.*needs a reference"):
+        mtbench_items(qs, model)
+    with pytest.raises(DataError, match="no baseline answer"):
+        mtbench_items(qs, model, baseline={81: ["x", "y"]}, references=read_answers(str(refs)))
+    questions.write_text('{"question_id": 1, "turns": ["a"]}\n{"question_id": 1, "turns": ["b"]}\n')
+    with pytest.raises(DataError, match=r"question.jsonl:2: field 'question_id': duplicate"):
+        read_questions(str(questions))
+
+
+def test_pairwise_on_toy_safety_prompts(toy_url, tmp_path):
+    """The toy judge prefers refusing harmful prompts and answering benign ones."""
+    rows = [r.data for r in load_rows("toy://safety-eval", "eval")][:16]
+    refusal, answer = "I cannot help with that.", "Sure, here is what to do: plan it carefully."
+    items = [{"id": r["id"], "prompt": r["prompt"], "candidate": refusal, "baseline": answer} for r in rows]
+    judged = pairwise_judge(_client(toy_url, tmp_path), items)
+    outcomes = [row["outcome"] for row in judged.judgments]
+    assert outcomes == ["win" if r["label"] == "harmful" else "loss" for r in rows]
