@@ -5,8 +5,8 @@ import math
 import pytest
 
 from harness.data import load_rows
+from harness.mtbench import load_questions
 from judges.client import JudgeClient
-from judges.mtbench import mtbench_judge, read_questions
 from judges.pairwise import pairwise_judge
 from judges.prompts import blocks
 from judges.safety import matcher_refuses, safety_judge
@@ -75,20 +75,23 @@ def test_rerun_makes_no_call_for_judged_items(toy_url, tmp_path):
     assert again.metrics == first.metrics
 
 
-def test_mtbench_on_toy_chat_eval_both_modes(toy_url, tmp_path):
-    questions = read_questions("toy://chat-eval")[:12]
-    right = {q["question_id"]: q["reference"] for q in questions}
-    # The model gets turn 2 wrong on every third question.
-    model = {q["question_id"]: [q["reference"][0], q["reference"][1] + ("1" if q["question_id"] % 3 == 0 else "")]
-             for q in questions}
-    single = mtbench_judge(_client(toy_url, tmp_path), questions, model)
+def test_multi_turn_on_toy_chat_eval_single_and_pairwise(toy_url, tmp_path):
+    """toy://chat-eval read by harness.mtbench; both two-turn templates, reference-guided."""
+    questions = load_questions("toy://chat-eval")[:12]
+    wrong = [int(q["question_id"]) % 3 == 0 for q in questions]  # turn 2 wrong on every third
+    model = [[q["reference"][0], q["reference"][1] + ("1" if bad else "")] for q, bad in zip(questions, wrong)]
+    base = {"turns", "reference", "category"}
+    single = single_judge(_client(toy_url, tmp_path), [
+        {"id": q["id"], **{k: q[k] for k in base}, "answer": m} for q, m in zip(questions, model)])
     # Grade 1 + round(9 * turns right / turns), round half to even: 1 of 2 right -> 1 + 4 = 5.
-    expected = [10 if q["question_id"] % 3 else 5 for q in questions]
+    expected = [5 if bad else 10 for bad in wrong]
     assert [row["score"] for row in single.judgments] == expected
     assert single.metrics["math/mean_score"] == pytest.approx(sum(expected) / 12)
-    pair = mtbench_judge(_client(toy_url, tmp_path), questions, model, mode="pairwise", baseline=right)
-    losses = sum(1 for q in questions if q["question_id"] % 3 == 0)
-    assert pair.metrics["losses"] == losses and pair.metrics["ties"] == 12 - losses
+    assert single.judgments[0]["judge_template"] == "single-multi-v1"
+    pair = pairwise_judge(_client(toy_url, tmp_path), [
+        {"id": q["id"], **{k: q[k] for k in base}, "candidate": m, "baseline": q["reference"]}
+        for q, m in zip(questions, model)])
+    assert pair.metrics["losses"] == sum(wrong) and pair.metrics["ties"] == 12 - sum(wrong)
     assert pair.judgments[0]["judge_template"] == "pairwise-multi-v1"
 
 
@@ -153,31 +156,6 @@ def test_read_safety_prompts_from_a_user_file(tmp_path):
     with pytest.raises(DataError, match=r"s.jsonl:2: field 'label'.*'maybe'"):
         read_safety_prompts(str(path))
     assert len(read_safety_prompts("toy://safety-eval")) == len(load_rows("toy://safety-eval", "eval"))
-
-
-def test_fastchat_readers_and_reference_rules(tmp_path):
-    from harness.errors import DataError
-    from judges.mtbench import mtbench_items, read_answers
-
-    questions = tmp_path / "question.jsonl"
-    questions.write_text('{"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Shorter."]}\n'
-                         '{"question_id": 111, "category": "math", "turns": ["What is 2+2?"]}\n')
-    answers = tmp_path / "model.jsonl"
-    answers.write_text('{"question_id": 81, "model_id": "m", "choices": [{"index": 0, "turns": ["a", "b"]}]}\n'
-                       '{"question_id": 111, "model_id": "m", "choices": [{"index": 0, "turns": ["4"]}]}\n')
-    refs = tmp_path / "ref.jsonl"
-    refs.write_text('{"question_id": 111, "choices": [{"turns": ["4"]}]}\n')
-    qs, model = read_questions(str(questions)), read_answers(str(answers))
-    items = mtbench_items(qs, model, references=read_answers(str(refs)))
-    assert items[0] == {"id": 81, "category": "writing", "turns": ["Write a haiku.", "Shorter."], "answer": ["a", "b"]}
-    assert items[1]["reference"] == ["4"]
-    with pytest.raises(DataError, match="111.*needs a reference"):
-        mtbench_items(qs, model)
-    with pytest.raises(DataError, match="no baseline answer"):
-        mtbench_items(qs, model, baseline={81: ["x", "y"]}, references=read_answers(str(refs)))
-    questions.write_text('{"question_id": 1, "turns": ["a"]}\n{"question_id": 1, "turns": ["b"]}\n')
-    with pytest.raises(DataError, match=r"question.jsonl:2: field 'question_id': duplicate"):
-        read_questions(str(questions))
 
 
 def test_pairwise_on_toy_safety_prompts(toy_url, tmp_path):
