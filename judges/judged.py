@@ -65,7 +65,3 @@ def text_of(value) -> str:
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
         return str(value[-1].get("content", ""))
     raise ValueError(f"expected a string or a message list, got {type(value).__name__}: {value!r:.80}")
-
-
-def count_errors(judgments: Sequence[dict], key: str = "error") -> int:
-    return sum(1 for j in judgments if j.get(key))
