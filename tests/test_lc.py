@@ -70,6 +70,9 @@ def test_single_model_without_length_difference_is_the_raw_mean():
     result = lc_win_rates(data, n_bootstrap=20)["m"]
     assert result.lc_win_rate == pytest.approx(np.mean(labels), abs=1e-6)
     assert result.sd == 0.0 and result.phi == 0.0 and result.lc_standard_error > 0
+    # The bootstrap is seeded: the same seed gives the same SE, another seed another one.
+    assert lc_win_rates(data, n_bootstrap=20)["m"] == result
+    assert lc_win_rates(data, n_bootstrap=20, seed=1)["m"].lc_standard_error != result.lc_standard_error
 
 
 def test_preference_only_from_length_gives_lc_near_half():
