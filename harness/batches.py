@@ -23,6 +23,7 @@ from harness.losses import (
     with_sft_weight,
 )
 from harness.methods import MethodEntry
+from harness.step_inputs import kl_pair_logps, kto_sequence_logps
 
 
 def target_count(example, train_on_prompt: bool = False) -> int:
@@ -51,21 +52,28 @@ def _to(batch: dict, device) -> dict:
 
 
 def forward_method(model, method: MethodEntry, params: dict, examples: list, pad_id: int,
-                   ref: torch.Tensor | None, device, with_entropy: bool = False):
-    """One micro-batch: (per-example loss numerators [B], detached metrics, input tokens)."""
+                   ref: torch.Tensor | None, device, with_entropy: bool = False, extra: dict | None = None):
+    """One micro-batch: (per-example loss numerators [B], detached metrics, input tokens).
+
+    ``extra`` holds the step's batch-relative loss inputs for this micro-batch
+    (``harness.step_inputs``: the KTO ``kl``, IW-SFT ``weights``).
+    """
+    extra = extra or {}
     if method.batch_kind == "sft":
-        return _forward_sft(model, method, params, examples, pad_id, device, with_entropy)
+        return _forward_sft(model, method, params, examples, pad_id, device, with_entropy, extra)
     if method.batch_kind == "pairs":
         return _forward_pairs(model, method, params, examples, pad_id, ref, device, with_entropy)
+    if method.batch_kind == "kto":
+        return _forward_kto(model, method, params, examples, pad_id, ref, device, with_entropy, extra)
     raise ValueError(f"batch kind {method.batch_kind!r} is not supported by the offline loop yet")
 
 
-def _forward_sft(model, method, params, examples, pad_id, device, with_entropy):
+def _forward_sft(model, method, params, examples, pad_id, device, with_entropy, extra):
     batch = _to(collate_sft(examples, pad_id, train_on_prompt=params["train_on_prompt"]), device)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     tlp = token_logps(logits, batch["input_ids"])
     mask = target_mask(batch["loss_mask"])
-    kwargs = {"normalization": params["loss_normalization"]}
+    kwargs = {"normalization": params["loss_normalization"], **extra}
     if "sum_sq_probs" in method.extra_inputs:
         kwargs["sum_sq_probs"] = sum_sq_probs(logits)
     numerators, metrics = method.loss(tlp, mask, **kwargs)
@@ -128,6 +136,31 @@ def _forward_pairs(model, method, params, examples, pad_id, ref, device, with_en
     if with_entropy:
         metrics["entropy"] = entropy_from_logits(out.logits, out.mask)
     return numerators, metrics, out.tokens
+
+
+def _forward_kto(model, method, params, examples, pad_id, ref, device, with_entropy, extra):
+    sums, counts, logits, mask = kto_sequence_logps(model, [e.prompt_ids for e in examples],
+                                              [e.completion_ids for e in examples], pad_id, device)
+    reduction = params["logprob_reduction"] or method.default_reduction
+    ref = ref.to(device)  # [B, 2]: the own completion's reference sum and count
+    desirable = torch.tensor([bool(e.label) for e in examples], device=device)
+    kwargs = {k: params[k] for k in method.loss_params}
+    numerators, metrics = method.loss(reduce_logps(sums, counts, reduction), reduce_logps(ref[:, 0], ref[:, 1], reduction),
+                                      desirable, kl=extra["kl"], **kwargs)
+    # method.sft_weight: + lambda * mean-token NLL of the desirable completions.
+    nll = -reduce_logps(sums, counts, "mean") * desirable.to(sums.dtype)
+    numerators = with_sft_weight(numerators, nll, params.get("sft_weight", 0.0))
+    metrics["response_length"] = counts.float().mean().item()
+    if with_entropy:
+        metrics["entropy"] = entropy_from_logits(logits, mask)
+    return numerators, metrics, sum(len(e.prompt_ids) + len(e.completion_ids) for e in examples)
+
+
+@torch.no_grad()
+def kto_reference_stats(model, examples: list, pad_id: int, device, batch_size: int = 16) -> torch.Tensor:
+    """Per-example reference statistics [N, 2] of KTO rows: the own completion's sum and count."""
+    pairs = [(i, i) for i in range(len(examples))]
+    return kl_pair_logps(model, examples, pairs, pad_id, device, batch_size).float()
 
 
 @torch.no_grad()

@@ -99,6 +99,7 @@ METHODS: dict[str, MethodEntry] = {
         _pref("simpo", "mean", simpo_loss, ("beta", "gamma"), needs_ref=False, gamma=0.5),
         _pref("orpo", "mean", orpo_loss, ("beta",), needs_ref=False, extra_inputs=("nll_chosen",),
               nll_on_prompt=False),
-        _pref("kto", "sum", kind="kto", desirable_weight=1.0, undesirable_weight=1.0),
+        _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind="kto",
+              desirable_weight=1.0, undesirable_weight=1.0),
     ]
 }

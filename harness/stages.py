@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from harness.batches import forward_method, reference_stats, step_denominator
+from harness.batches import forward_method, kto_reference_stats, reference_stats, step_denominator
 from harness.data import fingerprint, load_rows, take_fraction
 from harness.errors import HarnessError
 from harness.filters import filter_rows, within_length
@@ -30,7 +30,8 @@ from harness.models import (
     training_dtype,
 )
 from harness.tokenization import encode_pairs, encode_sft
-from harness.train import COUNTERS, TrainConfig, train
+from harness.step_inputs import StepState, kl_pair_logps, step_inputs, step_kl_pairs
+from harness.train import COUNTERS, TrainConfig, step_batches, train
 
 
 def device() -> torch.device:
@@ -91,35 +92,67 @@ def data_fingerprint(stage) -> str:
 
 
 def reference_for(stage, policy, policy_key: str, tokenizer, examples: list, cache_dir: Path,
-                  force: bool, tag: str = "train") -> torch.Tensor:
-    """Reference statistics [N, 4] for ``examples``, from cache or one no-grad pass.
+                  force: bool, tag: str = "train", compute=None, rows: int | None = None) -> torch.Tensor:
+    """Reference statistics for ``examples``, from cache or one no-grad pass.
 
+    ``compute(model, examples, pad_id, device)`` makes them: by default
+    ``reference_stats`` ([N, 4] per pair); KTO passes its own (``kto_references``),
+    with ``rows`` the expected row count and ``tag`` naming what is computed.
     The reference is ``stage.ref_model`` when set, else the stage's starting
     policy (which, under LoRA, is exactly the adapter-disabled model: this runs
     before the adapter is attached).
     """
+    compute = compute or reference_stats
+    rows = len(examples) if rows is None else rows
     ref_path = resolve_model_path(stage.ref_model, cache_dir) if stage.ref_model else None
     ref_key = model_identity(ref_path) if ref_path else policy_key
     # Everything that decides the example list and its tokens: the policy's
     # tokenizer (part of policy_key), the data and every data.* setting, max_length.
     key = digest([ref_key, policy_key, data_fingerprint(stage), stage.data.model_dump(mode="json"),
-                  stage.train.max_length, tag], 16)
+                  stage.train.max_length, METHODS[stage.method.name].batch_kind, tag], 16)
     path = cache_dir / "reflogps" / f"{key}.pt"
     if path.exists() and not force:
         stats = torch.load(path)
-        if stats.shape[0] == len(examples):
+        if stats.shape[0] == rows:
             return stats
     ref_model = policy
     if ref_path:
         ref_model = load_model(ref_path).to(device())
     ref_model.eval()
     COUNTERS["reference_passes"] += 1
-    stats = reference_stats(ref_model, examples, tokenizer.pad_token_id, device())
+    stats = compute(ref_model, examples, tokenizer.pad_token_id, device())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{id(stats)}")
     torch.save(stats, tmp)
     tmp.replace(path)
     return stats
+
+
+def plan_kl_pairs(n: int, cfg: TrainConfig | None) -> list[tuple[int, int]]:
+    """Every mismatched (prompt, completion) pair the KTO KL estimate will need, in a fixed order.
+
+    ``cfg`` None: the held-out set as one step (validation).
+    """
+    steps = [list(range(n))] if cfg is None else [[i for mb in step for i in mb] for step in step_batches(n, cfg)]
+    return sorted({pair for step in steps for pair in step_kl_pairs(step)})
+
+
+def kto_references(stage, model, key: str, tokenizer, examples: list, cfg: TrainConfig | None,
+                   cache_dir: Path, force: bool, tag: str) -> tuple[torch.Tensor, dict]:
+    """KTO reference statistics: [N, 2] per example, and {(i, j): (sum, count)} per mismatched pair.
+
+    The mismatched pairs follow the step plan, so the plan's settings are part of their cache key.
+    """
+    own = reference_for(stage, model, key, tokenizer, examples, cache_dir, force, tag, kto_reference_stats)
+    pairs = plan_kl_pairs(len(examples), cfg)
+    plan = None if cfg is None else [cfg.seed, cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps, cfg.shuffle]
+
+    def compute(model_, examples_, pad_id, dev):
+        return kl_pair_logps(model_, examples_, pairs, pad_id, dev)
+
+    stats = reference_for(stage, model, key, tokenizer, examples, cache_dir, force, f"{tag}-kl-{digest(plan, 16)}",
+                          compute, rows=len(pairs))
+    return own, dict(zip(pairs, stats.tolist()))
 
 
 def train_config(stage, mixed_precision: str) -> TrainConfig:
@@ -133,17 +166,26 @@ def train_config(stage, mixed_precision: str) -> TrainConfig:
     )
 
 
-def validation_fn(method, params, examples, pad_id, ref, batch_size: int) -> Callable:
-    """Held-out loss and metrics over all of ``examples``, normalized like one big step."""
+def validation_fn(method, params, examples, pad_id, ref, batch_size: int, kl_ref: dict | None = None,
+                  log_weights: torch.Tensor | None = None) -> Callable:
+    """Held-out loss and metrics over all of ``examples``, normalized like one big step.
+
+    Batch-relative inputs (the KTO KL estimate, IW-SFT weights) also span the
+    whole held-out set, as one step.
+    """
 
     @torch.no_grad()
     def validate(model) -> dict:
         batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
         denominator = step_denominator(method, params, batches)
+        inputs = step_inputs(model, method, params, examples, list(range(len(examples))), pad_id, device(),
+                             StepState(), kl_ref, log_weights)
         total, sums, n = 0.0, {}, 0
         for start, batch in zip(range(0, len(examples), batch_size), batches):
             rows = ref[start : start + len(batch)] if ref is not None else None
-            numerators, metrics, _ = forward_method(model, method, params, batch, pad_id, rows, device())
+            extra = inputs.for_share(list(range(start, start + len(batch))))
+            numerators, metrics, _ = forward_method(model, method, params, batch, pad_id, rows, device(),
+                                                    extra=extra)
             total += float(numerators.sum()) / denominator
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
@@ -163,8 +205,14 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     log(data.stats, 0)
     dtype, mixed = training_dtype(stage.train.precision, device().type == "cuda")
     model = load_model(input_path, dtype).to(device())
-    ref = held_ref = None
-    if method.needs_ref:
+    cfg = train_config(stage, mixed)
+    ref = held_ref = kl_ref = held_kl = None
+    if method.batch_kind == "kto":
+        ref, kl_ref = kto_references(stage, model, input_key, tokenizer, data.train, cfg, cache_dir, force, "train")
+        if data.eval:
+            held_ref, held_kl = kto_references(stage, model, input_key, tokenizer, data.eval, None, cache_dir,
+                                               force, "eval")
+    elif method.needs_ref:
         ref = reference_for(stage, model, input_key, tokenizer, data.train, cache_dir, force)
         if data.eval:
             held_ref = reference_for(stage, model, input_key, tokenizer, data.eval, cache_dir, force, "eval")
@@ -173,7 +221,7 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     validate = None
     if data.eval:
         validate = validation_fn(method, params, data.eval, tokenizer.pad_token_id, held_ref,
-                                 stage.train.batch_size)
-    result = train(model, method, params, data.train, tokenizer.pad_token_id, train_config(stage, mixed),
-                   ref=ref, log=log, validate=validate, progress=progress)
+                                 stage.train.batch_size, held_kl)
+    result = train(model, method, params, data.train, tokenizer.pad_token_id, cfg,
+                   ref=ref, log=log, validate=validate, progress=progress, kl_ref=kl_ref)
     return model, tokenizer, result

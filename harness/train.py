@@ -26,6 +26,7 @@ from transformers import get_scheduler
 
 from harness.batches import forward_method, step_denominator
 from harness.methods import MethodEntry
+from harness.step_inputs import StepInputs, StepState, step_inputs
 
 # Counts of expensive work, read by tests to prove caching (never by timing).
 COUNTERS: Counter = Counter()
@@ -104,13 +105,17 @@ def train(
     log: LogFn | None = None,
     validate: Callable[[object], dict] | None = None,
     progress: bool = True,
+    kl_ref: dict | None = None,
+    log_weights: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``examples`` (encoded rows of the method's batch kind).
 
     ``ref`` holds the reference log-prob statistics per example (see
     ``harness.batches.reference_stats``) when the method needs them.  ``validate(model)``
     returns held-out metrics, logged under ``val/`` every ``eval_every`` steps
-    and at the end.
+    and at the end.  ``kl_ref`` (KTO: reference (sum, count) of each mismatched
+    pair of the plan) and ``log_weights`` (IW-SFT: [N] log-weights) feed the
+    step's batch-relative inputs (``harness.step_inputs``).
     """
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
@@ -123,13 +128,16 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     log = log or (lambda metrics, step: None)
-    tokens_seen, start, metrics = 0, time.perf_counter(), {}
+    tokens_seen, start, metrics, state = 0, time.perf_counter(), {}, StepState()
     bar = tqdm(plan, desc=f"train {method.name}", disable=None if progress else True, unit="step", leave=False)
     for step, micro_batches in enumerate(bar, start=1):
         t0 = time.perf_counter()
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
+        inputs = step_inputs(accelerator.unwrap_model(model), method, params, examples,
+                             [i for mb in micro_batches for i in mb], pad_id, accelerator.device, state,
+                             kl_ref, log_weights)
         metrics, step_tokens = _optimizer_step(
-            model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs
+            model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs, inputs
         )
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -150,7 +158,8 @@ def train(
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
 
 
-def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs):
+def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs,
+                    inputs: StepInputs):
     """Forward/backward every micro-batch of one step; returns (metrics, tokens).
 
     With several processes, each takes every world-th example of each
@@ -172,7 +181,7 @@ def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref,
         with ctx, accelerator.autocast():
             numerators, mb_metrics, mb_tokens = forward_method(
                 model, method, params, batch, pad_id, ref[share] if ref is not None else None,
-                accelerator.device, with_entropy=want_logs,
+                accelerator.device, with_entropy=want_logs, extra=inputs.for_share(share),
             )
             loss = numerators.sum() * (weight / denominator)
             accelerator.backward(loss * world)

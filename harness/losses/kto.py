@@ -80,6 +80,6 @@ def kto_loss(
         "rewards/rejected": _subset_mean(rewards, ~desirable),
         "logps/chosen": _subset_mean(policy_logps.detach(), desirable),
         "logps/rejected": _subset_mean(policy_logps.detach(), ~desirable),
-        "kl": torch.tensor(float(kl)),
+        "kl": torch.tensor(float(kl), dtype=torch.float64),
     }
     return per_example, metrics
