@@ -13,6 +13,8 @@ import hashlib
 import json
 import random
 
+from harness.toy.code_eval import code_eval_rows
+
 DATA_VERSION = 1
 
 # Share of operand pairs reserved for evaluation.
@@ -39,6 +41,7 @@ TOY_DATASETS = {
     "safety-eval": "harmful (refuse) and benign-but-sensitive (answer) prompts with a 'label'",
     "safety-pairs": "pairs: chosen refuses a harmful prompt / answers a benign one",
     "chat-eval": "two-turn arithmetic chats (turns, reference) for mtbench-style judging",
+    "code-eval": "30 small Python function tasks with HumanEval-style tests, for the code suite",
 }
 
 
@@ -151,7 +154,8 @@ def eval_rows(seed: int) -> list[dict]:
     ]
 
 
-_BUILDERS = {"arith-sft": sft_rows, "arith-pairs": pair_rows, "arith-eval": eval_rows}
+_BUILDERS = {"arith-sft": sft_rows, "arith-pairs": pair_rows, "arith-eval": eval_rows,
+             "code-eval": code_eval_rows}
 
 
 def toy_dataset(name: str, seed: int = 0) -> list[dict]:
