@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _judge_parser(sub)
 
+    p = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server over a local model "
+                                     "or the toy judge (no auth: keep it on 127.0.0.1)")
+    p.add_argument("model", metavar="MODEL|toy-judge", help="HF directory or id, toy://NAME, or toy-judge")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--position-bias", type=float, default=0.0, help="toy-judge only")
+    p.add_argument("--verbosity-bias", type=float, default=0.0, help="toy-judge only")
+    p.add_argument("--results-dir", default="results", help="toy models are built into RESULTS_DIR/cache")
+    _common(p)
+
     p = sub.add_parser("ui", help="the MLflow UI on the project's store, bound to 127.0.0.1")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
@@ -155,7 +165,19 @@ def cmd_ui(args) -> int:
     return subprocess.call(cmd)
 
 
-COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "judge": cmd_judge, "report": cmd_report, "ui": cmd_ui}
+def cmd_serve(args) -> int:
+    from judges.endpoint import serve_responder
+    from judges.server import serve_forever
+
+    responder = serve_responder(args.model, args.position_bias, args.verbosity_bias,
+                                Path(args.results_dir).resolve() / "cache")
+    serve_forever(responder, args.host, args.port, model_name=args.model,
+                  announce=lambda url: print(f"serving {args.model} at {url}", flush=True))
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "judge": cmd_judge, "report": cmd_report, "ui": cmd_ui,
+            "serve": cmd_serve}
 
 
 def _quiet_libraries() -> None:

@@ -125,6 +125,9 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> tu
 def _make_handler(responder: Responder, model_name: str, quiet: bool):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, so a concurrent client reuses connections
+        # Headers and body go out as two writes; with Nagle on, the second waits for the client's
+        # delayed ACK (~40 ms on Linux) on every keep-alive request.
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # noqa: N802 (stdlib name)
             if not quiet:
@@ -209,9 +212,11 @@ def serve_in_background(responder: Responder, host: str = "127.0.0.1", port: int
 
 
 def serve_forever(responder: Responder, host: str, port: int, model_name: str = "local-judge",
-                  announce: Callable[[str], None] | None = None) -> None:
-    """Serve in the foreground until interrupted; ``announce`` gets the base URL once listening."""
-    httpd = _Server((host, port), _make_handler(responder, model_name, quiet=False))
+                  announce: Callable[[str], None] | None = None, quiet: bool = False) -> None:
+    """Serve in the foreground until interrupted; ``announce`` gets the base URL once listening.
+
+    Without ``quiet``, one access-log line per request goes to stderr."""
+    httpd = _Server((host, port), _make_handler(responder, model_name, quiet))
     bound_host, bound_port = httpd.server_address[:2]
     if announce is not None:
         announce(f"http://{bound_host}:{bound_port}/v1")

@@ -1,0 +1,109 @@
+"""judge_endpoint and the vllm launcher, with a fake `vllm` executable on PATH (a real process and server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.errors import HarnessError
+from judges.client import JudgeClient
+from judges.endpoint import judge_endpoint
+from judges.vllm_backend import vllm_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_VLLM = """#!{python}
+import json, os, sys, time
+sys.path.insert(0, {root!r})
+args = sys.argv[1:]
+with open(os.environ["FAKE_VLLM_RECORD"], "w") as fh:
+    json.dump({{"argv": args, "pid": os.getpid()}}, fh)
+mode = os.environ.get("FAKE_VLLM_MODE", "ok")
+if mode == "crash":
+    print("RuntimeError: no CUDA GPUs are available", flush=True)
+    sys.exit(3)
+if mode == "hang":
+    time.sleep(600)
+time.sleep(0.3)  # loading weights: /health is refused for a while
+from judges.server import ChatResult, serve_forever
+host, port = args[args.index("--host") + 1], int(args[args.index("--port") + 1])
+serve_forever(lambda body: ChatResult("fake vllm says [[B]]"), host, port, model_name=args[1])
+"""
+
+
+def _spec(**kw):
+    base = dict(base_url=None, model="org/judge-7b", backend="vllm", api_key_env="NO_SUCH_KEY_VAR",
+                concurrency=2, max_retries=0, timeout_s=5.0, temperature=0.0)
+    return SimpleNamespace(**{**base, **kw})
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "vllm"
+    exe.write_text(FAKE_VLLM.format(python=sys.executable, root=str(ROOT)))
+    exe.chmod(0o755)
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
+    return record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_vllm_backend_starts_waits_for_health_serves_and_stops(fake_vllm, tmp_path):
+    with judge_endpoint(_spec(), tmp_path / "cache") as url:
+        rec = json.loads(fake_vllm.read_text())
+        port = rec["argv"][rec["argv"].index("--port") + 1]
+        assert rec["argv"][:2] == ["serve", "org/judge-7b"] and "--host" in rec["argv"]
+        assert url == f"http://127.0.0.1:{port}/v1"
+        client = JudgeClient.from_spec(_spec(), url, None)
+        (reply,) = client.complete_all([([{"role": "user", "content": "which?"}], {})])
+        assert reply.text == "fake vllm says [[B]]" and _alive(rec["pid"])
+    assert not _alive(rec["pid"])
+    assert list((tmp_path / "cache" / "vllm").glob("vllm-serve-*.log"))
+
+
+def test_vllm_that_exits_early_is_an_error_with_its_log(fake_vllm, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "crash")
+    with pytest.raises(HarnessError, match=r"(?s)exited with code 3.*no CUDA GPUs"):
+        with judge_endpoint(_spec(), tmp_path):
+            pass
+
+
+def test_vllm_never_healthy_times_out_and_is_stopped(fake_vllm, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "hang")
+    t0 = time.monotonic()
+    with pytest.raises(HarnessError, match="not healthy"):
+        with vllm_server("m", log_dir=tmp_path, health_timeout_s=2.0, grace_s=2.0):
+            pass
+    assert time.monotonic() - t0 < 8
+    assert not _alive(json.loads(fake_vllm.read_text())["pid"])
+
+
+def test_vllm_not_installed_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no vllm here
+    with pytest.raises(HarnessError, match="`vllm` command is not installed"):
+        with judge_endpoint(_spec(), tmp_path):
+            pass
+
+
+def test_base_url_is_used_as_is_and_conflicts_with_vllm():
+    with judge_endpoint(_spec(backend="openai", base_url="https://api.example/v1"), None) as url:
+        assert url == "https://api.example/v1"
+    with pytest.raises(HarnessError, match="judge.base_url"):
+        with judge_endpoint(_spec(base_url="http://x/v1"), None):
+            pass
