@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import openai
 import pytest
 
 from harness.errors import HarnessError
@@ -107,3 +108,15 @@ def test_base_url_is_used_as_is_and_conflicts_with_vllm():
     with pytest.raises(HarnessError, match="judge.base_url"):
         with judge_endpoint(_spec(base_url="http://x/v1"), None):
             pass
+
+
+def test_null_base_url_serves_the_embedded_toy_judge(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    spec = _spec(backend="openai", model=None)
+    with judge_endpoint(spec, None) as url:
+        client = JudgeClient.from_spec(spec, url, None)
+        assert url.startswith("http://127.0.0.1:") and client.model == "toy-judge"
+        (reply,) = client.complete_all([([{"role": "user", "content": "hello"}], {})])
+        assert reply is not None and client.stats.calls == 1
+    with pytest.raises(openai.APIConnectionError):  # stopped with the context
+        openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=2).models.list()
