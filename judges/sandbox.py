@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from judges.sandbox_io import collect, remove_strays, slot, workdir
+from judges.sandbox_io import collect, process_count, remove_strays, slot, workdir
 
 LAUNCHER = Path(__file__).with_name("sandbox_launcher.py")
 # Interpreters tried for candidate code, first one the sandbox uid can run wins
@@ -85,6 +85,7 @@ class SandboxResult:
     reason: str
     wall_s: float
     uid: int | None
+    leftover_processes: int = 0  # of the uid after the run, counted while the uid is still reserved
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,13 @@ def _run(source: str, limits: Limits, plan: Isolation, python: str) -> SandboxRe
         finally:
             os.close(status_r)
         wall = time.monotonic() - start
+        leftover = process_count(uid) if uid is not None else 0
         if uid is not None:
             remove_strays(uid)
-    return _result(got, limits, wall, uid)
+    return _result(got, limits, wall, uid, leftover)
 
 
-def _result(got, limits: Limits, wall: float, uid: int | None) -> SandboxResult:
+def _result(got, limits: Limits, wall: float, uid: int | None, leftover: int) -> SandboxResult:
     if got.error is not None:
         raise HarnessError(f"code sandbox: could not start candidate code: {got.error}")
     if got.status is None:
@@ -206,7 +208,8 @@ def _result(got, limits: Limits, wall: float, uid: int | None) -> SandboxResult:
     passed = code == 0 and not got.timed_out
     return SandboxResult(passed=passed, timed_out=got.timed_out, exit_code=code, stdout=got.stdout,
                          stderr=got.stderr, truncated=got.truncated,
-                         reason=_reason(code, got.timed_out, got.stderr, limits), wall_s=wall, uid=uid)
+                         reason=_reason(code, got.timed_out, got.stderr, limits), wall_s=wall, uid=uid,
+                         leftover_processes=leftover)
 
 
 def _reason(code: int, timed_out: bool, stderr: str, limits: Limits) -> str:

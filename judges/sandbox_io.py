@@ -166,43 +166,63 @@ def _kill_group(pgid: int) -> None:
             pass
 
 
+@dataclass
+class _Reading:
+    """What has been read so far from one launcher's three pipes."""
+
+    buffers: dict[int, bytearray]
+    status_fd: int
+    cap: int
+    truncated: bool = False
+    child: int | None = None  # the candidate's pid (= its process group), once reported
+
+    def take(self, fd: int, chunk: bytes) -> None:
+        buffer = self.buffers[fd]
+        if fd == self.status_fd:
+            buffer += chunk
+            self.child = self.child if self.child is not None else _messages(buffer).get("child")
+            return
+        room = self.cap - len(buffer)
+        buffer += chunk[: max(room, 0)]
+        self.truncated |= len(chunk) > room
+
+
 def collect(proc: subprocess.Popen, status_r: int, wall_s: float, cap: int) -> Collected:
     """Read stdout, stderr (each kept up to ``cap`` bytes) and the status pipe until all close.
 
     At ``wall_s`` the candidate's process group is killed (the launcher then
     sweeps the uid and reports); GRACE_S later the launcher's own group is
-    killed too and reading stops.
+    killed too and reading stops.  If the harness itself is interrupted, the
+    candidate's group is killed and the launcher gets GRACE_S to sweep up.
     """
-    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), status_r: bytearray()}
+    reading = _Reading({proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(),
+                        status_r: bytearray()}, status_r, cap)
     selector = selectors.DefaultSelector()
-    for fd in buffers:
+    for fd in reading.buffers:
         selector.register(fd, selectors.EVENT_READ)
-    deadline = time.monotonic() + wall_s
-    truncated = timed_out = False
-    child = None
-    while selector.get_map():
-        now = time.monotonic()
-        if not timed_out and now >= deadline:
-            timed_out = True
-            _kill_group(child if child is not None else proc.pid)
-        if now >= deadline + GRACE_S:
-            _kill_group(proc.pid)
-            break
-        for key, _ in selector.select(min((deadline if not timed_out else deadline + GRACE_S) - now, 1.0)):
-            chunk = os.read(key.fd, 1 << 16)
-            if not chunk:
-                selector.unregister(key.fd)
-                continue
-            buffer = buffers[key.fd]
-            if key.fd == status_r:
-                buffer += chunk
-                child = child if child is not None else _messages(buffer).get("child")
-                continue
-            room = cap - len(buffer)
-            buffer += chunk[: max(room, 0)]
-            truncated |= len(chunk) > room
-    selector.close()
-    return _finish(proc, buffers, status_r, truncated, timed_out)
+    deadline, timed_out = time.monotonic() + wall_s, False
+    try:
+        while selector.get_map():
+            now = time.monotonic()
+            if not timed_out and now >= deadline:
+                timed_out = True
+                _kill_group(reading.child if reading.child is not None else proc.pid)
+            if now >= deadline + GRACE_S:
+                _kill_group(proc.pid)
+                break
+            for key, _ in selector.select(min((deadline + GRACE_S * timed_out) - now, 1.0)):
+                chunk = os.read(key.fd, 1 << 16)
+                if chunk:
+                    reading.take(key.fd, chunk)
+                else:
+                    selector.unregister(key.fd)
+    except BaseException:
+        _kill_group(reading.child if reading.child is not None else proc.pid)
+        _finish(proc, reading.buffers, status_r, reading.truncated, timed_out)
+        raise
+    finally:
+        selector.close()
+    return _finish(proc, reading.buffers, status_r, reading.truncated, timed_out)
 
 
 def _messages(buffer: bytearray) -> dict:
