@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None)
     _common(p)
 
-    p = sub.add_parser("report", help="a comparison table of an experiment's trials")
+    p = sub.add_parser("report", help="compare trials: per-axis tables with CIs, tests and plots")
     p.add_argument("experiments", nargs="+")
     p.add_argument("--out", default=None, help="directory for report files (default results/reports/NAME)")
     p.add_argument("--format", choices=["md", "html", "csv", "all"], default="md")
@@ -149,7 +149,7 @@ def cmd_report(args) -> int:
 
     store = resolve_store(args.tracking_uri, None, None, args.results_dir)
     out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
-    print(write_report(store, args.experiments, out, args.format))
+    print(write_report(store, args.experiments, out, args.format, args.reference), end="")
     return 0
 
 
@@ -200,7 +200,8 @@ def _err(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
+    if args.command not in ("report", "ui"):  # these never load a model; importing transformers costs seconds
+        _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:

@@ -147,7 +147,8 @@ def train(
         tokens_seen += step_tokens
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if want_logs and accelerator.is_main_process:
-            metrics.update(lr=lr, tokens_seen=tokens_seen, tokens_per_s=step_tokens / (time.perf_counter() - t0))
+            metrics.update(lr=lr, tokens_seen=tokens_seen, tokens_per_s=step_tokens / (time.perf_counter() - t0),
+                           peak_memory_mb=peak_memory_mb(accelerator.device))
             log({f"train/{k}": v for k, v in metrics.items()}, step)
         due = step == len(plan) or (cfg.eval_every and step % cfg.eval_every == 0)
         if validate and due and accelerator.is_main_process:
@@ -156,6 +157,15 @@ def train(
             model.train()
     model.eval()
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory so far in MiB: CUDA's max allocated on a GPU, else the process's max RSS (Linux: KiB)."""
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs,

@@ -186,13 +186,15 @@ def test_report_prints_a_row_per_trial(tmp_path, capsys):
     assert main(["sweep", str(spec)]) == 0
     capsys.readouterr()
     out_dir = tmp_path / "report"
-    assert main(["report", "sweeptest", "--results-dir", str(tmp_path / "results"), "--out", str(out_dir)]) == 0
+    assert main(["report", "sweeptest", "--results-dir", str(tmp_path / "results"), "--out", str(out_dir),
+                 "--format", "all"]) == 0
     table = capsys.readouterr().out
     assert "stages.dpo.method.beta" in table and "eval/arith/pass_at_1" in table
-    body = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    runs_section = table.split("## Runs")[1].split("##")[0]
+    body = [line for line in runs_section.strip().splitlines()[2:] if line.startswith("|")]
     assert len(body) == 3 + 2  # base, two trials, and the two evaluated SFT stage runs
     # Each trial's pass@1 cell is "mean ± SE", recomputed here from its per-prompt judgments.
-    report = pd.read_csv(out_dir / "report.csv").set_index("trial")
+    report = pd.read_csv(out_dir / "runs.csv").set_index("run")
     client, all_runs = runs(tmp_path)
     for run in (r for r in all_runs if "harness.trial_id" in r.data.tags):
         local = client.download_artifacts(run.info.run_id, "judgments/arith.jsonl", str(tmp_path / run.info.run_id))

@@ -1,0 +1,67 @@
+"""``harness report``: MLflow runs -> per-axis tables with CIs, tests and plots (md, html, csv).
+
+Modules, one concept each: ``frame`` (reading runs and artifacts), ``per_prompt``
+(per-prompt scores), ``stats`` (estimators), ``compare`` (per-axis tables),
+``collect`` (gathering it all), ``plots``, ``sections`` (report content) and
+``render`` (markdown / HTML).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.report.collect import collect, parse_references
+from harness.report.render import figures, to_html, to_markdown
+from harness.report.sections import blocks, tidy_csv, runs_table
+from harness.report.stats import DEFAULT_B
+from harness.tracking import Store
+
+FORMATS = {"md": ("md",), "html": ("html",), "csv": ("csv",), "all": ("md", "html", "csv")}
+ARTIFACT_DIR = "report"
+
+
+def write_report(store: Store, experiments: list[str], out_dir: Path, fmt: str = "md",
+                 references: list[str] | None = None, b: int = DEFAULT_B, log_artifacts: bool = True) -> str:
+    """Write the report's files into ``out_dir`` and return its markdown.
+
+    Files: ``report.md`` + ``plots/*.png`` (md), ``report.html`` (html, images
+    embedded), ``report.csv`` (every level and comparison) + ``runs.csv`` (csv).
+    With ``log_artifacts`` they are also logged under ``report/`` on each
+    experiment's sweep parent run(s).
+    """
+    data = collect(store, experiments, parse_references(references or []), b)
+    content = blocks(data, b)
+    markdown = to_markdown(content)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    kinds = FORMATS[fmt]
+    if "md" in kinds:
+        (out_dir / "plots").mkdir(exist_ok=True)
+        for fig in figures(content):
+            path = out_dir / "plots" / f"{fig.name}.png"
+            path.write_bytes(fig.png)
+            written.append(path)
+        written.append(out_dir / "report.md")
+        written[-1].write_text(markdown)
+    if "html" in kinds:
+        written.append(out_dir / "report.html")
+        written[-1].write_text(to_html(content, "Report: " + ", ".join(experiments)))
+    if "csv" in kinds:
+        written.append(out_dir / "report.csv")
+        tidy_csv(data).to_csv(written[-1], index=False)
+        written.append(out_dir / "runs.csv")
+        runs_table(data).to_csv(written[-1], index=False)
+    if log_artifacts:
+        _log_to_parents(store, data, out_dir, written)
+    return markdown
+
+
+def _log_to_parents(store: Store, data, out_dir: Path, files: list[Path]) -> None:
+    """Log the files under ``report/`` (keeping ``plots/``) on every sweep parent run of the experiments."""
+    from harness.report.frame import client_for, parent_runs
+
+    client = client_for(store)
+    for run_id in parent_runs(data.runs)["run_id"]:
+        for path in files:
+            sub = path.parent.relative_to(out_dir)
+            client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{sub}" if str(sub) != "." else ARTIFACT_DIR)

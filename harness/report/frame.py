@@ -1,0 +1,191 @@
+"""What a report reads from MLflow: runs as rows, the sweep's axes, per-prompt artifacts, histories.
+
+Rows come from ``MlflowClient.search_runs`` (the same query as
+``mlflow.search_runs``, on an explicit client so the process's tracking URI is
+left alone).  Each report row is one of
+
+- ``trial``: a sweep trial run (tag ``harness.trial_id``);
+- ``base``: the starting model (``harness.trial_id = base``);
+- ``stage``: a stage run of a multi-stage trial that has its own eval metrics
+  (``eval.after: every_stage``), named ``TRIAL/STAGE``;
+- ``model``: a run of a judge-only experiment (no trial ids), one per model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from harness.errors import HarnessError
+from harness.tracking import Store, _param_value
+
+SEED_PARAM = "params.train.seed"
+LABEL_KEYS = ("tags.harness.generator", "tags.harness.model", "params.generator", "params.model")
+
+
+def client_for(store: Store):
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking import _quiet_mlflow
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    _quiet_mlflow()
+    return client
+
+
+def runs_frame(client, experiments: list[str]) -> pd.DataFrame:
+    """Every run of ``experiments`` as one row: experiment, run_id, run_name, status, times, params/metrics/tags."""
+    records = []
+    for name in experiments:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise HarnessError(f"experiment {name!r} not found in {client.tracking_uri}")
+        for run in client.search_runs([exp.experiment_id], max_results=50_000):
+            info = run.info
+            record = {"experiment": name, "run_id": info.run_id, "run_name": info.run_name,
+                      "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
+                      "artifact_uri": info.artifact_uri}
+            record.update({f"params.{k}": v for k, v in run.data.params.items()})
+            record.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            record.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def column(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def eval_metric_columns(df: pd.DataFrame) -> list[str]:
+    """``metrics.eval/...`` columns, without the ``_se`` companions, sorted."""
+    return sorted(c for c in df.columns if c.startswith("metrics.eval/") and not c.endswith("_se"))
+
+
+def report_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows a report shows, with ``kind`` and ``label`` columns, per experiment in a stable order."""
+    if runs.empty:
+        raise HarnessError("no runs found")
+    runs = runs.copy()
+    trial_id = column(runs, "tags.harness.trial_id")
+    stage = column(runs, "tags.harness.stage")
+    metrics = eval_metric_columns(runs)
+    has_eval = runs[metrics].notna().any(axis=1) if metrics else pd.Series(False, index=runs.index)
+    is_sweep = column(runs, "tags.harness.role") == "sweep"
+    sweep_exps = set(runs.loc[trial_id.notna() | is_sweep, "experiment"])
+    runs["kind"] = None
+    runs.loc[trial_id.notna(), "kind"] = "trial"
+    runs.loc[trial_id == "base", "kind"] = "base"
+    runs.loc[stage.notna() & has_eval, "kind"] = "stage"
+    judge_only = ~runs["experiment"].isin(sweep_exps) & has_eval & stage.isna()
+    runs.loc[judge_only, "kind"] = "model"
+    rows = runs[runs["kind"].notna()].copy()
+    rows["label"] = [_label(r) for _, r in rows.iterrows()]
+    order = {"base": 0, "trial": 1, "stage": 1, "model": 1}
+    rows["_order"] = rows["kind"].map(order)
+    rows = rows.sort_values(["experiment", "_order", "label"]).drop(columns="_order")
+    return rows.reset_index(drop=True)
+
+
+def _label(row: pd.Series) -> str:
+    if row["kind"] in ("trial", "base"):
+        return str(row["tags.harness.trial_id"])
+    if row["kind"] == "stage":
+        return f"{row.get('tags.harness.stage_of')}/{row['tags.harness.stage']}"
+    for key in LABEL_KEYS:
+        value = row.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return str(row["run_name"] or row["run_id"])
+
+
+def parent_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The sweep parent runs (tag ``harness.role = sweep``), one per experiment and sweep id."""
+    return runs[column(runs, "tags.harness.role") == "sweep"]
+
+
+def sweep_spec(client, runs: pd.DataFrame, experiment: str) -> dict | None:
+    """The newest parent run's ``resolved_spec.yaml`` of ``experiment``, or None (judge-only, or not logged)."""
+    parents = parent_runs(runs)
+    parents = parents[parents["experiment"] == experiment].sort_values("start_time", ascending=False)
+    for run_id in parents["run_id"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client.download_artifacts(run_id, "resolved_spec.yaml", tmp)
+            except Exception:  # noqa: BLE001 - an older parent without the artifact
+                continue
+            return yaml.safe_load(Path(path).read_text())
+    return None
+
+
+def axes_and_levels(trials: pd.DataFrame, spec: dict | None) -> dict[str, list[str]]:
+    """Ablation axis (param column) -> its levels in the spec's ``ablate`` order, for axes that vary.
+
+    Without a logged spec, every param that varies across the trials is an axis
+    (seed params excluded: ``seeds`` is the replicate axis), levels sorted
+    numerically where they all parse as numbers.
+    """
+    out: dict[str, list[str]] = {}
+    if spec and spec.get("ablate"):
+        for key, values in spec["ablate"].items():
+            col = f"params.{key}"
+            present = set(column(trials, col).dropna())
+            levels = [v for v in (_param_value(x) for x in values) if v in present]
+            levels += sorted(present - set(levels))
+            if len(levels) > 1:
+                out[col] = levels
+        return out
+    for col in (c for c in trials.columns if c.startswith("params.") and not c.endswith("train.seed")):
+        present = sorted(set(trials[col].dropna()))
+        if len(present) > 1:
+            out[col] = sorted(present, key=_numeric_key)
+    return out
+
+
+def _numeric_key(value: str):
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def read_jsonl(local: Path, where: str) -> list[dict]:
+    """The rows of a downloaded JSONL artifact; a bad line is an error naming ``where`` and the line."""
+    rows = []
+    for i, line in enumerate(local.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{where}:{i}: not valid JSON ({exc.msg})") from exc
+    return rows
+
+
+def suite_artifacts(artifact_uri: str, run_label: str, tmp: Path) -> dict[str, dict[str, list[dict]]]:
+    """``{suite: {"judgments": rows, "outputs": rows}}`` for every suite a run logged.
+
+    Reads the run's artifact repository directly (one listing per folder, no
+    tracking-store round trip per file).
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(artifact_uri)
+    tmp.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, list[dict]]] = {}
+    for kind in ("judgments", "outputs"):
+        for art in repo.list_artifacts(kind):
+            if art.path.endswith(".jsonl") and not art.is_dir:
+                local = Path(repo.download_artifacts(art.path, str(tmp)))
+                out.setdefault(Path(art.path).stem, {})[kind] = read_jsonl(local, f"run {run_label}: {art.path}")
+    return out
+
+
+def metric_history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, by step."""
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
