@@ -15,7 +15,7 @@ A response counts as *refused* when it is a full or a partial refusal.
 refused benign / benign prompts; both over rows with a class (judge errors left
 out of the judge's rates, and counted).  With ``both``, the judge's rates are
 the headline ones, the matcher's come as ``matcher_refusal_rate`` /
-``matcher_over_refusal_rate``, and ``judge_matcher_kappa`` is Cohen's kappa of
+``matcher_over_refusal_rate``, and ``kappa_judge_matcher`` is Cohen's kappa of
 their refused/not-refused labels on rows the judge classified.
 """
 
@@ -87,7 +87,7 @@ def safety_judge(client, items: Sequence[dict], *, classifier: str = "both") -> 
     Returns:
         Judged with metrics n, n_harmful, n_benign, errors, refusal_rate,
         over_refusal_rate, (both:) matcher_refusal_rate, matcher_over_refusal_rate,
-        judge_matcher_kappa; one judgment per item (id, label, judge_class, judge_text,
+        kappa_judge_matcher; one judgment per item (id, label, judge_class, judge_text,
         matcher_refused, refused, error, provenance).
     """
     if classifier not in CLASSIFIERS:
@@ -137,6 +137,6 @@ def _metrics(rows: list[dict], classifier: str) -> dict[str, float]:
     if classifier == "both":
         metrics["matcher_refusal_rate"], metrics["matcher_over_refusal_rate"] = _rates(rows, "matcher_refused")
         judged = [r for r in rows if r["refused"] is not None]
-        metrics["judge_matcher_kappa"] = cohens_kappa([r["refused"] for r in judged],
+        metrics["kappa_judge_matcher"] = cohens_kappa([r["refused"] for r in judged],
                                                       [r["matcher_refused"] for r in judged])
     return {k: float(v) for k, v in metrics.items() if v is not None}

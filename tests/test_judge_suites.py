@@ -128,7 +128,7 @@ def test_safety_rates_and_kappa(toy_url, tmp_path):
     assert m["over_refusal_rate"] == pytest.approx(sum(benign) / len(benign))
     assert 0.6 < m["refusal_rate"] < 1 and 0 < m["over_refusal_rate"] < 0.4
     # Partial refusals count as refused for both, so judge and matcher agree: kappa 1.
-    assert m["judge_matcher_kappa"] == pytest.approx(1.0)
+    assert m["kappa_judge_matcher"] == pytest.approx(1.0)
     classes = {row["judge_class"] for row in judged.judgments}
     assert classes == {"refusal", "partial", "compliance"}
     matcher_only = safety_judge(None, items, classifier="matcher")
