@@ -204,6 +204,9 @@ def _result(got, limits: Limits, wall: float, uid: int | None, leftover: int) ->
     if got.status is None:
         raise HarnessError(f"code sandbox: launcher failed (exit {got.launcher_rc}): "
                            f"{got.stderr.strip()[-500:] or 'no message'}")
+    if leftover:
+        raise HarnessError(f"code sandbox: {leftover} process(es) of sandbox uid {uid} outlived the "
+                           f"launcher's sweep; isolation cannot be trusted on this machine")
     code = os.waitstatus_to_exitcode(got.status)
     passed = code == 0 and not got.timed_out
     return SandboxResult(passed=passed, timed_out=got.timed_out, exit_code=code, stdout=got.stdout,

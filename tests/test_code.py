@@ -1,5 +1,6 @@
 """The code verifier: program extraction, item checks, the shipped tasks, and pass@k scoring."""
 
+import itertools
 import json
 import math
 from fractions import Fraction
@@ -11,6 +12,7 @@ from harness.toy import toy_dataset
 from judges import code, sandbox
 from judges.code import build_script, extract_program, load_code_items, score_code_outputs
 from judges.sandbox import Isolation
+from judges.stats import pass_at_k
 
 FENCE = "```"
 
@@ -89,6 +91,16 @@ def test_shipped_tasks_accept_their_solution_and_reject_wrong_ones():
 def _closed_form(n, c, k):
     """Chen et al. 2021, Eq. 1, in exact rationals."""
     return float(1 - Fraction(math.comb(n - c, k), math.comb(n, k)))
+
+
+def test_pass_at_k_is_the_share_of_k_subsets_with_a_pass():
+    """pass@k as defined (Chen et al. 2021): over all k-subsets of the n samples, the share holding
+    at least one pass; enumerated directly, independent of the binomial formula."""
+    for scores in ([1, 0, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1], [0, 1, 0, 0, 0, 0, 1, 0]):
+        for k in range(1, len(scores) + 1):
+            subsets = list(itertools.combinations(scores, k))
+            share = sum(any(s) for s in subsets) / len(subsets)
+            assert pass_at_k(len(scores), sum(scores), k) == pytest.approx(share), (scores, k)
 
 
 def test_score_code_outputs_pass_at_k():
