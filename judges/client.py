@@ -5,7 +5,9 @@
 counted here) and
 
 - answers from the on-disk cache (``judges.cache``) when the same request
-  (endpoint URL, model, messages, every sampling param) succeeded before;
+  (endpoint URL, model, messages, every sampling param) succeeded before; a
+  server harness starts itself (toy judge, vllm) counts by a stable identity,
+  not its per-run port;
 - retries, up to ``max_retries`` times with exponential backoff and jitter,
   on 429, 5xx, timeouts, connection errors, malformed bodies, and replies for
   which the caller's ``valid`` is False.  **A retry resends exactly the same
@@ -96,8 +98,11 @@ def _reply_load(data: dict) -> Reply:
 class JudgeClient:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8,
                  max_retries: int = 4, timeout_s: float = 60.0, cache_dir: Path | None = None,
-                 default_params: dict | None = None, backoff_s: float = 0.5, backoff_max_s: float = 20.0):
+                 default_params: dict | None = None, backoff_s: float = 0.5, backoff_max_s: float = 20.0,
+                 cache_identity: str | None = None):
         self.base_url = base_url.rstrip("/")
+        # the endpoint as cache keys see it: the URL, or a stable name for a server on a fresh port
+        self.cache_identity = cache_identity or self.base_url
         self.model = model
         self._api_key = api_key or PLACEHOLDER_KEY
         self.concurrency = concurrency
@@ -114,11 +119,14 @@ class JudgeClient:
     @classmethod
     def from_spec(cls, judge_spec, base_url: str, cache_dir: Path | None, **overrides) -> JudgeClient:
         """A client for ``judge:`` of a spec; the key comes from the env var ``judge.api_key_env``."""
+        from judges.endpoint import cache_identity
+
         api_key = os.environ.get(judge_spec.api_key_env) or None
         model = judge_spec.model or _served_model(base_url, api_key, judge_spec.timeout_s)
         kwargs = dict(api_key=api_key, concurrency=judge_spec.concurrency, max_retries=judge_spec.max_retries,
                       timeout_s=judge_spec.timeout_s, cache_dir=cache_dir,
-                      default_params={"temperature": judge_spec.temperature})
+                      default_params={"temperature": judge_spec.temperature},
+                      cache_identity=cache_identity(judge_spec, base_url))
         return cls(base_url, model, **{**kwargs, **overrides})
 
     def __repr__(self) -> str:  # no key in reprs, ever
@@ -143,7 +151,7 @@ class JudgeClient:
                        **params) -> Reply | None:
         """One judged request: cached, retried; None when it gave up (the caller counts an error)."""
         sent = {k: v for k, v in {**self.default_params, **params}.items() if v is not None}
-        key = request_key(self.base_url, self.model, messages, sent)
+        key = request_key(self.cache_identity, self.model, messages, sent)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return _reply_load(hit)

@@ -3,11 +3,15 @@
 - ``judge.base_url`` set (backend openai): that endpoint (OpenAI, ``vllm serve``, ``harness serve``);
 - ``judge.base_url`` null, backend openai: the embedded toy judge, served in a background thread;
 - ``judge.backend: vllm``: ``vllm serve judge.model`` as a child process (``judges.vllm_backend``).
+
+The last two listen on a fresh port each run, so their replies are cached under
+a stable identity (``cache_identity``) instead of the URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+import hashlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +19,21 @@ from harness.errors import HarnessError
 from judges.server import Responder, serve_in_background
 
 TOY_JUDGE_MODEL = "toy-judge"
+
+
+def cache_identity(judge_spec, base_url: str) -> str:
+    """What stands for the endpoint in cache keys: the URL, or a stable name for servers harness starts.
+
+    The embedded toy judge is named with a hash of its rubric's source, so a changed rubric
+    never answers from replies of the old one.
+    """
+    if judge_spec.backend == "vllm":
+        return f"vllm-serve:{judge_spec.model}"
+    if judge_spec.base_url is None:
+        import judges.toy_judge as toy
+
+        return f"embedded-toy-judge:{hashlib.sha256(Path(toy.__file__).read_bytes()).hexdigest()[:16]}"
+    return base_url
 
 
 @contextmanager

@@ -176,10 +176,12 @@ def test_from_spec_reads_the_key_from_the_named_env_var_and_the_served_model(mon
 
     monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
     spec = SimpleNamespace(api_key_env="MY_JUDGE_KEY", model=None, concurrency=2, max_retries=1,
-                           timeout_s=5.0, temperature=0.0)
+                           timeout_s=5.0, temperature=0.0, backend="openai", base_url=None)
     with serve_in_background(responder, model_name="served-judge") as server:
+        spec.base_url = server.base_url
         c = JudgeClient.from_spec(spec, server.base_url, None)
         assert c._api_key == SECRET and c.model == "served-judge" and c.concurrency == 2
+        assert c.cache_identity == server.base_url  # a user's endpoint is keyed by its URL
         c.complete_all([(msgs("x"), {})])
     assert seen[0]["model"] == "served-judge" and seen[0]["temperature"] == 0.0
     monkeypatch.delenv("MY_JUDGE_KEY")

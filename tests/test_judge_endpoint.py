@@ -110,7 +110,15 @@ def test_base_url_is_used_as_is_and_conflicts_with_vllm():
             pass
 
 
-def test_null_base_url_serves_the_embedded_toy_judge(monkeypatch):
+def _judge_once(spec, cache_dir) -> JudgeClient:
+    with judge_endpoint(spec, cache_dir) as url:
+        client = JudgeClient.from_spec(spec, url, cache_dir / "judge")
+        (reply,) = client.complete_all([([{"role": "user", "content": "hello"}], {})])
+        assert reply is not None
+    return client
+
+
+def test_null_base_url_serves_the_embedded_toy_judge(monkeypatch, tmp_path):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     spec = _spec(backend="openai", model=None)
     with judge_endpoint(spec, None) as url:
@@ -120,3 +128,11 @@ def test_null_base_url_serves_the_embedded_toy_judge(monkeypatch):
         assert reply is not None and client.stats.calls == 1
     with pytest.raises(openai.APIConnectionError):  # stopped with the context
         openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0, timeout=2).models.list()
+
+
+@pytest.mark.parametrize("backend", ["toy", "vllm"])
+def test_servers_harness_starts_hit_the_cache_on_rerun_despite_a_new_port(backend, fake_vllm, tmp_path):
+    spec = _spec(backend="openai", model=None) if backend == "toy" else _spec()
+    first, second = _judge_once(spec, tmp_path), _judge_once(spec, tmp_path)
+    assert first.base_url != second.base_url  # a fresh port each run
+    assert (first.stats.calls, second.stats.calls, second.stats.cache_hits) == (1, 0, 1)
