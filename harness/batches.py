@@ -23,6 +23,7 @@ from harness.losses import (
     with_sft_weight,
 )
 from harness.methods import MethodEntry
+from harness.reward_model import forward_rm
 from harness.step_inputs import kl_pair_logps, kto_sequence_logps
 
 
@@ -65,6 +66,8 @@ def forward_method(model, method: MethodEntry, params: dict, examples: list, pad
         return _forward_pairs(model, method, params, examples, pad_id, ref, device, with_entropy)
     if method.batch_kind == "kto":
         return _forward_kto(model, method, params, examples, pad_id, ref, device, with_entropy, extra)
+    if method.batch_kind == "rm":
+        return forward_rm(model, method, params, examples, pad_id, device, extra)
     raise ValueError(f"batch kind {method.batch_kind!r} is not supported by the offline loop yet")
 
 

@@ -88,10 +88,11 @@ METHODS: dict[str, MethodEntry] = {
     for e in [
         _sft("sft", loss=sft_loss),
         _sft("dft", loss=dft_loss),
-        _sft("iw-sft", weight_field="weight", tau=1.0, reward_model=None),
+        _sft("iw-sft", loss=iw_sft_loss, weight_field="weight", tau=1.0, reward_model=None),
         _sft("hellinger-sft", loss=hellinger_sft_loss),
         _sft("brier-sft", loss=brier_sft_loss, extra_inputs=("sum_sq_probs",)),
-        MethodEntry("rm", "rm", False, RM_LR, {"pooling": "last", "center_rewards_coefficient": 0.0}),
+        MethodEntry("rm", "rm", False, RM_LR, {"pooling": "last", "center_rewards_coefficient": 0.0},
+                    loss=rm_loss),
         _pref("dpo", "sum", dpo_loss, ("beta", "label_smoothing"), label_smoothing=0.0),
         _pref("robust", "sum", robust_loss, ("beta", "label_smoothing"), label_smoothing=0.0),
         _pref("ipo", "mean", ipo_loss, ("beta",)),

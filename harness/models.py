@@ -76,8 +76,11 @@ def load_model(path: str, dtype: torch.dtype = torch.float32):
         raise HarnessError(f"model {path!r}: cannot load ({exc})") from exc
 
 
-def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_modules):
-    """Wrap ``model`` with a fresh LoRA adapter; rank 0 means full fine-tuning (no-op)."""
+def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_modules, task: str = "CAUSAL_LM"):
+    """Wrap ``model`` with a fresh LoRA adapter; rank 0 means full fine-tuning (no-op).
+
+    ``task`` "SEQ_CLS" (reward models) also trains the new scalar head in full.
+    """
     if rank == 0:
         return model
     from peft import LoraConfig, get_peft_model
@@ -87,7 +90,7 @@ def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_mo
         lora_alpha=alpha if alpha is not None else 2 * rank,
         lora_dropout=dropout,
         target_modules=target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task,
     )
     return get_peft_model(model, config)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness import data as data_module
 from harness.data import load_rows
 from harness.errors import HarnessError
 from harness.evaluate import check_suite_data, check_suites, generation_for, suite_items, suite_options
@@ -29,6 +30,20 @@ def check_stage_settings(stage) -> None:
         raise HarnessError("train.packing: not available in this version; set it to false")
     if stage.data.filter.dedup == "near":
         raise HarnessError("data.filter.dedup: 'near' is not available in this version; use 'exact' or 'none'")
+
+
+def check_reward_model_stages(stages) -> None:
+    """An ``rm`` stage trains a scorer, not a policy: nothing can generate from it or train on top of it."""
+    for k, stage in enumerate(stages):
+        if stage.method.name != "rm":
+            continue
+        if stage.eval.suites:
+            raise HarnessError(f"stage {stage.name!r}: eval.suites {stage.eval.suites}: an rm stage trains a reward "
+                               "model, which cannot generate; leave eval.suites empty (use data.eval for held-out "
+                               "reward accuracy)")
+        if k < len(stages) - 1:
+            raise HarnessError(f"stage {stage.name!r}: an rm stage must be the last stage (its output is a reward "
+                               "model, not a policy for the next stage)")
 
 
 def check_model(uri: str | None, key: str) -> None:
@@ -63,6 +78,8 @@ def check_eval(eval_cfg, rows_of) -> None:
 def preflight(spec, trials) -> None:
     """Raise a HarnessError naming the first problem; return quietly when all is well."""
     stages = [stage for trial in trials for stage in trial.stages]
+    for trial in trials:
+        check_reward_model_stages(trial.stages)
     check_model(spec.model, "model")
     for stage in stages:
         check_stage_settings(stage)
@@ -76,6 +93,10 @@ def preflight(spec, trials) -> None:
 
     for stage in stages:
         kind = METHODS[stage.method.name].batch_kind
+        kind = getattr(data_module, "ROW_KINDS", {}).get(kind, kind)
+        if kind not in data_module.KINDS:
+            raise HarnessError(f"method.name: {stage.method.name!r} needs {kind} rows, which this version "
+                               "cannot read yet")
         rows = rows_of(stage.data.train, kind)
         if stage.data.eval:
             rows_of(stage.data.eval, kind)

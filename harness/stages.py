@@ -30,6 +30,7 @@ from harness.models import (
     training_dtype,
 )
 from harness.tokenization import encode_pairs, encode_sft
+from harness.reward_model import load_reward_model, score_responses
 from harness.step_inputs import StepState, kl_pair_logps, step_inputs, step_kl_pairs
 from harness.train import COUNTERS, TrainConfig, step_batches, train
 
@@ -155,6 +156,42 @@ def kto_references(stage, model, key: str, tokenizer, examples: list, cfg: Train
     return own, dict(zip(pairs, stats.tolist()))
 
 
+def example_margins(stage, examples: list) -> dict | None:
+    """RM: {"margin": [N]} from the rows' ``margin`` field (0 where absent), or None when no row has one."""
+    if METHODS[stage.method.name].batch_kind != "rm" or not examples:
+        return None
+    sources = {ex.source for ex in examples}
+    margins = {}
+    for source in sources:
+        for row in load_rows(source, "pairs"):
+            if "margin" in row.data:
+                value = row.data["margin"]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise HarnessError(f"{row.where}: field 'margin': expected a number, got {value!r}")
+                margins[(row.source, row.line)] = float(value)
+    if not margins:
+        return None
+    return {"margin": torch.tensor([margins.get((ex.source, ex.line), 0.0) for ex in examples], dtype=torch.float64)}
+
+
+def example_log_weights(stage, tokenizer, examples: list, cache_dir: Path) -> torch.Tensor | None:
+    """IW-SFT log-weights [N]: log of the data field, or r / tau from ``method.reward_model``."""
+    if stage.method.name != "iw-sft" or not examples:
+        return None
+    params = stage.method.params
+    if params.get("reward_model") is None:
+        return torch.tensor([ex.weight for ex in examples], dtype=torch.float64).log()
+    path = resolve_model_path(params["reward_model"], cache_dir)
+    if load_tokenizer(path).get_vocab() != tokenizer.get_vocab():
+        raise HarnessError(f"method.reward_model: {params['reward_model']!r} has a different tokenizer than the "
+                           "policy; an IW-SFT reward model must share the policy's tokenizer")
+    rm = load_reward_model(path, tokenizer.pad_token_id).to(device()).eval()
+    COUNTERS["reward_passes"] += 1
+    rewards = score_responses(rm, [ex.prompt_ids for ex in examples], [ex.response_ids for ex in examples],
+                              tokenizer.pad_token_id, device())
+    return rewards / params["tau"]
+
+
 def train_config(stage, mixed_precision: str) -> TrainConfig:
     t = stage.train
     return TrainConfig(
@@ -167,7 +204,7 @@ def train_config(stage, mixed_precision: str) -> TrainConfig:
 
 
 def validation_fn(method, params, examples, pad_id, ref, batch_size: int, kl_ref: dict | None = None,
-                  log_weights: torch.Tensor | None = None) -> Callable:
+                  log_weights: torch.Tensor | None = None, per_example: dict | None = None) -> Callable:
     """Held-out loss and metrics over all of ``examples``, normalized like one big step.
 
     Batch-relative inputs (the KTO KL estimate, IW-SFT weights) also span the
@@ -179,7 +216,7 @@ def validation_fn(method, params, examples, pad_id, ref, batch_size: int, kl_ref
         batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
         denominator = step_denominator(method, params, batches)
         inputs = step_inputs(model, method, params, examples, list(range(len(examples))), pad_id, device(),
-                             StepState(), kl_ref, log_weights)
+                             StepState(), kl_ref, log_weights, per_example)
         total, sums, n = 0.0, {}, 0
         for start, batch in zip(range(0, len(examples), batch_size), batches):
             rows = ref[start : start + len(batch)] if ref is not None else None
@@ -204,7 +241,11 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     data = prepare_data(stage, tokenizer)
     log(data.stats, 0)
     dtype, mixed = training_dtype(stage.train.precision, device().type == "cuda")
-    model = load_model(input_path, dtype).to(device())
+    if method.batch_kind == "rm":
+        torch.manual_seed(stage.train.seed)  # the new scalar head
+        model = load_reward_model(input_path, tokenizer.pad_token_id, dtype, params["pooling"]).to(device())
+    else:
+        model = load_model(input_path, dtype).to(device())
     cfg = train_config(stage, mixed)
     ref = held_ref = kl_ref = held_kl = None
     if method.batch_kind == "kto":
@@ -216,12 +257,16 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
         ref = reference_for(stage, model, input_key, tokenizer, data.train, cache_dir, force)
         if data.eval:
             held_ref = reference_for(stage, model, input_key, tokenizer, data.eval, cache_dir, force, "eval")
+    weights = [example_log_weights(stage, tokenizer, ex, cache_dir) for ex in (data.train, data.eval)]
+    margins = [example_margins(stage, ex) for ex in (data.train, data.eval)]
     lora = stage.lora
-    model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+    task = "SEQ_CLS" if method.batch_kind == "rm" else "CAUSAL_LM"
+    model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, task)
     validate = None
     if data.eval:
         validate = validation_fn(method, params, data.eval, tokenizer.pad_token_id, held_ref,
-                                 stage.train.batch_size, held_kl)
-    result = train(model, method, params, data.train, tokenizer.pad_token_id, cfg,
-                   ref=ref, log=log, validate=validate, progress=progress, kl_ref=kl_ref)
+                                 stage.train.batch_size, held_kl, weights[1], margins[1])
+    result = train(model, method, params, data.train, tokenizer.pad_token_id, cfg, ref=ref, log=log,
+                   validate=validate, progress=progress, kl_ref=kl_ref, log_weights=weights[0],
+                   per_example=margins[0])
     return model, tokenizer, result

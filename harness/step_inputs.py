@@ -75,24 +75,29 @@ class StepState:
 class StepInputs:
     kl: float | None = None
     weights: dict[int, float] | None = None  # example index -> self-normalized IW-SFT weight
+    per_example: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [N], e.g. the RM "margin"
 
     def for_share(self, share: list[int]) -> dict:
         """Keyword inputs of the loss for the micro-batch of examples ``share``."""
+        out = {name: values[share] for name, values in self.per_example.items()}
         if self.kl is not None:
-            return {"kl": self.kl}
+            out["kl"] = self.kl
         if self.weights is not None:
-            return {"weights": torch.tensor([self.weights[i] for i in share], dtype=torch.float64)}
-        return {}
+            out["weights"] = torch.tensor([self.weights[i] for i in share], dtype=torch.float64)
+        return out
 
 
 def step_inputs(model, method, params: dict, examples: list, step: list[int], pad_id: int, device,
                 state: StepState, kl_ref: dict | None = None,
-                log_weights: torch.Tensor | None = None) -> StepInputs:
+                log_weights: torch.Tensor | None = None,
+                per_example: dict[str, torch.Tensor] | None = None) -> StepInputs:
     """The step's batch-relative inputs, from the policy before this step's update.
 
     ``kl_ref`` maps each (prompt i, completion j) mismatched pair of the plan to
-    its reference (sum, count); ``log_weights`` [N] are the IW-SFT log-weights of all examples.
+    its reference (sum, count); ``log_weights`` [N] are the IW-SFT log-weights of all examples;
+    ``per_example`` holds other per-example loss inputs ([N] each, e.g. the RM margin), passed through.
     """
+    passed = per_example or {}
     if method.batch_kind == "kto":
         pairs = step_kl_pairs(step)
         policy = kl_pair_logps(model, examples, pairs, pad_id, device)
@@ -101,8 +106,8 @@ def step_inputs(model, method, params: dict, examples: list, step: list[int], pa
         kl = kto_kl_estimate(reduce_logps(policy[:, 0], policy[:, 1], reduction),
                              reduce_logps(ref[:, 0], ref[:, 1], reduction), state.kl_history)
         state.kl_history.append(kl)
-        return StepInputs(kl=kl)
+        return StepInputs(kl=kl, per_example=passed)
     if log_weights is not None:
         normalized = self_normalized_weights(log_weights[step])
-        return StepInputs(weights=dict(zip(step, normalized.tolist())))
-    return StepInputs()
+        return StepInputs(weights=dict(zip(step, normalized.tolist())), per_example=passed)
+    return StepInputs(per_example=passed)

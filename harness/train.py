@@ -107,6 +107,7 @@ def train(
     progress: bool = True,
     kl_ref: dict | None = None,
     log_weights: torch.Tensor | None = None,
+    per_example: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``examples`` (encoded rows of the method's batch kind).
 
@@ -114,8 +115,9 @@ def train(
     ``harness.batches.reference_stats``) when the method needs them.  ``validate(model)``
     returns held-out metrics, logged under ``val/`` every ``eval_every`` steps
     and at the end.  ``kl_ref`` (KTO: reference (sum, count) of each mismatched
-    pair of the plan) and ``log_weights`` (IW-SFT: [N] log-weights) feed the
-    step's batch-relative inputs (``harness.step_inputs``).
+    pair of the plan), ``log_weights`` (IW-SFT: [N] log-weights) and
+    ``per_example`` (other [N] loss inputs, e.g. the RM margin) feed the step's
+    loss inputs (``harness.step_inputs``).
     """
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
@@ -135,7 +137,7 @@ def train(
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
         inputs = step_inputs(accelerator.unwrap_model(model), method, params, examples,
                              [i for mb in micro_batches for i in mb], pad_id, accelerator.device, state,
-                             kl_ref, log_weights)
+                             kl_ref, log_weights, per_example)
         metrics, step_tokens = _optimizer_step(
             model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs, inputs
         )
