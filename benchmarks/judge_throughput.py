@@ -2,7 +2,8 @@
 
 The ideal bound at concurrency c with latency L is c / L judgments per second
 (every slot always busy, zero overhead).  We report measured judgments/s and
-the fraction of that bound.  The server runs in its own process (this script
+the fraction of that bound, and the CPU time (client + server processes) each
+judgment cost, which bounds throughput at (cores / CPU per judgment).  The server runs in its own process (this script
 with ``--serve``), so the client's event loop and the server's threads do not
 share one interpreter lock.  No cache: every judgment is an HTTP call.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +41,14 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     return proc, proc.stdout.readline().strip()
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process, or of process ``pid`` (Linux /proc)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5))
+
+
 def measure(url: str, concurrency: int, requests: int) -> float:
     """Seconds of wall time to judge ``requests`` distinct prompts at ``concurrency``."""
     client = JudgeClient(url, "bench", concurrency=concurrency, max_retries=0, timeout_s=30.0)
@@ -59,11 +69,14 @@ def run(latency_ms: float, rounds: int, levels: list[int]) -> list[dict]:
         rows = []
         for c in levels:
             n = rounds * c
+            cpu0 = cpu_seconds() + cpu_seconds(proc.pid)
             wall = measure(url, c, n)
+            cpu_ms = (cpu_seconds() + cpu_seconds(proc.pid) - cpu0) / n * 1000
             ideal = c / (latency_ms / 1000)
             rows.append({"concurrency": c, "judgments": n, "wall_s": round(wall, 3),
                          "judgments_per_s": round(n / wall, 2), "ideal_per_s": ideal,
-                         "fraction_of_ideal": round(n / wall / ideal, 3)})
+                         "fraction_of_ideal": round(n / wall / ideal, 3),
+                         "cpu_ms_per_judgment": round(cpu_ms, 2)})
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -71,10 +84,12 @@ def run(latency_ms: float, rounds: int, levels: list[int]) -> list[dict]:
 
 
 def table(rows: list[dict], latency_ms: float) -> str:
-    lines = [f"latency {latency_ms:g} ms", "| concurrency | judgments | wall s | judgments/s | ideal c/L | fraction |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"latency {latency_ms:g} ms",
+             "| concurrency | judgments | wall s | judgments/s | ideal c/L | fraction | CPU ms/judgment |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['concurrency']} | {r['judgments']} | {r['wall_s']:.2f} | {r['judgments_per_s']:.1f} | "
-              f"{r['ideal_per_s']:.0f} | {r['fraction_of_ideal']:.2f} |" for r in rows]
+              f"{r['ideal_per_s']:.0f} | {r['fraction_of_ideal']:.2f} | {r['cpu_ms_per_judgment']:.1f} |"
+              for r in rows]
     return "\n".join(lines)
 
 
