@@ -135,11 +135,14 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
 
         def _send(self, status: int, payload: str) -> None:
             data = payload.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client timed out and left: not our error
+                self.close_connection = True
 
         def do_GET(self):  # noqa: N802
             path = self.path.split("?")[0].rstrip("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -197,3 +198,13 @@ def test_complete_is_usable_from_async_code():
         c = client(server)
         replies = asyncio.run(run(c))
     assert [r.text for r in replies] == ["VERDICT p [[A]]", "VERDICT q [[A]]"]
+
+
+def test_api_key_never_reaches_the_logs_even_at_debug(caplog):
+    caplog.set_level(logging.DEBUG)  # every logger: harness's, openai's, httpx's
+    judge = ScriptedJudge({"x": ["500", "invalid"], "y": ["500"] * 9})
+    with serve_in_background(judge) as server:
+        c = client(server, max_retries=2)
+        c.complete_all([(msgs("x"), {}), (msgs("y"), {})], valid=has_verdict)
+    assert c.stats.failures == 1 and "gave up" in caplog.text and "HTTP Request" in caplog.text
+    assert SECRET not in caplog.text
