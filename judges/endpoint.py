@@ -64,6 +64,9 @@ def serve_responder(model: str, position_bias: float, verbosity_bias: float, cac
     if model == TOY_JUDGE_MODEL:
         from judges.toy_judge import make_responder
 
+        for flag, value in (("--position-bias", position_bias), ("--verbosity-bias", verbosity_bias)):
+            if not 0.0 <= value <= 1.0:
+                raise HarnessError(f"{flag}: a probability in [0, 1], got {value}")
         return make_responder(position_bias=position_bias, verbosity_bias=verbosity_bias)
     if position_bias or verbosity_bias:
         raise HarnessError(f"--position-bias/--verbosity-bias apply to toy-judge only, not {model!r}")

@@ -15,6 +15,7 @@ import pytest
 from harness.errors import HarnessError
 from judges.client import JudgeClient
 from judges.endpoint import judge_endpoint
+from judges.server import serve_in_background
 from judges.vllm_backend import vllm_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +137,18 @@ def test_servers_harness_starts_hit_the_cache_on_rerun_despite_a_new_port(backen
     first, second = _judge_once(spec, tmp_path), _judge_once(spec, tmp_path)
     assert first.base_url != second.base_url  # a fresh port each run
     assert (first.stats.calls, second.stats.calls, second.stats.cache_hits) == (1, 0, 1)
+
+
+def test_serve_toy_judge_passes_its_biases(tmp_path):
+    from judges.endpoint import serve_responder
+    from judges.prompts import pairwise_messages
+
+    messages = pairwise_messages("What is 2+3?", "7", "5")  # by the rubric, B (the correct one) wins
+    verdicts = {}
+    for bias in (0.0, 1.0):
+        with serve_in_background(serve_responder("toy-judge", bias, 0.0, tmp_path)) as server:
+            (reply,) = JudgeClient(server.base_url, "toy-judge").complete_all([(messages, {})])
+        verdicts[bias] = reply.text[-5:]
+    assert verdicts == {0.0: "[[B]]", 1.0: "[[A]]"}  # position bias 1: the first answer always wins
+    with pytest.raises(HarnessError, match=r"--verbosity-bias: a probability in \[0, 1\], got 1.5"):
+        serve_responder("toy-judge", 0.0, 1.5, tmp_path)
