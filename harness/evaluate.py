@@ -81,6 +81,11 @@ def suite_items(suite: str, options: dict) -> list[dict]:
         from harness.mtbench import load_questions
 
         return load_questions(uri, options.get("reference_answers"))[:limit]
+    if suite == "safety":
+        from judges.safety import read_safety_prompts
+
+        return [{**item, "id": str(item["id"]), "instruction": instruction_of(item["prompt"]),
+                 "where": f"{uri} id {item['id']}"} for item in read_safety_prompts(uri)[:limit]]
     if suite == "code":
         from judges.code import load_code_items
 

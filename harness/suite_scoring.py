@@ -102,9 +102,28 @@ def score_single(items, outputs, baseline, client, options) -> SuiteResult:
 
 
 def score_mtbench(items, outputs, baseline, client, options) -> SuiteResult:
-    """Multi-turn (FastChat question files): pairwise against a baseline, or single grades."""
+    """Multi-turn (FastChat question files, ``harness.mtbench``): pairwise against a baseline or single
+    grades, over the whole conversation; reference-guided where the item has reference answers."""
     score = score_pairwise if options.get("mode", "pairwise") == "pairwise" else score_single
     return score(items, outputs, baseline, client, options)
+
+
+def score_alpaca(items, outputs, baseline, client, options) -> SuiteResult:
+    """Logprob-weighted preference over the baseline, win rate + SE and LC win rate (``judges.alpaca``)."""
+    from judges.alpaca import alpaca_judge
+
+    pairs = _judge_rows(items, outputs)
+    _missing_baseline(pairs, baseline)
+    generator = outputs[0].get("generator", "model") if outputs else "model"
+    judged = alpaca_judge(client, [{"id": item["id"], "instruction": item["instruction"], "output": row["output"],
+                                    "baseline": baseline[item["id"]]["output"]} for item, row in pairs],
+                          generator=generator, baseline_name=_baseline_name(baseline))
+    return SuiteResult(judged.metrics, list(outputs), _with_samples(judged.judgments, pairs))
+
+
+def _baseline_name(baseline: dict) -> str:
+    names = {row.get("generator") for row in baseline.values()} - {None}
+    return names.pop() if len(names) == 1 else "baseline"
 
 
 def score_safety(items, outputs, baseline, client, options) -> SuiteResult:
@@ -137,6 +156,7 @@ SCORERS: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "pairwise": (score_pairwise, ("judges.pairwise", "judges.endpoint")),
     "single": (score_single, ("judges.single", "judges.endpoint")),
     "mtbench": (score_mtbench, ("judges.pairwise", "judges.single", "judges.endpoint")),
+    "alpaca": (score_alpaca, ("judges.alpaca", "judges.endpoint")),
     "safety": (score_safety, ("judges.safety", "judges.endpoint")),
     "code": (score_code, ("judges.code",)),
 }
