@@ -86,6 +86,8 @@ def _judge_parser(sub) -> None:
     p.add_argument("--judge-model", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="judge.KEY=VALUE")
     p.add_argument("--length-unit", choices=["chars", "tokens"], default="chars")
+    p.add_argument("--tokenizer", default=None, metavar="DIR|ID", help="counts tokens for --length-unit tokens "
+                   "(default: the --model's)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--experiment", default="judge", help="MLflow experiment (default: judge)")
     p.add_argument("--no-track", action="store_true", help="log nothing to MLflow")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from harness.judging import log
 
@@ -133,10 +134,14 @@ def track_results(args, results: dict, provenance: dict, judge_spec, eval_cfg) -
 
 def annotations_command(args) -> int:
     """Re-score AlpacaEval annotation files (no judge calls); print percent rows; log fractions."""
+    from harness.models import load_tokenizer, resolve_model_path
     from judges.annotations import score_annotation_files
 
-    rows = [{k: _annotation_value(k, row.get(k)) for k in ANNOTATION_KEYS}
-            for row in score_annotation_files(args.annotations, length_unit=args.length_unit)]
+    tokenizer = None
+    if args.length_unit == "tokens" and args.tokenizer:
+        tokenizer = load_tokenizer(resolve_model_path(args.tokenizer, Path(args.results_dir).resolve() / "cache"))
+    scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer)
+    rows = [{k: _annotation_value(k, row.get(k)) for k in ANNOTATION_KEYS} for row in scored]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:

@@ -152,7 +152,22 @@ def candidates_from_model(args, suites, eval_cfg, cache_dir: Path) -> dict[str, 
 # ---------------------------------------------------------------- judging
 
 
-def judge_all(candidates, suites, eval_cfg, judge_spec, baseline_path, cache_dir: Path):
+def length_of(args, cache_dir: Path):
+    """Reply length for the LC GLM and the length-bias report: characters, or tokens of the
+    ``--model``'s (or ``--tokenizer``'s) tokenizer."""
+    from judges.annotations import length_function
+
+    if args.length_unit == "chars":
+        return len
+    source = args.model or args.tokenizer
+    if source is None:
+        raise HarnessError("--length-unit tokens: give --model or --tokenizer DIR|ID to count tokens with")
+    from harness.models import load_tokenizer, resolve_model_path
+
+    return length_function("tokens", load_tokenizer(resolve_model_path(source, cache_dir)))
+
+
+def judge_all(candidates, suites, eval_cfg, judge_spec, baseline_path, cache_dir: Path, length=len):
     """generator -> suite -> SuiteResult (the judge client's counters as ``judge_*`` metrics), and
     generator -> suite -> the judge's endpoint and model name."""
     import contextlib
@@ -175,13 +190,13 @@ def judge_all(candidates, suites, eval_cfg, judge_spec, baseline_path, cache_dir
                 options = suite_options(eval_cfg, suite)
                 log(f"judging {generator}: {suite} ({len(outputs)} outputs)")
                 result, origin = _judge_one(suite, options, items, outputs, baseline_rows, baseline_path,
-                                            judge_spec, url, cache_dir)
+                                            judge_spec, url, cache_dir, length)
                 results.setdefault(generator, {})[suite] = result
                 provenance.setdefault(generator, {})[suite] = origin
     return results, provenance
 
 
-def _judge_one(suite, options, items, outputs, baseline_rows, baseline_path, judge_spec, url, cache_dir):
+def _judge_one(suite, options, items, outputs, baseline_rows, baseline_path, judge_spec, url, cache_dir, length):
     baseline = None
     if needs_baseline(suite, options):
         baseline = baseline_for(items, baseline_rows, f"the baseline {baseline_path}")
@@ -191,10 +206,25 @@ def _judge_one(suite, options, items, outputs, baseline_rows, baseline_path, jud
 
         client = JudgeClient.from_spec(judge_spec, url, cache_dir / "judge")
         origin = {"judge_endpoint": url, "judge_model": client.model}
-    result = score_suite(suite, items, outputs, baseline, client, options)
+    result = score_suite(suite, items, outputs, baseline, client, options, length)
     if client is not None:
         result.metrics.update({f"judge_{k}": float(v) for k, v in client.stats.as_metrics().items()})
     return result, origin
+
+
+def joint_lc(results: dict, length) -> None:
+    """Generators judged against one baseline get the LC GLM fitted jointly over all of them
+    (the instruction-difficulty term needs several models); the one-model fits are replaced."""
+    from judges.alpaca import as_annotations
+    from judges.annotations import score_annotations
+
+    rows = [row for plan in results.values() for row in plan["alpaca"].judgments]
+    for scored in score_annotations(as_annotations(rows, length)):
+        metrics = results[scored["generator"]]["alpaca"].metrics
+        for key in ("lc_win_rate", "lc_standard_error"):
+            if scored[key] is not None:
+                metrics[key] = scored[key] / 100.0  # percent -> fraction
+        metrics["lc_joint_models"] = float(len(results))
 
 
 def cmd_judge(args) -> int:
@@ -211,7 +241,10 @@ def cmd_judge(args) -> int:
         candidates = candidates_from_model(args, suites, eval_cfg, cache_dir)
     else:
         candidates = candidates_from_files(args, suites, eval_cfg)
-    results, provenance = judge_all(candidates, suites, eval_cfg, judge_spec, args.baseline, cache_dir)
+    length = length_of(args, cache_dir)
+    results, provenance = judge_all(candidates, suites, eval_cfg, judge_spec, args.baseline, cache_dir, length)
+    if "alpaca" in suites and len(results) > 1:
+        joint_lc(results, length)
     print_results(results, suites, args.format)
     if not args.no_track:
         track_results(args, results, provenance, judge_spec, eval_cfg)

@@ -39,7 +39,7 @@ def pass_at_k_metrics(per_item: list[tuple[int, int]], ks: list[int], suite: str
     return metrics
 
 
-def score_arith(items, outputs, baseline, client, options) -> SuiteResult:
+def score_arith(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Verifier pass@k: the last number of each output against the item's ``answer``.
 
     pass@k uses the unbiased estimator of Chen et al. (2021) for every k in
@@ -81,18 +81,19 @@ def _missing_baseline(pairs, baseline) -> None:
         raise HarnessError(f"the baseline has no output for {len(missing)} prompt(s) (first: {missing[:5]})")
 
 
-def score_pairwise(items, outputs, baseline, client, options) -> SuiteResult:
+def score_pairwise(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Both-order pairwise verdicts against the baseline (``judges.pairwise``), per output row."""
     from judges.pairwise import pairwise_judge
 
     pairs = _judge_rows(items, outputs)
     _missing_baseline(pairs, baseline)
     judged = pairwise_judge(client, [{**_user_side(item), "candidate": row["output"],
-                                      "baseline": baseline[item["id"]]["output"]} for item, row in pairs])
+                                      "baseline": baseline[item["id"]]["output"]} for item, row in pairs],
+                            length=length)
     return SuiteResult(judged.metrics, list(outputs), _with_samples(judged.judgments, pairs))
 
 
-def score_single(items, outputs, baseline, client, options) -> SuiteResult:
+def score_single(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """1-10 grades (``judges.single``), per output row; mean with a CI, per category."""
     from judges.single import single_judge
 
@@ -101,14 +102,14 @@ def score_single(items, outputs, baseline, client, options) -> SuiteResult:
     return SuiteResult(judged.metrics, list(outputs), _with_samples(judged.judgments, pairs))
 
 
-def score_mtbench(items, outputs, baseline, client, options) -> SuiteResult:
+def score_mtbench(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Multi-turn (FastChat question files, ``harness.mtbench``): pairwise against a baseline or single
     grades, over the whole conversation; reference-guided where the item has reference answers."""
     score = score_pairwise if options.get("mode", "pairwise") == "pairwise" else score_single
-    return score(items, outputs, baseline, client, options)
+    return score(items, outputs, baseline, client, options, length)
 
 
-def score_alpaca(items, outputs, baseline, client, options) -> SuiteResult:
+def score_alpaca(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Logprob-weighted preference over the baseline, win rate + SE and LC win rate (``judges.alpaca``)."""
     from judges.alpaca import alpaca_judge
 
@@ -117,7 +118,7 @@ def score_alpaca(items, outputs, baseline, client, options) -> SuiteResult:
     generator = outputs[0].get("generator", "model") if outputs else "model"
     judged = alpaca_judge(client, [{"id": item["id"], "instruction": item["instruction"], "output": row["output"],
                                     "baseline": baseline[item["id"]]["output"]} for item, row in pairs],
-                          generator=generator, baseline_name=_baseline_name(baseline))
+                          generator=generator, baseline_name=_baseline_name(baseline), length=length)
     return SuiteResult(judged.metrics, list(outputs), _with_samples(judged.judgments, pairs))
 
 
@@ -126,7 +127,7 @@ def _baseline_name(baseline: dict) -> str:
     return names.pop() if len(names) == 1 else "baseline"
 
 
-def score_safety(items, outputs, baseline, client, options) -> SuiteResult:
+def score_safety(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Refusal of harmful prompts, over-refusal of benign ones (``judges.safety``)."""
     from judges.safety import safety_judge
 
@@ -137,7 +138,7 @@ def score_safety(items, outputs, baseline, client, options) -> SuiteResult:
     return SuiteResult(judged.metrics, list(outputs), _with_samples(judged.judgments, pairs))
 
 
-def score_code(items, outputs, baseline, client, options) -> SuiteResult:
+def score_code(items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Candidate programs against the item's tests in the sandbox; unbiased pass@k (``judges.code``)."""
     from judges.code import score_code_outputs
 
@@ -181,10 +182,14 @@ def needs_judge(suite: str, options: dict) -> bool:
     return suite not in ("arith", "code") and not (suite == "safety" and options.get("classifier") == "matcher")
 
 
-def score_suite(suite: str, items, outputs, baseline, client, options) -> SuiteResult:
+def score_suite(suite: str, items, outputs, baseline, client, options, length=len) -> SuiteResult:
     """Run the suite's scorer and add ``response_length``: the mean over output rows of their
-    generated tokens (all turns) when harness generated them, else of their characters."""
-    result = SCORERS[suite][0](items, outputs, baseline, client, options)
+    generated tokens (all turns) when harness generated them, else of their characters.
+
+    ``length(text)`` measures replies for the LC GLM and the length-bias report (characters,
+    or tokens with ``--length-unit tokens``).
+    """
+    result = SCORERS[suite][0](items, outputs, baseline, client, options, length)
     result.metrics["response_length"] = response_length(outputs)
     return result
 

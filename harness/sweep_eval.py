@@ -157,7 +157,10 @@ def run_suite(ctx, suite: str, options: dict, generation, model, tokenizer, tria
                                         f"eval {suite}")
     baseline = suite_baseline(ctx, suite, options, items, generation, ref, device)
     client = ctx.judge.client() if needs_judge(suite, options) else None
-    result = score_suite(suite, items, outputs, baseline, client, options)
+    from judges.annotations import length_function
+
+    length = length_function(options.get("length_unit", "chars"), tokenizer)
+    result = score_suite(suite, items, outputs, baseline, client, options, length)
     if client is not None:
         result.metrics.update({f"judge_{k}": float(v) for k, v in client.stats.as_metrics().items()})
     if model_key == ref.key:
