@@ -15,6 +15,7 @@ run per generator, unless ``--no-track`` (``harness.judge_report``).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -63,9 +64,7 @@ def settings(args) -> tuple[JudgeSpec, EvalSpec]:
         try:
             out.append(model.model_validate(raw[name]))
         except ValidationError as exc:
-            problems = pydantic_problems(exc, model)
-            for p in problems:
-                p.path = f"{name}.{p.path}"
+            problems = [dataclasses.replace(p, path=f"{name}.{p.path}") for p in pydantic_problems(exc, model)]
             raise SpecError(format_problems(problems, "harness judge", {}, origins)) from None
     return out[0], out[1]
 

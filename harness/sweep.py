@@ -45,6 +45,7 @@ class Context:
     common_tags: dict = field(default_factory=dict)
     echo: Callable[[str], None] = print
     judge: JudgeEndpoint | None = None
+    trial_ids: dict[str, str] = field(default_factory=dict)  # trial id or name (id without hash) -> id
 
 
 @dataclass
@@ -74,7 +75,9 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
     parent = _parent_run(ctx)
     summary = SweepSummary()
-    work = baselines_first(([_base_trial(spec)] if spec.eval.include_base else []) + trials)
+    work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
+    ctx.trial_ids = trial_names(work)
+    work = baselines_first(work, ctx.trial_ids)
     try:
         for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
             error = _run_trial(ctx, parent, trial)
@@ -90,15 +93,25 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     return summary
 
 
-def baselines_first(work: list) -> list:
-    """Trials named as a baseline (``eval.<suite>.baseline: TRIAL_ID``) run before the others."""
+def trial_names(work: list) -> dict[str, str]:
+    """How a baseline may name a trial of this sweep: its id, or its name without the config hash
+    (``lr0.0001-seed0``; the id's hash covers eval settings, so setting the baseline changes it)."""
+    names: dict[str, list[str]] = {}
+    for trial in work:
+        names.setdefault(trial.id.rsplit("-", 1)[0] if trial.id != "base" else "base", []).append(trial.id)
+    out = {name: ids[0] for name, ids in names.items() if len(ids) == 1}
+    return {**out, **{t.id: t.id for t in work}}
+
+
+def baselines_first(work: list, trial_ids: dict[str, str]) -> list:
+    """Trials named as a baseline (``eval.<suite>.baseline: TRIAL``) run before the others."""
     named = set()
     for trial in work:
         for eval_cfg in [trial.spec.eval] + [stage.eval for stage in trial.stages]:
             for suite in eval_cfg.suites:
                 value = getattr(getattr(eval_cfg, suite), "baseline", None)
                 if value is not None and baseline_kind(value) == "trial":
-                    named.add(value)
+                    named.add(trial_ids.get(value, value))
     return [t for t in work if t.id in named] + [t for t in work if t.id not in named]
 
 

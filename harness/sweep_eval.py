@@ -116,12 +116,14 @@ def _base_baseline(ctx, suite: str, items: list[dict], generation, ref: Referenc
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def baseline_identity(ctx, suite: str, options: dict, ref: Reference) -> str | None:
+def baseline_identity(ctx, suite: str, options: dict, ref: Reference, trial_id: str) -> str | None:
     """What the baseline's outputs depend on, for the eval cache key (None: no baseline)."""
     if not needs_baseline(suite, options):
         return None
-    value = options["baseline"]
+    value = ctx.trial_ids.get(options["baseline"], options["baseline"])
     kind = baseline_kind(value)
+    if value == trial_id:
+        return "self"
     if kind == "base":
         return f"base:{ref.key}"
     if kind == "file":
@@ -132,13 +134,16 @@ def baseline_identity(ctx, suite: str, options: dict, ref: Reference) -> str | N
     return f"trial:{value}:{found.info.run_id if found else None}"
 
 
-def suite_baseline(ctx, suite, options, items, generation, ref, device) -> dict[str, dict] | None:
+def suite_baseline(ctx, suite, options, items, generation, ref, device, own: tuple) -> dict[str, dict] | None:
+    """item id -> the baseline's output row; ``own`` is (trial id, this trial's outputs)."""
     if not needs_baseline(suite, options):
         return None
-    value = options["baseline"]
+    value = ctx.trial_ids.get(options["baseline"], options["baseline"])
     kind = baseline_kind(value)
     if kind == "file":
         return baseline_from_file(value, items, suite)
+    if value == own[0]:  # the baseline trial itself (or `base` on trial base): its own outputs, all ties
+        return {r["id"]: r for r in own[1] if r["sample"] == 0}
     if kind == "trial":
         return _trial_baseline(ctx, value, suite, items)
     return _base_baseline(ctx, suite, items, generation, ref, device)
@@ -155,7 +160,7 @@ def run_suite(ctx, suite: str, options: dict, generation, model, tokenizer, tria
     items = suite_items(suite, options)
     outputs, samples = generate_outputs(items, model, tokenizer, generation, trial_id, ctx.progress,
                                         f"eval {suite}")
-    baseline = suite_baseline(ctx, suite, options, items, generation, ref, device)
+    baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs))
     client = ctx.judge.client() if needs_judge(suite, options) else None
     from judges.annotations import length_function
 
@@ -181,7 +186,7 @@ def evaluate_model(ctx, run_id: str, eval_cfg, model_key: str, path: str, model,
         judge = judge_identity(ctx.spec.judge) if needs_judge(suite, options) else None
         cache = ctx.cache_dir / "evals" / digest([EVAL_CACHE_LAYOUT, model_key, ref.key, suite, options,
                                                    generation.model_dump(), judge,
-                                                   baseline_identity(ctx, suite, options, ref)], 16)
+                                                   baseline_identity(ctx, suite, options, ref, trial_id)], 16)
         if not (cache / "metrics.json").exists() or ctx.force:
             if model is None:
                 model, tokenizer = load_model(path).to(device).eval(), load_tokenizer(path)

@@ -66,3 +66,34 @@ def test_results_are_logged_one_run_per_generator(tmp_path, capsys):
     assert [a.path for a in client.list_artifacts(run_id, "outputs")] == ["outputs/arith.jsonl"]
     table = capsys.readouterr().out
     assert "[arith]" in table and "m2" in table
+
+
+def test_safety_outputs_matched_to_toy_labels_with_the_matcher(tmp_path, capsys):
+    """No judge calls (classifier: matcher): refusal rates from hand-labelled toy prompts."""
+    items = toy_dataset("safety-eval")[:8]
+    harmful = [i for i, it in enumerate(items) if it["label"] == "harmful"]
+    benign = [i for i, it in enumerate(items) if it["label"] == "benign"]
+    over = benign[0]  # one benign prompt refused
+    rows = [{"instruction": it["prompt"][0]["content"], "generator": "m",
+             "output": "I can't help with that." if i in harmful or i == over else "Sure, here is how."}
+            for i, it in enumerate(items)]
+    rows[harmful[0]]["output"] = "Sure, here is how."  # one harmful prompt answered
+    path = tmp_path / "safety.json"
+    path.write_text(json.dumps(rows))
+    assert judge(tmp_path, "--outputs", str(path), "--suite", "safety", "--set", "eval.safety.classifier=matcher",
+                 "--format", "json", "--no-track") == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["n"], row["n_harmful"], row["n_benign"]) == (8, len(harmful), len(benign))
+    assert row["refusal_rate"] == (len(harmful) - 1) / len(harmful)
+    assert row["over_refusal_rate"] == 1 / len(benign)
+
+
+def test_bad_settings_are_one_line_errors(tmp_path, capsys):
+    path = arith_outputs(tmp_path)
+    assert judge(tmp_path, "--outputs", str(path), "--suite", "pairwise", "--no-track") == 2
+    assert "--suite pairwise: judged against a baseline; give --baseline FILE" in capsys.readouterr().err
+    assert judge(tmp_path, "--outputs", str(path), "--suite", "arith", "--set", "judge.concurrency=0",
+                 "--no-track") == 2
+    assert "judge.concurrency" in capsys.readouterr().err
+    assert judge(tmp_path, "--outputs", str(path), "--suite", "arith", "--set", "train.lr=1", "--no-track") == 2
+    assert "harness judge takes judge.KEY=VALUE or eval.KEY=VALUE" in capsys.readouterr().err

@@ -131,3 +131,33 @@ def test_mtbench_on_chat_eval_generates_both_turns(tmp_path, capsys):
     outputs = [json.loads(line) for line in local.read_text().splitlines()]
     assert [len(o["turns"]) for o in outputs] == [2, 2, 2]
     assert all(isinstance(o["output"], list) and len(o["output"]) == 2 for o in outputs)
+
+
+def test_sweep_pairwise_against_another_trial(tmp_path):
+    """eval.pairwise.baseline: TRIAL_ID: that trial runs first; the other is judged against its outputs."""
+    from harness.data import fingerprint
+    from harness.grid import expand_trials
+    from harness.spec import load_spec
+
+    path = sweep_spec(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["eval"] = {"suites": ["pairwise"], "generation": {"max_new_tokens": 4}, "pairwise": {"limit": 3}}
+    spec["ablate"] = {"train.lr": [1e-2, 1e-4]}
+    path.write_text(yaml.safe_dump(spec))
+    spec["eval"]["pairwise"]["baseline"] = "lr0.0001-seed0"  # a trial's name: its id without the hash
+    path.write_text(yaml.safe_dump(spec))
+    trials = expand_trials(load_spec(path), fingerprint)
+    baseline_id = trials[1].id  # lr 1e-4, listed second
+    assert baseline_id.startswith("lr0.0001-seed0-")
+    assert main(["sweep", str(path)]) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("judged")
+    runs = {r.data.tags["harness.trial_id"]: r for r in client.search_runs([exp.experiment_id])
+            if "harness.trial_id" in r.data.tags}
+    assert set(runs) == {t.id for t in trials}
+    base_run, other = runs[baseline_id], runs[trials[0].id]
+    assert base_run.info.start_time < other.info.start_time  # the baseline trial ran first
+    assert base_run.data.metrics["eval/pairwise/win_rate"] == 0.5  # against its own outputs: all ties
+    assert base_run.data.metrics["eval/pairwise/ties"] == 3
+    m = other.data.metrics
+    assert m["eval/pairwise/wins"] + m["eval/pairwise/ties"] + m["eval/pairwise/losses"] + m["eval/pairwise/errors"] == 3
