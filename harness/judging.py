@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.errors import HarnessError, SpecError
+from harness.errors import DataError, HarnessError, SpecError
 from harness.evaluate import (
     SuiteResult,
     check_suites,
@@ -112,6 +112,11 @@ def matched_to_suite(suite: str, options: dict, rows: list[dict]) -> tuple[list[
     """Items of the suite's own data that the rows answer (all of its data is searched)."""
     items = suite_items(suite, {**options, "limit": None})
     pairs = match_rows(rows, items, f"the {suite} suite's data")
+    for row, item in pairs:
+        turns = len(item.get("turns") or [])
+        if turns and not (isinstance(row["output"], list) and len(row["output"]) == turns):
+            raise DataError(f"{row['where']}: field 'output': question {item['id']} has {turns} turns; give a "
+                            f"list of {turns} answers (value seen: {row['output']!r:.60})")
     outputs = _numbered([{**row, "id": item["id"]} for row, item in pairs])
     answered = {row["id"] for row in outputs}
     return [item for item in items if item["id"] in answered], outputs

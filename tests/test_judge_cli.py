@@ -97,3 +97,17 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert "judge.concurrency" in capsys.readouterr().err
     assert judge(tmp_path, "--outputs", str(path), "--suite", "arith", "--set", "train.lr=1", "--no-track") == 2
     assert "harness judge takes judge.KEY=VALUE or eval.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_code_outputs_matched_and_run_in_the_sandbox(tmp_path, capsys):
+    """Three toy tasks: two canonical solutions (pass) and one wrong program (fails its asserts)."""
+    items = toy_dataset("code-eval")[:3]
+    rows = [{"id": it["id"], "instruction": it["prompt"][0]["content"], "generator": "m",
+             "output": f"```python\n{it['canonical_solution']}```"} for it in items]
+    rows[2]["output"] = f"```python\ndef {items[2]['entry_point']}(*args):\n    return None\n```"
+    path = tmp_path / "code.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert judge(tmp_path, "--outputs", str(path), "--suite", "code", "--format", "json", "--no-track") == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["num_prompts"], row["num_samples"]) == (3, 3)
+    assert row["pass_at_1"] == 2 / 3

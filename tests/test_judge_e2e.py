@@ -161,3 +161,23 @@ def test_sweep_pairwise_against_another_trial(tmp_path):
     assert base_run.data.metrics["eval/pairwise/ties"] == 3
     m = other.data.metrics
     assert m["eval/pairwise/wins"] + m["eval/pairwise/ties"] + m["eval/pairwise/losses"] + m["eval/pairwise/errors"] == 3
+
+
+def test_mtbench_outputs_matched_by_first_turn(tmp_path, capsys):
+    """Two-turn answers from a file: right answers (the chats' references) grade above wrong ones."""
+    chats = toy_dataset("chat-eval")[:3]
+    rows = [{"instruction": c["turns"][0], "output": list(c["reference"]), "generator": "right"} for c in chats]
+    rows += [{"instruction": c["turns"][0], "output": [str(int(r) + 3) for r in c["reference"]],
+              "generator": "wrong"} for c in chats]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    args = ["judge", "--outputs", str(path), "--suite", "mtbench", "--set", "eval.mtbench.mode=single",
+            "--format", "json", "--no-track", "--results-dir", str(tmp_path / "results")]
+    assert main(args) == 0
+    scores = {r["generator"]: r for r in json.loads(capsys.readouterr().out)}
+    assert scores["right"]["n"] == scores["wrong"]["n"] == 3
+    assert scores["right"]["mean_score"] > scores["wrong"]["mean_score"]
+    rows[0]["output"] = "only one answer"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(args) == 2
+    assert f"{path}:1: field 'output': question chat-000000 has 2 turns" in capsys.readouterr().err
