@@ -163,7 +163,8 @@ def cmd_ui(args) -> int:
     store = resolve_store(args.tracking_uri, None, None, args.results_dir)
     print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{args.port}", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-           "--host", "127.0.0.1", "--port", str(args.port)]
+           "--host", "127.0.0.1", "--port", str(args.port),
+           "--workers", "1"]  # one user; mlflow's default 4 workers were killed at startup on a loaded 2-core machine
     return subprocess.call(cmd)
 
 

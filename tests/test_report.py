@@ -300,4 +300,5 @@ def test_ui_binds_localhost_and_prints_its_url(tmp_path, capsys, monkeypatch):
     cmd = seen["cmd"]
     assert cmd[1:3] == ["-m", "mlflow"] and cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--backend-store-uri") + 1] == uri and cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--workers") + 1] == "1"
     assert "http://127.0.0.1:5123" in capsys.readouterr().out

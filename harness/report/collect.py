@@ -17,7 +17,9 @@ from harness.tracking import Store
 
 TRAINING_KEYS = ("train/loss", "train/rewards/margin", "train/kl", "train/tokens_per_s")
 VS_BASE_AXIS = "run (vs base)"
-SKIPPED_METRICS = ("num_prompts",)  # counts, not outcomes
+# Counts and interval companions: shown in the runs table, not compared as outcomes.
+COUNT_METRICS = ("num_prompts", "n", "errors", "wins", "ties", "losses", "n_harmful", "n_benign")
+COMPANION_SUFFIXES = ("_se", "_low", "_high", "standard_error")
 
 
 @dataclass
@@ -42,11 +44,15 @@ def parse_references(items: list[str]) -> dict[str, str]:
     return out
 
 
-def outcome_metrics(rows: pd.DataFrame) -> list[str]:
-    """Eval and held-out (``val/``) metric names that some row has, without ``_se`` companions and counts."""
-    cols = [c for c in rows.columns if c.startswith(("metrics.eval/", "metrics.val/")) and not c.endswith("_se")
-            and rows[c].notna().any() and not c.endswith(SKIPPED_METRICS)]
-    return sorted(c[len("metrics."):] for c in cols)
+def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
+    """Eval and held-out (``val/``) metric names that some row has, without interval companions.
+
+    Counts (``COUNT_METRICS``) are left out unless ``counts``.
+    """
+    names = [c[len("metrics."):] for c in rows.columns
+             if c.startswith(("metrics.eval/", "metrics.val/")) and rows[c].notna().any()]
+    return sorted(n for n in names if not n.endswith(COMPANION_SUFFIXES)
+                  and (counts or n.rsplit("/", 1)[-1] not in COUNT_METRICS))
 
 
 def collect(store: Store, experiments: list[str], references: dict[str, str] | None = None,

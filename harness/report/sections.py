@@ -57,7 +57,7 @@ def runs_table(data: ReportData) -> pd.DataFrame:
     for col in axis_cols + (["params.train.seed"] if "params.train.seed" in rows.columns else []):
         name = "seed" if col == "params.train.seed" else col[len("params."):]
         out[name] = rows[col].where(rows["kind"] == "trial", "").fillna("")
-    for metric in outcome_metrics(rows):
+    for metric in outcome_metrics(rows, counts=True):
         se = rows.get(f"metrics.{metric}_se")
         out[metric] = [_with_se(v, None if se is None else se.iloc[i]) for i, v in enumerate(rows[f"metrics.{metric}"])]
     errors = rows.get("tags.harness.error")
