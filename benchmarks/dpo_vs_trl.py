@@ -13,7 +13,8 @@ on GPU), no gradient checkpointing, AdamW, the same lr, batch size and
 max_length, and no evaluation, logging or checkpoint saving.  TRL computes
 reference log-probs on the fly (its default); harness computes them once
 up front and caches them (its design).  Printed: samples/s and peak memory
-of each, and the ratios harness / TRL.
+(and per CPU-second of the child, which shared machines distort less) of
+each, and the ratios harness / TRL.
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ def _peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _result(tool: str, n: int, start: float, cpu_start: float) -> dict:
+    wall, cpu = time.perf_counter() - start, _cpu_s() - cpu_start
+    return {"tool": tool, "wall_s": wall, "cpu_s": cpu, "samples_per_s": n / wall,
+            "samples_per_cpu_s": n / cpu, "peak_mib": _peak_memory_mib()}
+
+
 def run_trl(model_dir: str, data: str, args) -> dict:
     import torch
     from datasets import Dataset
@@ -47,19 +59,18 @@ def run_trl(model_dir: str, data: str, args) -> dict:
     from harness.models import load_model, load_tokenizer
 
     rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_s()
     tok = load_tokenizer(model_dir)
     on_gpu = torch.cuda.is_available()
     config = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch, num_train_epochs=1,
-                       learning_rate=1e-5, lr_scheduler_type="constant", warmup_ratio=0.0, beta=0.1,
+                       learning_rate=1e-5, lr_scheduler_type="constant", warmup_steps=0, beta=0.1,
                        max_length=args.max_length, report_to=[], save_strategy="no", logging_steps=10**6,
                        use_cpu=not on_gpu, bf16=on_gpu, gradient_checkpointing=False, seed=0,
                        dataloader_num_workers=0, disable_tqdm=True)
     trainer = DPOTrainer(model=load_model(model_dir), args=config, train_dataset=Dataset.from_list(rows),
                          processing_class=tok)
     trainer.train()
-    wall = time.perf_counter() - start
-    return {"tool": "trl", "wall_s": wall, "samples_per_s": len(rows) / wall, "peak_mib": _peak_memory_mib()}
+    return _result("trl", len(rows), start, cpu_start)
 
 
 def run_harness(model_dir: str, data: str, args) -> dict:
@@ -75,11 +86,10 @@ def run_harness(model_dir: str, data: str, args) -> dict:
     })
     (stage,) = resolve_stages(spec)
     n = sum(1 for _ in open(data))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory() as cache:
         train_stage(stage, model_dir, "bench-model", Path(cache), lambda metrics, step: None, True, progress=False)
-    wall = time.perf_counter() - start
-    return {"tool": "harness", "wall_s": wall, "samples_per_s": n / wall, "peak_mib": _peak_memory_mib()}
+    return _result("harness", n, start, cpu_start)
 
 
 def build_world(out: Path, args) -> tuple[str, str]:
@@ -128,12 +138,17 @@ def main() -> None:
         for tool in ("trl", "harness"):
             cmd = [sys.executable, __file__, "--child", tool, "--model-dir", model_dir, "--data", data,
                    "--pairs", str(args.pairs), "--batch", str(args.batch), "--max-length", str(args.max_length)]
-            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{tool} child failed:\n{proc.stderr[-3000:]}")
+            out = proc.stdout
             results[tool] = json.loads(out.strip().splitlines()[-1])
             print(json.dumps(results[tool]))
     trl, ours = results["trl"], results["harness"]
     print(f"samples/s  trl {trl['samples_per_s']:.2f}  harness {ours['samples_per_s']:.2f}  "
           f"ratio harness/trl {ours['samples_per_s'] / trl['samples_per_s']:.2f}")
+    print(f"samples/CPU-s  trl {trl['samples_per_cpu_s']:.2f}  harness {ours['samples_per_cpu_s']:.2f}  "
+          f"ratio harness/trl {ours['samples_per_cpu_s'] / trl['samples_per_cpu_s']:.2f}")
     print(f"peak MiB   trl {trl['peak_mib']:.0f}  harness {ours['peak_mib']:.0f}  "
           f"ratio harness/trl {ours['peak_mib'] / trl['peak_mib']:.2f}")
 
