@@ -8,7 +8,8 @@ counted here) and
   (endpoint URL, model, messages, every sampling param) succeeded before; a
   server harness starts itself (toy judge, vllm) counts by a stable identity,
   not its per-run port;
-- retries, up to ``max_retries`` times with exponential backoff and jitter,
+- retries, up to ``max_retries`` times with exponential backoff and jitter
+  (at least the server's ``Retry-After`` seconds, up to a minute),
   on 429, 5xx, timeouts, connection errors, malformed bodies, and replies for
   which the caller's ``valid`` is False.  **A retry resends exactly the same
   request** (same messages, params and seed); nothing is varied;
@@ -43,6 +44,7 @@ from judges.cache import ReplyCache, request_key
 
 log = logging.getLogger(__name__)
 PLACEHOLDER_KEY = "EMPTY"
+RETRY_AFTER_MAX_S = 60.0  # a Retry-After longer than this is not waited out in full
 FATAL_STATUS = {401: "the api key was rejected", 403: "access denied", 404: "model or URL not found"}
 
 
@@ -72,6 +74,16 @@ class _Attempt:
     reply: Reply | None = None
     retryable: bool = False
     reason: str = ""
+    retry_after_s: float | None = None  # the server's Retry-After, when it sent one
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """Seconds from a Retry-After header in its seconds form (the HTTP-date form is ignored)."""
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _reply_from(completion) -> Reply:
@@ -155,10 +167,12 @@ class JudgeClient:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return _reply_load(hit)
+        outcome = _Attempt()
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.stats.retries += 1
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(max(self._backoff(attempt), min(outcome.retry_after_s or 0.0,
+                                                                    RETRY_AFTER_MAX_S)))
             outcome = await self._attempt(messages, sent, valid)
             if outcome.reply is not None:
                 if self.cache is not None:
@@ -172,7 +186,7 @@ class JudgeClient:
         return None
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter: uniform in [0.5, 1] x base x 2^(attempt-1), capped."""
+        """Exponential backoff with jitter: min(cap, base x 2^(attempt-1)) x uniform(0.5, 1)."""
         return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     async def _attempt(self, messages, sent: dict, valid) -> _Attempt:
@@ -201,7 +215,8 @@ class JudgeClient:
         if status in FATAL_STATUS:
             raise HarnessError(f"judge endpoint {self.base_url} (model {self.model!r}): HTTP {status}, "
                                f"{FATAL_STATUS[status]}")
-        return _Attempt(retryable=status == 429 or status >= 500, reason=f"HTTP {status}")
+        return _Attempt(retryable=status == 429 or status >= 500, reason=f"HTTP {status}",
+                        retry_after_s=_retry_after(exc))
 
     async def complete_many(self, requests: list[tuple[list[dict], dict]], valid=lambda r: True
                             ) -> list[Reply | None]:

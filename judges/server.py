@@ -47,9 +47,10 @@ Responder = Callable[[dict], ChatResult]
 class ReplyError(Exception):
     """Raised by a responder to answer with ``status`` and a raw ``body`` instead of a completion."""
 
-    def __init__(self, status: int, body: str | None = None):
+    def __init__(self, status: int, body: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(f"HTTP {status}")
         self.status = status
+        self.headers = dict(headers or {})
         self.body = body if body is not None else json.dumps(
             {"error": {"message": f"injected HTTP {status}", "type": "server_error", "code": status}})
 
@@ -133,10 +134,12 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
             if not quiet:
                 sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
-        def _send(self, status: int, payload: str) -> None:
+        def _send(self, status: int, payload: str, headers: dict[str, str] | None = None) -> None:
             data = payload.encode("utf-8")
             try:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -162,7 +165,7 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
                 return self._send(*_error(404, f"no route POST {path}"))
             self._send(*self._complete(raw))
 
-        def _complete(self, raw: bytes) -> tuple[int, str]:
+        def _complete(self, raw: bytes) -> tuple:
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError as exc:
@@ -172,7 +175,7 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
             try:
                 return 200, json.dumps(chat_completion(responder, body, model_name))
             except ReplyError as exc:
-                return exc.status, exc.body
+                return exc.status, exc.body, exc.headers
             except Exception as exc:  # a broken responder is the server's fault: 500, and keep serving
                 return _error(500, f"{type(exc).__name__}: {exc}", "server_error")
 

@@ -7,6 +7,7 @@ concurrent requests stay deterministic per item.  Behaviours:
 - ``ok``: reply ``VERDICT <item> [[A]]`` with logprobs for the verdict token;
 - ``invalid``: a reply with no verdict token;
 - ``500`` / ``429`` / ``503``: that HTTP status;
+- ``wait``: HTTP 429 with ``Retry-After: 0.4``;
 - ``slow``: sleep ``slow_s`` (longer than the client's timeout), then reply ok;
 - ``garbage``: HTTP 200 with a body that is not JSON;
 - ``noshape``: HTTP 200 with JSON that is not a chat completion.
@@ -54,6 +55,8 @@ class ScriptedJudge:
             time.sleep(self.latency_s)
         if action.isdigit():
             raise ReplyError(int(action))
+        if action == "wait":
+            raise ReplyError(429, headers={"Retry-After": "0.4"})
         if action == "garbage":
             raise ReplyError(200, "<html>upstream proxy error{{")
         if action == "noshape":

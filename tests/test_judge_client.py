@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -208,3 +209,14 @@ def test_api_key_never_reaches_the_logs_even_at_debug(caplog):
         c.complete_all([(msgs("x"), {}), (msgs("y"), {})], valid=has_verdict)
     assert c.stats.failures == 1 and "gave up" in caplog.text and "HTTP Request" in caplog.text
     assert SECRET not in caplog.text
+
+
+def test_a_429_with_retry_after_is_waited_out():
+    judge = ScriptedJudge({"x": ["wait"]})
+    with serve_in_background(judge) as server:
+        c = client(server)  # backoff alone would wait at most 1 ms
+        t0 = time.monotonic()
+        (reply,) = c.complete_all([(msgs("x"), {})])
+        waited = time.monotonic() - t0
+    assert reply is not None and c.stats.calls == 2 and c.stats.retries == 1
+    assert waited >= 0.4
