@@ -135,10 +135,10 @@ class JudgeClient:
 
         api_key = os.environ.get(judge_spec.api_key_env) or None
         model = judge_spec.model or _served_model(base_url, api_key, judge_spec.timeout_s)
-        kwargs = dict(api_key=api_key, concurrency=judge_spec.concurrency, max_retries=judge_spec.max_retries,
-                      timeout_s=judge_spec.timeout_s, cache_dir=cache_dir,
-                      default_params={"temperature": judge_spec.temperature},
-                      cache_identity=cache_identity(judge_spec, base_url))
+        kwargs = {"api_key": api_key, "concurrency": judge_spec.concurrency, "max_retries": judge_spec.max_retries,
+                  "timeout_s": judge_spec.timeout_s, "cache_dir": cache_dir,
+                  "default_params": {"temperature": judge_spec.temperature},
+                  "cache_identity": cache_identity(judge_spec, base_url)}
         return cls(base_url, model, **{**kwargs, **overrides})
 
     def __repr__(self) -> str:  # no key in reprs, ever

@@ -10,8 +10,8 @@ a stable identity (``cache_identity``) instead of the URL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import hashlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 

@@ -130,7 +130,7 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
         # delayed ACK (~40 ms on Linux) on every keep-alive request.
         disable_nagle_algorithm = True
 
-        def log_message(self, fmt, *args):  # noqa: N802 (stdlib name)
+        def log_message(self, fmt, *args):
             if not quiet:
                 sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
@@ -147,7 +147,7 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
             except (BrokenPipeError, ConnectionResetError):  # the client timed out and left: not our error
                 self.close_connection = True
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             path = self.path.split("?")[0].rstrip("/")
             if path == "/health":
                 self._send(200, json.dumps({"status": "ok"}))
@@ -157,7 +157,7 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
             else:
                 self._send(*_error(404, f"no route GET {path}"))
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             path = self.path.split("?")[0].rstrip("/")
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)

@@ -40,8 +40,8 @@ serve_forever(lambda body: ChatResult("fake vllm says [[B]]"), host, port, model
 
 
 def _spec(**kw):
-    base = dict(base_url=None, model="org/judge-7b", backend="vllm", api_key_env="NO_SUCH_KEY_VAR",
-                concurrency=2, max_retries=0, timeout_s=5.0, temperature=0.0)
+    base = {"base_url": None, "model": "org/judge-7b", "backend": "vllm", "api_key_env": "NO_SUCH_KEY_VAR",
+            "concurrency": 2, "max_retries": 0, "timeout_s": 5.0, "temperature": 0.0}
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -81,34 +81,31 @@ def test_vllm_backend_starts_waits_for_health_serves_and_stops(fake_vllm, tmp_pa
 
 def test_vllm_that_exits_early_is_an_error_with_its_log(fake_vllm, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_VLLM_MODE", "crash")
-    with pytest.raises(HarnessError, match=r"(?s)exited with code 3.*no CUDA GPUs"):
-        with judge_endpoint(_spec(), tmp_path):
-            pass
+    with pytest.raises(HarnessError, match=r"(?s)exited with code 3.*no CUDA GPUs"), judge_endpoint(_spec(), tmp_path):
+        pass
 
 
 def test_vllm_never_healthy_times_out_and_is_stopped(fake_vllm, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_VLLM_MODE", "hang")
     t0 = time.monotonic()
-    with pytest.raises(HarnessError, match="not healthy"):
-        with vllm_server("m", log_dir=tmp_path, health_timeout_s=2.0, grace_s=2.0):
-            pass
+    with pytest.raises(HarnessError, match="not healthy"), vllm_server("m", log_dir=tmp_path, health_timeout_s=2.0,
+                                                                   grace_s=2.0):
+        pass
     assert time.monotonic() - t0 < 8
     assert not _alive(json.loads(fake_vllm.read_text())["pid"])
 
 
 def test_vllm_not_installed_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no vllm here
-    with pytest.raises(HarnessError, match="`vllm` command is not installed"):
-        with judge_endpoint(_spec(), tmp_path):
-            pass
+    with pytest.raises(HarnessError, match="`vllm` command is not installed"), judge_endpoint(_spec(), tmp_path):
+        pass
 
 
 def test_base_url_is_used_as_is_and_conflicts_with_vllm():
     with judge_endpoint(_spec(backend="openai", base_url="https://api.example/v1"), None) as url:
         assert url == "https://api.example/v1"
-    with pytest.raises(HarnessError, match="judge.base_url"):
-        with judge_endpoint(_spec(base_url="http://x/v1"), None):
-            pass
+    with pytest.raises(HarnessError, match="judge.base_url"), judge_endpoint(_spec(base_url="http://x/v1"), None):
+        pass
 
 
 def _judge_once(spec, cache_dir) -> JudgeClient:
