@@ -30,7 +30,7 @@ from harness.models import (
 from harness.preflight import preflight
 from harness.spec import Spec, flatten, spec_to_dict
 from harness.stages import data_fingerprint, device, train_stage
-from harness.sweep_eval import JudgeEndpoint, Reference, baseline_kind, evaluate_model
+from harness.sweep_eval import JudgeEndpoint, Reference, baseline_kind, evaluate_model, joint_alpaca_lc
 from harness.tracking import Store, Tracker, git_sha, package_versions, resolve_store
 
 
@@ -87,6 +87,9 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
                 summary.skipped.append(trial.id)
             else:
                 summary.failed[trial.id] = error
+        if any("alpaca" in t.spec.eval.suites or any("alpaca" in st.eval.suites for st in t.stages)
+               for t in work):
+            joint_alpaca_lc(ctx)
     finally:
         ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")

@@ -212,3 +212,41 @@ def write_suite_cache(cache: Path, suite: str, result) -> None:
     (tmp / "metrics.json").write_text(json.dumps(result.metrics))
     shutil.rmtree(cache, ignore_errors=True)
     tmp.rename(cache)
+
+
+def joint_alpaca_lc(ctx) -> None:
+    """The LC GLM fitted jointly over every finished trial of this sweep judged by ``alpaca`` against
+    the same baseline: the instruction-difficulty term needs several models (Dubois et al. 2024).
+
+    Logged on each such trial as ``eval/alpaca/lc_win_rate_joint`` and
+    ``lc_standard_error_joint`` (fractions) with ``lc_joint_models``; lengths in characters.
+    """
+    from judges.alpaca import as_annotations
+    from judges.annotations import score_annotations
+
+    sweep = ctx.common_tags["harness.sweep_id"]
+    runs = ctx.tracker.client.search_runs([ctx.experiment_id], f"tags.`harness.sweep_id` = '{sweep}'",
+                                          max_results=10000)
+    trial_runs = {r.data.tags["harness.trial_id"]: r.info.run_id for r in runs
+                  if "harness.trial_id" in r.data.tags and r.info.status == "FINISHED"
+                  and "eval/alpaca/win_rate" in r.data.metrics}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run_id in enumerate(trial_runs.values()):
+            local = ctx.tracker.client.download_artifacts(run_id, "judgments/alpaca.jsonl", f"{tmp}/{i}")
+            rows += [r for r in map(json.loads, Path(local).read_text().splitlines())
+                     if r["generator_1"] != r["generator_2"]]  # a trial that is its own baseline says nothing
+    models = {b: {r["generator_2"] for r in rows if r["generator_1"] == b} for b in {r["generator_1"] for r in rows}}
+    if all(len(m) < 2 for m in models.values()):
+        return
+    for scored in score_annotations(as_annotations(rows)):
+        group = next(m for m in models.values() if scored["generator"] in m)
+        if len(group) < 2 or scored["generator"] not in trial_runs:
+            continue
+        metrics = {"lc_joint_models": float(len(group))}
+        for key in ("lc_win_rate", "lc_standard_error"):
+            if scored[key] is not None:
+                metrics[f"{key}_joint"] = scored[key] / 100.0  # percent -> fraction
+        ctx.tracker.log_metrics(trial_runs[scored["generator"]], {f"eval/alpaca/{k}": v for k, v in metrics.items()})
+        ctx.echo(f"  alpaca LC over {len(group)} trials sharing a baseline: {scored['generator']} "
+                 f"lc_win_rate_joint={metrics.get('lc_win_rate_joint', float('nan')):.4g}")

@@ -141,7 +141,8 @@ def test_sweep_pairwise_against_another_trial(tmp_path):
 
     path = sweep_spec(tmp_path)
     spec = yaml.safe_load(path.read_text())
-    spec["eval"] = {"suites": ["pairwise"], "generation": {"max_new_tokens": 4}, "pairwise": {"limit": 3}}
+    spec["eval"] = {"suites": ["pairwise", "alpaca"], "generation": {"max_new_tokens": 4},
+                    "pairwise": {"limit": 3}, "alpaca": {"limit": 3}}
     spec["ablate"] = {"train.lr": [1e-2, 1e-4]}
     path.write_text(yaml.safe_dump(spec))
     spec["eval"]["pairwise"]["baseline"] = "lr0.0001-seed0"  # a trial's name: its id without the hash
@@ -161,6 +162,20 @@ def test_sweep_pairwise_against_another_trial(tmp_path):
     assert base_run.data.metrics["eval/pairwise/ties"] == 3
     m = other.data.metrics
     assert m["eval/pairwise/wins"] + m["eval/pairwise/ties"] + m["eval/pairwise/losses"] + m["eval/pairwise/errors"] == 3
+    # alpaca against `base` on both trials: the LC GLM is refitted jointly over the two, from their judgments.
+    from judges.alpaca import as_annotations
+    from judges.annotations import score_annotations
+
+    rows = []
+    for i, run in enumerate((base_run, other)):
+        local = Path(client.download_artifacts(run.info.run_id, "judgments/alpaca.jsonl", str(tmp_path / str(i))))
+        rows += [json.loads(line) for line in local.read_text().splitlines()]
+    assert {r["generator_1"] for r in rows} == {"base"} and len(rows) == 6
+    joint = {r["generator"]: r for r in score_annotations(as_annotations(rows))}
+    for trial_id, run in runs.items():
+        metrics = client.get_run(run.info.run_id).data.metrics
+        assert metrics["eval/alpaca/lc_joint_models"] == 2
+        assert abs(metrics["eval/alpaca/lc_win_rate_joint"] - joint[trial_id]["lc_win_rate"] / 100) < 1e-9
 
 
 def test_mtbench_outputs_matched_by_first_turn(tmp_path, capsys):
