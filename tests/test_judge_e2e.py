@@ -196,3 +196,29 @@ def test_mtbench_outputs_matched_by_first_turn(tmp_path, capsys):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     assert main(args) == 2
     assert f"{path}:1: field 'output': question chat-000000 has 2 turns" in capsys.readouterr().err
+
+
+def test_alpaca_lc_is_fitted_jointly_over_generators(tmp_path, capsys):
+    """Two generators against one baseline: each gets the joint LC fit over both (from its judgments)."""
+    from judges.alpaca import as_annotations
+    from judges.annotations import score_annotations
+
+    a = json.loads(outputs_file(tmp_path / "a.json", "a", {0, 1, 2, 3}).read_text())
+    b = json.loads(outputs_file(tmp_path / "b.json", "b", {0}).read_text())
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps(a + b))
+    base = outputs_file(tmp_path / "base.json", "base", {0, 1})
+    assert main(["judge", "--outputs", str(both), "--baseline", str(base), "--suite", "alpaca", "--format", "json",
+                 "--results-dir", str(tmp_path / "results")]) == 0
+    rows = {r["generator"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"a", "b"} and all(r["lc_joint_models"] == 2 for r in rows.values())
+    assert rows["a"]["win_rate"] > rows["b"]["win_rate"]  # a is right more often than b
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("judge").experiment_id])
+    judged = []
+    for run in runs:
+        local = client.download_artifacts(run.info.run_id, "judgments/alpaca.jsonl", str(tmp_path / run.info.run_id))
+        judged += [json.loads(line) for line in Path(local).read_text().splitlines()]
+    joint = {r["generator"]: r for r in score_annotations(as_annotations(judged))}
+    for name in ("a", "b"):
+        assert abs(rows[name]["lc_win_rate"] - joint[name]["lc_win_rate"] / 100) < 1e-9
