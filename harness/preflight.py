@@ -73,6 +73,10 @@ def check_eval(eval_cfg, rows_of) -> None:
         baseline = options.get("baseline")
         if baseline is not None and baseline_kind(baseline) == "file":
             baseline_from_file(baseline, suite_items(suite, options), suite)
+        if suite == "code":  # refuse before training, not after, when the sandbox cannot isolate
+            from judges.sandbox import check_isolation
+
+            check_isolation(options["unsafe"])
 
 
 def preflight(spec, trials) -> None:

@@ -111,3 +111,20 @@ def test_code_outputs_matched_and_run_in_the_sandbox(tmp_path, capsys):
     [row] = json.loads(capsys.readouterr().out)
     assert (row["num_prompts"], row["num_samples"]) == (3, 3)
     assert row["pass_at_1"] == 2 / 3
+
+
+def test_sweep_preflight_refuses_code_without_isolation(tmp_path, monkeypatch, capsys):
+    """The code suite's isolation is checked before any training (here made unavailable on purpose)."""
+    import yaml
+
+    from judges import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation", lambda: sandbox.Isolation(False, False, ("no unshare here",)))
+    spec = {"name": "code", "results_dir": str(tmp_path / "results"), "model": "toy://micro",
+            "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}, "eval": {"suites": ["code"]}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "code sandbox unavailable: no unshare here" in err
+    assert not (tmp_path / "results" / "mlflow.db").exists()  # stopped before the store was opened
