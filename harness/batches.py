@@ -31,7 +31,7 @@ def target_count(example, train_on_prompt: bool = False) -> int:
     """How many target tokens an SFT example contributes to the loss."""
     if train_on_prompt:
         return len(example.prompt_ids) + len(example.response_ids) - 1
-    return len(example.response_ids)
+    return sum(example.target_mask)
 
 
 def step_denominator(method: MethodEntry, params: dict, batches: list[list]) -> float:

@@ -24,16 +24,19 @@ def right_pad(rows: list[list[int]], pad_value: int) -> torch.Tensor:
     return out
 
 
-def _sequence_and_mask(prompt: list[int], response: list[int], train_on_prompt: bool) -> tuple[list, list]:
+def _sequence_and_mask(
+    prompt: list[int], response: list[int], train_on_prompt: bool, response_mask: list[int] | None = None
+) -> tuple[list, list]:
     """The token sequence and its per-token loss mask (1 = counted target).
 
+    ``response_mask`` (None = all ones) marks which response tokens are targets.
     With ``train_on_prompt`` every token but the first counts: the first token
     has no preceding position to predict it from.
     """
     if train_on_prompt:
         mask = [0] + [1] * (len(prompt) + len(response) - 1)
     else:
-        mask = [0] * len(prompt) + [1] * len(response)
+        mask = [0] * len(prompt) + (list(response_mask) if response_mask is not None else [1] * len(response))
     return prompt + response, mask
 
 
@@ -53,10 +56,12 @@ def collate_sft(
     """SFT batch: ``input_ids``, ``attention_mask``, ``loss_mask``, each ``[B, T]`` long.
 
     T is the longest ``prompt + response`` in the batch; padding has attention 0
-    and loss 0.
+    and loss 0.  An example's ``response_mask`` (multi-turn conversations) sets
+    which response tokens count.
     """
     return _batch(
-        [_sequence_and_mask(e.prompt_ids, e.response_ids, train_on_prompt) for e in examples], pad_id
+        [_sequence_and_mask(e.prompt_ids, e.response_ids, train_on_prompt, e.response_mask) for e in examples],
+        pad_id,
     )
 
 

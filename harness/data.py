@@ -3,25 +3,37 @@
 Rows keep their origin (file and line) so that every later error can point at
 the line to fix.  Formats follow TRL, so a user's file works in both tools:
 
-- ``sft``:   ``{"messages": [...]}`` (ending with an assistant turn) or
-             ``{"prompt", "completion"}`` (both strings, or both message lists);
-- ``pairs``: ``{"prompt", "chosen", "rejected"}`` (all strings, or all message lists);
+- ``sft``:   ``{"messages": [...]}`` (ending with an assistant turn; every
+             assistant turn is a target under ``assistant_turns: all``),
+             ``{"prompt", "completion"}`` (both strings, or both message lists),
+             or ``{"text"}`` (continued pretraining: every token is a target);
+- ``pairs``: ``{"prompt", "chosen", "rejected"}`` (all strings, or all message
+             lists), or implicit-prompt pairs (HH-RLHF style): ``{"chosen",
+             "rejected"}`` message lists whose longest common prefix of
+             messages is the prompt (see ``split_implicit_prompt``);
+- ``kto``:   ``{"prompt", "completion", "label": true|false}``, or any pairs row,
+             which ``pairs_to_kto`` turns into two KTO rows;
 - ``eval``:  ``{"prompt"}`` (string or messages), optional ``answer`` and ``id``.
 
 Extra fields (``weight``, ``label``, ...) are kept untouched in ``Row.data``.
+Implicit-prompt pairs are returned in explicit form: ``prompt`` is added and
+``chosen``/``rejected`` keep only what follows it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import DataError, SpecError
 
-KINDS = ("sft", "pairs", "eval")
+KINDS = ("sft", "pairs", "kto", "eval")
+# The row kind a method's batch kind reads (harness.methods.MethodEntry.batch_kind).
+ROW_KINDS = {"sft": "sft", "pairs": "pairs", "rm": "pairs", "kto": "kto"}
 ROLES = ("system", "user", "assistant")
 MAX_PROBLEMS = 20
 TOY_PREFIX = "toy://"
@@ -175,13 +187,81 @@ def _check_fields(data: dict, prompt_fields: tuple[str, ...], response_fields: t
 def _check_sft(data: dict) -> list[str]:
     if _present(data, "messages"):
         return _check_messages(data["messages"], "messages", last_assistant=True)
+    if _present(data, "text") and not _present(data, "prompt") and not _present(data, "completion"):
+        text = data["text"]
+        if not isinstance(text, str):
+            return [f"field 'text': expected a string, got {type(text).__name__}"]
+        return [] if text.strip() else ["field 'text': empty"]
     if not _present(data, "prompt") and not _present(data, "completion"):
-        return ["field 'messages': missing (or give 'prompt' and 'completion')"]
+        return ["field 'messages': missing (or give 'prompt' and 'completion', or 'text')"]
     return _check_fields(data, ("prompt",), ("completion",))
 
 
+def common_message_prefix(chosen: list, rejected: list) -> int:
+    """Number of leading messages ``chosen`` and ``rejected`` share, leaving each at least one.
+
+    The cap follows TRL's ``extract_prompt``: identical conversations (or one a
+    prefix of the other) keep their last message as the response.
+    """
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    return min(n, len(chosen) - 1, len(rejected) - 1)
+
+
+def split_implicit_prompt(data: dict) -> dict:
+    """An implicit-prompt pair in explicit form: ``prompt`` = the common message prefix.
+
+    ``chosen``/``rejected`` keep the messages after it; other fields are kept.
+    """
+    chosen, rejected = data["chosen"], data["rejected"]
+    k = common_message_prefix(chosen, rejected)
+    return {**data, "prompt": chosen[:k], "chosen": chosen[k:], "rejected": rejected[k:]}
+
+
+def _check_implicit_pairs(data: dict) -> list[str]:
+    """Implicit-prompt pairs: two message lists; what follows their common prefix is assistant turns."""
+    strings = [f for f in ("chosen", "rejected") if isinstance(data.get(f), str)]
+    if strings:
+        return [f"field 'prompt': missing (needed when '{strings[0]}' is a string; "
+                "only message lists carry an implicit prompt)"]
+    problems = []
+    for field in ("chosen", "rejected"):
+        if not _present(data, field):
+            problems.append(f"field '{field}': missing")
+        else:
+            problems += _check_messages(data[field], field, last_assistant=True)
+    if problems:
+        return problems
+    explicit = split_implicit_prompt(data)
+    if not explicit["prompt"]:
+        return ["field 'prompt': missing, and 'chosen'/'rejected' share no leading messages"]
+    for field in ("chosen", "rejected"):
+        k = len(explicit["prompt"])
+        for i, message in enumerate(explicit[field], start=k):
+            if message["role"] != "assistant":
+                return [f"field '{field}[{i}]': role {message['role']!r} after the common prefix of "
+                        f"{k} messages (the responses of an implicit-prompt pair must be assistant turns)"]
+    return []
+
+
 def _check_pairs(data: dict) -> list[str]:
+    if not _present(data, "prompt"):
+        return _check_implicit_pairs(data)
     return _check_fields(data, ("prompt",), ("chosen", "rejected"))
+
+
+def _check_kto(data: dict) -> list[str]:
+    """KTO rows, or pairs rows (converted later by ``pairs_to_kto``)."""
+    if not _present(data, "label") and (_present(data, "chosen") or _present(data, "rejected")):
+        return _check_pairs(data)
+    problems = _check_fields(data, ("prompt",), ("completion",))
+    label = data.get("label")
+    if label is None:
+        problems.append("field 'label': missing (KTO rows are {prompt, completion, label}; pairs rows also work)")
+    elif not isinstance(label, bool):
+        problems.append(f"field 'label': expected true or false, got {label!r}")
+    return problems
 
 
 def _check_eval(data: dict) -> list[str]:
@@ -194,7 +274,7 @@ def _check_eval(data: dict) -> list[str]:
     return problems
 
 
-CHECKS = {"sft": _check_sft, "pairs": _check_pairs, "eval": _check_eval}
+CHECKS = {"sft": _check_sft, "pairs": _check_pairs, "kto": _check_kto, "eval": _check_eval}
 
 
 def row_problems(row: Row, kind: str) -> list[str]:
@@ -216,11 +296,20 @@ def _raise_problems(uri: str, problems: list[str]) -> None:
 # --------------------------------------------------------------------- public API
 
 
+def _explicit(row: Row, kind: str) -> Row:
+    """Implicit-prompt pairs rows in explicit form; every other row as it is."""
+    is_pair = kind == "pairs" or (kind == "kto" and not _present(row.data, "label"))
+    if is_pair and not _present(row.data, "prompt"):
+        return Row(row.source, row.line, split_implicit_prompt(row.data))
+    return row
+
+
 def load_rows(uri: str, kind: str) -> list[Row]:
-    """Load every row of ``uri`` and check it against ``kind`` ("sft", "pairs" or "eval").
+    """Load every row of ``uri`` and check it against ``kind`` ("sft", "pairs", "kto" or "eval").
 
     Raises one DataError listing the problems (file:line: field: what) if any
-    row is malformed; rows are never dropped silently.
+    row is malformed; rows are never dropped silently.  Implicit-prompt pairs
+    come back in explicit form (``split_implicit_prompt``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown data kind {kind!r}; expected one of {KINDS}")
@@ -233,7 +322,43 @@ def load_rows(uri: str, kind: str) -> list[Row]:
         _raise_problems(uri, problems)
     if not rows:
         raise DataError(f"{uri}: no rows")
-    return rows
+    return [_explicit(row, kind) for row in rows]
+
+
+def pairs_to_kto(rows: list[Row]) -> list[Row]:
+    """KTO rows from ``kto``-kind rows: a pair becomes two rows, KTO rows stay as they are.
+
+    As TRL's ``unpair_preference_dataset``: ``chosen`` gives ``{prompt,
+    completion: chosen, label: true}`` and ``rejected`` gives ``{..., label:
+    false}``, both keeping the pair's ``source:line``.  Other fields of a pair
+    are not carried over.
+    """
+    out = []
+    for row in rows:
+        data = row.data
+        if _present(data, "label"):
+            out.append(row)
+            continue
+        for field, label in (("chosen", True), ("rejected", False)):
+            out.append(Row(row.source, row.line, {"prompt": data["prompt"], "completion": data[field], "label": label}))
+    return out
+
+
+def weight_problems(row: Row, field: str) -> list[str]:
+    """Problems of an IW-SFT weight: ``row.data[field]`` must be a finite number >= 0."""
+    value = row.data.get(field)
+    if value is None:
+        return [f"{row.where}: field '{field}': missing (method.weight_field names the per-row weight)"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return [f"{row.where}: field '{field}': expected a finite number >= 0, got {value!r}"]
+    return []
+
+
+def check_weights(rows: list[Row], field: str) -> None:
+    """Raise one DataError naming every row whose weight ``field`` is missing or invalid."""
+    problems = [p for row in rows for p in weight_problems(row, field)]
+    if problems:
+        _raise_problems(rows[0].source, problems)
 
 
 def fingerprint(uri: str) -> str:

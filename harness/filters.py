@@ -40,10 +40,15 @@ def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], int]:
 
 
 def response_lengths(example) -> list[int]:
-    """Response token counts of an encoded SFT example or pair."""
+    """Response token counts of an encoded SFT example, pair or KTO example.
+
+    For a multi-turn conversation, the count is of its target (assistant) tokens.
+    """
     if hasattr(example, "chosen_ids"):
         return [len(example.chosen_ids), len(example.rejected_ids)]
-    return [len(example.response_ids)]
+    if hasattr(example, "completion_ids"):
+        return [len(example.completion_ids)]
+    return [sum(example.target_mask)]
 
 
 def within_length(examples: list, min_length: int | None, max_length: int | None) -> tuple[list, int]:

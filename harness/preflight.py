@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness import data as data_module
-from harness.data import load_rows
+from harness.data import ROW_KINDS, check_weights, load_rows
 from harness.errors import HarnessError
 from harness.evaluate import check_suite_data, check_suites, generation_for, suite_items, suite_options
 from harness.methods import METHODS
-from harness.stages import check_assistant_turns
+from harness.stages import weight_field
 from harness.sweep_eval import baseline_from_file, baseline_kind
 from harness.toy import TOY_MODELS, is_toy, toy_name
 
@@ -96,15 +95,11 @@ def preflight(spec, trials) -> None:
         return loaded[(uri, kind)]
 
     for stage in stages:
-        kind = METHODS[stage.method.name].batch_kind
-        kind = getattr(data_module, "ROW_KINDS", {}).get(kind, kind)
-        if kind not in data_module.KINDS:
-            raise HarnessError(f"method.name: {stage.method.name!r} needs {kind} rows, which this version "
-                               "cannot read yet")
-        rows = rows_of(stage.data.train, kind)
-        if stage.data.eval:
-            rows_of(stage.data.eval, kind)
-        if kind == "sft":
-            check_assistant_turns(rows, stage.method.params["assistant_turns"])
+        kind = ROW_KINDS[METHODS[stage.method.name].batch_kind]
+        field = weight_field(stage)
+        for uri in filter(None, [stage.data.train, stage.data.eval]):
+            rows = rows_of(uri, kind)
+            if field is not None:
+                check_weights(rows, field)
     for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
         check_eval(eval_cfg, rows_of)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from harness.batches import forward_method, kto_reference_stats, reference_stats, step_denominator
-from harness.data import fingerprint, load_rows, take_fraction
+from harness.data import ROW_KINDS, fingerprint, load_rows, pairs_to_kto, take_fraction
 from harness.errors import HarnessError
 from harness.filters import filter_rows, within_length
 from harness.grid import digest
@@ -29,9 +29,9 @@ from harness.models import (
     resolve_model_path,
     training_dtype,
 )
-from harness.tokenization import encode_pairs, encode_sft
 from harness.reward_model import load_reward_model, score_responses
 from harness.step_inputs import StepState, kl_pair_logps, step_inputs, step_kl_pairs
+from harness.tokenization import encode_kto, encode_pairs, encode_sft
 from harness.train import COUNTERS, TrainConfig, step_batches, train
 
 
@@ -46,45 +46,48 @@ class StageData:
     stats: dict
 
 
+def weight_field(stage) -> str | None:
+    """The data field holding IW-SFT weights, or None when the method reads none."""
+    params = stage.method.params
+    if stage.method.name == "iw-sft" and params.get("reward_model") is None:
+        return params["weight_field"]
+    return None
+
+
+def encoder(stage):
+    """``encode(tokenizer, rows) -> (examples, TokenStats)`` for the stage's row kind and settings."""
+    d, t, params = stage.data, stage.train, stage.method.params
+    kind = METHODS[stage.method.name].batch_kind
+    limits = (t.max_length, d.max_prompt_length, d.truncation)
+    if kind == "sft":
+        turns, field = params["assistant_turns"], weight_field(stage)
+        return lambda tok, rows: encode_sft(tok, rows, *limits, assistant_turns=turns, weight_field=field)
+    if kind == "kto":
+        return lambda tok, rows: encode_kto(tok, pairs_to_kto(rows), *limits)
+    return lambda tok, rows: encode_pairs(tok, rows, *limits)
+
+
 def prepare_data(stage, tokenizer) -> StageData:
     """Load, subset, filter and tokenize a stage's train (and held-out) data by TRL's rule.
 
     Every row that is dropped is counted in the returned ``stats``
-    (``data/truncated``, ``data/dropped``, ``data/filtered_*``).
+    (``data/truncated``, ``data/dropped``, ``data/filtered_*``).  KTO stages
+    read KTO rows or pairs (each pair gives a desirable and an undesirable row).
     """
-    method = METHODS[stage.method.name]
-    kind = method.batch_kind  # "sft" or "pairs": the row kinds of harness.data (preflight refused the rest)
-    d, t = stage.data, stage.train
-    encode = encode_sft if kind == "sft" else encode_pairs
+    kind = ROW_KINDS[METHODS[stage.method.name].batch_kind]
+    d = stage.data
+    encode = encoder(stage)
     rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
-    if kind == "sft":
-        check_assistant_turns(rows, stage.method.params["assistant_turns"])
     rows, counts = filter_rows(rows, d.filter, kind)
-    examples, stats = encode(tokenizer, rows, t.max_length, d.max_prompt_length, d.truncation)
+    examples, stats = encode(tokenizer, rows)
     examples, counts["data/filtered_length"] = within_length(examples, d.filter.min_length, d.filter.max_length)
     if not examples:
         raise HarnessError(f"data.train {d.train!r}: no examples left after filtering and truncation "
                            f"({stats.as_metrics() | counts})")
     held_out = []
     if d.eval:
-        held_out, _ = encode(tokenizer, load_rows(d.eval, kind), t.max_length, d.max_prompt_length, d.truncation)
+        held_out, _ = encode(tokenizer, load_rows(d.eval, kind))
     return StageData(examples, held_out, stats.as_metrics() | counts)
-
-
-def check_assistant_turns(rows: list, assistant_turns: str) -> None:
-    """Refuse conversations with several assistant turns until every-turn training lands.
-
-    Training only the last turn while ``assistant_turns: all`` asks for every
-    turn would silently change the objective.
-    """
-    if assistant_turns != "all":
-        return
-    for row in rows:
-        messages = row.data.get("messages") or []
-        if sum(m.get("role") == "assistant" for m in messages) > 1:
-            raise HarnessError(
-                f"{row.where}: field 'messages': several assistant turns; training on every turn is not "
-                "available in this version (set method.assistant_turns: last to train the last turn)")
 
 
 def data_fingerprint(stage) -> str:

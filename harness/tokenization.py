@@ -12,7 +12,14 @@ The rule, so that the same file gives the same tokens in harness and TRL 1.16:
   prefix of ``prompt`` and ``full``.  ``k < len(prompt)`` (tokens merging across
   the boundary, or a template that renders the prompt differently) is counted
   as a prefix mismatch;
-- pairs share one prompt: ``k = min(k_chosen, k_rejected)``, as TRL's DPO does.
+- pairs share one prompt: ``k = min(k_chosen, k_rejected)``, as TRL's DPO does;
+- several assistant turns (``assistant_turns: all``): the prompt is everything
+  before the first assistant turn, the response everything after, and a
+  per-token ``response_mask`` marks each assistant turn's tokens (with its
+  end-of-turn), found by tokenizing the conversation's prefixes
+  (``assistant_spans``); the tokens of later user turns are context only;
+- ``{"text"}`` rows: ``tokenizer(text + eos)`` (EOS appended only when missing,
+  as TRL's SFT); the first token is the "prompt", so every other token is a target.
 
 Truncation (``data.truncation``) applies only to sequences longer than
 ``max_length``: ``keep_end_of_prompt`` drops the prompt's start down to
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.data import Row
+from harness.data import Row, check_weights
 from harness.errors import DataError, SpecError
 
 TRUNCATIONS = ("keep_end_of_prompt", "drop", "error")
@@ -32,10 +39,34 @@ TRUNCATIONS = ("keep_end_of_prompt", "drop", "error")
 
 @dataclass
 class Encoded:
-    """One SFT example: the model sees ``prompt_ids + response_ids`` and learns the response."""
+    """One SFT example: the model sees ``prompt_ids + response_ids`` and learns the response.
+
+    ``response_mask`` (same length as ``response_ids``, 1 = target) is set only
+    when some response tokens are context, e.g. the user turns between the
+    assistant turns of a conversation; None means every response token is a
+    target.  ``weight`` is the IW-SFT weight from the data (None otherwise).
+    """
 
     prompt_ids: list[int]
     response_ids: list[int]
+    source: str = ""
+    line: int = 0
+    response_mask: list[int] | None = None
+    weight: float | None = None
+
+    @property
+    def target_mask(self) -> list[int]:
+        """1 for each response token that is a target."""
+        return self.response_mask if self.response_mask is not None else [1] * len(self.response_ids)
+
+
+@dataclass
+class EncodedKTO:
+    """One KTO example: ``prompt_ids + completion_ids``, desirable when ``label`` is True."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    label: bool
     source: str = ""
     line: int = 0
 
@@ -141,16 +172,74 @@ def split_prompt_response(tokenizer, prompt, responses: list) -> tuple[list[int]
 
 
 def sft_prompt_response(data: dict) -> tuple[object, object]:
-    """The (prompt, response) of an SFT row.
+    """The (prompt, response) of a ``prompt``/``completion`` row, or of a conversation's last turn.
 
     For ``{"messages"}`` the prompt is every message before the last assistant
-    turn and the response is that last turn only.  (Training on every assistant
-    turn, ``method.assistant_turns: all``, is a later addition.)
+    turn and the response is that last turn only (``assistant_turns: last``).
     """
     if data.get("messages") is not None:
         messages = data["messages"]
         return messages[:-1], messages[-1:]
     return data["prompt"], data["completion"]
+
+
+def assistant_spans(tokenizer, messages: list[dict]) -> tuple[list[int], list[tuple[int, int]], bool]:
+    """The conversation's ids and the ``[start, end)`` token span of each assistant turn.
+
+    By incremental prefix tokenization, TRL's rule applied turn by turn: turn i
+    starts after ``template(messages[:i], add_generation_prompt=True)`` and ends
+    after ``template(messages[:i + 1])``, so its end-of-turn tokens are in the
+    span.  Both are measured as common prefixes with the full sequence; the
+    third value is True when one of them was not a token prefix of it.
+    """
+    full = chat_ids(tokenizer, messages, add_generation_prompt=False)
+    spans, mismatch = [], False
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = chat_ids(tokenizer, messages[:i], add_generation_prompt=True)
+        through = full if i == len(messages) - 1 else chat_ids(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        start, end = common_prefix_length(before, full), common_prefix_length(through, full)
+        mismatch |= start < len(before) or end < len(through)
+        spans.append((start, end))
+    return full, spans, mismatch
+
+
+def conversation_prompt_response(tokenizer, messages: list[dict]):
+    """``(prompt_ids, response_ids, response_mask, mismatch)`` training every assistant turn.
+
+    The prompt ends where the first assistant turn starts; ``response_mask`` is
+    1 on assistant-turn tokens, 0 on the turns between them, and None when
+    every response token is a target (a single assistant turn).
+    """
+    full, spans, mismatch = assistant_spans(tokenizer, messages)
+    k = spans[0][0]
+    mask = [0] * (len(full) - k)
+    for start, end in spans:
+        for j in range(max(start, k), end):
+            mask[j - k] = 1
+    return full[:k], full[k:], (None if all(mask) else mask), mismatch
+
+
+def text_prompt_response(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """A ``{"text"}`` row: ``tokenizer(text + eos)``; the first token is the prompt, the rest targets.
+
+    Continued pretraining trains on every token that has a predecessor, as
+    TRL's SFT does on its ``text`` field (it also appends a missing EOS).
+    """
+    ids = text_ids(tokenizer, with_eos(tokenizer, text))
+    return ids[:1], ids[1:]
+
+
+def _sft_ids(tokenizer, data: dict, assistant_turns: str):
+    """``(prompt_ids, response_ids, response_mask | None, mismatch)`` of one SFT row."""
+    if data.get("messages") is not None and assistant_turns == "all":
+        return conversation_prompt_response(tokenizer, data["messages"])
+    if data.get("messages") is None and data.get("text") is not None and data.get("prompt") is None:
+        return (*text_prompt_response(tokenizer, data["text"]), None, False)
+    prompt, response = sft_prompt_response(data)
+    prompt_ids, (response_ids,), mismatch = split_prompt_response(tokenizer, prompt, [response])
+    return prompt_ids, response_ids, None, mismatch
 
 
 # ------------------------------------------------------------------ truncation
@@ -210,27 +299,69 @@ def _limits(max_length: int, max_prompt_length: int | None, truncation: str) -> 
 # ------------------------------------------------------------------ public API
 
 
+def _row_weight(row: Row, weight_field: str | None) -> float | None:
+    return None if weight_field is None else float(row.data[weight_field])
+
+
+def _fit_mask(mask: list[int] | None, response: list[int]) -> list[int] | None:
+    """The response mask cut like its response (truncation only removes the end)."""
+    return None if mask is None else mask[: len(response)]
+
+
 def encode_sft(
     tokenizer,
     rows: list[Row],
     max_length: int,
     max_prompt_length: int | None = None,
     truncation: str = "keep_end_of_prompt",
+    assistant_turns: str = "all",
+    weight_field: str | None = None,
 ) -> tuple[list[Encoded], TokenStats]:
-    """Tokenize SFT rows (``messages`` or ``prompt``/``completion``) and truncate them.
+    """Tokenize SFT rows (``messages``, ``prompt``/``completion`` or ``text``) and truncate them.
 
-    Returns the kept examples (each ``len(prompt_ids) + len(response_ids) <= max_length``)
-    and the counts of rows, prefix mismatches, truncations and drops.
+    ``assistant_turns`` ("all" | "last") picks the targets of a conversation;
+    ``weight_field``, when given, is read into ``Encoded.weight`` (every row
+    must carry a finite number >= 0 there).  Returns the kept examples (each
+    ``len(prompt_ids) + len(response_ids) <= max_length``) and the counts of
+    rows, prefix mismatches, truncations and drops.
+    """
+    limits = _limits(max_length, max_prompt_length, truncation)
+    if weight_field is not None:
+        check_weights(rows, weight_field)
+    stats, out = TokenStats(rows=len(rows)), []
+    for row in rows:
+        prompt_ids, response_ids, mask, mismatch = _sft_ids(tokenizer, row.data, assistant_turns)
+        stats.prefix_mismatch += mismatch
+        fitted = _fit(prompt_ids, [response_ids], row, limits, truncation, stats)
+        if fitted is None:
+            continue
+        # The response starts with the first assistant turn, so a cut mask still has a target.
+        prompt_ids, (response_ids,) = fitted
+        mask = _fit_mask(mask, response_ids)
+        out.append(Encoded(prompt_ids, response_ids, row.source, row.line, mask, _row_weight(row, weight_field)))
+    return out, stats
+
+
+def encode_kto(
+    tokenizer,
+    rows: list[Row],
+    max_length: int,
+    max_prompt_length: int | None = None,
+    truncation: str = "keep_end_of_prompt",
+) -> tuple[list[EncodedKTO], TokenStats]:
+    """Tokenize KTO rows (``prompt``/``completion``/``label``; see ``harness.data.pairs_to_kto``).
+
+    Same rule and truncation as one SFT prompt/completion example.
     """
     limits = _limits(max_length, max_prompt_length, truncation)
     stats, out = TokenStats(rows=len(rows)), []
     for row in rows:
-        prompt, response = sft_prompt_response(row.data)
-        prompt_ids, (response_ids,), mismatch = split_prompt_response(tokenizer, prompt, [response])
+        data = row.data
+        prompt_ids, (completion_ids,), mismatch = split_prompt_response(tokenizer, data["prompt"], [data["completion"]])
         stats.prefix_mismatch += mismatch
-        fitted = _fit(prompt_ids, [response_ids], row, limits, truncation, stats)
+        fitted = _fit(prompt_ids, [completion_ids], row, limits, truncation, stats)
         if fitted is not None:
-            out.append(Encoded(fitted[0], fitted[1][0], row.source, row.line))
+            out.append(EncodedKTO(fitted[0], fitted[1][0], bool(data["label"]), row.source, row.line))
     return out, stats
 
 

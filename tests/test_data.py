@@ -25,7 +25,16 @@ PAIR_MSG = {
 EVAL = {"prompt": "2+2=", "answer": "4", "id": "q1"}
 EVAL_MSG = {"prompt": [{"role": "user", "content": "2+2?"}]}
 
-EXAMPLES = {"sft": [MSG_SFT, PC_SFT, PC_MSG_SFT], "pairs": [PAIR, PAIR_MSG], "eval": [EVAL, EVAL_MSG]}
+TEXT_SFT = {"text": "2+2=4"}
+KTO = {"prompt": "2+2=", "completion": "5", "label": False}
+KTO_MSG = {"prompt": PAIR_MSG["prompt"], "completion": PAIR_MSG["chosen"], "label": True}
+
+EXAMPLES = {
+    "sft": [MSG_SFT, PC_SFT, PC_MSG_SFT, TEXT_SFT],
+    "pairs": [PAIR, PAIR_MSG],
+    "kto": [KTO, KTO_MSG, PAIR],
+    "eval": [EVAL, EVAL_MSG],
+}
 
 
 def write_jsonl(path, rows):
@@ -53,7 +62,7 @@ def problems(tmp_path, rows, kind):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])
-@pytest.mark.parametrize("kind", ["sft", "pairs", "eval"])
+@pytest.mark.parametrize("kind", ["sft", "pairs", "kto", "eval"])
 def test_each_format_loads(tmp_path, fmt, kind):
     # Parquet needs one schema per file: write one row shape per file.
     for i, example in enumerate(EXAMPLES[kind]):
@@ -108,7 +117,26 @@ def test_missing_field(tmp_path):
         ({"messages": [{"role": "bot", "content": "a"}]}, "sft", "field 'messages[0]': unknown role 'bot'"),
         ({"messages": [{"role": "assistant"}]}, "sft", "field 'messages[0]': message without string content"),
         ({"messages": [{"role": "assistant", "content": ""}]}, "sft", "empty assistant response"),
-        ({"text": "a"}, "sft", "field 'messages': missing"),
+        ({"text": ""}, "sft", "field 'text': empty"),
+        ({"text": 3}, "sft", "field 'text': expected a string, got int"),
+        ({"answer": "a"}, "sft", "field 'messages': missing (or give 'prompt' and 'completion', or 'text')"),
+        ({"prompt": "a", "completion": "b", "label": "yes"}, "kto", "field 'label': expected true or false, got 'yes'"),
+        ({"prompt": "a", "completion": "b"}, "kto", "field 'label': missing"),
+        ({"chosen": "a", "rejected": "b"}, "pairs", "field 'prompt': missing (needed when 'chosen' is a string"),
+        (
+            {"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+             "rejected": [{"role": "user", "content": "z"}, {"role": "assistant", "content": "b"}]},
+            "pairs",
+            "field 'prompt': missing, and 'chosen'/'rejected' share no leading messages",
+        ),
+        (
+            {"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
+             "rejected": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                          {"role": "user", "content": "x"}, {"role": "assistant", "content": "d"}]},
+            "kto",
+            "field 'chosen[2]': role 'user' after the common prefix of 2 messages",
+        ),
         ({"prompt": "a", "answer": [1]}, "eval", "field 'answer': expected a string or number"),
         ({"answer": "1"}, "eval", "field 'prompt': missing"),
         (["not", "an", "object"], "eval", "expected a JSON object, got list"),
@@ -190,3 +218,64 @@ def test_toy_uri_goes_through_harness_toy(monkeypatch):
     assert fingerprint("toy://arith-pairs") == "fp-arith-pairs"
     with pytest.raises(DataError, match="toy://bad:2: field 'chosen': empty"):
         load_rows("toy://bad", "pairs")
+
+
+# ------------------------------------------------------------------ implicit prompts, KTO, weights
+
+U1, A1 = {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}
+U2 = {"role": "user", "content": "and 3+3?"}
+GOOD, BAD = {"role": "assistant", "content": "6"}, {"role": "assistant", "content": "7"}
+
+
+def test_implicit_prompt_is_the_common_message_prefix(tmp_path):
+    """HH-RLHF style: the shared first three messages are the prompt; the rest are the responses."""
+    hh = {"chosen": [U1, A1, U2, GOOD], "rejected": [U1, A1, U2, BAD], "source": "hh"}
+    path = write_jsonl(tmp_path / "hh.jsonl", [PAIR, hh])
+    for kind in ("pairs", "kto"):
+        rows = load_rows(path, kind)
+        assert rows[0].data == PAIR
+        assert rows[1].data == {"prompt": [U1, A1, U2], "chosen": [GOOD], "rejected": [BAD], "source": "hh"}
+        assert (rows[1].source, rows[1].line) == (path, 2)
+
+
+def test_identical_implicit_pair_keeps_its_last_turn_as_response(tmp_path):
+    """As TRL's extract_prompt: an identical pair still has a response (and is a droppable identical pair)."""
+    from harness.data import split_implicit_prompt
+
+    assert split_implicit_prompt({"chosen": [U1, A1], "rejected": [U1, A1]}) == {
+        "prompt": [U1], "chosen": [A1], "rejected": [A1]}
+    # Several assistant turns after the common prefix are allowed.
+    two = {"chosen": [U1, A1, GOOD], "rejected": [U1, BAD]}
+    assert split_implicit_prompt(two) == {"prompt": [U1], "chosen": [A1, GOOD], "rejected": [BAD]}
+
+
+def test_pairs_convert_to_kto_rows():
+    """chosen -> label true, rejected -> label false, in pair order, keeping source:line; KTO rows pass through."""
+    from harness.data import pairs_to_kto
+
+    rows = [Row("p.jsonl", 3, {**PAIR, "margin": 1.0}), Row("p.jsonl", 4, KTO)]
+    out = pairs_to_kto(rows)
+    assert [r.data for r in out] == [
+        {"prompt": "2+2=", "completion": "4", "label": True},
+        {"prompt": "2+2=", "completion": "5", "label": False},
+        KTO,
+    ]
+    assert [r.line for r in out] == [3, 3, 4]
+
+
+def test_weights_are_checked_row_by_row():
+    from harness.data import check_weights
+
+    rows = [Row("w.jsonl", i + 1, {**PC_SFT, **extra}) for i, extra in
+            enumerate([{"weight": 0.5}, {"weight": 2}, {}, {"weight": "1"}, {"weight": -1}, {"weight": True},
+                       {"weight": float("nan")}, {"w": 1.0}])]
+    check_weights(rows[:2], "weight")
+    with pytest.raises(DataError) as info:
+        check_weights(rows, "weight")
+    msg = str(info.value)
+    assert "6 invalid rows" in msg
+    assert "w.jsonl:3: field 'weight': missing" in msg
+    assert "w.jsonl:4: field 'weight': expected a finite number >= 0, got '1'" in msg
+    for line in (5, 6, 7):
+        assert f"w.jsonl:{line}: field 'weight': expected a finite number" in msg
+    check_weights(rows[7:], "w")

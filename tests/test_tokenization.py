@@ -109,12 +109,85 @@ def test_messages_follow_the_chat_template(tok, bos_tok, use_bos):
         assert stats == TokenStats(rows=1)
 
 
-def test_messages_train_on_the_last_assistant_turn(tok):
-    history = USER + ANSWER + [{"role": "user", "content": "hello"}]
-    (enc,), _ = encode_sft(tok, rows({"messages": history + WRONG}), max_length=512)
-    prompt_text = PROMPT_TEXT + ANSWER_TEXT + "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
-    assert enc.prompt_ids == raw(tok, prompt_text)
-    assert enc.response_ids == raw(tok, "The answer is 48.<|im_end|>\n")
+HELLO = [{"role": "user", "content": "hello"}]
+HELLO_TEXT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+WRONG_TEXT = "The answer is 48.<|im_end|>\n"
+
+
+def test_assistant_turns_last_trains_the_last_turn(tok):
+    (enc,), _ = encode_sft(tok, rows({"messages": USER + ANSWER + HELLO + WRONG}), 512, assistant_turns="last")
+    assert enc.prompt_ids == raw(tok, PROMPT_TEXT + ANSWER_TEXT + HELLO_TEXT)
+    assert enc.response_ids == raw(tok, WRONG_TEXT)
+    assert enc.response_mask is None
+
+
+def test_assistant_turns_all_masks_every_assistant_turn(tok):
+    """The prompt ends at the first assistant turn; each assistant turn (with its <|im_end|>\\n)
+    is a target and the user turn between them is context, written out by hand from ChatML."""
+    (enc,), stats = encode_sft(tok, rows({"messages": USER + ANSWER + HELLO + WRONG}), 512)
+    first, between, second = raw(tok, ANSWER_TEXT), raw(tok, HELLO_TEXT), raw(tok, WRONG_TEXT)
+    assert enc.prompt_ids == raw(tok, PROMPT_TEXT)
+    assert enc.response_ids == first + between + second
+    assert enc.response_mask == [1] * len(first) + [0] * len(between) + [1] * len(second)
+    assert stats == TokenStats(rows=1)
+    batch = collate_sft([enc], pad_id=0)
+    assert batch["loss_mask"][0].tolist() == [0] * len(enc.prompt_ids) + enc.response_mask
+    from harness.batches import target_count
+
+    assert target_count(enc) == len(first) + len(second)
+    # One assistant turn: the same tokens as before, no mask needed.
+    (single,), _ = encode_sft(tok, rows({"messages": USER + ANSWER}), 512)
+    assert (single.response_ids, single.response_mask) == (first, None)
+
+
+def test_truncation_cuts_the_mask_with_the_response(tok):
+    """Cutting the response's end cuts its mask: the first turn and two tokens of the user turn remain."""
+    long = {"messages": USER + ANSWER + HELLO + WRONG}
+    n_prompt, n_first = len(raw(tok, PROMPT_TEXT)), len(raw(tok, ANSWER_TEXT))
+    (enc,), stats = encode_sft(tok, rows(long), max_length=n_prompt + n_first + 2, max_prompt_length=n_prompt)
+    assert enc.response_mask == [1] * n_first + [0, 0]
+    assert len(enc.response_ids) == n_first + 2 and stats.truncated == 1
+
+
+def test_text_rows_train_on_every_token(tok, bos_tok):
+    """{"text"}: tokenizer(text + eos); the first token (BOS when the tokenizer adds one) is the only non-target."""
+    for t, bos in ((tok, []), (bos_tok, [bos_tok.bos_token_id])):
+        (enc,), _ = encode_sft(t, rows({"text": "hello world"}), max_length=512)
+        ids = bos + raw(t, "hello world") + [t.eos_token_id]
+        assert enc.prompt_ids == ids[:1] and enc.response_ids == ids[1:]
+        assert target_count_of(enc) == len(ids) - 1
+    (cut,), stats = encode_sft(tok, rows({"text": DIGITS * 3}), max_length=8)
+    assert cut.prompt_ids + cut.response_ids == raw(tok, DIGITS[:8]) and stats.truncated == 1
+
+
+def target_count_of(enc):
+    from harness.batches import target_count
+
+    return target_count(enc)
+
+
+def test_weights_are_carried(tok):
+    data = [{"prompt": "hello", "completion": " world", "weight": 0.25}, {"text": "hello", "weight": 3}]
+    encs, _ = encode_sft(tok, rows(*data), 512, weight_field="weight")
+    assert [e.weight for e in encs] == [0.25, 3.0]
+    assert encode_sft(tok, rows(*data), 512)[0][0].weight is None
+    with pytest.raises(DataError, match="mem.jsonl:1: field 'w': missing"):
+        encode_sft(tok, rows(*data), 512, weight_field="w")
+
+
+def test_kto_rows_encode_like_sft(tok):
+    from harness.data import pairs_to_kto
+    from harness.tokenization import EncodedKTO, encode_kto
+
+    kto_rows = pairs_to_kto(rows({"prompt": USER, "chosen": ANSWER, "rejected": WRONG},
+                                 {"prompt": "hello", "completion": " world", "label": False}))
+    encs, stats = encode_kto(tok, kto_rows, 512)
+    assert encs == [
+        EncodedKTO(raw(tok, PROMPT_TEXT), raw(tok, ANSWER_TEXT), True, "mem.jsonl", 1),
+        EncodedKTO(raw(tok, PROMPT_TEXT), raw(tok, WRONG_TEXT), False, "mem.jsonl", 1),
+        EncodedKTO(raw(tok, "hello"), raw(tok, " world") + [tok.eos_token_id], False, "mem.jsonl", 2),
+    ]
+    assert stats == TokenStats(rows=3)
 
 
 def test_pairs_of_messages_share_the_prompt(tok):
@@ -312,3 +385,41 @@ def test_sft_parity_with_trl(tok, bos_tok, use_bos, data):
     (enc,), _ = encode_sft(t, rows(data), max_length=512)
     assert enc.prompt_ids + enc.response_ids == expected["input_ids"]
     assert [-100] * len(enc.prompt_ids) + enc.response_ids == expected["labels"]
+
+
+GENERATION_CHATML = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}<|im_start|>assistant\n"
+    "{% generation %}{{ m['content'] }}<|im_end|>\n{% endgeneration %}"
+    "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_multi_turn_mask_parity_with_trl_assistant_only_loss():
+    """TRL's assistant_only_loss reads {% generation %} spans from the template; harness derives the
+    spans by prefix tokenization.  On a ChatML template whose generation spans are each assistant
+    turn's content + end-of-turn, both give the same targets."""
+    sft = pytest.importorskip("trl.trainer.sft_trainer")
+    t = build_tokenizer(bos=False)
+    t.chat_template = GENERATION_CHATML
+    data = {"messages": USER + ANSWER + HELLO + WRONG}
+    datasets = pytest.importorskip("datasets")
+    fake_self = types.SimpleNamespace(_tokenizer=t, completion_only_loss=True, chat_template=None)
+    args = types.SimpleNamespace(dataset_num_proc=None, max_length=None, truncation_mode="keep_end",
+                                 dataset_text_field="text", assistant_only_loss=True, shuffle_dataset=False)
+    expected = sft.SFTTrainer._prepare_dataset(
+        fake_self, datasets.Dataset.from_list([data]), t, args, False, None, "train")[0]
+    (enc,), _ = encode_sft(t, rows(data), max_length=512)
+    ids = enc.prompt_ids + enc.response_ids
+    assert ids == expected["input_ids"]
+    mask = [0] * len(enc.prompt_ids) + enc.response_mask
+    assert [i if m else -100 for i, m in zip(ids, mask)] == expected["labels"]
+
+
+@pytest.mark.parametrize("use_bos", [False, True])
+def test_text_parity_with_trl(tok, bos_tok, use_bos):
+    sft = pytest.importorskip("trl.trainer.sft_trainer")
+    t = bos_tok if use_bos else tok
+    expected = trl_prepare(sft.SFTTrainer, t, {"text": "hello world"}, False, None)
+    (enc,), _ = encode_sft(t, rows({"text": "hello world"}), max_length=512)
+    assert enc.prompt_ids + enc.response_ids == expected["input_ids"]
