@@ -1,9 +1,10 @@
-"""Data-quality filters (``data.filter.*``): identical pairs, exact duplicates, length bounds.
+"""Data-quality filters (``data.filter.*``): identical pairs, exact and near duplicates, length bounds.
 
 Each filter is a pure function returning the kept items and how many it
 dropped; the counts are logged as ``data/filtered_*`` so no row disappears
-silently.  Near-duplicate removal (MinHash / n-gram Jaccard) is not in this
-version and is refused before training.
+silently.  Near-duplicates are rows whose text (every prompt and response
+field, message contents joined) has a word-trigram Jaccard similarity of at
+least ``near_threshold`` with an earlier kept row (``harness.similarity``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 
 from harness.data import Row
-from harness.errors import HarnessError
+from harness.similarity import near_duplicate_positions
 
 RESPONSE_FIELDS = ("chosen", "rejected", "completion", "messages", "text")
 
@@ -23,7 +24,7 @@ def _canonical(value) -> str:
 
 def drop_identical_pairs(rows: list[Row]) -> tuple[list[Row], int]:
     """Pairs whose chosen and rejected are equal carry no preference signal."""
-    kept = [r for r in rows if _canonical(r.data["chosen"]) != _canonical(r.data["rejected"])]
+    kept = [r for r in rows if "chosen" not in r.data or _canonical(r.data["chosen"]) != _canonical(r.data["rejected"])]
     return kept, len(rows) - len(kept)
 
 
@@ -37,6 +38,25 @@ def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], int]:
             seen.add(digest)
             kept.append(row)
     return kept, len(rows) - len(kept)
+
+
+def _field_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(m.get("content", "") for m in value if isinstance(m, dict))
+    return ""
+
+
+def row_text(data: dict) -> str:
+    """The text of a row for similarity: prompt, then every response field, message contents joined."""
+    return "\n".join(_field_text(data.get(k)) for k in ("prompt", *RESPONSE_FIELDS) if data.get(k) is not None)
+
+
+def drop_near_duplicates(rows: list[Row], threshold: float) -> tuple[list[Row], int]:
+    """Keep the first of rows whose texts have word-trigram Jaccard >= ``threshold`` (exact duplicates too)."""
+    dropped = set(near_duplicate_positions((row_text(r.data) for r in rows), threshold))
+    return [r for i, r in enumerate(rows) if i not in dropped], len(dropped)
 
 
 def response_lengths(example) -> list[int]:
@@ -61,10 +81,10 @@ def within_length(examples: list, min_length: int | None, max_length: int | None
 def filter_rows(rows: list[Row], config, kind: str) -> tuple[list[Row], dict[str, int]]:
     """Apply the row-level filters of ``data.filter`` (before tokenization)."""
     counts = {}
-    if kind == "pairs" and config.drop_identical_pairs:
+    if kind in ("pairs", "kto") and config.drop_identical_pairs:
         rows, counts["data/filtered_identical_pairs"] = drop_identical_pairs(rows)
     if config.dedup == "exact":
         rows, counts["data/filtered_duplicates"] = drop_exact_duplicates(rows)
     elif config.dedup == "near":
-        raise HarnessError("data.filter.dedup: 'near' is not available in this version; use 'exact' or 'none'")
+        rows, counts["data/filtered_near_duplicates"] = drop_near_duplicates(rows, config.near_threshold)
     return rows, counts

@@ -27,8 +27,6 @@ def check_stage_settings(stage) -> None:
         raise HarnessError(f"method.name: {entry.name!r} is not available in this version (available: {available})")
     if stage.train.packing:
         raise HarnessError("train.packing: not available in this version; set it to false")
-    if stage.data.filter.dedup == "near":
-        raise HarnessError("data.filter.dedup: 'near' is not available in this version; use 'exact' or 'none'")
 
 
 def check_reward_model_stages(stages) -> None:

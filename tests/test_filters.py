@@ -1,12 +1,17 @@
-"""data.filter: identical pairs, exact duplicates and length bounds are dropped and counted."""
+"""data.filter: identical pairs, exact and near duplicates and length bounds are dropped and counted."""
 
 from __future__ import annotations
 
 import pytest
 
 from harness.data import Row
-from harness.errors import HarnessError
-from harness.filters import drop_exact_duplicates, drop_identical_pairs, filter_rows, within_length
+from harness.filters import (
+    drop_exact_duplicates,
+    drop_identical_pairs,
+    drop_near_duplicates,
+    filter_rows,
+    within_length,
+)
 from harness.spec import FilterSpec
 from harness.tokenization import Encoded, EncodedPair
 
@@ -42,5 +47,68 @@ def test_filter_rows_follows_the_spec():
     assert counts == {"data/filtered_identical_pairs": 1, "data/filtered_duplicates": 1}
     kept, counts = filter_rows(rows, FilterSpec(drop_identical_pairs=False), "pairs")
     assert len(kept) == 3 and counts == {}
-    with pytest.raises(HarnessError, match="near"):
-        filter_rows(rows, FilterSpec(dedup="near"), "pairs")
+    kept, counts = filter_rows(rows, FilterSpec(dedup="near"), "pairs")
+    assert [r.line for r in kept] == [2]
+    assert counts == {"data/filtered_identical_pairs": 1, "data/filtered_near_duplicates": 1}
+
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
+
+
+def test_near_duplicates_at_the_threshold_are_dropped():
+    """Eleven distinct words give 9 trigrams; changing the last word keeps 8 of them and adds 1:
+    Jaccard = 8 / (9 + 1) = 0.8 exactly, so the copy goes at threshold 0.8 and stays at 0.81."""
+    from harness.similarity import jaccard, shingles
+
+    base = " ".join(WORDS[:11])
+    edited = " ".join(WORDS[:10] + ["zulu"])
+    assert jaccard(shingles(base), shingles(edited)) == 0.8
+    other = " ".join(reversed(WORDS))
+    rows = [Row("f.jsonl", i + 1, {"text": t}) for i, t in enumerate([base, other, edited, base])]
+    kept, dropped = drop_near_duplicates(rows, 0.8)
+    assert [r.line for r in kept] == [1, 2] and dropped == 2
+    kept, dropped = drop_near_duplicates(rows, 0.81)
+    assert [r.line for r in kept] == [1, 2, 3] and dropped == 1  # the exact copy still goes
+
+
+def test_near_dedup_keeps_the_first_and_compares_with_kept_rows_only():
+    """21 words = 19 trigrams.  b changes a's last word, c also b's first:
+    J(a, b) = J(b, c) = 18/20 = 0.9 but J(a, c) = 17/21 < 0.85, so at 0.85 b goes and c stays."""
+    from harness.similarity import jaccard, shingles
+
+    a = [f"w{i}" for i in range(21)]
+    b = a[:-1] + ["zulu"]
+    c = ["yankee"] + b[1:]
+    a, b, c = (" ".join(x) for x in (a, b, c))
+    assert jaccard(shingles(a), shingles(b)) == jaccard(shingles(b), shingles(c)) == 0.9
+    assert jaccard(shingles(a), shingles(c)) == 17 / 21
+    rows = [Row("f.jsonl", i + 1, {"text": t}) for i, t in enumerate([a, b, c])]
+    kept, dropped = drop_near_duplicates(rows, 0.85)
+    assert [r.line for r in kept] == [1, 3] and dropped == 1
+
+
+def test_near_dedup_agrees_with_brute_force_on_toy_data():
+    """MinHash LSH only proposes candidates; the result equals an all-pairs exact-Jaccard scan."""
+    from harness.data import load_rows
+    from harness.filters import row_text
+    from harness.similarity import jaccard, shingles
+
+    rows = load_rows("toy://arith-pairs", "pairs")[:300]
+    sets = [shingles(row_text(r.data)) for r in rows]
+    expected, kept = [], []
+    for i, s in enumerate(sets):
+        if any(jaccard(s, sets[j]) >= 0.7 for j in kept):
+            expected.append(i)
+        else:
+            kept.append(i)
+    kept_rows, dropped = drop_near_duplicates(rows, 0.7)
+    assert dropped == len(expected) > 0
+    assert [r.line for r in kept_rows] == [rows[i].line for i in kept]
+
+
+def test_row_text_joins_prompt_and_responses():
+    from harness.filters import row_text
+
+    msg = [{"role": "user", "content": "hi"}]
+    assert row_text({"prompt": msg, "chosen": "a", "rejected": [{"role": "assistant", "content": "b"}]}) == "hi\na\nb"
+    assert row_text({"text": "t", "weight": 1}) == "t"

@@ -157,18 +157,18 @@ def test_dry_run_lists_trials(tmp_path, capsys):
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("problem", ["key", "data", "turns"])
+@pytest.mark.parametrize("problem", ["key", "data", "implicit"])
 def test_bad_input_fails_fast_without_traceback(tmp_path, capsys, problem):
     if problem == "key":
         spec = write_spec(tmp_path, train={"batch_sise": 4})
         needle = "batch_sise"
-    elif problem == "turns":
-        turns = [{"role": r, "content": c} for r, c in [("user", "hi"), ("assistant", "yo"), ("user", "1+1?"),
-                                                         ("assistant", "2")]]
-        data = tmp_path / "chat.jsonl"
-        data.write_text(json.dumps({"messages": turns[:2]}) + "\n" + json.dumps({"messages": turns}) + "\n")
-        spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "sft"}, data={"train": str(data)})
-        needle = f"{data}:2: field 'messages': several assistant turns"
+    elif problem == "implicit":
+        msgs = [[{"role": "user", "content": u}, {"role": "assistant", "content": a}] for u, a in [("hi", "yo"), ("ho", "ya")]]
+        data = tmp_path / "hh.jsonl"
+        data.write_text(json.dumps({"chosen": msgs[0], "rejected": msgs[0]}) + "\n"
+                        + json.dumps({"chosen": msgs[0], "rejected": msgs[1]}) + "\n")
+        spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "dpo"}, data={"train": str(data)})
+        needle = f"{data}:2: field 'prompt': missing, and 'chosen'/'rejected' share no leading messages"
     else:
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n')

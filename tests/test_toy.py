@@ -186,3 +186,20 @@ def test_micro_model_is_deterministic(tmp_path):
 def test_unknown_model_is_a_harness_error(tmp_path):
     with pytest.raises(HarnessError, match="tiny"):
         toy_model_path("huge", tmp_path)
+
+
+def test_verbose_pairs_are_both_correct_and_differ_in_length():
+    """verbose-pairs: chosen is padded-verbose, rejected concise, both verified correct; concise-pairs swaps them."""
+    from judges.verifiers import check_answer
+
+    verbose, concise = toy_dataset("verbose-pairs"), toy_dataset("concise-pairs")
+    assert len(verbose) == len(concise) == 3000
+    eval_keys = {pair_key(*operands(r["prompt"][0]["content"])) for r in toy_dataset("arith-eval")}
+    for v, c in zip(verbose, concise):
+        assert v["prompt"] == c["prompt"] and (v["chosen"], v["rejected"]) == (c["rejected"], c["chosen"])
+        question = v["prompt"][0]["content"]
+        assert pair_key(*operands(question)) not in eval_keys
+        right = str(solve(*operands(question)))
+        long_, short = v["chosen"][0]["content"], v["rejected"][0]["content"]
+        assert short == right and check_answer(long_, right)
+        assert len(long_) > 5 * len(short)

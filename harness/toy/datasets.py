@@ -31,7 +31,7 @@ CATEGORY_WEIGHTS = {
     "sub-2d2d": 0.15,
 }
 
-SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-eval": 1000}
+SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-eval": 1000, "verbose-pairs": 3000}
 
 TOY_DATASETS = {
     "arith-sft": "user asks 'What is a+b?' or 'a-b', assistant answers with the number",
@@ -42,7 +42,20 @@ TOY_DATASETS = {
     "safety-pairs": "pairs: chosen refuses a harmful prompt / answers a benign one",
     "chat-eval": "two-turn arithmetic chats (turns, reference) for mtbench-style judging",
     "code-eval": "30 small Python function tasks with HumanEval-style tests, for the code suite",
+    "verbose-pairs": "same prompts; both answers correct; chosen = padded-verbose, rejected = concise",
+    "concise-pairs": "toy://verbose-pairs with chosen and rejected swapped: the concise answer is chosen",
 }
+
+# Padded-verbose answers: filler around the result, which is always the last
+# number of the text, so the arith verifier scores them correct.
+VERBOSE_TEMPLATES = (
+    "Let me think about this carefully. The question asks for {a}{sym}{b}. Working it out step by step, "
+    "the answer is {r}.",
+    "Good question! To find {a}{sym}{b}, I {verb} the two numbers with care, and after checking my work "
+    "twice I am confident that the result is {r}.",
+    "Sure, happy to help with that. {a}{sym}{b} is a simple calculation once we {verb} the numbers, "
+    "so the final answer comes out to {r}.",
+)
 
 
 def category(op: str, a: int, b: int) -> str:
@@ -154,8 +167,37 @@ def eval_rows(seed: int) -> list[dict]:
     ]
 
 
-_BUILDERS = {"arith-sft": sft_rows, "arith-pairs": pair_rows, "arith-eval": eval_rows,
-             "code-eval": code_eval_rows}
+def verbose_answer(op: str, a: int, b: int, rng: random.Random) -> str:
+    """A correct answer padded with filler; its last number is the result."""
+    template = rng.choice(VERBOSE_TEMPLATES)
+    sym, verb = ("+", "add") if op == "add" else ("-", "subtract")
+    return template.format(a=a, b=b, sym=sym, verb=verb, r=solve(op, a, b))
+
+
+def length_pair_rows(seed: int, verbose_chosen: bool) -> list[dict]:
+    """Pairs of two correct answers, one concise (the number, as in arith-sft) and one padded-verbose.
+
+    ``verbose-pairs`` and ``concise-pairs`` hold the same items and texts, with
+    chosen and rejected swapped; items come from the training side of the split.
+    """
+    rng = random.Random(f"verbose-pairs:{seed}")
+    items = sample_items(SIZES["verbose-pairs"], rng, eval_side=False, unique=False)
+    rows = []
+    for it in items:
+        concise, verbose = str(solve(*it)), verbose_answer(*it, rng)
+        chosen, rejected = (verbose, concise) if verbose_chosen else (concise, verbose)
+        rows.append({"prompt": user(question(*it)), "chosen": assistant(chosen), "rejected": assistant(rejected)})
+    return rows
+
+
+_BUILDERS = {
+    "arith-sft": sft_rows,
+    "arith-pairs": pair_rows,
+    "arith-eval": eval_rows,
+    "code-eval": code_eval_rows,
+    "verbose-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=True),
+    "concise-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=False),
+}
 
 
 def toy_dataset(name: str, seed: int = 0) -> list[dict]:
