@@ -23,6 +23,7 @@ from harness.losses import (
     with_sft_weight,
 )
 from harness.methods import MethodEntry
+from harness.packing import packed_logits
 from harness.reward_model import forward_rm
 from harness.step_inputs import kl_pair_logps, kto_sequence_logps
 
@@ -71,9 +72,17 @@ def forward_method(model, method: MethodEntry, params: dict, examples: list, pad
     raise ValueError(f"batch kind {method.batch_kind!r} is not supported by the offline loop yet")
 
 
+def _sft_logits(model, batch: dict, capacity: int | None, pad_id: int) -> torch.Tensor:
+    """[B, T, V] logits; with ``capacity`` (train.packing) computed on packed rows, same layout."""
+    if capacity:
+        return packed_logits(model, batch["input_ids"], batch["attention_mask"], capacity, pad_id)
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
 def _forward_sft(model, method, params, examples, pad_id, device, with_entropy, extra):
     batch = _to(collate_sft(examples, pad_id, train_on_prompt=params["train_on_prompt"]), device)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # "packing_capacity" is not a method.* key: train_stage adds it when train.packing is on.
+    logits = _sft_logits(model, batch, params.get("packing_capacity"), pad_id)
     tlp = token_logps(logits, batch["input_ids"])
     mask = target_mask(batch["loss_mask"])
     kwargs = {"normalization": params["loss_normalization"], **extra}

@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default="results", help="toy models are built into RESULTS_DIR/cache")
     _common(p)
 
+    p = sub.add_parser("audit", help="audit preference data before training")
+    p.add_argument("data", help="pairs data: JSONL / JSON / Parquet path or toy://NAME")
+    p.add_argument("--model", default="toy://tiny", help="tokenizer to count tokens with (default toy://tiny)")
+    p.add_argument("--eval", default=None, help="held-out data to check for train/eval contamination")
+    p.add_argument("--near-threshold", type=float, default=0.8, help="word-trigram Jaccard for 'near' (0.8)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    _common(p)
+
     p = sub.add_parser("ui", help="the MLflow UI on the project's store, bound to 127.0.0.1")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
@@ -179,8 +187,19 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from harness.audit import audit_data, audit_tokenizer, format_table, to_json
+
+    if not 0 < args.near_threshold <= 1:
+        raise HarnessError(f"--near-threshold: must be in (0, 1], got {args.near_threshold}")
+    report = audit_data(args.data, audit_tokenizer(args.model), args.eval, args.near_threshold)
+    title = f"audit of {args.data} (tokenizer of {args.model}" + (f"; eval {args.eval})" if args.eval else ")")
+    print(to_json(report) if args.format == "json" else format_table(report, title))
+    return 0
+
+
 COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "judge": cmd_judge, "report": cmd_report, "ui": cmd_ui,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "audit": cmd_audit}
 
 
 def _quiet_libraries() -> None:

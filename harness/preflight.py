@@ -25,8 +25,6 @@ def check_stage_settings(stage) -> None:
     if not entry.implemented:
         available = sorted(n for n, m in METHODS.items() if m.implemented)
         raise HarnessError(f"method.name: {entry.name!r} is not available in this version (available: {available})")
-    if stage.train.packing:
-        raise HarnessError("train.packing: not available in this version; set it to false")
 
 
 def check_reward_model_stages(stages) -> None:

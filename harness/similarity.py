@@ -12,6 +12,7 @@ probability >= 1 - 1e-4.  Hash seeds are fixed, so results are deterministic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -29,6 +30,7 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 _rng = random.Random(20240611)
 _A = np.array([_rng.randrange(1, _PRIME) for _ in range(NUM_PERM)], dtype=np.uint64)
 _B = np.array([_rng.randrange(0, _PRIME) for _ in range(NUM_PERM)], dtype=np.uint64)
+_FOLD = np.array([_rng.randrange(1, 1 << 63) | 1 for _ in range(8)], dtype=np.uint64)
 
 
 def words(text: str) -> list[str]:
@@ -51,17 +53,30 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _shingle_hash(shingle: tuple[str, ...]) -> int:
     digest = hashlib.blake2b("\x1f".join(shingle).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % _PRIME
 
 
+def minhash_many(shingle_sets: list[frozenset]) -> np.ndarray:
+    """[N, NUM_PERM] uint64 signatures: row i, column k = min over shingles s of set i of
+    (a_k * h(s) + b_k) mod p; an empty set gets p everywhere.  One vectorized pass for all sets."""
+    out = np.full((len(shingle_sets), NUM_PERM), _PRIME, dtype=np.uint64)
+    sizes = np.array([len(s) for s in shingle_sets], dtype=np.int64)
+    if sizes.sum() == 0:
+        return out
+    x = np.fromiter((_shingle_hash(t) for s in shingle_sets for t in s), dtype=np.uint64, count=int(sizes.sum()))
+    values = (_A[:, None] * x[None, :] + _B[:, None]) % _PRIME  # [NUM_PERM, total shingles]
+    nonempty = sizes > 0
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[nonempty]
+    out[nonempty] = np.minimum.reduceat(values, starts, axis=1).T
+    return out
+
+
 def minhash(shingle_set: frozenset) -> np.ndarray:
-    """[NUM_PERM] uint64 signature: min over shingles of (a_k * h(s) + b_k) mod p for each k."""
-    if not shingle_set:
-        return np.full(NUM_PERM, _PRIME, dtype=np.uint64)
-    x = np.array([_shingle_hash(s) for s in shingle_set], dtype=np.uint64)
-    return ((_A[:, None] * x[None, :] + _B[:, None]) % _PRIME).min(axis=1)
+    """[NUM_PERM] signature of one set (see ``minhash_many``)."""
+    return minhash_many([shingle_set])[0]
 
 
 def band_rows(threshold: float) -> int:
@@ -79,25 +94,37 @@ class NearIndex:
     def __init__(self, threshold: float):
         self.threshold = threshold
         self.rows = band_rows(threshold)
-        self.buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+        self.buckets: dict[int, list[int]] = defaultdict(list)
         self.sets: list[frozenset] = []
 
-    def _keys(self, shingle_set: frozenset) -> list[tuple[int, bytes]]:
-        sig = minhash(shingle_set)
-        r = self.rows
-        return [(band, sig[band * r : (band + 1) * r].tobytes()) for band in range(NUM_PERM // r)]
+    def keys(self, shingle_set: frozenset) -> list[int]:
+        """The LSH bucket keys of one set (see ``keys_many``)."""
+        return self.keys_many([shingle_set])[0]
 
-    def add(self, shingle_set: frozenset) -> int:
-        """Index one set; returns its position."""
+    def keys_many(self, shingle_sets: list[frozenset]) -> list[list[int]]:
+        """One bucket key per LSH band and set: the band's r signature values folded into one integer.
+
+        Folding may merge two buckets (a spurious candidate, then rejected by the
+        exact Jaccard check), never split one.
+        """
+        if not shingle_sets:
+            return []
+        signatures = minhash_many(shingle_sets).reshape(len(shingle_sets), -1, self.rows)
+        folded = (signatures * _FOLD[: self.rows]).sum(axis=2)  # uint64 arithmetic wraps: a hash
+        return [[(band << 64) | v for band, v in enumerate(row)] for row in folded.tolist()]
+
+    def add(self, shingle_set: frozenset, keys: list[int] | None = None) -> int:
+        """Index one set (``keys`` from ``keys()`` if already computed); returns its position."""
         position = len(self.sets)
         self.sets.append(shingle_set)
-        for key in self._keys(shingle_set):
+        for key in keys if keys is not None else self.keys(shingle_set):
             self.buckets[key].append(position)
         return position
 
-    def matches(self, shingle_set: frozenset) -> list[tuple[int, float]]:
+    def matches(self, shingle_set: frozenset, keys: list[int] | None = None) -> list[tuple[int, float]]:
         """``(position, jaccard)`` of indexed sets at or above the threshold, by position."""
-        candidates = {p for key in self._keys(shingle_set) for p in self.buckets.get(key, ())}
+        keys = keys if keys is not None else self.keys(shingle_set)
+        candidates = {p for key in keys for p in self.buckets.get(key, ())}
         scored = ((p, jaccard(shingle_set, self.sets[p])) for p in sorted(candidates))
         return [(p, s) for p, s in scored if s >= self.threshold]
 
@@ -109,10 +136,10 @@ def near_duplicate_positions(texts: Iterable[str], threshold: float) -> list[int
     a !~ c drops b and keeps c.
     """
     index, dropped = NearIndex(threshold), []
-    for position, text in enumerate(texts):
-        s = shingles(text)
-        if index.matches(s):
+    sets = [shingles(t) for t in texts]
+    for position, (s, keys) in enumerate(zip(sets, index.keys_many(sets))):
+        if index.matches(s, keys):
             dropped.append(position)
         else:
-            index.add(s)
+            index.add(s, keys)
     return dropped

@@ -10,11 +10,12 @@ Reference log-prob statistics are cached under ``cache/reflogps/`` by
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from harness.audit import audit_metrics, audit_rows, to_json
 from harness.batches import forward_method, kto_reference_stats, reference_stats, step_denominator
 from harness.data import ROW_KINDS, fingerprint, load_rows, pairs_to_kto, take_fraction
 from harness.errors import HarnessError
@@ -44,6 +45,8 @@ class StageData:
     train: list
     eval: list
     stats: dict
+    rows: list = field(default_factory=list)  # the train rows after data.fraction, before data.filter
+    eval_rows: list = field(default_factory=list)
 
 
 def weight_field(stage) -> str | None:
@@ -77,17 +80,18 @@ def prepare_data(stage, tokenizer) -> StageData:
     kind = ROW_KINDS[METHODS[stage.method.name].batch_kind]
     d = stage.data
     encode = encoder(stage)
-    rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
-    rows, counts = filter_rows(rows, d.filter, kind)
+    raw_rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
+    rows, counts = filter_rows(raw_rows, d.filter, kind)
     examples, stats = encode(tokenizer, rows)
     examples, counts["data/filtered_length"] = within_length(examples, d.filter.min_length, d.filter.max_length)
     if not examples:
         raise HarnessError(f"data.train {d.train!r}: no examples left after filtering and truncation "
                            f"({stats.as_metrics() | counts})")
-    held_out = []
+    held_out, eval_rows = [], []
     if d.eval:
-        held_out, _ = encode(tokenizer, load_rows(d.eval, kind))
-    return StageData(examples, held_out, stats.as_metrics() | counts)
+        eval_rows = load_rows(d.eval, kind)
+        held_out, _ = encode(tokenizer, eval_rows)
+    return StageData(examples, held_out, stats.as_metrics() | counts, raw_rows, eval_rows)
 
 
 def data_fingerprint(stage) -> str:
@@ -235,14 +239,35 @@ def validation_fn(method, params, examples, pad_id, ref, batch_size: int, kl_ref
     return validate
 
 
+def log_audit(stage, data: StageData, log, log_text) -> None:
+    """A stage that trains on pairs logs the data audit: ``data/audit/*`` and ``audit.json``.
+
+    Pair and duplicate counts are of the rows before ``data.filter`` (what the
+    filters act on); token lengths are of the examples as trained.
+    """
+    if ROW_KINDS[METHODS[stage.method.name].batch_kind] != "pairs":
+        return
+    report = audit_rows(data.rows, data.train, data.stats["data/prefix_mismatch"],
+                        stage.data.filter.near_threshold, data.eval_rows if stage.data.eval else None)
+    log(audit_metrics(report), 0)
+    if log_text is not None:
+        log_text(to_json(report), "audit.json")
+
+
 def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,
-                progress: bool = True):
-    """Train one stage from ``input_path``; returns (model with adapter merged, tokenizer, result)."""
+                progress: bool = True, log_text=None):
+    """Train one stage from ``input_path``; returns (model with adapter merged, tokenizer, result).
+
+    ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact.
+    """
     method = METHODS[stage.method.name]
     params = stage.method.params
+    if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
+        params = {**params, "packing_capacity": stage.train.max_length}
     tokenizer = load_tokenizer(input_path)
     data = prepare_data(stage, tokenizer)
     log(data.stats, 0)
+    log_audit(stage, data, log, log_text)
     dtype, mixed = training_dtype(stage.train.precision, device().type == "cuda")
     if method.batch_kind == "rm":
         torch.manual_seed(stage.train.seed)  # the new scalar head

@@ -242,7 +242,8 @@ def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, inp
     ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
     model, tokenizer, result = train_stage(
         stage, path, input_key, ctx.cache_dir,
-        lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress)
+        lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
+        log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
     model = merged(model)
     if persist:
         save_checkpoint(model, tokenizer, out_dir / "model")

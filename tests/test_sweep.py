@@ -94,6 +94,12 @@ def test_sweep_run_tree_caching_and_rerun(tmp_path):
     rows = [json.loads(line) for line in local.read_text().splitlines()]
     assert len(rows) == 8 and {"id", "prompt", "output", "generation"} <= set(rows[0])
     assert rows[0]["generation"]["max_new_tokens"] == 4
+    # A stage that trains on pairs logs the data audit; an SFT stage does not.
+    dpo_stage = next(r for r in stages if r.data.tags["harness.stage"] == "dpo")
+    assert "audit.json" in {a.path for a in client.list_artifacts(dpo_stage.info.run_id)}
+    assert dpo_stage.data.metrics["data/audit/identical_pairs"] == 0
+    assert 0 <= dpo_stage.data.metrics["data/audit/chosen_longer"] <= 1
+    assert not any(k.startswith("data/audit/") for k in miss.data.metrics)
 
     # A second run trains nothing and adds no run.
     COUNTERS.clear()

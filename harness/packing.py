@@ -1,0 +1,118 @@
+"""``train.packing``: several SFT examples per row, attention blocked at example boundaries.
+
+A micro-batch is packed first-fit-decreasing into rows of at most
+``train.max_length`` tokens; position ids restart at 0 for each example.
+Restarting position ids alone does not isolate the examples under
+transformers 5 with eager or sdpa attention: its packed-sequence detection
+only runs when no attention mask and no KV cache are given, and Llama-style
+models create a cache by default (``use_cache``), so the examples would attend
+to each other (measured: logits differ by ~0.2 on a random Llama).  So the
+forward pass gets an explicit 4D block-diagonal causal mask, which both
+implementations take as-is (bool for sdpa; additive 0 / -inf for eager,
+which would otherwise add a bool mask to its scores).
+
+The logits are then scattered back to the unpacked ``[B, T, V]`` layout of
+``collate_sft``, so every loss, mask and metric downstream is unchanged and a
+packed step computes exactly what the unpacked step does; ``batch_size``
+still counts examples.  Packing saves the padding of the model's forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.errors import HarnessError
+
+SUPPORTED = ("sdpa", "eager")
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: example indices per row, each row's total length <= capacity.
+
+    Ties keep the original order, so packing is deterministic.
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if lengths[i] > capacity:
+            raise ValueError(f"example of {lengths[i]} tokens exceeds the packing capacity {capacity}")
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([])
+            room.append(capacity)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        room[slot] -= lengths[i]
+    return rows
+
+
+def pack(input_ids: torch.Tensor, lengths: list[int], capacity: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pack the rows of a right-padded ``[B, T]`` batch into ``[R, C]`` rows.
+
+    Returns ``input_ids`` and ``position_ids`` ``[R, C]``, ``segments`` ``[R, C]``
+    (example number within its row, -1 on padding) and ``source`` ``[B, T, 2]``:
+    the (row, column) of each unpacked position (padding points at (0, 0)).
+    """
+    layout = pack_rows(lengths, capacity)
+    width = max(sum(lengths[i] for i in row) for row in layout)
+    ids = torch.full((len(layout), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(layout), width), dtype=torch.long)
+    segments = torch.full((len(layout), width), -1, dtype=torch.long)
+    source = torch.zeros((*input_ids.shape, 2), dtype=torch.long)
+    for r, row in enumerate(layout):
+        offset = 0
+        for k, i in enumerate(row):
+            n = lengths[i]
+            ids[r, offset : offset + n] = input_ids[i, :n]
+            positions[r, offset : offset + n] = torch.arange(n)
+            segments[r, offset : offset + n] = k
+            source[i, :n, 0] = r
+            source[i, :n, 1] = torch.arange(offset, offset + n)
+            offset += n
+    return {"input_ids": ids, "position_ids": positions, "segments": segments, "source": source}
+
+
+def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """``[R, 1, C, C]`` bool: query q sees key k iff same example and k <= q.
+
+    A padding position sees only itself, so no softmax row is empty.
+    """
+    width = segments.shape[1]
+    causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=segments.device))
+    same = segments[:, :, None] == segments[:, None, :]
+    real = (segments >= 0)[:, :, None]
+    eye = torch.eye(width, dtype=torch.bool, device=segments.device)
+    return ((same & real & causal) | eye)[:, None]
+
+
+def _attention_implementation(model) -> str:
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    return getattr(inner.config, "_attn_implementation", None) or "eager"
+
+
+def mask_for(model, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The 4D mask in the form the model's attention takes: bool (sdpa) or additive (eager)."""
+    implementation = _attention_implementation(model)
+    if implementation not in SUPPORTED:
+        raise HarnessError(f"train.packing: checked for {' and '.join(SUPPORTED)} attention only; "
+                           f"this model uses {implementation!r} (set train.packing: false)")
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def packed_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, capacity: int, pad_id: int):
+    """Logits ``[B, T, V]`` of a right-padded batch, computed on packed rows.
+
+    Equal (up to float rounding) to ``model(input_ids, attention_mask).logits``
+    at every non-padding position; padding positions hold some other position's logits.
+    """
+    lengths = attention_mask.sum(-1).tolist()
+    packed = pack(input_ids.cpu(), lengths, capacity, pad_id)
+    device = input_ids.device
+    dtype = next(model.parameters()).dtype
+    mask = mask_for(model, block_causal_mask(packed["segments"]).to(device), dtype)
+    logits = model(input_ids=packed["input_ids"].to(device), position_ids=packed["position_ids"].to(device),
+                   attention_mask=mask, use_cache=False).logits
+    source = packed["source"].to(device)
+    return logits[source[..., 0], source[..., 1]]
