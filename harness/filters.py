@@ -29,10 +29,10 @@ def drop_identical_pairs(rows: list[Row]) -> tuple[list[Row], int]:
 
 
 def drop_exact_duplicates(rows: list[Row]) -> tuple[list[Row], int]:
-    """Keep the first of rows whose prompt and responses are identical."""
+    """Keep the first of rows whose prompt and responses (and KTO label) are identical."""
     seen, kept = set(), []
     for row in rows:
-        key = hashlib.sha256(_canonical({k: row.data.get(k) for k in ("prompt", *RESPONSE_FIELDS)}).encode())
+        key = hashlib.sha256(_canonical({k: row.data.get(k) for k in ("prompt", *RESPONSE_FIELDS, "label")}).encode())
         digest = key.hexdigest()
         if digest not in seen:
             seen.add(digest)

@@ -1,4 +1,5 @@
-"""Data quality as an ablation axis: ``ablate: {data.filter.dedup: [none, near]}`` expands and trains."""
+"""Data quality as an ablation axis: ``ablate: {data.filter.dedup: [none, near]}`` expands and trains
+(with train.packing on, which also runs the packed path through a real stage)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def test_dedup_ablation_expands_and_trains(tmp_path, capsys):
         "model": "toy://micro",
         "method": {"name": "sft"},
         "data": {"train": "toy://arith-sft", "fraction": 0.05},
-        "train": {"batch_size": 4, "max_length": 32, "max_steps": 1, "lr": 1e-3},
+        "train": {"batch_size": 4, "max_length": 32, "max_steps": 1, "lr": 1e-3, "packing": True},
         "ablate": {"data.filter.dedup": ["none", "near"]},
     }
     path = tmp_path / "spec.yaml"

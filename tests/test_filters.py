@@ -31,6 +31,10 @@ def test_exact_duplicates_keep_the_first():
     rows = [_pair(1, "a", "b"), _pair(2, "a", "b"), _pair(3, "a", "b", prompt="q"), _pair(4, "a", "b")]
     kept, dropped = drop_exact_duplicates(rows)
     assert [r.line for r in kept] == [1, 3] and dropped == 2
+    kto = [Row("k.jsonl", i + 1, {"prompt": "p", "completion": "a", "label": label})
+           for i, label in enumerate([True, False, True])]
+    kept, dropped = drop_exact_duplicates(kto)
+    assert [r.line for r in kept] == [1, 2] and dropped == 1  # opposite labels are not duplicates
 
 
 def test_length_bounds_apply_to_every_response():
