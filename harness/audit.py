@@ -164,8 +164,8 @@ def format_table(report: dict, title: str) -> str:
     lines = [
         ("pairs", f"{n}"),
         ("chosen / rejected tokens (mean)", f"{length['chosen_mean']:.1f} / {length['rejected_mean']:.1f}"),
-        ("chosen longer / shorter / equal", f"{length['chosen_longer']:.1%} / {length['rejected_longer']:.1%} / "
-                                            f"{length['equal']:.1%}"),
+        ("chosen longer / shorter / equal",
+         f"{length['chosen_longer']:.1%} / {length['rejected_longer']:.1%} / {length['equal']:.1%}"),
         ("identical pairs", f"{report['identical_pairs']}"),
         (f"near-identical pairs (J >= {t:g})", f"{report['near_identical_pairs']}"),
         ("prompt/template prefix mismatches", f"{report['prefix_mismatch']}"),
@@ -174,8 +174,8 @@ def format_table(report: dict, title: str) -> str:
     ]
     if "contamination" in report:
         c = report["contamination"]
-        lines.append((f"eval items contaminated (J >= {t:g})", f"{c['contaminated']} / {c['eval_rows']} "
-                                                               f"({c['share']:.1%})"))
+        share = f"{c['contaminated']} / {c['eval_rows']} ({c['share']:.1%})"
+        lines.append((f"eval items contaminated (J >= {t:g})", share))
     for field in ("prompt", "chosen", "rejected"):
         lines.append((f"{field} tokens P50 / P90 / P95 / max", _dist(report["tokens"][field])))
     width = max(len(k) for k, _ in lines)

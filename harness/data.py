@@ -223,8 +223,8 @@ def _check_implicit_pairs(data: dict) -> list[str]:
     """Implicit-prompt pairs: two message lists; what follows their common prefix is assistant turns."""
     strings = [f for f in ("chosen", "rejected") if isinstance(data.get(f), str)]
     if strings:
-        return [f"field 'prompt': missing (needed when '{strings[0]}' is a string; "
-                "only message lists carry an implicit prompt)"]
+        return [(f"field 'prompt': missing (needed when '{strings[0]}' is a string; "
+                 "only message lists carry an implicit prompt)")]
     problems = []
     for field in ("chosen", "rejected"):
         if not _present(data, field):
@@ -240,8 +240,8 @@ def _check_implicit_pairs(data: dict) -> list[str]:
         k = len(explicit["prompt"])
         for i, message in enumerate(explicit[field], start=k):
             if message["role"] != "assistant":
-                return [f"field '{field}[{i}]': role {message['role']!r} after the common prefix of "
-                        f"{k} messages (the responses of an implicit-prompt pair must be assistant turns)"]
+                return [(f"field '{field}[{i}]': role {message['role']!r} after the common prefix of "
+                         f"{k} messages (the responses of an implicit-prompt pair must be assistant turns)")]
     return []
 
 

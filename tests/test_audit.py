@@ -96,7 +96,7 @@ def test_length_bias_and_percentiles_by_hand():
 
 
 def test_cli_prints_a_table_and_json(tmp_path, capsys):
-    original, near_copy, near_identical, identical = planted()
+    original, near_copy, _, identical = planted()
     path = write_jsonl(tmp_path / "train.jsonl", clean_rows() + [original, near_copy, identical])
     assert main(["audit", path]) == 0
     table = capsys.readouterr().out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from harness.data import Row
 from harness.filters import (
     drop_exact_duplicates,
@@ -56,7 +54,8 @@ def test_filter_rows_follows_the_spec():
     assert counts == {"data/filtered_identical_pairs": 1, "data/filtered_near_duplicates": 1}
 
 
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+         "lima", "mike"]
 
 
 def test_near_duplicates_at_the_threshold_are_dropped():

@@ -66,7 +66,7 @@ def test_per_example_losses_with_packing_equal_those_without(micro, implementati
 
 def test_position_ids_alone_do_not_isolate_examples(micro):
     """Why the explicit mask: without it, the second example of a row attends to the first."""
-    path, tok, examples = micro
+    path, _, examples = micro
     model = load_model(path, torch.float64).eval()
     a, b = (torch.tensor([e.prompt_ids + e.response_ids]) for e in examples[:2])
     with torch.no_grad():

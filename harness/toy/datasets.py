@@ -49,12 +49,12 @@ TOY_DATASETS = {
 # Padded-verbose answers: filler around the result, which is always the last
 # number of the text, so the arith verifier scores them correct.
 VERBOSE_TEMPLATES = (
-    "Let me think about this carefully. The question asks for {a}{sym}{b}. Working it out step by step, "
-    "the answer is {r}.",
-    "Good question! To find {a}{sym}{b}, I {verb} the two numbers with care, and after checking my work "
-    "twice I am confident that the result is {r}.",
-    "Sure, happy to help with that. {a}{sym}{b} is a simple calculation once we {verb} the numbers, "
-    "so the final answer comes out to {r}.",
+    ("Let me think about this carefully. The question asks for {a}{sym}{b}. Working it out step by step, "
+     "the answer is {r}."),
+    ("Good question! To find {a}{sym}{b}, I {verb} the two numbers with care, and after checking my work "
+     "twice I am confident that the result is {r}."),
+    ("Sure, happy to help with that. {a}{sym}{b} is a simple calculation once we {verb} the numbers, "
+     "so the final answer comes out to {r}."),
 )
 
 
