@@ -79,8 +79,17 @@ def test_clean_data_is_not_flagged(tmp_path, tok):
 
 
 def test_toy_arith_eval_is_not_contaminated_and_verbose_pairs_are_length_biased(tok):
-    report = audit_data("toy://verbose-pairs", tok, "toy://arith-eval")
-    assert report["contamination"]["contaminated"] == 0 and report["identical_pairs"] == 0
+    """All 3000 verbose pairs against all 1000 eval prompts: no contamination; 400 of them tokenized."""
+    from harness.audit import audit_rows, contamination
+    from harness.data import load_rows
+    from harness.tokenization import encode_pairs
+
+    train, held_out = load_rows("toy://verbose-pairs", "pairs"), load_rows("toy://arith-eval", "eval")
+    assert contamination(train, held_out, 0.8)["contaminated"] == 0
+    assert contamination(train, train[:50], 0.8)["contaminated"] == 50  # and it does find copies
+    pairs, stats = encode_pairs(tok, train[:400], max_length=10**9)
+    report = audit_rows(train[:400], pairs, stats.prefix_mismatch, 0.8)
+    assert report["identical_pairs"] == report["near_identical_pairs"] == report["prefix_mismatch"] == 0
     assert report["length"]["chosen_longer"] == 1.0
     assert report["length"]["chosen_mean"] > 5 * report["length"]["rejected_mean"]
 
