@@ -345,12 +345,16 @@ def pairs_to_kto(rows: list[Row]) -> list[Row]:
 
 
 def weight_problems(row: Row, field: str) -> list[str]:
-    """Problems of an IW-SFT weight: ``row.data[field]`` must be a finite number >= 0."""
+    """Problems of an IW-SFT weight: ``row.data[field]`` must be a finite number > 0.
+
+    Zero is refused too: the loop self-normalizes log-weights over a step, and a
+    step of zero weights has no normalization (drop such rows from the file instead).
+    """
     value = row.data.get(field)
     if value is None:
         return [f"{row.where}: field '{field}': missing (method.weight_field names the per-row weight)"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return [f"{row.where}: field '{field}': expected a finite number >= 0, got {value!r}"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return [f"{row.where}: field '{field}': expected a finite number > 0, got {value!r}"]
     return []
 
 

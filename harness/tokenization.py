@@ -321,7 +321,7 @@ def encode_sft(
 
     ``assistant_turns`` ("all" | "last") picks the targets of a conversation;
     ``weight_field``, when given, is read into ``Encoded.weight`` (every row
-    must carry a finite number >= 0 there).  Returns the kept examples (each
+    must carry a finite number > 0 there).  Returns the kept examples (each
     ``len(prompt_ids) + len(response_ids) <= max_length``) and the counts of
     rows, prefix mismatches, truncations and drops.
     """

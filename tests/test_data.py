@@ -267,7 +267,7 @@ def test_weights_are_checked_row_by_row():
     from harness.data import check_weights
 
     rows = [Row("w.jsonl", i + 1, {**PC_SFT, **extra}) for i, extra in
-            enumerate([{"weight": 0.5}, {"weight": 2}, {}, {"weight": "1"}, {"weight": -1}, {"weight": True},
+            enumerate([{"weight": 0.5}, {"weight": 2}, {}, {"weight": "1"}, {"weight": 0}, {"weight": True},
                        {"weight": float("nan")}, {"w": 1.0}])]
     check_weights(rows[:2], "weight")
     with pytest.raises(DataError) as info:
@@ -275,7 +275,7 @@ def test_weights_are_checked_row_by_row():
     msg = str(info.value)
     assert "6 invalid rows" in msg
     assert "w.jsonl:3: field 'weight': missing" in msg
-    assert "w.jsonl:4: field 'weight': expected a finite number >= 0, got '1'" in msg
+    assert "w.jsonl:4: field 'weight': expected a finite number > 0, got '1'" in msg
     for line in (5, 6, 7):
         assert f"w.jsonl:{line}: field 'weight': expected a finite number" in msg
     check_weights(rows[7:], "w")
