@@ -91,7 +91,9 @@ def preflight(spec, trials) -> None:
         return loaded[(uri, kind)]
 
     for stage in stages:
-        kind = ROW_KINDS[METHODS[stage.method.name].batch_kind]
+        kind = ROW_KINDS.get(METHODS[stage.method.name].batch_kind)
+        if kind is None:
+            raise HarnessError(f"method.name: {stage.method.name!r} needs rows this version cannot read yet")
         field = weight_field(stage)
         for uri in filter(None, [stage.data.train, stage.data.eval]):
             rows = rows_of(uri, kind)
