@@ -129,9 +129,11 @@ def level_prompt_scores(g: Group, metric: str) -> dict[str, float] | None:
     None unless every run's scores reproduce its logged value of ``metric``.
     """
     per_run = []
-    for (_, row), prompts in zip(g.rows.iterrows(), g.prompts):
+    col = f"metrics.{metric}"
+    logged = g.rows[col].tolist() if col in g.rows.columns else [None] * len(g.rows)
+    for value, prompts in zip(logged, g.prompts):
         values = prompts.get(metric)
-        if values is None or not reproduces(values, row.get(f"metrics.{metric}")):
+        if values is None or not reproduces(values, value):
             return None
         per_run.append(values)
     if not per_run:

@@ -55,7 +55,10 @@ def runs_frame(client, experiments: list[str]) -> pd.DataFrame:
             record.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
             record.update({f"tags.{k}": v for k, v in run.data.tags.items()})
             records.append(record)
-    return pd.DataFrame.from_records(records)
+    df = pd.DataFrame.from_records(records)
+    # Plain object columns for text: pandas' arrow strings make every row access (iterrows) convert them.
+    text = [c for c in df.columns if not c.startswith("metrics.") and c not in ("start_time", "end_time")]
+    return df.astype({c: object for c in text})
 
 
 def column(df: pd.DataFrame, name: str) -> pd.Series:
