@@ -1,4 +1,4 @@
-"""First-batch losses and reward metrics against the pinned TRL 1.16 trainers.
+"""First-batch losses and reward metrics against the pinned TRL 1.16 trainers (DPO, CPO, Reward).
 
 The same rows, the same tiny model (toy://micro) and the same reference model
 (a perturbed copy, so margins are not 0) go through TRL's DPOTrainer /
@@ -143,3 +143,40 @@ def test_cpo_trainer_simpo_parity(world, tmp_path):
     ours_loss, ours = _harness(world, _string_rows(), "simpo", {"beta": beta, "gamma": gamma}, tmp_path)
     assert ours_loss == pytest.approx(theirs_loss, rel=REL)
     _assert_rewards(ours, theirs)
+
+
+def test_reward_trainer_parity(world, tmp_path):
+    """RewardTrainer's first-batch loss (margin field, centering) and accuracy/margin vs harness's rm."""
+    from harness.reward_model import load_reward_model
+
+    path, tok, _ = world
+    torch.manual_seed(3)
+    rm = load_reward_model(path, tok.pad_token_id)
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    rows = [{**r, "margin": 0.1 * i} for i, r in enumerate(_chat_rows())]
+    args = trl.RewardConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=len(rows), report_to=[],
+                            use_cpu=True, bf16=False, center_rewards_coefficient=0.05, seed=0, max_length=512)
+    trainer = trl.RewardTrainer(model=load_reward_model(str(tmp_path / "rm"), tok.pad_token_id), args=args,
+                                train_dataset=datasets.Dataset.from_list(rows), processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "margin" in batch
+    trainer.model.eval()
+    with torch.no_grad():
+        theirs_loss = float(trainer.compute_loss(trainer.model, batch))
+    theirs = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
+
+    file = tmp_path / "rm.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, _ = encode_pairs(tok, load_rows(str(file), "pairs"), 512)
+    ours_model = load_reward_model(str(tmp_path / "rm"), tok.pad_token_id).eval()
+    params = {**METHODS["rm"].params, "center_rewards_coefficient": 0.05}
+    margin = torch.tensor([r["margin"] for r in rows], dtype=torch.float64)
+    with torch.no_grad():
+        numerators, ours, _ = forward_method(ours_model, METHODS["rm"], params, examples, tok.pad_token_id, None,
+                                             "cpu", extra={"margin": margin})
+    # TRL centers on the batch mean of (r_c + r_r)^2 and averages the log-sigmoid term: the same mean.
+    assert float(numerators.mean()) == pytest.approx(theirs_loss, rel=REL)
+    assert float(ours["rewards/accuracy"]) == pytest.approx(theirs["accuracy"], rel=REL)
+    assert float(ours["rewards/margin"]) == pytest.approx(theirs["margin"], rel=REL, abs=1e-7)
+    assert float(ours["rewards/mean"]) == pytest.approx(theirs["mean_reward"], rel=REL, abs=1e-7)
