@@ -44,6 +44,9 @@ TOY_DATASETS = {
     "code-eval": "30 small Python function tasks with HumanEval-style tests, for the code suite",
     "verbose-pairs": "same prompts; both answers correct; chosen = padded-verbose, rejected = concise",
     "concise-pairs": "toy://verbose-pairs with chosen and rejected swapped: the concise answer is chosen",
+    # Planted-failure datasets for preference methods live in harness/toy/hedged.py.
+    "arith-sft-hedged": "arith-sft; 75% of sums end in a hedge: '42, I am 90% sure.'",
+    "arith-pairs-hedged": "pairs: chosen = the correct number, rejected = it plus that hedge",
 }
 
 # Padded-verbose answers: filler around the result, which is always the last
@@ -203,9 +206,12 @@ _BUILDERS = {
 def toy_dataset(name: str, seed: int = 0) -> list[dict]:
     """Rows of toy dataset ``name`` (a key of TOY_DATASETS), deterministic in ``seed``."""
     from harness.toy.judge_data import BUILDERS as JUDGE_BUILDERS  # judging-suite data
+    from harness.toy.hedged import BUILDERS as HEDGED_BUILDERS  # planted-failure data
 
     if name in JUDGE_BUILDERS:
         return JUDGE_BUILDERS[name](seed)
+    if name in HEDGED_BUILDERS:
+        return HEDGED_BUILDERS[name](seed)
     if name not in _BUILDERS:
         from harness.errors import HarnessError
 
