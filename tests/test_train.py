@@ -168,6 +168,7 @@ def test_two_gloo_processes_match_one_process(micro, tmp_path):
     step-wide token normalization are all exercised.
     """
     import os
+    import socket
     import subprocess
     import sys
 
@@ -176,8 +177,11 @@ def test_two_gloo_processes_match_one_process(micro, tmp_path):
     for procs in (1, 2):
         out = tmp_path / f"p{procs}.pt"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+        with socket.socket() as probe:  # a free port: a fixed one collides with concurrent test runs
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-               "--master_port", str(29500 + procs), str(Path(__file__).parent / "ddp_worker.py"), path, str(out)]
+               "--master_port", str(port), str(Path(__file__).parent / "ddp_worker.py"), path, str(out)]
         subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
         outputs[procs] = torch.load(out)
     assert outputs[1]["loss"] == pytest.approx(outputs[2]["loss"], rel=1e-9)
