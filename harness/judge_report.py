@@ -52,6 +52,43 @@ def suite_rows(results: dict, suite: str) -> list[dict]:
     return rows
 
 
+RANKING_BASELINE = "baseline"
+
+
+def pairwise_comparisons(results: dict) -> list:
+    """Every generator's judged pairwise prompts as Bradley-Terry comparisons against the baseline.
+
+    Error prompts carry no outcome and are left out (they are counted in ``errors``)."""
+    from judges.rankings import Comparison
+
+    return [Comparison(generator, RANKING_BASELINE, row["score"])
+            for generator, plan in results.items() if "pairwise" in plan
+            for row in plan["pairwise"].judgments if row.get("score") is not None]
+
+
+def add_pairwise_ratings(results: dict, *, n_bootstrap: int = 200, seed: int = 0) -> list:
+    """Bradley-Terry ratings on the Elo scale with 95% bootstrap CIs (judges.rankings.bt_ratings),
+    written into each generator's pairwise metrics as ``elo``, ``elo_ci_low``, ``elo_ci_high``.
+
+    Returns the ratings, best first, the baseline included."""
+    from judges.rankings import bt_ratings
+
+    comparisons = pairwise_comparisons(results)
+    if not comparisons:
+        return []
+    ratings = bt_ratings(comparisons, n_bootstrap=n_bootstrap, seed=seed, elo=True)
+    for rating in ratings:
+        if rating.model in results:
+            results[rating.model]["pairwise"].metrics.update(
+                elo=rating.score, elo_ci_low=rating.ci_low, elo_ci_high=rating.ci_high)
+    return ratings
+
+
+def ratings_table(ratings: list) -> str:
+    rows = [{"model": r.model, "elo": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high} for r in ratings]
+    return table(rows, "[pairwise ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI]")
+
+
 def results_json(results: dict, suites: list[str]):
     if len(suites) == 1:
         return suite_rows(results, suites[0])
@@ -74,11 +111,14 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def print_results(results: dict, suites: list[str], fmt: str) -> None:
+def print_results(results: dict, suites: list[str], fmt: str, ratings: list | None = None) -> None:
     if fmt == "json":
         print(json.dumps(results_json(results, suites), indent=2))
         return
-    print("\n\n".join(table(suite_rows(results, s), f"[{s}]") for s in suites))
+    tables = [table(suite_rows(results, s), f"[{s}]") for s in suites]
+    if ratings:
+        tables.append(ratings_table(ratings))
+    print("\n\n".join(tables))
 
 
 # ---------------------------------------------------------------- MLflow

@@ -232,7 +232,7 @@ def joint_lc(results: dict, length) -> None:
 
 
 def cmd_judge(args) -> int:
-    from harness.judge_report import print_results, track_results
+    from harness.judge_report import add_pairwise_ratings, print_results, track_results
 
     cache_dir = Path(args.results_dir).resolve() / "cache"
     if args.annotations:
@@ -249,7 +249,8 @@ def cmd_judge(args) -> int:
     results, provenance = judge_all(candidates, suites, eval_cfg, judge_spec, args.baseline, cache_dir, length)
     if "alpaca" in suites and len(results) > 1:
         joint_lc(results, length)
-    print_results(results, suites, args.format)
+    ratings = add_pairwise_ratings(results) if "pairwise" in suites else []
+    print_results(results, suites, args.format, ratings)
     if not args.no_track:
         track_results(args, results, provenance, judge_spec, eval_cfg)
     return 0

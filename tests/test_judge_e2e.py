@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -47,6 +48,38 @@ def test_pairwise_json_shape_and_counts(tmp_path, capsys):
     # Verdicts naming position A: the 2 wins in candidate-first order; ties name neither.
     assert row["first_position_rate"] == 2 / (2 * 6)
     assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_pairwise_ranking_of_several_generators(tmp_path, capsys):
+    """Two generators against one baseline: the Bradley-Terry/Elo table ranks them by their verdicts.
+
+    Known verdicts (unbiased rubric judge, both orders agree): "strong" (right on 0-3) scores
+    [.5, .5, 1, 1, .5, .5] against the baseline (right on 0-1), "weak" (right on 0-2) scores
+    [.5, .5, 1, .5, .5, .5].  The logged ratings must be bt_ratings of exactly those comparisons.
+    """
+    from judges.rankings import Comparison, bt_ratings
+
+    strong = outputs_file(tmp_path / "strong.jsonl", "strong", {0, 1, 2, 3})
+    weak = outputs_file(tmp_path / "weak.jsonl", "weak", {0, 1, 2})
+    base = outputs_file(tmp_path / "base.json", "base", {0, 1})
+    results_dir = tmp_path / "results"
+    code = main(["judge", "--outputs", str(strong), str(weak), "--baseline", str(base), "--suite", "pairwise",
+                 "--results-dir", str(results_dir)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[pairwise ranking: Bradley-Terry" in out
+    scores = {"strong": [.5, .5, 1, 1, .5, .5], "weak": [.5, .5, 1, .5, .5, .5]}
+    expected = {r.model: r for r in bt_ratings(
+        [Comparison(g, "baseline", s) for g, ss in scores.items() for s in ss], elo=True)}
+    assert expected["strong"].score > expected["weak"].score > expected["baseline"].score
+    ranking = [line.split()[0] for line in out.split("[pairwise ranking")[1].splitlines()[2:] if line.strip()]
+    assert ranking == ["strong", "weak", "baseline"]
+    client = MlflowClient(f"sqlite:///{results_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("judge").experiment_id])
+    logged = {r.data.tags["harness.generator"]: r.data.metrics for r in runs}
+    for generator in scores:
+        assert logged[generator]["eval/pairwise/elo"] == pytest.approx(expected[generator].score, rel=1e-9)
+        assert logged[generator]["eval/pairwise/elo_ci_low"] <= logged[generator]["eval/pairwise/elo"]
 
 
 def test_annotations_rescored_in_percent(tmp_path, capsys):
