@@ -302,3 +302,28 @@ def test_ui_binds_localhost_and_prints_its_url(tmp_path, capsys, monkeypatch):
     assert cmd[cmd.index("--backend-store-uri") + 1] == uri and cmd[cmd.index("--port") + 1] == "5123"
     assert cmd[cmd.index("--workers") + 1] == "1"
     assert "http://127.0.0.1:5123" in capsys.readouterr().out
+
+
+def test_judge_metric_figures_are_drawn(tmp_path):
+    """Runs carrying judge metrics get the reward/KL frontier, raw-vs-LC and pass@k-over-k figures."""
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
+    client = MlflowClient(store.tracking_uri)
+    exp_id = client.create_experiment("judged", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, run_name="sweep-j", tags={"harness.sweep_id": "j"}).info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"name": "judged", "ablate": {"method.beta": [0.1, 0.5]}, "seeds": [0]}
+        (Path(tmp) / "resolved_spec.yaml").write_text(yaml.safe_dump(spec))
+        client.log_artifact(parent, str(Path(tmp) / "resolved_spec.yaml"))
+    for beta, win, lc, kl in [(0.1, 0.7, 0.6, 0.4), (0.5, 0.6, 0.58, 0.1)]:
+        run_id = _trial(client, exp_id, parent, f"beta{beta}-seed0", {"method.beta": str(beta), "train.seed": "0"})
+        _metrics(client, run_id, {"eval/alpaca/win_rate": win, "eval/alpaca/lc_win_rate": lc, "eval/alpaca/kl": kl,
+                                  "eval/arith/pass_at_1": 0.3, "eval/arith/pass_at_4": 0.5})
+        client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    out = tmp_path / "out"
+    write_report(store, ["judged"], out, "all")
+    pngs = {p.stem for p in (out / "plots").glob("*.png")}
+    assert {"frontier-win_rate-kl", "alpaca-raw-vs-lc", "pass_at_k-arith"} <= pngs
+    page = (out / "report.html").read_text()
+    for name in ("frontier-win_rate-kl", "alpaca-raw-vs-lc", "pass_at_k-arith"):
+        assert f'<figure id="{name}">' in page
