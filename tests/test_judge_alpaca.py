@@ -2,31 +2,21 @@
 
 import pytest
 
-from harness.data import load_rows
 from judges.alpaca import alpaca_judge, coin_order
 from judges.client import JudgeClient
 from judges.server import serve_in_background
 from judges.toy_judge import make_responder
+from tests.judge_fixtures import arith_items
 
 
 def _client(url, tmp_path):
     return JudgeClient(url, "judge", concurrency=8, cache_dir=tmp_path / "cache", backoff_s=0.001)
 
 
-@pytest.fixture(scope="module")
-def toy_url():
-    with serve_in_background(make_responder()) as server:
-        yield server.base_url
-
-
-def _arith(n):
-    return [(r.data["prompt"][0]["content"], int(r.data["answer"]))
-            for r in load_rows("toy://arith-eval", "eval")[:n]]
-
 
 def test_alpaca_weighted_preference_both_orders_and_coin(toy_url, tmp_path):
     items = [{"id": k, "instruction": q, "output": str(a if k < 6 else a + 1), "baseline": str(a + 2)}
-             for k, (q, a) in enumerate(_arith(10))]
+             for k, (q, a) in enumerate(arith_items(10))]
     judged = alpaca_judge(_client(toy_url, tmp_path), items, n_bootstrap=20)
     # The toy judge gives the right output probability 0.9 in either order: 6 rows 0.9, 4 rows 0.5 (both wrong).
     assert judged.metrics["win_rate"] == pytest.approx((6 * 0.9 + 4 * 0.5) / 10)
@@ -46,7 +36,7 @@ def test_padding_gains_raw_win_rate_but_not_lc(tmp_path):
     GLM's intercept is pinned by the Δ = 0 rows (labels 0.5): LC = σ(θ) = 0.5.
     """
     items = []
-    for k, (q, a) in enumerate(_arith(60)):
+    for k, (q, a) in enumerate(arith_items(60)):
         pad = " I double-checked this carefully, step by step." if k % 2 else ""
         items.append({"id": k, "instruction": q, "output": f"{a}.{pad}", "baseline": f"{a}."})
     with serve_in_background(make_responder(verbosity_bias=0.6, seed=2)) as server:
