@@ -149,7 +149,10 @@ def _format(value: Any) -> str:
 
 def _label(key: str, value: Any) -> str:
     last = key.split(".")[-1]
-    text = _format(value) if last == "name" else last + _format(value)  # method.name=dpo -> "dpo"
+    if isinstance(value, dict):  # method={name: dpo, beta: 0.5} -> "dpo_beta0.5"
+        text = "_".join(_label(k, v) for k, v in value.items())
+    else:
+        text = _format(value) if last == "name" else last + _format(value)  # method.name=dpo -> "dpo"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
 
 

@@ -88,6 +88,13 @@ def test_method_name_ablation_reads_as_the_method(tmp_path):
     assert [t.stages[0].reduction for t in trials] == ["sum", "mean"]
 
 
+def test_mapping_ablation_names_each_entry(tmp_path):
+    methods = [{"name": "dpo", "beta": 0.1, "sft_weight": 1.0}, {"name": "simpo", "beta": 2.0}]
+    trials = expand_trials(load(tmp_path, ablate={"method": methods}), fp)
+    assert [t.name for t in trials] == ["dpo_beta0.1_sft_weight1.0-seed0", "simpo_beta2.0-seed0"]
+    assert [t.stages[0].method.params["beta"] for t in trials] == [0.1, 2.0]
+
+
 def test_an_invalid_combination_names_the_trial(tmp_path):
     """Each value is valid alone (checked at load); the product can still hold an impossible pair."""
     spec = load(
