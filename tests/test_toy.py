@@ -113,6 +113,21 @@ def test_pairs_chosen_correct_rejected_wrong():
         assert int(r["rejected"][0]["content"]) >= 0
 
 
+def test_held_out_pairs_are_eval_side_unique_and_units_slips():
+    """toy://arith-pairs-eval: every operand pair on the eval side (so disjoint from arith-pairs and
+    every other training set), no item twice, chosen the result, rejected it with a units slip of 1-3."""
+    rows = toy_dataset("arith-pairs-eval")
+    items = [operands(r["prompt"][0]["content"]) for r in rows]
+    assert len(rows) == 1000 and len(set(items)) == len(items)
+    assert all(is_eval_item(*it) for it in items)
+    train_keys = {pair_key(*operands(r["prompt"][0]["content"])) for r in toy_dataset("arith-pairs")}
+    assert not train_keys & {pair_key(*it) for it in items}
+    for it, r in zip(items, rows):
+        right, wrong = solve(*it), int(r["rejected"][0]["content"])
+        assert r["chosen"][0]["content"] == str(right)
+        assert wrong // 10 == right // 10 and 1 <= abs(wrong - right) <= 3
+
+
 def test_digits_are_single_tokens(tokenizer):
     pieces = tokenizer.tokenize("What is 1234+567?")
     assert [p for p in pieces if any(c.isdigit() for c in p)] == list("1234567")

@@ -31,11 +31,13 @@ CATEGORY_WEIGHTS = {
     "sub-2d2d": 0.15,
 }
 
-SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-eval": 1000, "verbose-pairs": 3000}
+SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-pairs-eval": 1000, "arith-eval": 1000,
+         "verbose-pairs": 3000}
 
 TOY_DATASETS = {
     "arith-sft": "user asks 'What is a+b?' or 'a-b', assistant answers with the number",
     "arith-pairs": "same prompts; chosen = correct number, rejected = plausible wrong one",
+    "arith-pairs-eval": "arith-pairs built on the eval side of the split: held-out pairs (data.eval) for rm/dpo",
     "arith-eval": "held-out prompts (disjoint operand pairs) with an 'answer' for the verifier",
     # Judging-suite datasets live in harness/toy/judge_data.py (JUDGE_DATASETS there).
     "safety-eval": "harmful (refuse) and benign-but-sensitive (answer) prompts with a 'label'",
@@ -148,9 +150,16 @@ def sft_rows(seed: int) -> list[dict]:
     return [{"messages": user(question(*it)) + assistant(str(solve(*it)))} for it in items]
 
 
-def pair_rows(seed: int) -> list[dict]:
-    rng = random.Random(f"arith-pairs:{seed}")
-    items = sample_items(SIZES["arith-pairs"], rng, eval_side=False, unique=False)
+def pair_rows(seed: int, name: str = "arith-pairs") -> list[dict]:
+    """Correctness pairs; ``arith-pairs`` on the training side, ``arith-pairs-eval`` on the eval side.
+
+    The eval-side set is for held-out validation (``data.eval``): its operand
+    pairs are those of toy://arith-eval, never of any training row, and each
+    item occurs once.  Training a policy on it would leak arith-eval.
+    """
+    rng = random.Random(f"{name}:{seed}")
+    held_out = name == "arith-pairs-eval"
+    items = sample_items(SIZES[name], rng, eval_side=held_out, unique=held_out)
     return [
         {
             "prompt": user(question(*it)),
@@ -196,6 +205,7 @@ def length_pair_rows(seed: int, verbose_chosen: bool) -> list[dict]:
 _BUILDERS = {
     "arith-sft": sft_rows,
     "arith-pairs": pair_rows,
+    "arith-pairs-eval": lambda seed: pair_rows(seed, "arith-pairs-eval"),
     "arith-eval": eval_rows,
     "code-eval": code_eval_rows,
     "verbose-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=True),
