@@ -17,6 +17,29 @@ from harness.errors import HarnessError
 from harness.losses import pool_rewards
 
 
+def check_reward_model(path: str, what: str) -> None:
+    """Raise a HarnessError naming ``what`` unless ``path`` holds a reward model.
+
+    A reward model is a checkpoint saved by an ``rm`` stage (``harness_pooling``
+    in its config) or any one-label ``*ForSequenceClassification`` model.  A
+    plain LM would load too, with a fresh random head, so it is refused here.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{what}: {path!r}: cannot read a model config ({exc})") from exc
+    architectures = list(getattr(config, "architectures", None) or [])
+    if getattr(config, "harness_pooling", None) is not None:
+        return
+    if any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels == 1:
+        return
+    raise HarnessError(f"{what}: {path!r} is not a reward-model checkpoint (its config has architectures "
+                       f"{architectures}, num_labels {config.num_labels} and no harness_pooling); give a "
+                       "directory saved by an rm stage or a one-label *ForSequenceClassification model")
+
+
 def load_reward_model(path: str, pad_id: int, dtype: torch.dtype = torch.float32, pooling: str | None = None):
     """A one-output sequence-classification model from ``path`` (an LM or a saved RM).
 

@@ -143,7 +143,7 @@ class EvalSpec(_Model):
 class JudgeSpec(_Model):
     base_url: str | None = Field(None, description="null: the embedded toy judge")
     model: str | None = None
-    backend: Literal["openai", "vllm"] = "openai"
+    backend: Literal["openai", "vllm", "reward_model"] = "openai"
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: PosInt = 8
     max_retries: NonNegInt = 4
@@ -402,8 +402,11 @@ def rule_problems(spec: Spec) -> list[Problem]:
         out += _stage_rules("", spec.method, spec.data, spec.train, spec.eval)
     else:
         out += _stages_rules(spec.stages)
-    if spec.judge.backend == "vllm" and spec.judge.model is None:
-        out.append(Problem("judge.model", "required when judge.backend is vllm"))
+    if spec.judge.backend in ("vllm", "reward_model") and spec.judge.model is None:
+        out.append(Problem("judge.model", f"required when judge.backend is {spec.judge.backend}"))
+    if spec.judge.backend == "reward_model" and spec.judge.base_url is not None:
+        out.append(Problem("judge.base_url", "must be null when judge.backend is reward_model (harness serves "
+                                             "the reward model itself)"))
     return out
 
 

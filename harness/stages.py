@@ -30,7 +30,7 @@ from harness.models import (
     resolve_model_path,
     training_dtype,
 )
-from harness.reward_model import load_reward_model, score_responses
+from harness.reward_model import check_reward_model, load_reward_model, score_responses
 from harness.step_inputs import StepState, kl_pair_logps, step_inputs, step_kl_pairs
 from harness.tokenization import encode_kto, encode_pairs, encode_sft
 from harness.train import COUNTERS, TrainConfig, step_batches, train
@@ -189,6 +189,7 @@ def example_log_weights(stage, tokenizer, examples: list, cache_dir: Path) -> to
     if params.get("reward_model") is None:
         return torch.tensor([ex.weight for ex in examples], dtype=torch.float64).log()
     path = resolve_model_path(params["reward_model"], cache_dir)
+    check_reward_model(path, "method.reward_model")
     if load_tokenizer(path).get_vocab() != tokenizer.get_vocab():
         raise HarnessError(f"method.reward_model: {params['reward_model']!r} has a different tokenizer than the "
                            "policy; an IW-SFT reward model must share the policy's tokenizer")

@@ -2,9 +2,11 @@
 
 - ``judge.base_url`` set (backend openai): that endpoint (OpenAI, ``vllm serve``, ``harness serve``);
 - ``judge.base_url`` null, backend openai: the embedded toy judge, served in a background thread;
-- ``judge.backend: vllm``: ``vllm serve judge.model`` as a child process (``judges.vllm_backend``).
+- ``judge.backend: vllm``: ``vllm serve judge.model`` as a child process (``judges.vllm_backend``);
+- ``judge.backend: reward_model``: the reward model at ``judge.model`` (a saved ``rm`` stage), served
+  in a background thread (``judges.reward_judge``).
 
-The last two listen on a fresh port each run, so their replies are cached under
+The last three listen on a fresh port each run, so their replies are cached under
 a stable identity (``cache_identity``) instead of the URL.
 """
 
@@ -25,15 +27,23 @@ def cache_identity(judge_spec, base_url: str) -> str:
     """What stands for the endpoint in cache keys: the URL, or a stable name for servers harness starts.
 
     The embedded toy judge is named with a hash of its rubric's source, so a changed rubric
-    never answers from replies of the old one.
+    never answers from replies of the old one; a reward-model judge by the content of its
+    checkpoint (``harness.models.model_identity``) and of its verdict rules.
     """
     if judge_spec.backend == "vllm":
         return f"vllm-serve:{judge_spec.model}"
-    if judge_spec.base_url is None:
-        import judges.toy_judge as toy
+    if judge_spec.backend == "reward_model":
+        from harness.models import model_identity  # torch and transformers: only when an RM judges
 
-        return f"embedded-toy-judge:{hashlib.sha256(Path(toy.__file__).read_bytes()).hexdigest()[:16]}"
+        return f"reward-model:{model_identity(judge_spec.model)}:{_source_hash('reward_judge')}"
+    if judge_spec.base_url is None:
+        return f"embedded-toy-judge:{_source_hash('toy_judge')}"
     return base_url
+
+
+def _source_hash(module: str) -> str:
+    """16 hex of a judges module's source: a changed rubric or verdict rule never answers from old replies."""
+    return hashlib.sha256((Path(__file__).parent / f"{module}.py").read_bytes()).hexdigest()[:16]
 
 
 @contextmanager
@@ -50,6 +60,17 @@ def judge_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
         log_dir = Path(cache_dir) / "vllm" if cache_dir is not None else None
         with vllm_server(judge_spec.model, log_dir=log_dir) as url:
             yield url
+    elif judge_spec.backend == "reward_model":
+        if judge_spec.base_url is not None:
+            raise HarnessError(f"judge.base_url is {judge_spec.base_url!r} but judge.backend is reward_model, "
+                               "which serves judge.model itself; set one of them")
+        if not judge_spec.model:
+            raise HarnessError("judge.model: required when judge.backend is reward_model (the RM directory)")
+        from judges.reward_judge import load_reward_judge
+
+        judge = load_reward_judge(judge_spec.model, Path(cache_dir or "results/cache"))
+        with serve_in_background(judge, model_name=judge_spec.model) as server:
+            yield server.base_url
     elif judge_spec.base_url is not None:
         yield judge_spec.base_url
     else:
@@ -70,6 +91,23 @@ def serve_responder(model: str, position_bias: float, verbosity_bias: float, cac
         return make_responder(position_bias=position_bias, verbosity_bias=verbosity_bias)
     if position_bias or verbosity_bias:
         raise HarnessError(f"--position-bias/--verbosity-bias apply to toy-judge only, not {model!r}")
+    if is_reward_model(model):
+        from judges.reward_judge import load_reward_judge
+
+        return load_reward_judge(model, cache_dir, what="harness serve")
     from judges.hf_server import make_hf_responder
 
     return make_hf_responder(model, cache_dir)
+
+
+def is_reward_model(model: str) -> bool:
+    """True when ``model`` is a local directory holding a reward model (``harness serve`` serves it as a judge)."""
+    from harness.reward_model import check_reward_model
+
+    if not Path(model).is_dir():
+        return False
+    try:
+        check_reward_model(model, "harness serve")
+    except HarnessError:
+        return False
+    return True
