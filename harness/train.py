@@ -120,7 +120,9 @@ def train(
     loss inputs (``harness.step_inputs``).
     """
     torch.manual_seed(cfg.seed)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    # cpu=True on a machine without CUDA: otherwise accelerate ignores a torchrun launch on CPU
+    # (distributed type NO, every process trains on everything) instead of using gloo DDP.
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]

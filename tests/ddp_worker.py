@@ -1,33 +1,66 @@
-"""Worker for test_train.py's two-process check: one optimizer step, saved parameters.
+"""Worker for test_train.py's two-process check: two optimizer steps, saved parameters and logged metrics.
 
-Run as ``python -m torch.distributed.run --nproc_per_node N tests/ddp_worker.py MODEL_DIR OUT``;
-accelerate picks up the process group (gloo on CPU) from the environment.
+Run as ``python -m torch.distributed.run --nproc_per_node N tests/ddp_worker.py MODEL_DIR OUT METHOD``;
+accelerate picks up the process group (gloo on CPU) from the environment.  METHOD is ``sft``,
+``kto`` (the step-wide KL estimate from the mismatched pairs of all micro-batches) or ``iw-sft``
+(weights self-normalized over the whole step).
 """
 
 import sys
 
 import torch
 
-from harness.data import load_rows, take_fraction
+from harness.data import load_rows, pairs_to_kto, take_fraction
 from harness.methods import METHODS
 from harness.models import load_model, load_tokenizer
-from harness.tokenization import encode_sft
+from harness.stages import plan_kl_pairs
+from harness.step_inputs import kl_pair_logps
+from harness.tokenization import encode_kto, encode_sft
 from harness.train import TrainConfig, train
 
+# Distinct IW-SFT weights for the 7 examples, so self-normalization over a shard would show.
+IW_WEIGHTS = [0.5, 2.0, 1.0, 4.0, 0.25, 1.5, 3.0]
 
-def main(model_dir: str, out: str) -> None:
+
+def kto_inputs(model_dir: str, tok, cfg: TrainConfig) -> tuple[list, dict]:
+    """7 KTO rows (from correctness pairs) and the loop's reference inputs from a perturbed reference model."""
+    rows = pairs_to_kto(take_fraction(load_rows("toy://arith-pairs", "pairs"), 0.005, 0)[:4])[:7]
+    examples, _ = encode_kto(tok, rows, 64)
+    ref_model = load_model(model_dir, torch.float64).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a reference unlike the policy, so log-ratios and the KL estimate are not 0
+        for p in ref_model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    own = kl_pair_logps(ref_model, examples, [(i, i) for i in range(len(examples))], tok.pad_token_id, "cpu")
+    pairs = plan_kl_pairs(len(examples), cfg)
+    kl_ref = dict(zip(pairs, kl_pair_logps(ref_model, examples, pairs, tok.pad_token_id, "cpu").tolist()))
+    return examples, {"ref": own, "kl_ref": kl_ref}
+
+
+def main(model_dir: str, out: str, method: str = "sft") -> None:
     tok = load_tokenizer(model_dir)
-    rows = take_fraction(load_rows("toy://arith-sft", "sft"), 0.005, 0)[:7]
-    examples, _ = encode_sft(tok, rows, 64)
-    model = load_model(model_dir, torch.float64)
     cfg = TrainConfig(lr=1e-2, batch_size=3, grad_accum=3, max_steps=2, shuffle=False, scheduler="constant",
-                      warmup_ratio=0.0, max_grad_norm=1e9)
-    result = train(model, METHODS["sft"], dict(METHODS["sft"].params), examples, tok.pad_token_id, cfg,
-                   progress=False)
+                      warmup_ratio=0.0, max_grad_norm=1e9, log_every=1)
+    extra = {}
+    if method == "kto":
+        examples, extra = kto_inputs(model_dir, tok, cfg)
+    else:
+        rows = take_fraction(load_rows("toy://arith-sft", "sft"), 0.005, 0)[:7]
+        examples, _ = encode_sft(tok, rows, 64)
+        if method == "iw-sft":
+            extra = {"log_weights": torch.tensor(IW_WEIGHTS, dtype=torch.float64).log()}
+    assert len(examples) == 7
+    model = load_model(model_dir, torch.float64)
+    logged = []
+    result = train(model, METHODS[method], dict(METHODS[method].params), examples, tok.pad_token_id, cfg,
+                   progress=False, log=lambda metrics, step: logged.append((step, metrics)), **extra)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
-    torch.save({"params": [p.detach().cpu() for p in model.parameters()], "loss": result.last_metrics["loss"]}, out)
+    from accelerate import PartialState
+
+    torch.save({"params": [p.detach().cpu() for p in model.parameters()], "loss": result.last_metrics["loss"],
+                "logged": logged, "world": PartialState().num_processes}, out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

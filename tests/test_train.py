@@ -160,12 +160,16 @@ def test_stage_reference_equals_previous_checkpoint(tmp_path):
         assert abs(base_chosen - chosen) > 1e-3  # the SFT stage really changed the model
 
 
-def test_two_gloo_processes_match_one_process(micro, tmp_path):
+@pytest.mark.parametrize("method", ["sft", "kto", "iw-sft"])
+def test_two_gloo_processes_match_one_process(micro, tmp_path, method):
     """The same loop as two CPU processes (DDP over gloo) gives the one-process update.
 
-    7 examples, batch 3 x accumulation 3: micro-batches of 3, 3 and 1 split
-    2/1, 2/1 and 1/0, so uneven shards, an empty shard (run at weight 0) and
-    step-wide token normalization are all exercised.
+    7 examples, batch 3 x accumulation 3, two steps: micro-batches of 3, 3 and 1
+    split 2/1, 2/1 and 1/0, so uneven shards, an empty shard (run at weight 0)
+    and step-wide token normalization are all exercised.  For kto the KL
+    estimate must come from the mismatched pairs of the whole step (not of one
+    process's shard), for iw-sft the weights must be self-normalized over the
+    whole step: either done per shard would change the loss and the update.
     """
     import os
     import socket
@@ -181,10 +185,20 @@ def test_two_gloo_processes_match_one_process(micro, tmp_path):
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-               "--master_port", str(port), str(Path(__file__).parent / "ddp_worker.py"), path, str(out)]
+               "--master_port", str(port), str(Path(__file__).parent / "ddp_worker.py"), path, str(out), method]
         subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
         outputs[procs] = torch.load(out)
+    # accelerate's own view: two processes really shared the work (a torchrun launch that accelerate
+    # ignores trains everything in each process and would match one process trivially)
+    assert (outputs[1]["world"], outputs[2]["world"]) == (1, 2)
     assert outputs[1]["loss"] == pytest.approx(outputs[2]["loss"], rel=1e-9)
+    (one, two) = (outputs[1]["logged"], outputs[2]["logged"])
+    assert [step for step, _ in one] == [step for step, _ in two] == [1, 2]
+    for (_, a), (_, b) in zip(one, two):
+        for key in ("train/loss", "train/kl") if method == "kto" else ("train/loss",):
+            assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    if method == "kto":
+        assert one[0][1]["train/kl"] > 1e-3  # the estimate is not trivially 0
     for a, b in zip(outputs[1]["params"], outputs[2]["params"]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
