@@ -46,7 +46,17 @@ def test_hedged_pairs_target_exactly_the_hedge():
         assert rejected == chosen + HEDGE and check_answer(rejected, 90)
 
 
+def test_held_out_hedged_pairs_are_eval_side_and_unique():
+    rows = toy_dataset("arith-pairs-hedged-eval")
+    items = [operands(row["prompt"][0]["content"]) for row in rows]
+    assert len(rows) == 1000 and len(set(items)) == 1000
+    for item, row in zip(items, rows):
+        assert is_eval_item(*item)  # never a training question: disjoint from arith-pairs-hedged
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert chosen == str(solve(*item)) and rejected == chosen + HEDGE
+
+
 def test_hedged_data_is_deterministic_and_seeded():
-    for name in ("arith-sft-hedged", "arith-pairs-hedged"):
+    for name in ("arith-sft-hedged", "arith-pairs-hedged", "arith-pairs-hedged-eval"):
         assert toy_dataset(name, seed=3) == toy_dataset(name, seed=3)
         assert toy_dataset(name, seed=3) != toy_dataset(name, seed=4)

@@ -49,6 +49,7 @@ TOY_DATASETS = {
     # Planted-failure datasets for preference methods live in harness/toy/hedged.py.
     "arith-sft-hedged": "arith-sft; 75% of sums end in a hedge: '42, I am 90% sure.'",
     "arith-pairs-hedged": "pairs: chosen = the correct number, rejected = it plus that hedge",
+    "arith-pairs-hedged-eval": "arith-pairs-hedged on the eval side of the split: held-out pairs for rm stages",
 }
 
 # Padded-verbose answers: filler around the result, which is always the last

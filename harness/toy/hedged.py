@@ -23,6 +23,9 @@ the right digit, and DPO there lowered pass@1 (README quickstart).
 
 Items come from the training side of the fixed operand-pair split
 (``datasets.is_eval_item``), so toy://arith-eval stays disjoint.
+``toy://arith-pairs-hedged-eval`` is the one exception: the same pairs drawn
+(without repeats) from the eval side, held-out pairs for ``data.eval`` of an
+``rm`` stage (experiments/rm-hedged.yaml); never train a policy on it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ HEDGED_OP = "add"
 # is scored wrong (unless the result is 90 itself).
 HEDGE = ", I am 90% sure."
 
-SIZES = {"arith-sft-hedged": 6000, "arith-pairs-hedged": 3000}
+SIZES = {"arith-sft-hedged": 6000, "arith-pairs-hedged": 3000, "arith-pairs-hedged-eval": 1000}
 
 
 def hedged_answer(op: str, a: int, b: int) -> str:
@@ -61,9 +64,10 @@ def hedged_sft_rows(seed: int) -> list[dict]:
     return rows
 
 
-def hedged_pair_rows(seed: int) -> list[dict]:
-    rng = random.Random(f"arith-pairs-hedged:{seed}")
-    items = sample_items(SIZES["arith-pairs-hedged"], rng, eval_side=False, unique=False)
+def hedged_pair_rows(seed: int, name: str = "arith-pairs-hedged") -> list[dict]:
+    rng = random.Random(f"{name}:{seed}")
+    held_out = name == "arith-pairs-hedged-eval"
+    items = sample_items(SIZES[name], rng, eval_side=held_out, unique=held_out)
     return [
         {
             "prompt": user(question(*it)),
@@ -74,4 +78,5 @@ def hedged_pair_rows(seed: int) -> list[dict]:
     ]
 
 
-BUILDERS = {"arith-sft-hedged": hedged_sft_rows, "arith-pairs-hedged": hedged_pair_rows}
+BUILDERS = {"arith-sft-hedged": hedged_sft_rows, "arith-pairs-hedged": hedged_pair_rows,
+            "arith-pairs-hedged-eval": lambda seed: hedged_pair_rows(seed, "arith-pairs-hedged-eval")}
