@@ -46,26 +46,28 @@ def _source_hash(module: str) -> str:
     return hashlib.sha256((Path(__file__).parent / f"{module}.py").read_bytes()).hexdigest()[:16]
 
 
+def _check_self_served(judge_spec, how: str, model_is: str) -> None:
+    """A backend that harness serves itself needs judge.model and no judge.base_url."""
+    backend = judge_spec.backend
+    if judge_spec.base_url is not None:
+        raise HarnessError(f"judge.base_url is {judge_spec.base_url!r} but judge.backend is {backend}, "
+                           f"which {how}; set one of them")
+    if not judge_spec.model:
+        raise HarnessError(f"judge.model: required when judge.backend is {backend} ({model_is})")
+
+
 @contextmanager
 def judge_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
     """Yield the base URL (ending in ``/v1``) of the judge described by ``judge_spec``."""
     if judge_spec.backend == "vllm":
-        if judge_spec.base_url is not None:
-            raise HarnessError(f"judge.base_url is {judge_spec.base_url!r} but judge.backend is vllm, "
-                               "which starts its own server; set one of them")
-        if not judge_spec.model:
-            raise HarnessError("judge.model: required when judge.backend is vllm (the model to serve)")
+        _check_self_served(judge_spec, "starts its own server", "the model to serve")
         from judges.vllm_backend import vllm_server
 
         log_dir = Path(cache_dir) / "vllm" if cache_dir is not None else None
         with vllm_server(judge_spec.model, log_dir=log_dir) as url:
             yield url
     elif judge_spec.backend == "reward_model":
-        if judge_spec.base_url is not None:
-            raise HarnessError(f"judge.base_url is {judge_spec.base_url!r} but judge.backend is reward_model, "
-                               "which serves judge.model itself; set one of them")
-        if not judge_spec.model:
-            raise HarnessError("judge.model: required when judge.backend is reward_model (the RM directory)")
+        _check_self_served(judge_spec, "serves judge.model itself", "the RM directory")
         from judges.reward_judge import load_reward_judge
 
         judge = load_reward_judge(judge_spec.model, Path(cache_dir or "results/cache"))
