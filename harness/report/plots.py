@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 CURVES = {"train/loss": "loss", "train/rewards/margin": "reward margin", "train/kl": "KL"}
 MAX_PANELS = 12
@@ -144,6 +144,9 @@ def pass_at_k_curves(curves: dict[str, dict[int, float]], suite: str) -> Figure 
         ks = sorted(by_k)
         ax.plot(ks, [by_k[k] for k in ks], marker="o", label=label)
     ax.set_xscale("log", base=2)
+    every_k = sorted({k for by_k in curves.values() for k in by_k})
+    ax.set_xticks(every_k, [str(k) for k in every_k])  # the k values themselves, not 2^n mathtext
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("k")
     ax.set_ylabel(f"eval/{suite}/pass_at_k")
     ax.legend(fontsize=7)
