@@ -3,11 +3,11 @@
 Every function returns None when the runs hold nothing to draw, so a report
 shows only figures with data behind them.
 
-Speed (a report should render in seconds on a laptop CPU): figures are built on
-``matplotlib.figure.Figure`` with an Agg canvas, without pyplot, and laid out
-with fixed margins in inches (``_layout``) instead of ``tight_layout``, which
-would lay out every tick label once more before the real draw.  In a grid of
-panels only the bottom panel of each column carries the level names.
+Drawing is most of a report's CPU time, so figures are built on
+``matplotlib.figure.Figure`` with an Agg canvas (no pyplot) and laid out with
+fixed margins in inches (``_new``) instead of ``tight_layout``, which would lay
+out every tick label once more before the real draw.  In a grid of panels only
+the bottom panel of each column carries the level names.
 """
 
 from __future__ import annotations
