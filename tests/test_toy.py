@@ -218,3 +218,25 @@ def test_verbose_pairs_are_both_correct_and_differ_in_length():
         long_, short = v["chosen"][0]["content"], v["rejected"][0]["content"]
         assert short == right and check_answer(long_, right)
         assert len(long_) > 5 * len(short)
+
+
+def test_verbose_sft_mixes_both_styles_and_every_answer_is_correct():
+    """arith-sft-verbose: about VERBOSE_SFT_RATE of answers use a verbose-pairs template, the rest are
+    the bare number; every answer verifies, and no item is on the eval side of the split."""
+    from judges.verifiers import check_answer
+    from harness.toy.datasets import VERBOSE_SFT_RATE, VERBOSE_TEMPLATES
+
+    rows = toy_dataset("arith-sft-verbose")
+    openings = tuple(t.split(" ")[0] for t in VERBOSE_TEMPLATES)  # "Let", "Good", "Sure,"
+    verbose = 0
+    for row in rows:
+        (user, reply) = row["messages"]
+        op, a, b = operands(user["content"])
+        assert not is_eval_item(op, a, b)
+        right, text = str(solve(op, a, b)), reply["content"]
+        if text == right:
+            continue
+        assert text.startswith(openings) and check_answer(text, right), text
+        verbose += 1
+    # binomial(3000, 0.2): standard deviation about 22 rows, so 0.2 +- 0.03 is over 4 of them
+    assert abs(verbose / len(rows) - VERBOSE_SFT_RATE) < 0.03

@@ -32,7 +32,12 @@ CATEGORY_WEIGHTS = {
 }
 
 SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-pairs-eval": 1000, "arith-eval": 1000,
-         "verbose-pairs": 3000}
+         "verbose-pairs": 3000, "arith-sft-verbose": 3000}
+
+# Share of arith-sft-verbose answers in the padded-verbose style.  Below one
+# half, so greedy decoding after SFT on it stays concise while the verbose
+# style is a path the model knows (the base model has never seen its words).
+VERBOSE_SFT_RATE = 0.2
 
 TOY_DATASETS = {
     "arith-sft": "user asks 'What is a+b?' or 'a-b', assistant answers with the number",
@@ -46,6 +51,7 @@ TOY_DATASETS = {
     "code-eval": "30 small Python function tasks with HumanEval-style tests, for the code suite",
     "verbose-pairs": "same prompts; both answers correct; chosen = padded-verbose, rejected = concise",
     "concise-pairs": "toy://verbose-pairs with chosen and rejected swapped: the concise answer is chosen",
+    "arith-sft-verbose": "SFT rows; 20% of answers padded-verbose (the verbose-pairs style), the rest the number",
     # Planted-failure datasets for preference methods live in harness/toy/hedged.py.
     "arith-sft-hedged": "arith-sft; 75% of sums end in a hedge: '42, I am 90% sure.'",
     "arith-pairs-hedged": "pairs: chosen = the correct number, rejected = it plus that hedge",
@@ -203,6 +209,17 @@ def length_pair_rows(seed: int, verbose_chosen: bool) -> list[dict]:
     return rows
 
 
+def verbose_sft_rows(seed: int) -> list[dict]:
+    """SFT rows teaching both answer styles: VERBOSE_SFT_RATE of them padded-verbose, the rest concise."""
+    rng = random.Random(f"arith-sft-verbose:{seed}")
+    items = sample_items(SIZES["arith-sft-verbose"], rng, eval_side=False, unique=False)
+    rows = []
+    for it in items:
+        answer = verbose_answer(*it, rng) if rng.random() < VERBOSE_SFT_RATE else str(solve(*it))
+        rows.append({"messages": user(question(*it)) + assistant(answer)})
+    return rows
+
+
 _BUILDERS = {
     "arith-sft": sft_rows,
     "arith-pairs": pair_rows,
@@ -211,6 +228,7 @@ _BUILDERS = {
     "code-eval": code_eval_rows,
     "verbose-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=True),
     "concise-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=False),
+    "arith-sft-verbose": verbose_sft_rows,
 }
 
 
