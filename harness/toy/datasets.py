@@ -9,6 +9,7 @@ order.  Everything here is pure Python, so data can be built without torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -99,12 +100,22 @@ def question(op: str, a: int, b: int) -> str:
 
 
 def split_pools(eval_side: bool) -> dict[str, list[tuple[str, int, int]]]:
-    """Items of one side of the split, grouped by category (sorted, deterministic)."""
+    """Items of one side of the split, grouped by category (sorted, deterministic).
+
+    Fresh lists on every call, because ``sample_items`` shuffles them in place.
+    """
+    return {c: list(items) for c, items in _pools(eval_side).items()}
+
+
+@functools.lru_cache(maxsize=2)
+def _pools(eval_side: bool) -> dict[str, tuple[tuple[str, int, int], ...]]:
+    # Hashing all ~15k operand pairs takes ~30 ms, and one sweep builds toy data
+    # dozens of times (preflight, fingerprints, stages, eval): compute it once.
     pools: dict[str, list[tuple[str, int, int]]] = {c: [] for c in CATEGORY_WEIGHTS}
     for it in all_items():
         if is_eval_item(*it) == eval_side:
             pools[category(*it)].append(it)
-    return pools
+    return {c: tuple(items) for c, items in pools.items()}
 
 
 def sample_items(n: int, rng: random.Random, eval_side: bool, unique: bool) -> list[tuple]:
@@ -234,8 +245,8 @@ _BUILDERS = {
 
 def toy_dataset(name: str, seed: int = 0) -> list[dict]:
     """Rows of toy dataset ``name`` (a key of TOY_DATASETS), deterministic in ``seed``."""
-    from harness.toy.judge_data import BUILDERS as JUDGE_BUILDERS  # judging-suite data
     from harness.toy.hedged import BUILDERS as HEDGED_BUILDERS  # planted-failure data
+    from harness.toy.judge_data import BUILDERS as JUDGE_BUILDERS  # judging-suite data
 
     if name in JUDGE_BUILDERS:
         return JUDGE_BUILDERS[name](seed)
