@@ -50,15 +50,30 @@ def runs(tmp_path: Path):
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def test_sweep_run_tree_caching_and_rerun(tmp_path):
-    spec = write_spec(tmp_path)
-    COUNTERS.clear()
-    assert main(["sweep", str(spec)]) == 0
+@pytest.fixture(scope="module")
+def default_sweep(tmp_path_factory):
+    """The default spec, swept once for this module: (its directory, its spec file, COUNTERS after the sweep).
+
+    The run-tree test and the report test both read this store, and a re-sweep
+    adds no run, so neither test can change what the other sees.
+    """
+    root = tmp_path_factory.mktemp("default-sweep")
+    spec = write_spec(root)
+    with pytest.MonkeyPatch.context() as mp:  # conftest's function-scoped guard does not cover a module fixture
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        COUNTERS.clear()
+        assert main(["sweep", str(spec)]) == 0
+        counted = dict(COUNTERS)
+    return root, spec, counted
+
+
+def test_sweep_run_tree_caching_and_rerun(default_sweep, tmp_path):
+    root, spec, counted = default_sweep
     # SFT is shared by both DPO trials: it trains once.
-    assert COUNTERS["optimizer_steps"] == SFT_STEPS + 2 * DPO_STEPS
+    assert counted["optimizer_steps"] == SFT_STEPS + 2 * DPO_STEPS
     # Both DPO trials start from the same SFT output: one reference pass serves both betas.
-    assert COUNTERS["reference_passes"] == 1
-    client, all_runs = runs(tmp_path)
+    assert counted["reference_passes"] == 1
+    client, all_runs = runs(root)
     parents = [r for r in all_runs if r.data.tags.get("harness.role") == "sweep"]
     trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]
     stages = [r for r in all_runs if "harness.stage" in r.data.tags]
@@ -105,7 +120,7 @@ def test_sweep_run_tree_caching_and_rerun(tmp_path):
     COUNTERS.clear()
     assert main(["sweep", str(spec)]) == 0
     assert COUNTERS["optimizer_steps"] == 0
-    assert len(runs(tmp_path)[1]) == len(all_runs)
+    assert len(runs(root)[1]) == len(all_runs)
     assert not (Path.cwd() / "mlruns").exists()
 
 
@@ -187,12 +202,11 @@ def test_bad_input_fails_fast_without_traceback(tmp_path, capsys, problem):
     assert COUNTERS["optimizer_steps"] == 0
 
 
-def test_report_prints_a_row_per_trial(tmp_path, capsys):
-    spec = write_spec(tmp_path)
-    assert main(["sweep", str(spec)]) == 0
+def test_report_prints_a_row_per_trial(default_sweep, tmp_path, capsys):
+    root, _, _ = default_sweep
     capsys.readouterr()
     out_dir = tmp_path / "report"
-    assert main(["report", "sweeptest", "--results-dir", str(tmp_path / "results"), "--out", str(out_dir),
+    assert main(["report", "sweeptest", "--results-dir", str(root / "results"), "--out", str(out_dir),
                  "--format", "all"]) == 0
     table = capsys.readouterr().out
     assert "stages.dpo.method.beta" in table and "eval/arith/pass_at_1" in table
@@ -201,7 +215,7 @@ def test_report_prints_a_row_per_trial(tmp_path, capsys):
     assert len(body) == 3 + 2  # base, two trials, and the two evaluated SFT stage runs
     # Each trial's pass@1 cell is "mean ± SE", recomputed here from its per-prompt judgments.
     report = pd.read_csv(out_dir / "runs.csv").set_index("run")
-    client, all_runs = runs(tmp_path)
+    client, all_runs = runs(root)
     for run in (r for r in all_runs if "harness.trial_id" in r.data.tags):
         local = client.download_artifacts(run.info.run_id, "judgments/arith.jsonl", str(tmp_path / run.info.run_id))
         correct = np.array([json.loads(line)["correct"] for line in Path(local).read_text().splitlines()], float)
