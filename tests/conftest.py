@@ -37,3 +37,26 @@ def toy_url():
 
     with serve_in_background(make_responder()) as server:
         yield server.base_url
+
+
+@pytest.fixture(scope="session")
+def _toy_models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("toy-models")
+
+
+@pytest.fixture
+def results_sharing_toy_models(tmp_path, _toy_models_dir):
+    """A fresh results dir whose ``cache/toy`` is one toy-model directory shared by the whole session.
+
+    Pretraining toy://tiny costs ~2.5 min of CPU, and two slow tests (the
+    quickstart and the hedged preference gain) start from it.  The first one to
+    run builds it, through the sweep's own path (toy_model_path, under its file
+    lock); the other loads that build.  The build is deterministic and its
+    directory is named by the recipe's fingerprint, so both see the model a
+    fresh ``results/`` would build.  Everything else (store, stage cache,
+    reference log-probs) stays in the test's own directory.
+    """
+    results = tmp_path / "results"
+    (results / "cache").mkdir(parents=True)
+    (results / "cache" / "toy").symlink_to(_toy_models_dir, target_is_directory=True)
+    return results

@@ -21,8 +21,8 @@ DPO_MEAN = "{stages.pref.method: [{name: dpo, beta: 0.1, logprob_reduction: mean
 
 
 @pytest.mark.slow
-def test_dpo_raises_pass_at_1_over_its_sft_start(tmp_path):
-    results = tmp_path / "results"
+def test_dpo_raises_pass_at_1_over_its_sft_start(results_sharing_toy_models):
+    results = results_sharing_toy_models
     args = ["sweep", str(SPEC), "--set", "seeds=[0]", "--set", f"ablate={DPO_MEAN}"]
     assert main([*args, "--set", f"results_dir={results}"]) == 0
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")

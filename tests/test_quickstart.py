@@ -1,4 +1,4 @@
-"""The quickstart end to end (slow: about 4 minutes on 2 cores, toy-model build included).
+"""The quickstart end to end (slow: minutes on 2 cores; builds toy://tiny unless test_pref_gain did, see conftest).
 
 Checks the claim the README makes: SFT's pass@1 exceeds the base model's by
 more than twice the standard error of the difference, on 500 prompts.
@@ -19,8 +19,8 @@ SPEC = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml
 
 
 @pytest.mark.slow
-def test_quickstart_sft_beats_base(tmp_path):
-    results = tmp_path / "results"
+def test_quickstart_sft_beats_base(results_sharing_toy_models):
+    results = results_sharing_toy_models
     assert main(["sweep", str(SPEC), "--set", f"results_dir={results}"]) == 0
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
