@@ -195,6 +195,9 @@ def trial_params(trial) -> dict:
     """The resolved spec, flattened with dotted keys, plus the effective batch size."""
     resolved = {k: v for k, v in spec_to_dict(trial.spec).items() if k not in ("ablate", "seeds")}
     params = flatten(resolved)
+    for key, value in getattr(trial, "overrides", {}).items():  # an ablated mapping or list: one axis
+        if isinstance(value, (dict, list)):
+            params[key] = value
     if trial.stages:
         t = trial.stages[-1].train
         params["train.effective_batch_size"] = t.batch_size * t.grad_accum  # x processes: one, here

@@ -93,6 +93,11 @@ def test_mapping_ablation_names_each_entry(tmp_path):
     trials = expand_trials(load(tmp_path, ablate={"method": methods}), fp)
     assert [t.name for t in trials] == ["dpo_beta0.1_sft_weight1.0-seed0", "simpo_beta2.0-seed0"]
     assert [t.stages[0].method.params["beta"] for t in trials] == [0.1, 2.0]
+    # Logged as one param too, so a report can group by the mapping as one axis.
+    from harness.sweep import trial_params
+
+    assert [trial_params(t)["method"] for t in trials] == methods
+    assert trial_params(trials[1])["method.name"] == "simpo"
 
 
 def test_an_invalid_combination_names_the_trial(tmp_path):

@@ -74,3 +74,52 @@ def test_duplicate_or_missing_ids_are_errors():
         per_prompt_values("arith", "pass_at_1", {"judgments": [{"id": 1, "scores": [1]}, {"id": 1, "scores": [0]}]})
     with pytest.raises(DataError, match="field 'id': missing"):
         per_prompt_values("arith", "pass_at_1", {"judgments": [{"scores": [1]}]})
+
+
+def test_latest_trials_keeps_one_run_per_trial_with_its_stages():
+    """Trial t0 logged by two sweeps: the newer FINISHED run and its stage stay; a newer FAILED one does not win."""
+    import pandas as pd
+
+    from harness.report.frame import latest_trials
+
+    runs = pd.DataFrame([
+        # run_id, status, start_time, trial id, parent
+        ("sweepA", "FINISHED", 1, None, None),
+        ("old", "FINISHED", 2, "t0", "sweepA"),
+        ("old-sft", "FINISHED", 3, None, "old"),
+        ("new", "FINISHED", 10, "t0", "sweepB"),
+        ("new-sft", "FINISHED", 11, None, "new"),
+        ("broken", "FAILED", 20, "t0", "sweepC"),
+        ("other", "FAILED", 5, "t1", "sweepA"),
+    ], columns=["run_id", "status", "start_time", "tags.harness.trial_id", "tags.mlflow.parentRunId"])
+    runs["experiment"] = "e"
+    assert list(latest_trials(runs)["run_id"]) == ["sweepA", "new", "new-sft", "other"]
+    once = runs[runs["run_id"].isin(["sweepA", "old", "old-sft"])]
+    assert latest_trials(once) is once  # nothing duplicated: unchanged
+
+
+def test_bookkeeping_metrics_are_not_outcomes():
+    import pandas as pd
+
+    from harness.report.collect import outcome_metrics
+
+    names = ["eval/pairwise/win_rate", "eval/pairwise/judge_calls", "eval/pairwise/judge_cache_hits",
+             "eval/alpaca/lc_win_rate", "eval/alpaca/lc_joint_models", "eval/alpaca/lc_standard_error_joint",
+             "eval/arith/num_prompts", "eval/arith/pass_at_1_se"]
+    rows = pd.DataFrame([[1.0] * len(names)], columns=[f"metrics.{n}" for n in names])
+    assert outcome_metrics(rows) == ["eval/alpaca/lc_win_rate", "eval/pairwise/win_rate"]
+    assert "eval/pairwise/judge_calls" in outcome_metrics(rows, counts=True)
+
+
+def test_an_ablated_mapping_is_one_axis_in_spec_order():
+    import json
+
+    import pandas as pd
+
+    from harness.report.frame import axes_and_levels
+
+    levels = [{"name": "dpo", "beta": 0.1}, {"name": "ipo", "beta": 0.1}]
+    trials = pd.DataFrame({"params.stages.pref.method": [json.dumps(v) for v in reversed(levels)],
+                           "params.stages.pref.method.name": ["ipo", "dpo"]})
+    spec = {"ablate": {"stages.pref.method": levels}}
+    assert axes_and_levels(trials, spec) == {"params.stages.pref.method": [json.dumps(v) for v in levels]}

@@ -20,6 +20,9 @@ VS_BASE_AXIS = "run (vs base)"
 # Counts and interval companions: shown in the runs table, not compared as outcomes.
 COUNT_METRICS = ("num_prompts", "n", "errors", "wins", "ties", "losses", "n_harmful", "n_benign")
 COMPANION_SUFFIXES = ("_se", "_low", "_high", "standard_error")
+# Bookkeeping about how a metric was computed (judge calls, cache hits, the joint LC fit's
+# size and its joint SE), not an outcome: shown in the runs table only.
+BOOKKEEPING_PREFIXES = ("judge_", "lc_joint_models", "lc_standard_error_joint")
 
 
 @dataclass
@@ -47,12 +50,13 @@ def parse_references(items: list[str]) -> dict[str, str]:
 def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
     """Eval and held-out (``val/``) metric names that some row has, without interval companions.
 
-    Counts (``COUNT_METRICS``) are left out unless ``counts``.
+    Counts (``COUNT_METRICS``) and bookkeeping (``BOOKKEEPING_PREFIXES``) are left out unless ``counts``.
     """
     names = [c[len("metrics."):] for c in rows.columns
              if c.startswith(("metrics.eval/", "metrics.val/")) and rows[c].notna().any()]
+    leaf = lambda n: n.rsplit("/", 1)[-1]  # noqa: E731
     return sorted(n for n in names if not n.endswith(COMPANION_SUFFIXES)
-                  and (counts or n.rsplit("/", 1)[-1] not in COUNT_METRICS))
+                  and (counts or (leaf(n) not in COUNT_METRICS and not leaf(n).startswith(BOOKKEEPING_PREFIXES))))
 
 
 def collect(store: Store, experiments: list[str], references: dict[str, str] | None = None,
@@ -61,6 +65,7 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     runs = frame.runs_frame(client, experiments)
     if runs.empty:
         raise HarnessError(f"no runs found for experiment(s) {experiments} in {store.tracking_uri}")
+    runs = frame.latest_trials(runs)
     rows = frame.report_rows(runs)
     if rows.empty:
         raise HarnessError(f"experiment(s) {experiments} have no trial or evaluated runs yet")

@@ -61,6 +61,26 @@ def runs_frame(client, experiments: list[str]) -> pd.DataFrame:
     return df.astype({c: object for c in text})
 
 
+def latest_trials(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with one run per (experiment, trial id): the newest FINISHED one, else the newest.
+
+    Two sweeps of one experiment (a spec that gained an ablation level, say)
+    log the trials they share twice, with the same id and, through the caches,
+    the same results; a report counts each trial once.  Runs nested under a
+    dropped trial run (its stages) go with it.
+    """
+    trial_id = column(runs, "tags.harness.trial_id")
+    trials = pd.DataFrame({"run_id": runs["run_id"], "experiment": runs["experiment"], "trial": trial_id,
+                           "finished": runs["status"] == "FINISHED", "start": runs["start_time"]})[trial_id.notna()]
+    keep = (trials.sort_values(["finished", "start"], ascending=False)
+            .drop_duplicates(["experiment", "trial"])["run_id"])
+    dropped = set(trials["run_id"]) - set(keep)
+    if not dropped:
+        return runs
+    parent = column(runs, "tags.mlflow.parentRunId")
+    return runs[~runs["run_id"].isin(dropped) & ~parent.isin(dropped)].reset_index(drop=True)
+
+
 def column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
 
