@@ -175,14 +175,22 @@ def pair_rows(seed: int, name: str = "arith-pairs") -> list[dict]:
     pairs are those of toy://arith-eval, never of any training row, and each
     item occurs once.  Training a policy on it would leak arith-eval.
     """
+    return correct_vs(name, seed, SIZES[name], name == "arith-pairs-eval",
+                      lambda it, rng: str(wrong_answer(*it, rng)))
+
+
+def correct_vs(name: str, seed: int, size: int, held_out: bool, rejected) -> list[dict]:
+    """Pairs of the correct number against ``rejected(item, rng)`` on ``size`` items.
+
+    Held-out sets come from the eval side of the operand split, each item once.
+    """
     rng = random.Random(f"{name}:{seed}")
-    held_out = name == "arith-pairs-eval"
-    items = sample_items(SIZES[name], rng, eval_side=held_out, unique=held_out)
+    items = sample_items(size, rng, eval_side=held_out, unique=held_out)
     return [
         {
             "prompt": user(question(*it)),
             "chosen": assistant(str(solve(*it))),
-            "rejected": assistant(str(wrong_answer(*it, rng))),
+            "rejected": assistant(rejected(it, rng)),
         }
         for it in items
     ]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 
-from harness.toy.datasets import assistant, question, sample_items, solve, user
+from harness.toy.datasets import assistant, correct_vs, question, sample_items, solve, user
 
 # Share of addition answers in arith-sft-hedged that carry the hedge.  Above
 # one half, so greedy decoding after SFT hedges on addition prompts.
@@ -65,17 +65,8 @@ def hedged_sft_rows(seed: int) -> list[dict]:
 
 
 def hedged_pair_rows(seed: int, name: str = "arith-pairs-hedged") -> list[dict]:
-    rng = random.Random(f"{name}:{seed}")
-    held_out = name == "arith-pairs-hedged-eval"
-    items = sample_items(SIZES[name], rng, eval_side=held_out, unique=held_out)
-    return [
-        {
-            "prompt": user(question(*it)),
-            "chosen": assistant(str(solve(*it))),
-            "rejected": assistant(hedged_answer(*it)),
-        }
-        for it in items
-    ]
+    return correct_vs(name, seed, SIZES[name], name == "arith-pairs-hedged-eval",
+                      lambda it, rng: hedged_answer(*it))
 
 
 BUILDERS = {"arith-sft-hedged": hedged_sft_rows, "arith-pairs-hedged": hedged_pair_rows,
