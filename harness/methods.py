@@ -27,8 +27,8 @@ from harness.losses import (
     orpo_loss,
     rm_loss,
     robust_loss,
-    simpo_loss,
     sft_loss,
+    simpo_loss,
 )
 
 SFT_PARAMS = {"loss_normalization": "token", "train_on_prompt": False, "assistant_turns": "all"}

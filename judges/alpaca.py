@@ -27,8 +27,8 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.annotations import Annotation, score_annotations
+from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import label_probability
 from judges.prompts import ALPACA, alpaca_messages
 

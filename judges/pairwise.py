@@ -56,7 +56,7 @@ def pairwise_calls(item: dict) -> tuple[list[Call], list[str]]:
         raise ValueError(f"item {item.get('id')!r}: {len(turns)} user turns but {len(cand)} candidate and "
                          f"{len(base)} baseline replies")
     quoted = cand + base
-    valid = lambda reply: parse_pairwise(reply.text, quoted) is not None  # noqa: E731
+    valid = lambda reply: parse_pairwise(reply.text, quoted) is not None
     ref = item.get("reference") or None
     return [Call(pair_messages(turns, cand, base, ref), valid),
             Call(pair_messages(turns, base, cand, ref), valid)], quoted

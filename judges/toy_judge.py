@@ -56,7 +56,7 @@ def make_responder(position_bias: float = 0.0, verbosity_bias: float = 0.0, seed
         text = "\n".join(m.get("content") or "" for m in body.get("messages") or []
                          if isinstance(m.get("content"), str))
         found = blocks(text)
-        draw = lambda tag: _uniform(seed, tag, text)  # noqa: E731
+        draw = lambda tag: _uniform(seed, tag, text)
         if {"ANSWER A", "ANSWER B"} <= found.keys() or {"CONVERSATION A", "CONVERSATION B"} <= found.keys():
             return _pairwise(found, draw, position_bias, verbosity_bias)
         if {"OUTPUT 1", "OUTPUT 2"} <= found.keys():

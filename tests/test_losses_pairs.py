@@ -127,7 +127,7 @@ def test_closed_forms_at_zero_margin():
     pc, pr, _, _ = _random_logps(17)
     ref = (pc.clone(), pr.clone())
     beta = 0.25
-    full = lambda v: torch.full_like(pc, v)  # noqa: E731
+    full = lambda v: torch.full_like(pc, v)
     torch.testing.assert_close(dpo_loss(pc, pr, *ref, beta=beta, label_smoothing=0.2)[0], full(LOG2))
     torch.testing.assert_close(robust_loss(pc, pr, *ref, beta=beta, label_smoothing=0.3)[0], full(LOG2))
     torch.testing.assert_close(ipo_loss(pc, pr, *ref, beta=beta)[0], full(4.0))

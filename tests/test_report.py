@@ -256,7 +256,7 @@ def test_partial_sweep_statuses_and_markdown(report):
 def test_html_embeds_every_table_and_image(report):
     out, md = report["out"], report["md"]
     page = (out / "report.html").read_text()
-    n_tables = len(re.findall(r"^\|[- |]+\|$", md, flags=re.M))  # one separator line per markdown table
+    n_tables = len(re.findall(r"^\|[- |]+\|$", md, flags=re.MULTILINE))  # one separator line per markdown table
     assert n_tables >= 8 and page.count("<table") == n_tables
     pngs = sorted(p.stem for p in (out / "plots").glob("*.png"))
     images = re.findall(r'<figure id="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)

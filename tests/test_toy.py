@@ -223,8 +223,8 @@ def test_verbose_pairs_are_both_correct_and_differ_in_length():
 def test_verbose_sft_mixes_both_styles_and_every_answer_is_correct():
     """arith-sft-verbose: about VERBOSE_SFT_RATE of answers use a verbose-pairs template, the rest are
     the bare number; every answer verifies, and no item is on the eval side of the split."""
-    from judges.verifiers import check_answer
     from harness.toy.datasets import VERBOSE_SFT_RATE, VERBOSE_TEMPLATES
+    from judges.verifiers import check_answer
 
     rows = toy_dataset("arith-sft-verbose")
     openings = tuple(t.split(" ")[0] for t in VERBOSE_TEMPLATES)  # "Let", "Good", "Sure,"

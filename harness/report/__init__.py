@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.report.collect import collect, parse_references
 from harness.report.render import figures, to_html, to_markdown
-from harness.report.sections import blocks, tidy_csv, runs_table
+from harness.report.sections import blocks, runs_table, tidy_csv
 from harness.report.stats import DEFAULT_B
 from harness.tracking import Store
 

@@ -54,7 +54,7 @@ def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
     """
     names = [c[len("metrics."):] for c in rows.columns
              if c.startswith(("metrics.eval/", "metrics.val/")) and rows[c].notna().any()]
-    leaf = lambda n: n.rsplit("/", 1)[-1]  # noqa: E731
+    leaf = lambda n: n.rsplit("/", 1)[-1]
     return sorted(n for n in names if not n.endswith(COMPANION_SUFFIXES)
                   and (counts or (leaf(n) not in COUNT_METRICS and not leaf(n).startswith(BOOKKEEPING_PREFIXES))))
 
