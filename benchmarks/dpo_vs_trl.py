@@ -85,7 +85,8 @@ def run_harness(model_dir: str, data: str, args) -> dict:
                   "max_length": args.max_length, "log_every": 10**6, "save": "none"},
     })
     (stage,) = resolve_stages(spec)
-    n = sum(1 for _ in open(data))
+    with open(data) as f:
+        n = sum(1 for _ in f)
     start, cpu_start = time.perf_counter(), _cpu_s()
     with tempfile.TemporaryDirectory() as cache:
         train_stage(stage, model_dir, "bench-model", Path(cache), lambda metrics, step: None, True, progress=False)
@@ -138,7 +139,7 @@ def main() -> None:
         for tool in ("trl", "harness"):
             cmd = [sys.executable, __file__, "--child", tool, "--model-dir", model_dir, "--data", data,
                    "--pairs", str(args.pairs), "--batch", str(args.batch), "--max-length", str(args.max_length)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 sys.exit(f"{tool} child failed:\n{proc.stderr[-3000:]}")
             out = proc.stdout

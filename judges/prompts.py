@@ -48,7 +48,7 @@ class Template:
 
 def template_sha256(template: Template) -> str:
     """sha256 (hex) of the template's full text: name, system and user parts."""
-    text = "\x00".join((template.name, template.system, template.user))
+    text = f"{template.name}\x00{template.system}\x00{template.user}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

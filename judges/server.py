@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 
 @dataclass
@@ -176,7 +177,7 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
                 return 200, json.dumps(chat_completion(responder, body, model_name))
             except ReplyError as exc:
                 return exc.status, exc.body, exc.headers
-            except Exception as exc:  # a broken responder is the server's fault: 500, and keep serving
+            except Exception as exc:  # noqa: BLE001 - a broken responder is the server's fault: 500, and keep serving
                 return _error(500, f"{type(exc).__name__}: {exc}", "server_error")
 
     return Handler
@@ -204,7 +205,7 @@ class RunningServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> RunningServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

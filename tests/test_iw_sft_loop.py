@@ -44,7 +44,7 @@ def test_grad_accum_matches_one_big_batch(micro, normalization):
 
 def test_loss_is_the_self_normalized_weighted_token_mean(micro):
     """loss = sum_i (w_i / mean w) NLL_i / (step tokens), NLL_i the summed token NLL, computed independently."""
-    path, tok, examples = micro
+    path, _tok, examples = micro
     weights = torch.tensor([0.5, 2.0, 1.0, 4.0, 0.25, 1.5], dtype=torch.float64)
     _, metrics = _step(micro, 2, 3, weights.log())
     model = load_model(path, torch.float64)

@@ -111,7 +111,7 @@ def test_gradchecks():
                lambda *x: simpo_loss(x[0], x[1], beta=1.5, gamma=0.3)[0]):
         assert torch.autograd.gradcheck(fn, xs)
     # hinge: away from the kink (gradcheck needs differentiability at the inputs).
-    pc, pr, rc, rr = (x.detach() for x in xs)
+    pc, _, rc, _ = (x.detach() for x in xs)
     hinge_in = (pc.clone().requires_grad_(True), (pc - 1.0).requires_grad_(True), rc.clone(), rc.clone())
     hinge_in[2].requires_grad_(True)
     hinge_in[3].requires_grad_(True)

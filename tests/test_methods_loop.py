@@ -85,7 +85,7 @@ def test_orpo_forward_nll_span(micro):
     for on_prompt, span in ((False, resp), (True, target_mask(batch["attention_mask"]))):
         params = {**METHODS["orpo"].params, "nll_on_prompt": on_prompt}
         with torch.no_grad():
-            got, metrics, _ = forward_method(model, METHODS["orpo"], params, examples, tok.pad_token_id, None, "cpu")
+            got, _metrics, _ = forward_method(model, METHODS["orpo"], params, examples, tok.pad_token_id, None, "cpu")
         nll = -sequence_logps(tlp[:3], span[:3], "mean")
         expected, _ = orpo_loss(logps[:3], logps[3:], nll, beta=params["beta"])
         torch.testing.assert_close(got, expected)

@@ -49,7 +49,7 @@ def test_rm_loss_matches_transformers_forward(rm_world):
 
 def test_mean_pooling_and_scoring_follow_the_saved_pooling(rm_world, tmp_path):
     """A saved RM keeps its pooling: score_responses after reload uses ``harness_pooling``."""
-    path, tok, model, pairs = rm_world
+    _path, tok, model, pairs = rm_world
     model.config.harness_pooling = "mean"
     model.save_pretrained(tmp_path / "rm")
     reloaded = load_reward_model(str(tmp_path / "rm"), tok.pad_token_id, torch.float64).eval()

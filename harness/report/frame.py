@@ -136,11 +136,13 @@ def sweep_spec(client, runs: pd.DataFrame, experiment: str) -> dict | None:
     """The newest parent run's ``resolved_spec.yaml`` of ``experiment``, or None (judge-only, or not logged)."""
     parents = parent_runs(runs)
     parents = parents[parents["experiment"] == experiment].sort_values("start_time", ascending=False)
+    from mlflow.exceptions import MlflowException
+
     for run_id in parents["run_id"]:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = client.download_artifacts(run_id, "resolved_spec.yaml", tmp)
-            except Exception:  # noqa: BLE001 - an older parent without the artifact
+            except (MlflowException, OSError):  # an older parent without the artifact: try the next
                 continue
             return yaml.safe_load(Path(path).read_text())
     return None
