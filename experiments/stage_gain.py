@@ -3,7 +3,7 @@
     python experiments/stage_gain.py EXPERIMENT [--stage sft] [--metric eval/arith/pass_at_1]
                                      [--tracking-uri URI ...]
 
-For every trial of EXPERIMENT, reads the metric of the trial run (its last
+For every trial of EXPERIMENT's newest sweep in each store, reads the metric of the trial run (its last
 stage's evaluation) and of its child stage run named ``--stage`` (the start
 that stage trained from), and prints one row per ablation level: the per-seed
 values, the mean paired difference over seeds and its 95% Student-t interval,
@@ -11,6 +11,10 @@ mean +- t_{0.975, n-1} * sd / sqrt(n).  Several ``--tracking-uri`` values pool
 stores that ran different seeds of the same spec (``--set seeds=[k]``), so
 trial ids agree across them.  The README's "Measured effects" tables come from
 this script.
+
+``--contrast A B`` adds the paired difference of the end metric (and of
+``--also``) between levels A and B, e.g. sum- minus mean-reduced DPO on the
+same seeds' starts.
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ def collect(uri: str, experiment: str, stage: str, metrics: list[str]) -> dict:
         raise SystemExit(f"{uri}: no experiment {experiment!r}")
     runs = client.search_runs([exp.experiment_id], max_results=50000)
     by_id = {r.info.run_id: r for r in runs}
+    sweeps = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    newest = max(sweeps, key=lambda r: r.info.start_time).info.run_id if sweeps else None
     out = {}
     for run in runs:
         parent = run.data.tags.get("mlflow.parentRunId")
         if run.data.tags.get("harness.stage") != stage or parent not in by_id:
             continue
         trial = by_id[parent]
+        if newest is not None and trial.data.tags.get("mlflow.parentRunId") != newest:
+            continue  # an earlier sweep of the experiment (e.g. before an axis was added)
         name = trial.data.tags.get("harness.trial_id", "")
         match = re.fullmatch(r"(.*)-seed(\d+)-[0-9a-f]{8}", name)
         if not match:
@@ -57,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metric", default="eval/arith/pass_at_1")
     ap.add_argument("--also", default="eval/arith/response_length", help="a second metric shown per seed")
     ap.add_argument("--tracking-uri", action="append", default=None)
+    ap.add_argument("--contrast", nargs=2, action="append", metavar=("A", "B"),
+                    help="paired end-metric difference, level A minus level B")
     args = ap.parse_args(argv)
     rows: dict = {}
     for uri in args.tracking_uri or ["sqlite:///results/mlflow.db"]:
@@ -75,10 +85,29 @@ def main(argv: list[str] | None = None) -> None:
             continue
         gain = summarize([b - a for a, b in values])  # the report's t-interval over seeds
         cells = ", ".join(f"{a:.3f} → {b:.3f}" for a, b in values)
-        also = ", ".join(
-            f"{seeds[s]['start'][args.also]:.1f} → {seeds[s]['end'][args.also]:.1f}" for s in order
-        )
+        also = ", ".join(f"{_num(seeds[s]['start'][args.also])} → {_num(seeds[s]['end'][args.also])}"
+                         for s in order)
         print(f"| {level} | {cells} | {also} | {gain.mean:+.3f} | [{gain.ci_low:+.3f}, {gain.ci_high:+.3f}] |")
+    for a, b in args.contrast or []:
+        print_contrast(levels, a, b, [args.metric, args.also])
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def print_contrast(levels: dict, a: str, b: str, metrics: list[str]) -> None:
+    """End metric of level a minus level b, paired by seed, with the 95% t-interval over seeds."""
+    for name in (a, b):
+        if name not in levels:
+            raise SystemExit(f"--contrast: no level {name!r}; levels: {', '.join(levels)}")
+    seeds = sorted(set(levels[a]) & set(levels[b]))
+    print(f"\n{a} − {b}, paired over seeds {seeds}:")
+    for m in metrics:
+        diffs = [levels[a][s]["end"][m] - levels[b][s]["end"][m] for s in seeds]
+        d = summarize(diffs)
+        print(f"  {m}: per seed {', '.join(f'{x:+.3f}' for x in diffs)}; "
+              f"mean {d.mean:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
 
 
 if __name__ == "__main__":
