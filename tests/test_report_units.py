@@ -98,6 +98,26 @@ def test_latest_trials_keeps_one_run_per_trial_with_its_stages():
     assert latest_trials(once) is once  # nothing duplicated: unchanged
 
 
+def test_a_trial_renamed_by_a_new_axis_is_counted_once():
+    """A second sweep added an axis (``max_steps40``): same config hash, so the older run and its stage go."""
+    import pandas as pd
+
+    from harness.report.frame import latest_trials, trial_config
+
+    assert trial_config("dpo-max_steps40-seed0-916dea54") == trial_config("dpo-seed0-916dea54") == "916dea54"
+    assert trial_config("base") == "base"
+    runs = pd.DataFrame([
+        ("old", "FINISHED", 2, "dpo-seed0-916dea54", "sweepA"),
+        ("old-sft", "FINISHED", 3, None, "old"),
+        ("new", "FINISHED", 10, "dpo-max_steps40-seed0-916dea54", "sweepB"),
+        ("new80", "FINISHED", 12, "dpo-max_steps80-seed0-efc963e5", "sweepB"),
+        ("base1", "FINISHED", 1, "base", "sweepA"),
+        ("base2", "FINISHED", 9, "base", "sweepB"),
+    ], columns=["run_id", "status", "start_time", "tags.harness.trial_id", "tags.mlflow.parentRunId"])
+    runs["experiment"] = "e"
+    assert sorted(latest_trials(runs)["run_id"]) == ["base2", "new", "new80"]
+
+
 def test_bookkeeping_metrics_are_not_outcomes():
     import pandas as pd
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -61,16 +62,30 @@ def runs_frame(client, experiments: list[str]) -> pd.DataFrame:
     return df.astype({c: object for c in text})
 
 
-def latest_trials(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with one run per (experiment, trial id): the newest FINISHED one, else the newest.
+def trial_config(trial_id: str) -> str:
+    """The part of a trial id that names its configuration: the hash suffix (``grid._trial_id``).
 
-    Two sweeps of one experiment (a spec that gained an ablation level, say)
-    log the trials they share twice, with the same id and, through the caches,
-    the same results; a report counts each trial once.  Runs nested under a
-    dropped trial run (its stages) go with it.
+    ``beta0.1-seed0-1a2b3c4d`` and ``beta0.1-steps40-seed0-1a2b3c4d`` are one
+    trial: the second sweep added the axis ``steps`` whose first level is the
+    old default, so the name grew but the configuration hash did not change.
+    Ids without a hash (``base``) stand for themselves.
+    """
+    match = re.search(r"-([0-9a-f]{8})$", trial_id)
+    return match.group(1) if match else trial_id
+
+
+def latest_trials(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with one run per (experiment, trial configuration): the newest FINISHED one, else the newest.
+
+    Two sweeps of one experiment (a spec that gained an ablation level or a
+    whole axis, say) log the trials they share twice, with the same
+    configuration hash and, through the caches, the same results; a report
+    counts each trial once (``trial_config``), under the newer run's id.  Runs
+    nested under a dropped trial run (its stages) go with it.
     """
     trial_id = column(runs, "tags.harness.trial_id")
-    trials = pd.DataFrame({"run_id": runs["run_id"], "experiment": runs["experiment"], "trial": trial_id,
+    config = trial_id.map(lambda t: trial_config(t) if isinstance(t, str) else None)
+    trials = pd.DataFrame({"run_id": runs["run_id"], "experiment": runs["experiment"], "trial": config,
                            "finished": runs["status"] == "FINISHED", "start": runs["start_time"]})[trial_id.notna()]
     keep = (trials.sort_values(["finished", "start"], ascending=False)
             .drop_duplicates(["experiment", "trial"])["run_id"])
