@@ -14,6 +14,8 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 CACHE_FILE = "judge_replies.sqlite"
@@ -39,6 +41,28 @@ def request_key(base_url: str, model: str, messages: list[dict], params: dict) -
     return hashlib.sha256(canonical_json(material).encode("utf-8")).hexdigest()
 
 
+def _retry_while_locked(step: Callable[[], None], timeout_s: float) -> None:
+    """Run ``step``, again after a short sleep while sqlite says the database is locked, up to ``timeout_s``.
+
+    Two processes opening a fresh cache at once both hold a shared lock while
+    they switch it to WAL.  sqlite does not call its busy handler where waiting
+    could deadlock (sqlite3_busy_handler docs); it fails one of them at once
+    with "database is locked", and the caller is to retry.  Seen as a rare
+    failure of tests/test_judge_cache.py on a loaded 2-core machine.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.25)
+
+
 class ReplyCache:
     """Thread-safe get/put of JSON replies by key; one connection per instance, guarded by a lock."""
 
@@ -50,7 +74,12 @@ class ReplyCache:
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        _retry_while_locked(self._set_up, busy_timeout_s)
+
+    def _set_up(self) -> None:
+        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":  # sqlite reports the old mode when it could not switch
+            raise sqlite3.OperationalError(f"database is locked (journal mode still {mode})")
         self._db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a killed process
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
 

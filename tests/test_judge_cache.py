@@ -6,12 +6,16 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from judges.cache import CACHE_FILE, ReplyCache, canonical_json, request_key
+import pytest
+
+from judges.cache import CACHE_FILE, ReplyCache, _retry_while_locked, canonical_json, request_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +86,56 @@ def test_a_killed_writer_keeps_every_finished_put(tmp_path):
     assert len(cache) == 40 + 10
     assert cache.get("k-39") == {"text": "k 39"}
     assert (tmp_path / CACHE_FILE).exists()
+
+
+def test_set_up_is_retried_while_sqlite_says_locked_and_only_then():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+
+    _retry_while_locked(flaky, timeout_s=5)
+    assert len(calls) == 3
+
+    def broken():
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: replies")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        _retry_while_locked(broken, timeout_s=5)
+    assert len(calls) == 1   # not a lock: raised at once
+
+    def always_locked():
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _retry_while_locked(always_locked, timeout_s=0.05)   # gives up at the timeout
+
+
+def test_many_processes_opening_a_fresh_cache_at_once(tmp_path):
+    """The race behind the retry: every writer opens the new sqlite file at the same moment."""
+    opener = textwrap.dedent("""
+        import os, sys, time
+        from judges.cache import ReplyCache
+        d, tag = sys.argv[1], sys.argv[2]
+        while not os.path.exists(os.path.join(d, "go")):
+            time.sleep(0.001)
+        cache = ReplyCache(d)
+        cache.put(tag, {"text": tag})
+        cache.close()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for round_ in range(3):
+        d = tmp_path / f"r{round_}"
+        d.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", opener, str(d), f"w{k}"], env=env,
+                                  stderr=subprocess.PIPE, text=True) for k in range(6)]
+        time.sleep(0.5)
+        (d / "go").touch()
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, f"opener exited {p.returncode}:\n{err}"
+        assert len(ReplyCache(d)) == 6
