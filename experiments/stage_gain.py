@@ -1,13 +1,13 @@
 """Gain of a sweep's last stage over an earlier stage, paired within each seed.
 
     python experiments/stage_gain.py EXPERIMENT [--stage sft] [--metric eval/arith/pass_at_1]
-                                     [--tracking-uri URI ...]
+                                     [--also METRIC] [--tracking-uri URI ...] [--contrast A B ...]
 
-For every trial of EXPERIMENT's newest sweep in each store, reads the metric of the trial run (its last
-stage's evaluation) and of its child stage run named ``--stage`` (the start
-that stage trained from), and prints one row per ablation level: the per-seed
-values, the mean paired difference over seeds and its 95% Student-t interval,
-mean +- t_{0.975, n-1} * sd / sqrt(n).  Several ``--tracking-uri`` values pool
+For every trial of EXPERIMENT's newest sweep in each store, reads the metric
+of the trial run (its last stage's evaluation) and of its child stage run
+named ``--stage`` (the start that stage trained from), and prints one row per
+ablation level: the per-seed values, the mean paired difference over seeds
+and its 95% Student-t interval, mean +- t_{0.975, n-1} * sd / sqrt(n).  Several ``--tracking-uri`` values pool
 stores that ran different seeds of the same spec (``--set seeds=[k]``), so
 trial ids agree across them.  The README's "Measured effects" tables come from
 this script.
