@@ -3,13 +3,14 @@
     python experiments/stage_gain.py EXPERIMENT [--stage sft] [--metric eval/arith/pass_at_1]
                                      [--also METRIC] [--tracking-uri URI ...] [--contrast A B ...]
 
-For every trial of EXPERIMENT's newest sweep in each store, reads the metric
-of the trial run (its last stage's evaluation) and of its child stage run
-named ``--stage`` (the start that stage trained from), and prints one row per
-ablation level: the per-seed values, the mean paired difference over seeds
-and its 95% Student-t interval, mean +- t_{0.975, n-1} * sd / sqrt(n).  Several ``--tracking-uri`` values pool
-stores that ran different seeds of the same spec (``--set seeds=[k]``), so
-trial ids agree across them.  The README's "Measured effects" tables come from
+For every trial of EXPERIMENT (one run per trial configuration, as in the
+report), reads the metric of the trial run (its last stage's evaluation) and
+of its child stage run named ``--stage`` (the start that stage trained from),
+and prints one row per ablation level: the per-seed values, the mean paired
+difference over seeds and its 95% Student-t interval,
+mean +- t_{0.975, n-1} * sd / sqrt(n).  Several ``--tracking-uri`` values
+pool stores that ran different seeds of the same spec (``--set seeds=[k]``),
+so trial ids agree across them.  The README's "Measured effects" tables come from
 this script.
 
 ``--contrast A B`` adds the paired difference of the end metric (and of
@@ -25,6 +26,7 @@ from collections import defaultdict
 
 from mlflow.tracking import MlflowClient
 
+from harness.report.frame import trial_config
 from harness.report.stats import summarize
 
 
@@ -36,17 +38,20 @@ def collect(uri: str, experiment: str, stage: str, metrics: list[str]) -> dict:
         raise SystemExit(f"{uri}: no experiment {experiment!r}")
     runs = client.search_runs([exp.experiment_id], max_results=50000)
     by_id = {r.info.run_id: r for r in runs}
-    sweeps = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
-    newest = max(sweeps, key=lambda r: r.info.start_time).info.run_id if sweeps else None
+    # One trial run per configuration, by the report's rule: two sweeps of the
+    # experiment (say, before and after an axis was added) log it twice.
+    kept = {}
+    trials = [r for r in runs if "harness.trial_id" in r.data.tags]
+    for r in sorted(trials, key=lambda r: (r.info.status == "FINISHED", r.info.start_time), reverse=True):
+        kept.setdefault(trial_config(r.data.tags["harness.trial_id"]), r.info.run_id)
+    kept_ids = set(kept.values())
     out = {}
     for run in runs:
         parent = run.data.tags.get("mlflow.parentRunId")
-        if run.data.tags.get("harness.stage") != stage or parent not in by_id:
+        if run.data.tags.get("harness.stage") != stage or parent not in kept_ids:
             continue
         trial = by_id[parent]
-        if newest is not None and trial.data.tags.get("mlflow.parentRunId") != newest:
-            continue  # an earlier sweep of the experiment (e.g. before an axis was added)
-        name = trial.data.tags.get("harness.trial_id", "")
+        name = trial.data.tags["harness.trial_id"]
         match = re.fullmatch(r"(.*)-seed(\d+)-[0-9a-f]{8}", name)
         if not match:
             continue

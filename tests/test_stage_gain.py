@@ -2,7 +2,7 @@
 
 The paired contrast is checked against scipy's t quantile on hand-made
 values, and ``collect`` against a small MLflow store holding two sweeps of one
-experiment: only the newest sweep's trials count.
+experiment: a trial both sweeps logged counts once.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _trial(client, exp, sweep, trial_id, start, end):
     client.log_metric(stage.info.run_id, "m", start)
 
 
-def test_collect_reads_only_the_newest_sweep(stage_gain, tmp_path):
+def test_collect_counts_each_trial_configuration_once(stage_gain, tmp_path):
+    """Two sweeps share a trial (renamed by a new axis): the newer run counts; an older-only trial stays."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
@@ -61,6 +62,8 @@ def test_collect_reads_only_the_newest_sweep(stage_gain, tmp_path):
     _trial(client, exp, old, "dpo-seed0-0123abcd", 1.0, 5.0)    # before an axis was added
     _trial(client, exp, new, "dpo-steps40-seed0-0123abcd", 1.0, 3.0)
     _trial(client, exp, new, "dpo-steps40-seed1-89abcdef", 2.0, 7.0)
+    _trial(client, exp, old, "ipo-seed0-fedcba98", 4.0, 6.0)     # only the older sweep ran it
     got = stage_gain.collect(uri, "e", "sft", ["m"])
     assert got == {("dpo-steps40", 0): {"start": {"m": 1.0}, "end": {"m": 3.0}},
-                   ("dpo-steps40", 1): {"start": {"m": 2.0}, "end": {"m": 7.0}}}
+                   ("dpo-steps40", 1): {"start": {"m": 2.0}, "end": {"m": 7.0}},
+                   ("ipo", 0): {"start": {"m": 4.0}, "end": {"m": 6.0}}}
