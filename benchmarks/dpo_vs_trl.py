@@ -56,7 +56,7 @@ def run_trl(model_dir: str, data: str, args) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from harness.models import load_model, load_tokenizer
+    from harness.train.models import load_model, load_tokenizer
 
     rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
     start, cpu_start = time.perf_counter(), _cpu_s()
@@ -74,9 +74,9 @@ def run_trl(model_dir: str, data: str, args) -> dict:
 
 
 def run_harness(model_dir: str, data: str, args) -> dict:
-    from harness.grid import resolve_stages
-    from harness.spec import validate_spec
-    from harness.stages import train_stage
+    from harness.config.grid import resolve_stages
+    from harness.config.spec import validate_spec
+    from harness.train.stages import train_stage
 
     spec = validate_spec({
         "name": "bench", "model": model_dir, "method": {"name": "dpo", "beta": 0.1},
@@ -98,9 +98,9 @@ def build_world(out: Path, args) -> tuple[str, str]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from harness.data import load_rows
-    from harness.models import load_tokenizer
+    from harness.data.load import load_rows
     from harness.toy import toy_model_path
+    from harness.train.models import load_tokenizer
 
     tok = load_tokenizer(str(toy_model_path("micro", out / "cache")))
     torch.manual_seed(0)

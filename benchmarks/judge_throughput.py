@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.serve.server import ChatResult, TokenLogprob, serve_forever
 from judges.client import JudgeClient
-from judges.server import ChatResult, TokenLogprob, serve_forever
 
 
 def slow_verdict(latency_s: float):

@@ -105,16 +105,16 @@ def _judge_parser(sub) -> None:
 
 
 def cmd_judge(args) -> int:
-    from harness.judging import cmd_judge as run
+    from harness.judge_cmd.command import cmd_judge as run
 
     return run(args)
 
 
 def cmd_sweep(args) -> int:
-    from harness.data import fingerprint
-    from harness.grid import dry_run_lines, expand_trials
-    from harness.spec import load_spec
-    from harness.sweep import run_sweep
+    from harness.config.grid import dry_run_lines, expand_trials
+    from harness.config.spec import load_spec
+    from harness.data.load import fingerprint
+    from harness.run.sweep import run_sweep
 
     spec = load_spec(args.spec, args.overrides)
     trials = expand_trials(spec, fingerprint)
@@ -131,10 +131,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from harness.data import fingerprint
-    from harness.grid import single_trial
-    from harness.spec import load_spec
-    from harness.sweep import run_sweep
+    from harness.config.grid import single_trial
+    from harness.config.spec import load_spec
+    from harness.data.load import fingerprint
+    from harness.run.sweep import run_sweep
 
     spec = load_spec(args.spec, args.overrides)
     if spec.ablate or len(spec.seeds) > 1:
@@ -155,7 +155,7 @@ def _finish(summary) -> int:
 
 def cmd_report(args) -> int:
     from harness.report import write_report
-    from harness.tracking import resolve_store
+    from harness.run.tracking import resolve_store
 
     store = resolve_store(args.tracking_uri, None, None, args.results_dir)
     out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
@@ -166,7 +166,7 @@ def cmd_report(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from harness.tracking import resolve_store
+    from harness.run.tracking import resolve_store
 
     store = resolve_store(args.tracking_uri, None, None, args.results_dir)
     print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{args.port}", flush=True)
@@ -177,8 +177,8 @@ def cmd_ui(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from judges.endpoint import serve_responder
-    from judges.server import serve_forever
+    from harness.serve.endpoint import serve_responder
+    from harness.serve.server import serve_forever
 
     responder = serve_responder(args.model, args.position_bias, args.verbosity_bias,
                                 Path(args.results_dir).resolve() / "cache")
@@ -188,7 +188,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from harness.audit import audit_data, audit_tokenizer, format_table, to_json
+    from harness.data.audit import audit_data, audit_tokenizer, format_table, to_json
 
     if not 0 < args.near_threshold <= 1:
         raise HarnessError(f"--near-threshold: must be in (0, 1], got {args.near_threshold}")

@@ -17,7 +17,7 @@ the client's retries; it stays in the judgments with preference None.
 Rows are AlpacaEval annotations (``instruction, output_1, generator_1,
 output_2, generator_2, preference``, preference = 1 + p in [1, 2], output_1 the
 baseline), so rows of several models can be pooled for a joint LC fit
-(``judges.annotations.score_annotations`` via ``as_annotations``).  The metrics'
+(``judges.stats.annotations.score_annotations`` via ``as_annotations``).  The metrics'
 own ``lc_win_rate`` is the one-model fit (no instruction term).
 """
 
@@ -27,10 +27,10 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from judges.annotations import Annotation, score_annotations
 from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import label_probability
 from judges.prompts import ALPACA, alpaca_messages
+from judges.stats.annotations import Annotation, score_annotations
 
 ORDERS = ("baseline_first", "candidate_first")
 DEFAULT_PARAMS = {"logprobs": True, "top_logprobs": 5, "max_tokens": 1}
@@ -111,7 +111,7 @@ def _annotation(row_id, instruction, output, baseline, got: dict, generator, bas
 
 
 def as_annotations(rows: Sequence[dict], length: Callable[[str], float] = len) -> list[Annotation]:
-    """Our rows as ``judges.annotations.Annotation`` (label = preference - 1, None for an error)."""
+    """Our rows as ``judges.stats.annotations.Annotation`` (label = preference - 1, None for an error)."""
     return [Annotation(f"alpaca:{r['id']}", r["instruction"], r["generator_1"], r["generator_2"],
                        length(r["output_1"]), length(r["output_2"]),
                        None if r["preference"] is None else r["preference"] - 1.0) for r in rows]
@@ -119,7 +119,7 @@ def as_annotations(rows: Sequence[dict], length: Callable[[str], float] = len) -
 
 def alpaca_metrics(rows: Sequence[dict], *, length: Callable[[str], float] = len,
                    n_bootstrap: int = 200, seed: int = 0) -> dict[str, float]:
-    """AlpacaEval's scoring (``judges.annotations.score_annotations``) as fractions, plus the lean.
+    """AlpacaEval's scoring (``judges.stats.annotations.score_annotations``) as fractions, plus the lean.
 
     win_rate = mean(preference - 1) over valid rows, standard_error its ddof-1 SE,
     lc_win_rate / lc_standard_error the one-model LC fit; first_position_rate = the

@@ -31,7 +31,7 @@ def request_key(base_url: str, model: str, messages: list[dict], params: dict) -
     """sha256 of (endpoint URL, model, messages, every sampling param incl. n, seed, logprobs).
 
     ``base_url`` is the endpoint's URL, or for a server harness starts on a fresh
-    port each run, its stable identity (``judges.endpoint.cache_identity``).
+    port each run, its stable identity (``harness.serve.endpoint.cache_identity``).
 
     ``params`` holds what is sent, None values already dropped by the caller
     (an omitted param and an explicit null send the same request).

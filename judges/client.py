@@ -131,7 +131,7 @@ class JudgeClient:
     @classmethod
     def from_spec(cls, judge_spec, base_url: str, cache_dir: Path | None, **overrides) -> JudgeClient:
         """A client for ``judge:`` of a spec; the key comes from the env var ``judge.api_key_env``."""
-        from judges.endpoint import cache_identity
+        from harness.serve.endpoint import cache_identity
 
         api_key = os.environ.get(judge_spec.api_key_env) or None
         model = judge_spec.model or _served_model(base_url, api_key, judge_spec.timeout_s)

@@ -19,7 +19,7 @@ definition replaces an earlier one as Python rebinds the name.
 ``score_code_outputs(items, samples, options)`` runs every sample through the
 sandbox (a thread pool bounded by the CPU count) and returns the suite's
 metrics (``pass_at_<k>`` and ``pass_at_<k>_se`` for each requested k, with the
-unbiased estimator of ``judges.stats``) and one judgment row per item.
+unbiased estimator of ``judges.stats.estimators``) and one judgment row per item.
 """
 
 from __future__ import annotations
@@ -29,10 +29,17 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from harness.data import Row, load_rows
+from harness.data.load import Row, load_rows
 from harness.errors import DataError, HarnessError
-from judges.sandbox import DEFAULT_LIMITS, Limits, SandboxResult, check_isolation, run_python, sandbox_python
-from judges.stats import mean_pass_at_k
+from judges.sandbox.runner import (
+    DEFAULT_LIMITS,
+    Limits,
+    SandboxResult,
+    check_isolation,
+    run_python,
+    sandbox_python,
+)
+from judges.stats.estimators import mean_pass_at_k
 
 DEFAULT_DATA = "toy://code-eval"
 DEFAULTS = {"k": [1], "timeout_s": 5.0, "memory_mb": 512, "unsafe": False, "concurrency": None}

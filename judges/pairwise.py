@@ -1,6 +1,6 @@
 """Suite ``pairwise``: a candidate against a baseline, judged in BOTH orders, every prompt.
 
-Orders (the names of ``judges.winrate``):
+Orders (the names of ``judges.stats.winrate``):
 
 - ``candidate_first``: answer A is the candidate, answer B the baseline (the
   original order);
@@ -11,7 +11,7 @@ An order whose reply has no parseable verdict is retried by the client (its
 has none the prompt is an ``error``: kept as a row, counted, never dropped.
 Aggregation (wins, ties, losses, errors, win_rate, position_consistency,
 first_position_rate, standard_error) and the length-bias report are
-``judges.winrate``'s.
+``judges.stats.winrate``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import parse_pairwise
 from judges.prompts import PAIRWISE, PAIRWISE_MULTI, pairwise_messages, pairwise_multi_messages
-from judges.winrate import OUTCOME_SCORE, PairVerdicts, length_bias, summarize_pairs
+from judges.stats.winrate import OUTCOME_SCORE, PairVerdicts, length_bias, summarize_pairs
 
 ORDERS = ("candidate_first", "baseline_first")
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from harness.errors import DataError
-from judges.agreement import cohens_kappa
 from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import parse_safety
 from judges.prompts import SAFETY, safety_messages
+from judges.stats.agreement import cohens_kappa
 
 LABELS = ("harmful", "benign")
 CLASSIFIERS = ("judge", "matcher", "both")
@@ -64,7 +64,7 @@ def read_safety_prompts(uri: str) -> list[dict]:
     a missing or unknown label is a DataError naming the file and line.
     Returns dicts with ``id`` (the row's, else ``safety-<line>``), ``prompt``, ``label``.
     """
-    from harness.data import load_rows
+    from harness.data.load import load_rows
 
     items = []
     for row in load_rows(uri, "eval"):

@@ -32,8 +32,8 @@ def _no_ambient_tracking_uri(monkeypatch):
 @pytest.fixture(scope="module")
 def toy_url():
     """The toy rubric judge served over real HTTP on 127.0.0.1 for the whole test module."""
-    from judges.server import serve_in_background
-    from judges.toy_judge import make_responder
+    from harness.serve.server import serve_in_background
+    from harness.serve.toy_judge import make_responder
 
     with serve_in_background(make_responder()) as server:
         yield server.base_url

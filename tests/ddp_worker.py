@@ -10,13 +10,13 @@ import sys
 
 import torch
 
-from harness.data import load_rows, pairs_to_kto, take_fraction
-from harness.methods import METHODS
-from harness.models import load_model, load_tokenizer
-from harness.stages import plan_kl_pairs
-from harness.step_inputs import kl_pair_logps
-from harness.tokenization import encode_kto, encode_sft
-from harness.train import TrainConfig, train
+from harness.data.load import load_rows, pairs_to_kto, take_fraction
+from harness.data.tokenization import encode_kto, encode_sft
+from harness.methods.registry import METHODS
+from harness.methods.step_inputs import kl_pair_logps
+from harness.train.loop import TrainConfig, train
+from harness.train.models import load_model, load_tokenizer
+from harness.train.stages import plan_kl_pairs
 
 # Distinct IW-SFT weights for the 7 examples, so self-normalization over a shard would show.
 IW_WEIGHTS = [0.5, 2.0, 1.0, 4.0, 0.25, 1.5, 3.0]

@@ -1,6 +1,6 @@
 """Shared by the judge-suite tests (the `toy_url` fixture itself lives in conftest.py)."""
 
-from harness.data import load_rows
+from harness.data.load import load_rows
 
 
 def arith_items(n):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-from judges.server import ChatResult, ReplyError, TokenLogprob
+from harness.serve.server import ChatResult, ReplyError, TokenLogprob
 
 
 class ScriptedJudge:

@@ -14,7 +14,7 @@ from harness.report.collect import collect, parse_references
 from harness.report.render import figures, to_html, to_markdown
 from harness.report.sections import blocks, runs_table, tidy_csv
 from harness.report.stats import DEFAULT_B
-from harness.tracking import Store
+from harness.run.tracking import Store
 
 FORMATS = {"md": ("md",), "html": ("html",), "csv": ("csv",), "all": ("md", "html", "csv")}
 ARTIFACT_DIR = "report"

@@ -13,7 +13,7 @@ from harness.report import frame
 from harness.report.compare import MODEL_AXIS, AxisTable, axis_tables, model_table
 from harness.report.per_prompt import per_prompt_values
 from harness.report.stats import DEFAULT_B
-from harness.tracking import Store
+from harness.run.tracking import Store
 
 TRAINING_KEYS = ("train/loss", "train/rewards/margin", "train/kl", "train/tokens_per_s")
 VS_BASE_AXIS = "run (vs base)"

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from harness.errors import HarnessError
-from harness.tracking import Store, _param_value
+from harness.run.tracking import Store, _param_value
 
 SEED_PARAM = "params.train.seed"
 LABEL_KEYS = ("tags.harness.generator", "tags.harness.model", "params.generator", "params.model")
@@ -32,7 +32,7 @@ LABEL_KEYS = ("tags.harness.generator", "tags.harness.model", "params.generator"
 def client_for(store: Store):
     from mlflow.tracking import MlflowClient
 
-    from harness.tracking import _quiet_mlflow
+    from harness.run.tracking import _quiet_mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
     client = MlflowClient(tracking_uri=store.tracking_uri)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import os
 import pathlib
-import shutil
 import sys
-import tempfile
 import time
+
+from harness.cache import atomic_path
 
 VERSION = 1
 
@@ -165,13 +164,8 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
             return final
         if progress:
             _say(f"building toy model {name} (seed {seed}) into {final}")
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=root))
-        try:
+        with atomic_path(final) as tmp:
             build_model(name, tmp, seed, progress)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return final
 
 

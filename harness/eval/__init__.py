@@ -1,0 +1,1 @@
+"""Evaluation: suites, their items and outputs files, generation backends, sampled KL."""

@@ -1,0 +1,1 @@
+"""``harness judge``: judge-only evaluation of models, output files or annotation files."""

@@ -1,0 +1,205 @@
+"""What ``harness judge`` prints and what it logs to MLflow.
+
+JSON shapes (DESIGN.md, "Contract: outputs and units"):
+
+- ``--suite pairwise``: a list, one object per generator, with exactly
+  ``generator, n, wins, ties, losses, errors, win_rate, position_consistency,
+  first_position_rate``;
+- any other single suite: a list of ``{generator, <metric>: value, ...}``;
+- several suites: an object ``{suite: <that suite's list>}``;
+- ``--annotations``: a list of ``{generator, n, errors, win_rate, standard_error,
+  lc_win_rate, lc_standard_error}`` in percent, as AlpacaEval's leaderboard.
+
+Rates are fractions everywhere else.  One MLflow run per generator (experiment
+``judge`` by default), with ``eval/<suite>/<metric>`` metrics, the
+``outputs/<suite>.jsonl`` and ``judgments/<suite>.jsonl`` artifacts, and the
+judge client's counters as ``eval/<suite>/judge_<counter>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from harness.judge_cmd.command import log
+
+PAIRWISE_KEYS = ("generator", "n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
+                 "first_position_rate")
+ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error")
+COUNTS = {"n", "wins", "ties", "losses", "errors", "n_harmful", "n_benign", "num_prompts", "num_samples"}
+
+
+def _value(key: str, value):
+    if value is None:
+        return None
+    if key in COUNTS:
+        return int(value)
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def suite_rows(results: dict, suite: str) -> list[dict]:
+    """One JSON object per generator for ``suite`` (pairwise: exactly PAIRWISE_KEYS)."""
+    rows = []
+    for generator, plan in results.items():
+        metrics = plan[suite].metrics
+        if suite == "pairwise":
+            rows.append({"generator": generator, **{k: _value(k, metrics.get(k)) for k in PAIRWISE_KEYS[1:]}})
+        else:
+            rows.append({"generator": generator,
+                         **{k: _value(k, v) for k, v in metrics.items() if not k.startswith("judge_")}})
+    return rows
+
+
+RANKING_BASELINE = "baseline"
+
+
+def pairwise_comparisons(results: dict) -> list:
+    """Every generator's judged pairwise prompts as Bradley-Terry comparisons against the baseline.
+
+    Error prompts carry no outcome and are left out (they are counted in ``errors``)."""
+    from judges.stats.rankings import Comparison
+
+    return [Comparison(generator, RANKING_BASELINE, row["score"])
+            for generator, plan in results.items() if "pairwise" in plan
+            for row in plan["pairwise"].judgments if row.get("score") is not None]
+
+
+def add_pairwise_ratings(results: dict, *, n_bootstrap: int = 200, seed: int = 0) -> list:
+    """Bradley-Terry ratings on the Elo scale with 95% bootstrap CIs (judges.stats.rankings.bt_ratings),
+    written into each generator's pairwise metrics as ``elo``, ``elo_ci_low``, ``elo_ci_high``.
+
+    Returns the ratings, best first, the baseline included."""
+    from judges.stats.rankings import bt_ratings
+
+    comparisons = pairwise_comparisons(results)
+    if not comparisons:
+        return []
+    ratings = bt_ratings(comparisons, n_bootstrap=n_bootstrap, seed=seed, elo=True)
+    for rating in ratings:
+        if rating.model in results:
+            results[rating.model]["pairwise"].metrics.update(
+                elo=rating.score, elo_ci_low=rating.ci_low, elo_ci_high=rating.ci_high)
+    return ratings
+
+
+def ratings_table(ratings: list) -> str:
+    rows = [{"model": r.model, "elo": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high} for r in ratings]
+    return table(rows, "[pairwise ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI]")
+
+
+def results_json(results: dict, suites: list[str]):
+    if len(suites) == 1:
+        return suite_rows(results, suites[0])
+    return {suite: suite_rows(results, suite) for suite in suites}
+
+
+def table(rows: list[dict], title: str | None = None) -> str:
+    """A plain aligned text table of ``rows`` (dicts sharing keys); floats with 4 significant digits."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_cell(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ([title] if title else []) + ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def print_results(results: dict, suites: list[str], fmt: str, ratings: list | None = None) -> None:
+    if fmt == "json":
+        print(json.dumps(results_json(results, suites), indent=2))
+        return
+    tables = [table(suite_rows(results, s), f"[{s}]") for s in suites]
+    if ratings:
+        tables.append(ratings_table(ratings))
+    print("\n\n".join(tables))
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def _tracker(args):
+    from harness.run.tracking import Tracker, require_reachable, resolve_store
+
+    tracker = Tracker(resolve_store(args.tracking_uri, None, None, args.results_dir))
+    require_reachable(tracker)
+    return tracker
+
+
+def _common_tags(args, generator: str) -> dict:
+    from harness.run.tracking import git_sha, package_versions
+
+    source = args.model or " ".join(args.outputs or args.annotations or [])
+    return {"harness.role": "judge", "harness.generator": generator, "harness.source": source[:5000],
+            "harness.git_sha": git_sha(), "harness.versions": json.dumps(package_versions(), sort_keys=True)}
+
+
+def track_results(args, results: dict, provenance: dict, judge_spec, eval_cfg) -> None:
+    """One run per generator: metrics, params (judge settings, suite options), artifacts."""
+    from harness.config.spec import flatten
+    from harness.eval.suite import suite_options
+
+    tracker = _tracker(args)
+    experiment = tracker.experiment(args.experiment)
+    for generator, plan in results.items():
+        tags = {**_common_tags(args, generator), "harness.suites": ",".join(plan)}
+        if args.baseline:
+            tags["harness.baseline"] = args.baseline
+        for suite, origin in provenance.get(generator, {}).items():
+            tags.update({f"harness.{suite}.{k}": v for k, v in origin.items()})
+        run_id = tracker.create_run(experiment, generator, tags)
+        params = flatten({"judge": judge_spec.model_dump(exclude={"api_key_env"})})
+        for suite in plan:
+            params.update(flatten({f"eval.{suite}": suite_options(eval_cfg, suite)}))
+        if args.model:
+            params.update(flatten({"eval.generation": eval_cfg.generation.model_dump()}))
+        tracker.log_params(run_id, params)
+        for suite, result in plan.items():
+            tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in result.metrics.items()
+                                         if v is not None and not (isinstance(v, float) and math.isnan(v))})
+            tracker.log_jsonl(run_id, result.outputs, f"outputs/{suite}.jsonl")
+            tracker.log_jsonl(run_id, result.judgments, f"judgments/{suite}.jsonl")
+        tracker.set_status(run_id, "FINISHED")
+        log(f"logged {generator} to experiment {args.experiment!r} (run {run_id})")
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def annotations_command(args) -> int:
+    """Re-score AlpacaEval annotation files (no judge calls); print percent rows; log fractions."""
+    from harness.train.models import load_tokenizer, resolve_model_path
+    from judges.stats.annotations import score_annotation_files
+
+    tokenizer = None
+    if args.length_unit == "tokens" and args.tokenizer:
+        tokenizer = load_tokenizer(resolve_model_path(args.tokenizer, Path(args.results_dir).resolve() / "cache"))
+    scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer)
+    rows = [{k: _annotation_value(k, row.get(k)) for k in ANNOTATION_KEYS} for row in scored]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(table(rows, "[annotations] rates in percent"))
+    if not args.no_track:
+        tracker = _tracker(args)
+        experiment = tracker.experiment(args.experiment)
+        for row in rows:
+            run_id = tracker.create_run(experiment, row["generator"], _common_tags(args, row["generator"]))
+            tracker.log_params(run_id, {"length_unit": args.length_unit})
+            metrics = {k: (v / 100 if k != "n" and k != "errors" else v) for k, v in row.items()
+                       if k != "generator" and v is not None}
+            tracker.log_metrics(run_id, {f"eval/alpaca/{k}": v for k, v in metrics.items()})
+            tracker.set_status(run_id, "FINISHED")
+    return 0
+
+
+def _annotation_value(key: str, value):
+    if key == "generator":
+        return value
+    return _value(key, value)

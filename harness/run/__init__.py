@@ -1,0 +1,1 @@
+"""Running a sweep: the executor, in-sweep evaluation, preflight checks, tracking, caches."""

@@ -1,0 +1,103 @@
+"""Checks run before any training, so bad input stops a sweep with nothing spent.
+
+Everything that can be known from the spec and the data files is checked
+here: methods and options this version can run, every data file (each row
+validated once), and what each evaluation suite needs from its data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.data.load import ROW_KINDS, check_weights, load_rows
+from harness.errors import HarnessError
+from harness.eval.suite import check_suite_data, check_suites, generation_for, suite_items, suite_options
+from harness.methods.registry import METHODS
+from harness.run.scoring import baseline_from_file, baseline_kind
+from harness.toy import TOY_MODELS, is_toy, toy_name
+from harness.train.stages import weight_field
+
+
+def check_stage_settings(stage) -> None:
+    """Settings that validate as spec keys but that this version cannot run yet."""
+    entry = METHODS[stage.method.name]
+    if not entry.implemented:
+        available = sorted(n for n, m in METHODS.items() if m.implemented)
+        raise HarnessError(f"method.name: {entry.name!r} is not available in this version (available: {available})")
+
+
+def check_reward_model_stages(stages) -> None:
+    """An ``rm`` stage trains a scorer, not a policy: nothing can generate from it or train on top of it."""
+    for k, stage in enumerate(stages):
+        if stage.method.name != "rm":
+            continue
+        if stage.eval.suites:
+            raise HarnessError(f"stage {stage.name!r}: eval.suites {stage.eval.suites}: an rm stage trains a reward "
+                               "model, which cannot generate; leave eval.suites empty (use data.eval for held-out "
+                               "reward accuracy)")
+        if k < len(stages) - 1:
+            raise HarnessError(f"stage {stage.name!r}: an rm stage must be the last stage (its output is a reward "
+                               "model, not a policy for the next stage)")
+
+
+def check_model(uri: str | None, key: str) -> None:
+    """A toy model must exist by name, and a local model path on disk (hub ids are resolved later)."""
+    if uri is None:
+        return
+    if is_toy(uri):
+        if toy_name(uri) not in TOY_MODELS:
+            raise HarnessError(f"{key}: {uri!r} is not a toy model (toy models: {sorted(TOY_MODELS)})")
+        return
+    path = Path(uri).expanduser()
+    looks_local = uri.startswith((".", "/", "~")) or (os.sep in uri and path.parent.exists())
+    if looks_local and not path.is_dir():
+        raise HarnessError(f"{key}: model directory {uri!r} not found")
+
+
+def check_eval(eval_cfg, rows_of) -> None:
+    """Each suite of ``eval_cfg``: available, decodable as configured, and its data fit for it."""
+    check_suites(eval_cfg.suites)
+    for suite in eval_cfg.suites:
+        options = suite_options(eval_cfg, suite)
+        generation = generation_for(eval_cfg.generation, options)
+        if generation.n > 1 and generation.temperature == 0:
+            raise HarnessError(f"eval.{suite}.n: {generation.n} samples need temperature > 0 "
+                               "(greedy decoding gives one answer)")
+        check_suite_data(suite, suite_items(suite, options))
+        baseline = options.get("baseline")
+        if baseline is not None and baseline_kind(baseline) == "file":
+            baseline_from_file(baseline, suite_items(suite, options), suite)
+        if suite == "code":  # refuse before training, not after, when the sandbox cannot isolate
+            from judges.sandbox.runner import check_isolation
+
+            check_isolation(options["unsafe"])
+
+
+def preflight(spec, trials) -> None:
+    """Raise a HarnessError naming the first problem; return quietly when all is well."""
+    stages = [stage for trial in trials for stage in trial.stages]
+    for trial in trials:
+        check_reward_model_stages(trial.stages)
+    check_model(spec.model, "model")
+    for stage in stages:
+        check_stage_settings(stage)
+        check_model(stage.ref_model, "ref_model")
+    loaded: dict[tuple[str, str], list] = {}
+
+    def rows_of(uri: str, kind: str) -> list:
+        if (uri, kind) not in loaded:
+            loaded[(uri, kind)] = load_rows(uri, kind)
+        return loaded[(uri, kind)]
+
+    for stage in stages:
+        kind = ROW_KINDS.get(METHODS[stage.method.name].batch_kind)
+        if kind is None:
+            raise HarnessError(f"method.name: {stage.method.name!r} needs rows this version cannot read yet")
+        field = weight_field(stage)
+        for uri in filter(None, [stage.data.train, stage.data.eval]):
+            rows = rows_of(uri, kind)
+            if field is not None:
+                check_weights(rows, field)
+    for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
+        check_eval(eval_cfg, rows_of)

@@ -1,0 +1,287 @@
+"""The local sweep executor: trials -> stages -> evaluation -> the MLflow run tree.
+
+Run tree (DESIGN.md, "Contract: MLflow names"): one parent run per sweep
+(tag ``harness.sweep_id``), one child per trial (``harness.trial_id``), and a
+nested run per stage of a multi-stage trial (``harness.stage``,
+``harness.cache_hit``).  A FINISHED trial is skipped on re-run; a FAILED or
+RUNNING one resumes its own child run.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from harness.cache import digest
+from harness.config.grid import Trial, stage_key, sweep_id
+from harness.config.spec import Spec, flatten, spec_to_dict
+from harness.errors import HarnessError
+from harness.methods.registry import METHODS
+from harness.run.preflight import preflight
+from harness.run.scoring import JudgeEndpoint, Reference, baseline_kind, evaluate_model, joint_alpaca_lc
+from harness.run.tracking import Store, Tracker, git_sha, package_versions, resolve_store
+from harness.train.models import (
+    merged,
+    model_identity,
+    resolve_model_path,
+    save_checkpoint,
+)
+from harness.train.stages import data_fingerprint, device, train_stage
+
+
+@dataclass
+class Context:
+    spec: Spec
+    tracker: Tracker
+    experiment_id: str
+    cache_dir: Path
+    force: bool = False
+    progress: bool = True
+    common_tags: dict = field(default_factory=dict)
+    echo: Callable[[str], None] = print
+    judge: JudgeEndpoint | None = None
+    trial_ids: dict[str, str] = field(default_factory=dict)  # trial id or name (id without hash) -> id
+
+
+@dataclass
+class SweepSummary:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bool, echo=print) -> Context:
+    """Resolve the store and results paths (absolute, at start) and create the experiment."""
+    store: Store = resolve_store(tracking_uri, spec.tracking.uri, spec.tracking.artifact_root, spec.results_dir)
+    tracker = Tracker(store)
+    cache_dir = Path(spec.results_dir).resolve() / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tags = {"harness.sweep_id": sweep_id(spec), "harness.git_sha": git_sha(),
+            "harness.versions": json.dumps(package_versions(), sort_keys=True)}
+    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags, echo,
+                   JudgeEndpoint(spec.judge, cache_dir))
+
+
+def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
+              progress: bool = True, echo=print) -> SweepSummary:
+    """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
+    preflight(spec, trials)
+    ctx = open_context(spec, tracking_uri, force, progress, echo)
+    echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
+    parent = _parent_run(ctx)
+    summary = SweepSummary()
+    work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
+    ctx.trial_ids = trial_names(work)
+    work = baselines_first(work, ctx.trial_ids)
+    try:
+        for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
+            error = _run_trial(ctx, parent, trial)
+            if error is None:
+                summary.ran.append(trial.id)
+            elif error == SKIPPED:
+                summary.skipped.append(trial.id)
+            else:
+                summary.failed[trial.id] = error
+        if any("alpaca" in t.spec.eval.suites or any("alpaca" in st.eval.suites for st in t.stages)
+               for t in work):
+            joint_alpaca_lc(ctx)
+    finally:
+        ctx.judge.close()
+    ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
+    return summary
+
+
+def trial_names(work: list) -> dict[str, str]:
+    """How a baseline may name a trial of this sweep: its id, or its name without the config hash
+    (``lr0.0001-seed0``; the id's hash covers eval settings, so setting the baseline changes it)."""
+    names: dict[str, list[str]] = {}
+    for trial in work:
+        names.setdefault(trial.id.rsplit("-", 1)[0] if trial.id != "base" else "base", []).append(trial.id)
+    out = {name: ids[0] for name, ids in names.items() if len(ids) == 1}
+    return {**out, **{t.id: t.id for t in work}}
+
+
+def baselines_first(work: list, trial_ids: dict[str, str]) -> list:
+    """Trials named as a baseline (``eval.<suite>.baseline: TRIAL``) run before the others."""
+    named = set()
+    for trial in work:
+        for eval_cfg in [trial.spec.eval] + [stage.eval for stage in trial.stages]:
+            for suite in eval_cfg.suites:
+                value = getattr(getattr(eval_cfg, suite), "baseline", None)
+                if value is not None and baseline_kind(value) == "trial":
+                    named.add(trial_ids.get(value, value))
+    return [t for t in work if t.id in named] + [t for t in work if t.id not in named]
+
+
+def _parent_run(ctx: Context) -> str:
+    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec))}
+    found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": tags["harness.sweep_id"],
+                                                     "harness.role": "sweep"})
+    if found:
+        run_id = found.info.run_id
+        ctx.tracker.set_status(run_id, "RUNNING")
+    else:
+        run_id = ctx.tracker.create_run(ctx.experiment_id, f"sweep-{tags['harness.sweep_id']}",
+                                        {**tags, "harness.role": "sweep"})
+        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(ctx.spec), sort_keys=False),
+                             "resolved_spec.yaml")
+    return run_id
+
+
+def _find_trial_run(ctx: Context, trial_id: str):
+    return ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id,
+                                                    "harness.sweep_id": ctx.common_tags["harness.sweep_id"]})
+
+
+@dataclass(frozen=True)
+class _BaseTrial:
+    """The starting model, evaluated as trial ``base`` (``eval.include_base``)."""
+
+    id: str
+    spec: Spec
+    stages: tuple = ()
+
+
+def _base_trial(spec: Spec) -> _BaseTrial:
+    return _BaseTrial("base", spec)
+
+
+SKIPPED = "skipped"
+
+
+def _run_trial(ctx: Context, parent: str, trial) -> str | None:
+    """Run or skip one trial; returns None when it ran, ``SKIPPED``, or its error message."""
+    found = _find_trial_run(ctx, trial.id)
+    if found and found.info.status == "FINISHED" and not ctx.force:
+        ctx.echo(f"skip {trial.id} (finished run {found.info.run_id})")
+        return SKIPPED
+    if found:
+        run_id = found.info.run_id
+        ctx.tracker.set_status(run_id, "RUNNING")
+    else:
+        method = trial.stages[-1].method.name if trial.stages else "base"
+        tags = {**ctx.common_tags, "harness.trial_id": trial.id, "harness.method": method,
+                "harness.spec_sha": digest(spec_to_dict(trial.spec))}
+        run_id = ctx.tracker.create_run(ctx.experiment_id, trial.id, tags, parent_id=parent)
+    how = "starting" if not found else "re-running (--force)" if found.info.status == "FINISHED" else "resuming"
+    ctx.echo(f"trial {trial.id}: {how} (run {run_id})")
+    try:
+        ctx.tracker.log_params(run_id, trial_params(trial))
+        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(trial.spec), sort_keys=False),
+                             "resolved_spec.yaml")
+        if isinstance(trial, _BaseTrial):
+            _evaluate_base(ctx, run_id, trial.spec)
+        else:
+            _run_stages(ctx, run_id, trial)
+    except Exception as exc:  # noqa: BLE001 - any failure marks the trial FAILED and the sweep goes on
+        message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+        ctx.tracker.set_tags(run_id, {"harness.error": message[:5000]})
+        ctx.tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+        ctx.tracker.set_status(run_id, "FAILED")
+        ctx.echo(f"FAILED {trial.id}: {message}")
+        return message
+    if found and "harness.error" in found.data.tags:
+        ctx.tracker.client.delete_tag(run_id, "harness.error")  # the resumed trial succeeded
+    ctx.tracker.set_status(run_id, "FINISHED")
+    return None
+
+
+def trial_params(trial) -> dict:
+    """The resolved spec, flattened with dotted keys, plus the effective batch size."""
+    resolved = {k: v for k, v in spec_to_dict(trial.spec).items() if k not in ("ablate", "seeds")}
+    params = flatten(resolved)
+    for key, value in getattr(trial, "overrides", {}).items():  # an ablated mapping or list: one axis
+        if isinstance(value, (dict, list)):
+            params[key] = value
+    if trial.stages:
+        t = trial.stages[-1].train
+        params["train.effective_batch_size"] = t.batch_size * t.grad_accum  # x processes: one, here
+    return params
+
+
+def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
+    """Train (or fetch from cache) each stage in order, evaluating as ``eval.after`` says."""
+    path = resolve_model_path(trial.spec.model, ctx.cache_dir)
+    key = model_identity(path)
+    multi = bool(trial.spec.stages)
+    model = tokenizer = None
+    for i, stage in enumerate(trial.stages):
+        last = i == len(trial.stages) - 1
+        run_id = _stage_run(ctx, trial_run, trial, stage) if multi else trial_run
+        input_key, key = key, stage_key(stage, key, data_fingerprint(stage))
+        persist = not (last and stage.train.save == "none")
+        out_dir = ctx.cache_dir / "stages" / key
+        model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, out_dir, persist, multi)
+        if persist:
+            path = str(out_dir / "model")
+        if multi and not last and stage.eval.after == "every_stage":
+            _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial)
+        if multi:
+            ctx.tracker.set_status(run_id, "FINISHED")
+    ctx.tracker.set_tags(trial_run, {"harness.checkpoint": path if persist else "none (train.save: none)"})
+    ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
+    _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer, trial)
+
+
+def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, input_key: str, out_dir: Path,
+                  persist: bool, multi: bool):
+    """A stage's trained model: (None, None) on a cache hit (it is on disk), else (model, tokenizer)."""
+    marker = out_dir / "meta.json"
+    if marker.exists() and not ctx.force:
+        meta = json.loads(marker.read_text())
+        ctx.echo(f"  stage {stage.name}: cached (trained in run {meta['run_id']})")
+        if multi:
+            ctx.tracker.set_tags(run_id, {"harness.cache_hit": "true", "harness.stage_source_run": meta["run_id"]})
+        return None, None
+    if multi:
+        ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
+    if METHODS[stage.method.name].kl_estimator:
+        ctx.tracker.set_tags(run_id, {"harness.kl_estimator": METHODS[stage.method.name].kl_estimator})
+    ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
+    model, tokenizer, result = train_stage(
+        stage, path, input_key, ctx.cache_dir,
+        lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
+        log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+    model = merged(model)
+    if persist:
+        save_checkpoint(model, tokenizer, out_dir / "model")
+        # meta.json marks the entry complete: written last, and atomically.
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
+                                   "steps": result.steps}))
+        tmp.replace(marker)
+    return model, tokenizer
+
+
+def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
+    """The nested run of one stage, reused when the trial resumes."""
+    found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
+    if found:
+        ctx.tracker.set_status(found.info.run_id, "RUNNING")
+        return found.info.run_id
+    tags = {**ctx.common_tags, "harness.stage": stage.name, "harness.stage_of": trial.id,
+            "harness.method": stage.method.name}
+    run_id = ctx.tracker.create_run(ctx.experiment_id, f"{trial.id}/{stage.name}", tags, parent_id=trial_run)
+    ctx.tracker.log_params(run_id, flatten(stage.to_dict()))
+    return run_id
+
+
+def _evaluate_base(ctx: Context, run_id: str, spec: Spec) -> None:
+    path = resolve_model_path(spec.model, ctx.cache_dir)
+    ctx.tracker.set_tags(run_id, {"harness.checkpoint": path})
+    _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None, _base_trial(spec))
+
+
+def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer, trial) -> None:
+    """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model."""
+    if not eval_cfg.suites:
+        return
+    start = resolve_model_path(trial.spec.model, ctx.cache_dir)
+    ref = Reference(model_identity(start), start)
+    evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device())

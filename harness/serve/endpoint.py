@@ -1,0 +1,117 @@
+"""Where the judge lives for one judging run (DESIGN.md, spec keys ``judge.*``).
+
+- ``judge.base_url`` set (backend openai): that endpoint (OpenAI, ``vllm serve``, ``harness serve``);
+- ``judge.base_url`` null, backend openai: the embedded toy judge, served in a background thread;
+- ``judge.backend: vllm``: ``vllm serve judge.model`` as a child process (``harness.serve.vllm``);
+- ``judge.backend: reward_model``: the reward model at ``judge.model`` (a saved ``rm`` stage), served
+  in a background thread (``harness.serve.reward_judge``).
+
+The last three listen on a fresh port each run, so their replies are cached under
+a stable identity (``cache_identity``) instead of the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.serve.server import Responder, serve_in_background
+
+TOY_JUDGE_MODEL = "toy-judge"
+
+
+def cache_identity(judge_spec, base_url: str) -> str:
+    """What stands for the endpoint in cache keys: the URL, or a stable name for servers harness starts.
+
+    The embedded toy judge is named with a hash of its rubric's source, so a changed rubric
+    never answers from replies of the old one; a reward-model judge by the content of its
+    checkpoint (``harness.train.models.model_identity``) and of its verdict rules.
+    """
+    if judge_spec.backend == "vllm":
+        return f"vllm-serve:{judge_spec.model}"
+    if judge_spec.backend == "reward_model":
+        from harness.train.models import model_identity  # torch and transformers: only when an RM judges
+
+        return f"reward-model:{model_identity(judge_spec.model)}:{_source_hash('reward_judge')}"
+    if judge_spec.base_url is None:
+        return f"embedded-toy-judge:{_source_hash('toy_judge')}"
+    return base_url
+
+
+def _source_hash(module: str) -> str:
+    """16 hex of a judges module's source: a changed rubric or verdict rule never answers from old replies."""
+    return hashlib.sha256((Path(__file__).parent / f"{module}.py").read_bytes()).hexdigest()[:16]
+
+
+def _check_self_served(judge_spec, how: str, model_is: str) -> None:
+    """A backend that harness serves itself needs judge.model and no judge.base_url."""
+    backend = judge_spec.backend
+    if judge_spec.base_url is not None:
+        raise HarnessError(f"judge.base_url is {judge_spec.base_url!r} but judge.backend is {backend}, "
+                           f"which {how}; set one of them")
+    if not judge_spec.model:
+        raise HarnessError(f"judge.model: required when judge.backend is {backend} ({model_is})")
+
+
+@contextmanager
+def judge_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
+    """Yield the base URL (ending in ``/v1``) of the judge described by ``judge_spec``."""
+    if judge_spec.backend == "vllm":
+        _check_self_served(judge_spec, "starts its own server", "the model to serve")
+        from harness.serve.vllm import vllm_server
+
+        log_dir = Path(cache_dir) / "vllm" if cache_dir is not None else None
+        with vllm_server(judge_spec.model, log_dir=log_dir) as url:
+            yield url
+    elif judge_spec.backend == "reward_model":
+        _check_self_served(judge_spec, "serves judge.model itself", "the RM directory")
+        from harness.serve.reward_judge import load_reward_judge
+
+        judge = load_reward_judge(judge_spec.model, Path(cache_dir or "results/cache"))
+        with serve_in_background(judge, model_name=judge_spec.model) as server:
+            yield server.base_url
+    elif judge_spec.base_url is not None:
+        yield judge_spec.base_url
+    else:
+        from harness.serve.toy_judge import (
+            make_responder,  # the suites' rubric judge; imported only when used
+        )
+
+        with serve_in_background(make_responder(), model_name=TOY_JUDGE_MODEL) as server:
+            yield server.base_url
+
+
+def serve_responder(model: str, position_bias: float, verbosity_bias: float, cache_dir: Path) -> Responder:
+    """What ``harness serve MODEL|toy-judge`` serves: the toy judge (with its biases) or a local model."""
+    if model == TOY_JUDGE_MODEL:
+        from harness.serve.toy_judge import make_responder
+
+        for flag, value in (("--position-bias", position_bias), ("--verbosity-bias", verbosity_bias)):
+            if not 0.0 <= value <= 1.0:
+                raise HarnessError(f"{flag}: a probability in [0, 1], got {value}")
+        return make_responder(position_bias=position_bias, verbosity_bias=verbosity_bias)
+    if position_bias or verbosity_bias:
+        raise HarnessError(f"--position-bias/--verbosity-bias apply to toy-judge only, not {model!r}")
+    if is_reward_model(model):
+        from harness.serve.reward_judge import load_reward_judge
+
+        return load_reward_judge(model, cache_dir, what="harness serve")
+    from harness.serve.hf_model import make_hf_responder
+
+    return make_hf_responder(model, cache_dir)
+
+
+def is_reward_model(model: str) -> bool:
+    """True when ``model`` is a local directory holding a reward model (``harness serve`` serves it as a judge)."""
+    from harness.train.reward_model import check_reward_model
+
+    if not Path(model).is_dir():
+        return False
+    try:
+        check_reward_model(model, "harness serve")
+    except HarnessError:
+        return False
+    return True

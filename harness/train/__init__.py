@@ -1,0 +1,1 @@
+"""Training: the offline loop, forward passes, stage training, the reference pass, models."""

@@ -1,0 +1,1 @@
+"""Running untrusted Python (model-written code plus its tests) in a sandbox."""

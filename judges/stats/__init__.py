@@ -1,0 +1,1 @@
+"""Statistics of judged results: win rates, LC win rates, annotations, rankings, agreement, pass@k."""

@@ -1,0 +1,329 @@
+"""harness report on a synthetic MLflow store with known runs and per-prompt artifacts.
+
+Every number is recomputed here independently: means and t-intervals with
+numpy/scipy, Welch with scipy.stats.ttest_ind(equal_var=False), the paired
+bootstrap with an explicit loop on a different seed (agreement within Monte
+Carlo error), and Holm by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from scipy import stats as sps
+
+from harness.cli import main
+from harness.report import write_report
+from harness.run.tracking import Store
+
+BETAS = ["0.1", "0.5", "0.9"]
+SEEDS = [0, 1, 2]
+N_PROMPTS = 40
+RATE = {"0.1": 0.30, "0.5": 0.45, "0.9": 0.33}  # beta 0.5 is clearly better, 0.9 barely
+VAL_LOSS = {"0.1": 1.00, "0.5": 0.90, "0.9": 0.99}
+B = 2000
+
+
+def _log_jsonl(client, run_id, rows, artifact_file):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        client.log_artifact(run_id, str(path), str(Path(artifact_file).parent))
+
+
+def _arith_artifacts(rng, difficulty, rate):
+    """4 samples per prompt; a prompt's chance is rate shifted by its (shared) difficulty."""
+    judgments, outputs = [], []
+    for i, d in enumerate(difficulty):
+        scores = [int(x) for x in rng.random(4) < np.clip(rate + d, 0, 1)]
+        judgments.append({"id": f"q{i}", "n": 4, "correct": sum(scores), "scores": scores})
+        outputs += [{"id": f"q{i}", "sample": s, "output": "x", "num_tokens": int(rng.integers(2, 9))}
+                    for s in range(4)]
+    pass1 = float(np.mean([np.mean(j["scores"]) for j in judgments]))
+    length = float(np.mean([o["num_tokens"] for o in outputs]))
+    return judgments, outputs, pass1, length
+
+
+def _trial(client, exp_id, parent, trial_id, params, status="FINISHED", **tags):
+    run = client.create_run(exp_id, run_name=trial_id, tags={"harness.trial_id": trial_id, "harness.sweep_id": "s1",
+                                                             "mlflow.parentRunId": parent, **tags})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _metrics(client, run_id, values, step=0):
+    client.log_batch(run_id, metrics=[Metric(k, float(v), 0, step) for k, v in values.items()])
+
+
+def build_store(root: Path) -> tuple[Store, dict]:
+    """Experiment `synth` (3 betas x 3 seeds, base, one failed and one running trial) and `judge` (2 models)."""
+    store = Store(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
+    client = MlflowClient(store.tracking_uri)
+    exp_id = client.create_experiment("synth", artifact_location=(root / "artifacts" / "synth").as_uri())
+    parent = client.create_run(exp_id, run_name="sweep-s1", tags={"harness.sweep_id": "s1", "harness.role": "sweep"})
+    parent_id = parent.info.run_id
+    spec = {"name": "synth", "ablate": {"method.beta": [0.1, 0.5, 0.9]}, "seeds": SEEDS}
+    _log_jsonl(client, parent_id, [], "x/empty.jsonl")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "resolved_spec.yaml").write_text(yaml.safe_dump(spec))
+        client.log_artifact(parent_id, str(Path(tmp) / "resolved_spec.yaml"))
+    rng = np.random.default_rng(1234)
+    difficulty = rng.uniform(-0.25, 0.25, N_PROMPTS)
+    truth = {"pass": {}, "length": {}, "val": {}, "scores": {}}
+    for beta in BETAS:
+        for seed in SEEDS:
+            tid = f"beta{beta}-seed{seed}"
+            run_id = _trial(client, exp_id, parent_id, tid, {"method.beta": beta, "train.seed": str(seed),
+                                                             "model": "toy://tiny"})
+            judgments, outputs, pass1, length = _arith_artifacts(rng, difficulty, RATE[beta])
+            val = VAL_LOSS[beta] + 0.02 * rng.standard_normal()
+            _log_jsonl(client, run_id, judgments, "judgments/arith.jsonl")
+            _log_jsonl(client, run_id, outputs, "outputs/arith.jsonl")
+            for step, loss in [(1, 2.0), (5, 1.5), (10, 1.2)]:
+                _metrics(client, run_id, {"train/loss": loss + seed * 0.01, "train/kl": 0.1 * step * float(beta),
+                                          "train/tokens_per_s": 1000.0 + step}, step)
+            _metrics(client, run_id, {"train/peak_memory_mb": 321.0}, step=10)
+            _metrics(client, run_id, {"eval/arith/pass_at_1": pass1, "eval/arith/response_length": length,
+                                      "val/loss": val})
+            client.set_terminated(run_id, "FINISHED")
+            truth["pass"][(beta, seed)], truth["length"][(beta, seed)] = pass1, length
+            truth["val"][(beta, seed)] = val
+            truth["scores"][(beta, seed)] = {j["id"]: np.mean(j["scores"]) for j in judgments}
+            truth.setdefault("lengths", {})[(beta, seed)] = {
+                f"q{i}": np.mean([o["num_tokens"] for o in outputs if o["id"] == f"q{i}"]) for i in range(N_PROMPTS)}
+    base = _trial(client, exp_id, parent_id, "base", {"model": "toy://tiny"})
+    judgments, outputs, pass1, length = _arith_artifacts(rng, difficulty, 0.05)
+    _log_jsonl(client, base, judgments, "judgments/arith.jsonl")
+    _log_jsonl(client, base, outputs, "outputs/arith.jsonl")
+    _metrics(client, base, {"eval/arith/pass_at_1": pass1, "eval/arith/response_length": length})
+    client.set_terminated(base, "FINISHED")
+    truth["base_scores"] = {j["id"]: np.mean(j["scores"]) for j in judgments}
+    failed = _trial(client, exp_id, parent_id, "beta0.9-seed3", {"method.beta": "0.9", "train.seed": "3"},
+                    **{"harness.error": "injected failure"})
+    client.log_metric(failed, "eval/arith/pass_at_1", 0.99)  # must not enter the statistics
+    client.set_terminated(failed, "FAILED")
+    _trial(client, exp_id, parent_id, "beta0.5-seed4", {"method.beta": "0.5", "train.seed": "4"})
+    client.set_terminated(parent_id, "FINISHED")
+    truth["parent"] = parent_id
+
+    judge_id = client.create_experiment("judge", artifact_location=(root / "artifacts" / "judge").as_uri())
+    truth["judge"] = {}
+    for name, p in [("modelA", 0.5), ("modelB", 0.7)]:
+        run_id = client.create_run(judge_id, run_name=name).info.run_id
+        verdicts = [float(rng.choice([0.0, 0.5, 1.0], p=[1 - p, 0.0, p]) if i % 5 else 0.5) for i in range(N_PROMPTS)]
+        rows = [{"id": f"q{i}", "scores": [v], "verdicts": ["A", "B"]} for i, v in enumerate(verdicts)]
+        _log_jsonl(client, run_id, rows, "judgments/pairwise.jsonl")
+        client.log_metric(run_id, "eval/pairwise/win_rate", float(np.mean(verdicts)))
+        client.set_terminated(run_id, "FINISHED")
+        truth["judge"][name] = np.array(verdicts)
+    return store, truth
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    store, truth = build_store(root)
+    out = root / "out"
+    markdown = write_report(store, ["synth", "judge"], out, "all")
+    csv = pd.read_csv(out / "report.csv", dtype={"level": str})
+    return {"store": store, "truth": truth, "out": out, "md": markdown, "csv": csv}
+
+
+def _rows(csv, table_axis, row_type, metric, experiment="synth"):
+    sel = csv[(csv["axis"] == table_axis) & (csv["row_type"] == row_type) & (csv["metric"] == metric)
+              & (csv["experiment"] == experiment)]
+    return sel.set_index("level")
+
+
+def test_level_means_and_t_intervals(report):
+    truth, csv = report["truth"], report["csv"]
+    for metric, key in [("eval/arith/pass_at_1", "pass"), ("val/loss", "val"), ("eval/arith/response_length", "length")]:
+        cells = _rows(csv, "method.beta", "level", metric)
+        for beta in BETAS:
+            x = np.array([truth[key][(beta, s)] for s in SEEDS])
+            low, high = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+            row = cells.loc[beta]
+            assert row["n"] == 3
+            assert row["mean"] == pytest.approx(x.mean(), rel=1e-9)
+            assert row["std"] == pytest.approx(x.std(ddof=1), rel=1e-9)
+            assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+
+
+def test_welch_where_no_per_prompt_scores(report):
+    truth, csv = report["truth"], report["csv"]
+    comps = _rows(csv, "method.beta", "comparison", "val/loss")
+    ref = np.array([truth["val"][("0.1", s)] for s in SEEDS])
+    for beta in ("0.5", "0.9"):
+        x = np.array([truth["val"][(beta, s)] for s in SEEDS])
+        res = sps.ttest_ind(x, ref, equal_var=False)
+        ci = res.confidence_interval(0.95)
+        row = comps.loc[beta]
+        assert row["test"] == "welch"
+        assert row["p"] == pytest.approx(res.pvalue, rel=1e-9)
+        assert row["diff"] == pytest.approx(x.mean() - ref.mean(), rel=1e-9)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+
+
+def _independent_bootstrap(d, b, seed):
+    """A plain loop: resample prompts, recompute the mean difference, test against the shifted null."""
+    rng = np.random.default_rng(seed)
+    observed = d.mean()
+    reps = np.empty(b)
+    for i in range(b):
+        reps[i] = d[rng.choice(len(d), size=len(d), replace=True)].mean()
+    p = (1 + np.sum(np.abs(reps - observed) >= abs(observed))) / (b + 1)
+    return observed, np.percentile(reps, [2.5, 97.5]), p
+
+
+@pytest.mark.parametrize("metric,key", [("eval/arith/pass_at_1", "scores"), ("eval/arith/response_length", "lengths")])
+def test_paired_bootstrap_over_prompts(report, metric, key):
+    truth, csv = report["truth"], report["csv"]
+    comps = _rows(csv, "method.beta", "comparison", metric)
+    ids = [f"q{i}" for i in range(N_PROMPTS)]
+
+    def level(beta):
+        return np.array([np.mean([truth[key][(beta, s)][i] for s in SEEDS]) for i in ids])
+
+    for beta in ("0.5", "0.9"):
+        d = level(beta) - level("0.1")
+        observed, (low, high), p = _independent_bootstrap(d, B, seed=98765)
+        row = comps.loc[beta]
+        assert row["test"] == f"paired bootstrap (B={B})" and row["n"] == N_PROMPTS
+        assert row["diff"] == pytest.approx(observed, rel=1e-9)
+        se = d.std(ddof=1) / math.sqrt(len(d))
+        assert row["ci_low"] == pytest.approx(low, abs=0.25 * se)
+        assert row["ci_high"] == pytest.approx(high, abs=0.25 * se)
+        # Monte Carlo error of a bootstrap p with B = 2000 is at most sqrt(.25/2000) ~ 0.011.
+        assert row["p"] == pytest.approx(p, abs=0.035)
+    if metric.endswith("pass_at_1"):
+        assert comps.loc["0.5", "p"] < 0.01 < comps.loc["0.9", "p"]
+
+
+def _hand_holm(p):
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    adjusted, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def test_holm_across_each_table(report):
+    csv = report["csv"]
+    comps = csv[csv["row_type"] == "comparison"]
+    assert len(set(comps["table"])) >= 3
+    for _, table in comps.groupby("table"):
+        tested = table.dropna(subset=["p"])
+        assert list(tested["p_holm"]) == pytest.approx(_hand_holm(list(tested["p"])), rel=1e-12)
+    beta = comps[comps["axis"] == "method.beta"]
+    assert len(beta) == 2 * 3  # two levels x three metrics, all in one Holm family
+
+
+def test_judge_only_models_and_base_comparison(report):
+    truth, csv = report["truth"], report["csv"]
+    row = _rows(csv, "model", "comparison", "eval/pairwise/win_rate", experiment="judge").loc["modelB"]
+    d = truth["judge"]["modelB"] - truth["judge"]["modelA"]
+    observed, _, p = _independent_bootstrap(d, B, seed=4242)
+    assert row["reference"] == "modelA" and row["diff"] == pytest.approx(observed)
+    assert row["p"] == pytest.approx(p, abs=0.035)
+    vs_base = _rows(csv, "run (vs base)", "comparison", "eval/arith/pass_at_1").loc["beta0.5-seed1"]
+    d = np.array([truth["scores"][("0.5", 1)][f"q{i}"] - truth["base_scores"][f"q{i}"] for i in range(N_PROMPTS)])
+    assert vs_base["diff"] == pytest.approx(d.mean())
+
+
+def test_partial_sweep_statuses_and_markdown(report):
+    md = report["md"]
+    assert re.search(r"\| beta0.9-seed3 +\| trial +\| FAILED", md) and "injected failure" in md
+    assert re.search(r"\| beta0.5-seed4 +\| trial +\| RUNNING", md)
+    assert "1 failed" in md and "1 running" in md
+    assert "Holm" in md and "t-interval" in md and "paired bootstrap" in md and "Welch" in md
+    cost = md.split("## Cost")[1].split("##")[0]
+    assert "synth:beta0.1-seed0" in cost and "321" in cost and "1005" in cost  # peak memory and the mean of tokens/s (1001, 1005, 1010)
+    assert (report["out"] / "report.md").read_text() == md
+
+
+def test_html_embeds_every_table_and_image(report):
+    out, md = report["out"], report["md"]
+    page = (out / "report.html").read_text()
+    n_tables = len(re.findall(r"^\|[- |]+\|$", md, flags=re.MULTILINE))  # one separator line per markdown table
+    assert n_tables >= 8 and page.count("<table") == n_tables
+    pngs = sorted(p.stem for p in (out / "plots").glob("*.png"))
+    images = re.findall(r'<figure id="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
+    assert sorted(name for name, _ in images) == pngs
+    for name, data in images:
+        assert base64.b64decode(data) == (out / "plots" / f"{name}.png").read_bytes()
+    for expected in ("curves-train_loss", "curves-train_kl", "lengths-arith", "levels-synth_method.beta"):
+        assert expected in pngs
+    assert "src=\"plots/" not in page and "http" not in page.split("<body>")[1]
+
+
+def test_files_are_logged_on_the_sweep_parent(report):
+    client = MlflowClient(report["store"].tracking_uri)
+    names = {a.path for a in client.list_artifacts(report["truth"]["parent"], "report")}
+    assert {"report/report.md", "report/report.html", "report/report.csv", "report/runs.csv", "report/plots"} <= names
+
+
+def test_cli_reference_and_bad_reference(tmp_path, capsys):
+    store, _ = build_store(tmp_path)
+    args = ["report", "synth", "--tracking-uri", store.tracking_uri, "--out", str(tmp_path / "o"), "--format", "csv"]
+    assert main(args + ["--reference", "method.beta=0.5"]) == 0
+    csv = pd.read_csv(tmp_path / "o" / "report.csv", dtype={"level": str})
+    beta = csv[(csv["axis"] == "method.beta") & (csv["row_type"] == "comparison")]
+    assert set(beta["reference"]) == {"0.5"} and set(beta["level"]) == {"0.1", "0.9"}
+    assert "| method.beta" in capsys.readouterr().out
+    assert main(args + ["--reference", "method.beta=0.7"]) == 2
+    assert "no such level" in capsys.readouterr().err
+    assert main(args + ["--reference", "lora.rank=8"]) == 2
+    assert "not an ablation axis" in capsys.readouterr().err
+    assert main(["report", "nope", "--tracking-uri", store.tracking_uri]) == 2
+    assert "experiment 'nope' not found" in capsys.readouterr().err
+
+
+def test_ui_binds_localhost_and_prints_its_url(tmp_path, capsys, monkeypatch):
+    import subprocess
+
+    seen = {}
+    monkeypatch.setattr(subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["ui", "--tracking-uri", uri, "--port", "5123"]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:3] == ["-m", "mlflow"] and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == uri and cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert "http://127.0.0.1:5123" in capsys.readouterr().out
+
+
+def test_judge_metric_figures_are_drawn(tmp_path):
+    """Runs carrying judge metrics get the reward/KL frontier, raw-vs-LC and pass@k-over-k figures."""
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
+    client = MlflowClient(store.tracking_uri)
+    exp_id = client.create_experiment("judged", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp_id, run_name="sweep-j", tags={"harness.sweep_id": "j"}).info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"name": "judged", "ablate": {"method.beta": [0.1, 0.5]}, "seeds": [0]}
+        (Path(tmp) / "resolved_spec.yaml").write_text(yaml.safe_dump(spec))
+        client.log_artifact(parent, str(Path(tmp) / "resolved_spec.yaml"))
+    for beta, win, lc, kl in [(0.1, 0.7, 0.6, 0.4), (0.5, 0.6, 0.58, 0.1)]:
+        run_id = _trial(client, exp_id, parent, f"beta{beta}-seed0", {"method.beta": str(beta), "train.seed": "0"})
+        _metrics(client, run_id, {"eval/alpaca/win_rate": win, "eval/alpaca/lc_win_rate": lc, "eval/alpaca/kl": kl,
+                                  "eval/arith/pass_at_1": 0.3, "eval/arith/pass_at_4": 0.5})
+        client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    out = tmp_path / "out"
+    write_report(store, ["judged"], out, "all")
+    pngs = {p.stem for p in (out / "plots").glob("*.png")}
+    assert {"frontier-win_rate-kl", "alpaca-raw-vs-lc", "pass_at_k-arith"} <= pngs
+    page = (out / "report.html").read_text()
+    for name in ("frontier-win_rate-kl", "alpaca-raw-vs-lc", "pass_at_k-arith"):
+        assert f'<figure id="{name}">' in page

@@ -1,0 +1,262 @@
+"""End-to-end sweeps on the toy world's micro model: the MLflow run tree, caching, resume.
+
+Caching is proven by counting optimizer steps and reference passes
+(``harness.train.loop.COUNTERS``), never by timing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.train.loop import COUNTERS
+
+SFT_STEPS, DPO_STEPS = 3, 2
+
+
+def write_spec(tmp_path: Path, **changes) -> Path:
+    spec = {
+        "name": "sweeptest",
+        "results_dir": str(tmp_path / "results"),
+        "model": "toy://micro",
+        "eval": {"suites": ["arith"], "include_base": True, "after": "every_stage",
+                 "generation": {"max_new_tokens": 4}, "arith": {"limit": 8}},
+        "train": {"batch_size": 4, "max_length": 64, "log_every": 2},
+        "data": {"fraction": 0.01},
+        "stages": [
+            {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"},
+             "train": {"max_steps": SFT_STEPS, "lr": 1e-3}},
+            {"name": "dpo", "method": {"name": "dpo"}, "data": {"train": "toy://arith-pairs"},
+             "train": {"max_steps": DPO_STEPS, "lr": 1e-4}},
+        ],
+        "ablate": {"stages.dpo.method.beta": [0.1, 0.5]},
+    }
+    spec.update(changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def runs(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sweeptest")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def default_sweep(tmp_path_factory):
+    """The default spec, swept once for this module: (its directory, its spec file, COUNTERS after the sweep).
+
+    The run-tree test and the report test both read this store, and a re-sweep
+    adds no run, so neither test can change what the other sees.
+    """
+    root = tmp_path_factory.mktemp("default-sweep")
+    spec = write_spec(root)
+    with pytest.MonkeyPatch.context() as mp:  # conftest's function-scoped guard does not cover a module fixture
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        COUNTERS.clear()
+        assert main(["sweep", str(spec)]) == 0
+        counted = dict(COUNTERS)
+    return root, spec, counted
+
+
+def test_sweep_run_tree_caching_and_rerun(default_sweep, tmp_path):
+    root, spec, counted = default_sweep
+    # SFT is shared by both DPO trials: it trains once.
+    assert counted["optimizer_steps"] == SFT_STEPS + 2 * DPO_STEPS
+    # Both DPO trials start from the same SFT output: one reference pass serves both betas.
+    assert counted["reference_passes"] == 1
+    client, all_runs = runs(root)
+    parents = [r for r in all_runs if r.data.tags.get("harness.role") == "sweep"]
+    trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]
+    stages = [r for r in all_runs if "harness.stage" in r.data.tags]
+    assert len(parents) == 1 and len(trials) == 3 and len(stages) == 4
+    parent_id = parents[0].info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent_id}
+    assert {r.data.tags["harness.trial_id"] for r in trials} >= {"base"}
+    for r in trials:
+        assert r.info.status == "FINISHED"
+        assert r.info.run_name == r.data.tags["harness.trial_id"]
+        assert "eval/arith/pass_at_1" in r.data.metrics
+        for tag in ("harness.sweep_id", "harness.spec_sha", "harness.git_sha", "harness.method", "harness.versions"):
+            assert tag in r.data.tags
+        assert "torch" in json.loads(r.data.tags["harness.versions"])
+    sft_runs = [r for r in stages if r.data.tags["harness.stage"] == "sft"]
+    assert sorted(r.data.tags["harness.cache_hit"] for r in sft_runs) == ["false", "true"]
+    hit = next(r for r in sft_runs if r.data.tags["harness.cache_hit"] == "true")
+    miss = next(r for r in sft_runs if r.data.tags["harness.cache_hit"] == "false")
+    assert hit.data.tags["harness.stage_source_run"] == miss.info.run_id
+    # every_stage: the SFT stage runs carry their own eval metrics.
+    assert all("eval/arith/pass_at_1" in r.data.metrics for r in sft_runs)
+    # Training metrics at step 1, every log_every (2) steps and the last step.
+    history = client.get_metric_history(miss.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    dpo_trial = next(r for r in trials if r.data.tags["harness.trial_id"] != "base")
+    assert dpo_trial.data.params["stages.dpo.method.beta"] in ("0.1", "0.5")
+    assert "train.effective_batch_size" in dpo_trial.data.params
+    artifacts = {a.path for a in client.list_artifacts(dpo_trial.info.run_id)}
+    assert {"resolved_spec.yaml", "outputs", "judgments", "checkpoint.json"} <= artifacts
+    assert [a.path for a in client.list_artifacts(dpo_trial.info.run_id, "outputs")] == ["outputs/arith.jsonl"]
+    assert [a.path for a in client.list_artifacts(dpo_trial.info.run_id, "judgments")] == ["judgments/arith.jsonl"]
+    local = Path(client.download_artifacts(dpo_trial.info.run_id, "outputs/arith.jsonl", str(tmp_path)))
+    rows = [json.loads(line) for line in local.read_text().splitlines()]
+    assert len(rows) == 8 and {"id", "prompt", "output", "generation"} <= set(rows[0])
+    assert rows[0]["generation"]["max_new_tokens"] == 4
+    # A stage that trains on pairs logs the data audit; an SFT stage does not.
+    dpo_stage = next(r for r in stages if r.data.tags["harness.stage"] == "dpo")
+    assert "audit.json" in {a.path for a in client.list_artifacts(dpo_stage.info.run_id)}
+    assert dpo_stage.data.metrics["data/audit/identical_pairs"] == 0
+    assert 0 <= dpo_stage.data.metrics["data/audit/chosen_longer"] <= 1
+    assert not any(k.startswith("data/audit/") for k in miss.data.metrics)
+
+    # A second run trains nothing and adds no run.
+    COUNTERS.clear()
+    assert main(["sweep", str(spec)]) == 0
+    assert COUNTERS["optimizer_steps"] == 0
+    assert len(runs(root)[1]) == len(all_runs)
+    assert not (Path.cwd() / "mlruns").exists()
+
+
+def test_failed_and_killed_trials_resume_their_own_run(tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "sft"},
+                      data={"train": "toy://arith-sft", "fraction": 0.01},
+                      train={"batch_size": 4, "max_length": 64, "max_steps": 2})
+    spec_dict = yaml.safe_load(spec.read_text())
+    spec_dict["eval"] = {"suites": ["arith"], "generation": {"max_new_tokens": 4}, "arith": {"limit": 4}}
+    spec.write_text(yaml.safe_dump(spec_dict))
+    from harness.run import sweep
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(sweep, "_evaluate", boom)
+    assert main(["sweep", str(spec)]) == 1
+    client, first = runs(tmp_path)
+    trial = next(r for r in first if "harness.trial_id" in r.data.tags)
+    assert trial.info.status == "FAILED"
+    assert "injected failure" in trial.data.tags["harness.error"]
+    monkeypatch.undo()
+
+    COUNTERS.clear()
+    assert main(["sweep", str(spec)]) == 0
+    client, second = runs(tmp_path)
+    assert len(second) == len(first)
+    resumed = client.get_run(trial.info.run_id)
+    assert resumed.info.status == "FINISHED" and "harness.error" not in resumed.data.tags
+    assert "eval/arith/pass_at_1" in resumed.data.metrics
+    assert COUNTERS["optimizer_steps"] == 0  # the trained stage came from the cache
+
+    # A run left RUNNING by a killed process is resumed, not duplicated.
+    client.update_run(trial.info.run_id, status="RUNNING")
+    assert main(["sweep", str(spec)]) == 0
+    assert len(runs(tmp_path)[1]) == len(first)
+    assert client.get_run(trial.info.run_id).info.status == "FINISHED"
+
+
+def test_force_retrains_and_reuses_the_child_run(tmp_path):
+    spec = write_spec(tmp_path, ablate={}, eval={"suites": []})
+    assert main(["sweep", str(spec)]) == 0
+    n_runs = len(runs(tmp_path)[1])
+    COUNTERS.clear()
+    assert main(["sweep", str(spec), "--force"]) == 0
+    assert COUNTERS["optimizer_steps"] == SFT_STEPS + DPO_STEPS
+    assert len(runs(tmp_path)[1]) == n_runs
+
+
+def test_dry_run_lists_trials(tmp_path, capsys):
+    spec = write_spec(tmp_path, seeds=[0, 1])
+    assert main(["sweep", str(spec), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("4 ")
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("problem", ["key", "data", "implicit"])
+def test_bad_input_fails_fast_without_traceback(tmp_path, capsys, problem):
+    if problem == "key":
+        spec = write_spec(tmp_path, train={"batch_sise": 4})
+        needle = "batch_sise"
+    elif problem == "implicit":
+        msgs = [[{"role": "user", "content": u}, {"role": "assistant", "content": a}] for u, a in [("hi", "yo"), ("ho", "ya")]]
+        data = tmp_path / "hh.jsonl"
+        data.write_text(json.dumps({"chosen": msgs[0], "rejected": msgs[0]}) + "\n"
+                        + json.dumps({"chosen": msgs[0], "rejected": msgs[1]}) + "\n")
+        spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "dpo"}, data={"train": str(data)})
+        needle = f"{data}:2: field 'prompt': missing, and 'chosen'/'rejected' share no leading messages"
+    else:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n')
+        spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "sft"}, data={"train": str(bad)})
+        needle = f"{bad}:2"
+    COUNTERS.clear()
+    assert main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert COUNTERS["optimizer_steps"] == 0
+
+
+def test_report_prints_a_row_per_trial(default_sweep, tmp_path, capsys):
+    root, _, _ = default_sweep
+    capsys.readouterr()
+    out_dir = tmp_path / "report"
+    assert main(["report", "sweeptest", "--results-dir", str(root / "results"), "--out", str(out_dir),
+                 "--format", "all"]) == 0
+    table = capsys.readouterr().out
+    assert "stages.dpo.method.beta" in table and "eval/arith/pass_at_1" in table
+    runs_section = table.split("## Runs")[1].split("##")[0]
+    body = [line for line in runs_section.strip().splitlines()[2:] if line.startswith("|")]
+    assert len(body) == 3 + 2  # base, two trials, and the two evaluated SFT stage runs
+    # Each trial's pass@1 cell is "mean ± SE", recomputed here from its per-prompt judgments.
+    report = pd.read_csv(out_dir / "runs.csv").set_index("run")
+    client, all_runs = runs(root)
+    for run in (r for r in all_runs if "harness.trial_id" in r.data.tags):
+        local = client.download_artifacts(run.info.run_id, "judgments/arith.jsonl", str(tmp_path / run.info.run_id))
+        correct = np.array([json.loads(line)["correct"] for line in Path(local).read_text().splitlines()], float)
+        se = correct.std(ddof=1) / np.sqrt(len(correct))
+        cell = report.loc[run.data.tags["harness.trial_id"], "eval/arith/pass_at_1"]
+        assert cell == f"{correct.mean():.3f} ± {se:.3f}"
+
+
+def test_train_runs_one_trial_every_time(tmp_path, capsys):
+    spec = write_spec(tmp_path, eval={"suites": []})
+    for _ in range(2):
+        COUNTERS.clear()
+        assert main(["train", str(spec), "--set", "stages.dpo.method.beta=0.3"]) == 0
+        assert COUNTERS["optimizer_steps"] == SFT_STEPS + DPO_STEPS  # never skips, never reuses a cache
+    _, all_runs = runs(tmp_path)
+    trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]
+    assert len(trials) == 1
+    assert trials[0].data.params["stages.dpo.method.beta"] == "0.3"
+    assert "ignoring ablate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["answer", "greedy-n"])
+def test_eval_problems_fail_before_training(tmp_path, capsys, problem):
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text(json.dumps({"prompt": "What is 1+1?", "answer": "2"}) + "\n"
+                         + json.dumps({"prompt": "What is 2+2?", "answer": "four"}) + "\n")
+    arith = {"data": str(eval_file) if problem == "answer" else "toy://arith-eval", "limit": 4}
+    if problem == "greedy-n":
+        arith.update(n=4, k=[1, 4])
+    spec = write_spec(tmp_path, eval={"suites": ["arith"], "arith": arith})
+    COUNTERS.clear()
+    assert main(["sweep", str(spec)]) == 2
+    err = capsys.readouterr().err
+    needle = f"{eval_file}:2: field 'answer'" if problem == "answer" else "eval.arith.n: 4 samples need temperature"
+    assert needle in err
+    assert COUNTERS["optimizer_steps"] == 0
+
+
+@pytest.mark.parametrize("model, needle", [("./no/such/model", "model directory './no/such/model' not found"),
+                                           ("toy://arith-sft", "is not a toy model")])
+def test_missing_model_fails_before_training(tmp_path, capsys, model, needle):
+    spec = write_spec(tmp_path, model=model)
+    assert main(["sweep", str(spec)]) == 2
+    assert needle in capsys.readouterr().err

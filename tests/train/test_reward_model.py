@@ -1,0 +1,63 @@
+"""Reward models: harness's pooled scalar head equals transformers' own sequence-classification forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.data.load import load_rows, take_fraction
+from harness.data.tokenization import encode_pairs
+from harness.methods.registry import METHODS
+from harness.toy import toy_model_path
+from harness.train.forward import forward_method
+from harness.train.models import load_tokenizer
+from harness.train.reward_model import load_reward_model, score_responses
+
+
+@pytest.fixture(scope="module")
+def rm_world(tmp_path_factory):
+    path = str(toy_model_path("micro", tmp_path_factory.mktemp("cache")))
+    tok = load_tokenizer(path)
+    torch.manual_seed(0)
+    model = load_reward_model(path, tok.pad_token_id, torch.float64, "last").eval()
+    pairs = encode_pairs(tok, take_fraction(load_rows("toy://arith-pairs", "pairs"), 0.003, 0)[:4], 64)[0]
+    return path, tok, model, pairs
+
+
+def _hf_reward(model, ids) -> float:
+    """transformers' own pooling: the score at the last non-pad token of an unpadded sequence."""
+    with torch.no_grad():
+        return float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+
+
+def test_rm_loss_matches_transformers_forward(rm_world):
+    """Per pair: -log sigma(r_c - r_r - m) + c (r_c + r_r)^2 with r from the HF model, one sequence at a time."""
+    _, tok, model, pairs = rm_world
+    margin = torch.tensor([0.0, 0.5, -0.25, 1.0], dtype=torch.float64)
+    params = {"pooling": "last", "center_rewards_coefficient": 0.1}
+    with torch.no_grad():
+        got, metrics, _ = forward_method(model, METHODS["rm"], params, pairs, tok.pad_token_id, None, "cpu",
+                                         extra={"margin": margin})
+    rc = torch.tensor([_hf_reward(model, p.prompt_ids + p.chosen_ids) for p in pairs], dtype=torch.float64)
+    rr = torch.tensor([_hf_reward(model, p.prompt_ids + p.rejected_ids) for p in pairs], dtype=torch.float64)
+    expected = -F.logsigmoid(rc - rr - margin) + 0.1 * (rc + rr) ** 2
+    torch.testing.assert_close(got.double(), expected, rtol=1e-9, atol=1e-12)
+    assert metrics["rewards/accuracy"].item() == pytest.approx(float((rc > rr).double().mean()))
+    assert abs(float(rc.std())) > 1e-4  # the random head gives distinct rewards
+
+
+def test_mean_pooling_and_scoring_follow_the_saved_pooling(rm_world, tmp_path):
+    """A saved RM keeps its pooling: score_responses after reload uses ``harness_pooling``."""
+    _path, tok, model, pairs = rm_world
+    model.config.harness_pooling = "mean"
+    model.save_pretrained(tmp_path / "rm")
+    reloaded = load_reward_model(str(tmp_path / "rm"), tok.pad_token_id, torch.float64).eval()
+    pair = pairs[0]
+    got = score_responses(reloaded, [pair.prompt_ids], [pair.chosen_ids], tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        hidden = reloaded.base_model(input_ids=torch.tensor([pair.prompt_ids + pair.chosen_ids])).last_hidden_state
+        values = reloaded.score(hidden)[0, :, 0]
+    expected = values[len(pair.prompt_ids):].mean()
+    assert float(got[0]) == pytest.approx(float(expected), rel=1e-9)
+    model.config.harness_pooling = "last"

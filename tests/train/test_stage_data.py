@@ -1,0 +1,66 @@
+"""A stage's data path (harness.train.stages.prepare_data): row kind, conversion and encoding per method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.config.grid import ResolvedMethod, StageSpec
+from harness.config.spec import DataSpec, EvalSpec, LoraSpec, TrainSpec
+from harness.data.tokenization import Encoded, EncodedKTO
+from harness.errors import DataError
+from harness.methods.registry import METHODS
+from harness.toy.tokenizer import build_tokenizer
+from harness.train.stages import prepare_data
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+def stage(method: str, train: str, **params) -> StageSpec:
+    resolved = ResolvedMethod(method, {**METHODS[method].params, **params})
+    return StageSpec("main", resolved, DataSpec(train=train), TrainSpec(max_length=64), LoraSpec(), EvalSpec(), None)
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_kto_stage_reads_pairs_as_two_labelled_examples(tmp_path, tok):
+    hh = {"chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+          "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}
+    kto = {"prompt": "2+2=", "completion": "4", "label": True}
+    path = write_jsonl(tmp_path / "d.jsonl", [hh, kto])
+    data = prepare_data(stage("kto", path), tok)
+    assert [type(e) for e in data.train] == [EncodedKTO] * 3
+    assert [(e.label, e.line) for e in data.train] == [(True, 1), (False, 1), (True, 2)]
+    assert data.train[0].prompt_ids == data.train[1].prompt_ids
+    assert tok.decode(data.train[0].completion_ids) == "4<|im_end|>\n"
+    assert data.stats["data/rows"] == 3
+
+
+def test_iw_sft_stage_carries_weights_and_names_a_bad_row(tmp_path, tok):
+    path = write_jsonl(tmp_path / "w.jsonl", [{"text": "1+1=2", "weight": 0.5}, {"text": "2+2=4", "weight": 2}])
+    data = prepare_data(stage("iw-sft", path), tok)
+    assert [e.weight for e in data.train] == [0.5, 2.0]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "1+1=2", "score": 0.5}])
+    with pytest.raises(DataError, match=r"bad.jsonl:1: field 'weight': missing"):
+        prepare_data(stage("iw-sft", bad), tok)
+    assert [e.weight for e in prepare_data(stage("iw-sft", bad, weight_field="score"), tok).train] == [0.5]
+    assert prepare_data(stage("sft", bad), tok).train[0].weight is None
+
+
+def test_sft_stage_trains_every_assistant_turn_by_default(tmp_path, tok):
+    turns = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+             {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    path = write_jsonl(tmp_path / "mt.jsonl", [{"messages": turns}])
+    (every,) = prepare_data(stage("sft", path), tok).train
+    (last,) = prepare_data(stage("sft", path, assistant_turns="last"), tok).train
+    targets = [t for t, m in zip(every.response_ids, every.target_mask) if m]
+    assert tok.decode(targets) == "2<|im_end|>\n4<|im_end|>\n"
+    assert tok.decode(last.response_ids) == "4<|im_end|>\n" and last.response_mask is None
+    assert isinstance(every, Encoded)
