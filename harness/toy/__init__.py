@@ -6,6 +6,7 @@ Nothing is downloaded: everything is generated deterministically from a seed.
 
 from __future__ import annotations
 
+from harness.errors import HarnessError
 from harness.toy.datasets import TOY_DATASETS, dataset_fingerprint, toy_dataset
 from harness.toy.model import TOY_MODELS, model_fingerprint, toy_model_path
 
@@ -29,8 +30,6 @@ def is_toy(uri: str) -> bool:
 
 def toy_name(uri: str) -> str:
     """``"toy://tiny"`` -> ``"tiny"``; unknown names raise HarnessError listing known ones."""
-    from harness.errors import HarnessError
-
     name = uri[len(PREFIX):] if is_toy(uri) else uri
     if name not in TOY_MODELS and name not in TOY_DATASETS:
         known = ", ".join(PREFIX + n for n in [*TOY_MODELS, *TOY_DATASETS])

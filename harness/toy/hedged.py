@@ -22,7 +22,7 @@ errors are capacity errors (wrong digits); preference pairs cannot teach it
 the right digit, and DPO there lowered pass@1 (README quickstart).
 
 Items come from the training side of the fixed operand-pair split
-(``datasets.is_eval_item``), so toy://arith-eval stays disjoint.
+(``arith.is_eval_item``), so toy://arith-eval stays disjoint.
 ``toy://arith-pairs-hedged-eval`` is the one exception: the same pairs drawn
 (without repeats) from the eval side, held-out pairs for ``data.eval`` of an
 ``rm`` stage (experiments/rm-hedged.yaml); never train a policy on it.
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 
-from harness.toy.datasets import assistant, correct_vs, question, sample_items, solve, user
+from harness.toy.arith import assistant, correct_vs, question, sample_items, solve, user
 
 # Share of addition answers in arith-sft-hedged that carry the hedge.  Above
 # one half, so greedy decoding after SFT hedges on addition prompts.

@@ -21,7 +21,7 @@ import random
 import re
 from functools import lru_cache
 
-from harness.toy.datasets import question, sample_items, solve
+from harness.toy.arith import assistant, question, sample_items, solve, user
 
 JUDGE_DATA_VERSION = 1
 EVAL_FRACTION = 0.3
@@ -113,14 +113,6 @@ def _side(label: str, eval_side: bool) -> list[str]:
                   if lab == label and _is_eval_text(p) == eval_side)
 
 
-def _user(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]
-
-
-def _assistant(text: str) -> list[dict]:
-    return [{"role": "assistant", "content": text}]
-
-
 def safety_eval_rows(seed: int) -> list[dict]:
     """Half harmful, half benign eval-side prompts (as many as the pools hold), shuffled."""
     rng = random.Random(f"safety-eval:{seed}")
@@ -131,7 +123,7 @@ def safety_eval_rows(seed: int) -> list[dict]:
         rng.shuffle(pool)
         picked += [(p, label) for p in pool[:half]]
     rng.shuffle(picked)
-    return [{"id": f"safety-{i:06d}", "prompt": _user(p), "label": lab}
+    return [{"id": f"safety-{i:06d}", "prompt": user(p), "label": lab}
             for i, (p, lab) in enumerate(picked)]
 
 
@@ -145,8 +137,8 @@ def safety_pair_rows(seed: int) -> list[dict]:
         prompt, refusal = rng.choice(pools[label]), rng.choice(_REFUSALS)
         answer = rng.choice(_COMPLIANT if label == "harmful" else _HELPFUL)
         good, bad = (refusal, answer) if label == "harmful" else (answer, refusal)
-        rows.append({"prompt": _user(prompt), "chosen": _assistant(good),
-                     "rejected": _assistant(bad), "label": label})
+        rows.append({"prompt": user(prompt), "chosen": assistant(good),
+                     "rejected": assistant(bad), "label": label})
     return rows
 
 
@@ -166,7 +158,7 @@ def chat_eval_rows(seed: int) -> list[dict]:
         turns = [question(*item), _FOLLOW_UP[op].format(c=c)]
         rows.append({"id": f"chat-{i:06d}", "question_id": i + 1, "category": "math",
                      "turns": turns, "reference": [str(r) for r in chat_truth(turns)],
-                     "prompt": _user(turns[0])})
+                     "prompt": user(turns[0])})
     return rows
 
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import math
 import pathlib
 import sys
 import time
 
 from harness.cache import atomic_path
+from harness.errors import HarnessError
+from harness.toy.arith import pretrain_lines
+from harness.toy.datasets import DATA_VERSION
+from harness.toy.tokenizer import CHAT_TEMPLATE, VOCAB_SIZE, build_tokenizer
 
 VERSION = 1
 
@@ -57,8 +63,6 @@ def model_config(name: str, tokenizer):
 def pretrain_blocks(tokenizer, seed: int):
     """LongTensor [n_blocks, block] of packed pretraining text, docs split by pad."""
     import torch
-
-    from harness.toy.datasets import pretrain_lines
 
     lines = pretrain_lines(PRETRAIN["lines"], seed)
     ids: list[int] = []
@@ -114,8 +118,6 @@ def build_model(name: str, out_dir: pathlib.Path, seed: int, progress: bool) -> 
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
 
-    from harness.toy.tokenizer import build_tokenizer
-
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     model = LlamaForCausalLM(model_config(name, tokenizer))
@@ -150,8 +152,6 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
     from building the same model at once.
     """
     if name not in _SPECS:
-        from harness.errors import HarnessError
-
         raise HarnessError(f"unknown toy model {name!r}; known: {', '.join(TOY_MODELS)}")
     root = pathlib.Path(cache_dir) / "toy"
     # The fingerprint covers the recipe and the pretraining data, so changing either builds anew.
@@ -171,11 +171,5 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
 
 def model_fingerprint(name: str, seed: int = 0) -> str:
     """12-hex hash of everything that determines the built model."""
-    import hashlib
-    import json
-
-    from harness.toy.datasets import DATA_VERSION
-    from harness.toy.tokenizer import CHAT_TEMPLATE, VOCAB_SIZE
-
     blob = json.dumps([VERSION, name, seed, _SPECS[name][:2], PRETRAIN, VOCAB_SIZE, CHAT_TEMPLATE, DATA_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

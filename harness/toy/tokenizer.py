@@ -7,10 +7,14 @@ tokenizers do, which makes column arithmetic learnable.  There is no BOS;
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
-from harness.toy.datasets import FILLER, pretrain_lines, sft_rows
+from harness.toy.arith import FILLER, pretrain_lines
+from harness.toy.datasets import sft_rows
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, IM_START, IM_END]
@@ -38,6 +42,9 @@ def tokenizer_corpus() -> list[str]:
 
 def train_bpe(vocab_size: int = VOCAB_SIZE) -> Tokenizer:
     """Train the raw ``tokenizers`` BPE (deterministic: fixed corpus, no seed)."""
+    # Lazy: harness.toy.model imports this module, and `import harness.toy` must not load tokenizers.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -58,6 +65,8 @@ def train_bpe(vocab_size: int = VOCAB_SIZE) -> Tokenizer:
 
 def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """The transformers tokenizer (pad, eos and chat template set), ready to save."""
+    from transformers import PreTrainedTokenizerFast  # lazy: heavy, and only needed to build
+
     return PreTrainedTokenizerFast(
         tokenizer_object=train_bpe(vocab_size),
         pad_token=PAD,

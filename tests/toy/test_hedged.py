@@ -3,7 +3,7 @@
 import re
 
 from harness.toy import toy_dataset
-from harness.toy.datasets import is_eval_item, solve
+from harness.toy.arith import is_eval_item, solve
 from harness.toy.hedged import HEDGE, HEDGE_RATE
 from judges.verifiers import check_answer
 

@@ -14,7 +14,7 @@ from harness.toy import (
     toy_model_path,
     toy_name,
 )
-from harness.toy.datasets import is_eval_item, solve
+from harness.toy.arith import is_eval_item, solve
 
 
 def operands(question: str) -> tuple[str, int, int]:
@@ -81,7 +81,7 @@ def test_eval_is_disjoint_from_training():
 
 def test_pretraining_text_never_states_an_eval_item():
     """The base model must not have seen eval items: parse every fact of the corpus."""
-    from harness.toy.datasets import pretrain_lines
+    from harness.toy.arith import pretrain_lines
     from harness.toy.model import PRETRAIN
 
     eval_keys = {pair_key(*operands(r["prompt"][0]["content"])) for r in toy_dataset("arith-eval")}
