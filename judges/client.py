@@ -6,8 +6,8 @@ counted here) and
 
 - answers from the on-disk cache (``judges.cache``) when the same request
   (endpoint URL, model, messages, every sampling param) succeeded before; a
-  server harness starts itself (toy judge, vllm) counts by a stable identity,
-  not its per-run port;
+  server on a fresh port each run (harness's toy judge, vllm) counts by the
+  stable ``cache_identity`` its caller passes, not its per-run port;
 - retries, up to ``max_retries`` times with exponential backoff and jitter
   (at least the server's ``Retry-After`` seconds, up to a minute),
   on 429, 5xx, timeouts, connection errors, malformed bodies, and replies for
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -113,7 +112,8 @@ class JudgeClient:
                  default_params: dict | None = None, backoff_s: float = 0.5, backoff_max_s: float = 20.0,
                  cache_identity: str | None = None):
         self.base_url = base_url.rstrip("/")
-        # the endpoint as cache keys see it: the URL, or a stable name for a server on a fresh port
+        # the endpoint as cache keys see it: the URL, or a stable name the caller gives a server on a fresh
+        # port (harness passes harness.serve.endpoint.cache_identity)
         self.cache_identity = cache_identity or self.base_url
         self.model = model
         self._api_key = api_key or PLACEHOLDER_KEY
@@ -127,19 +127,6 @@ class JudgeClient:
         self._loop = None
         self._client: openai.AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
-
-    @classmethod
-    def from_spec(cls, judge_spec, base_url: str, cache_dir: Path | None, **overrides) -> JudgeClient:
-        """A client for ``judge:`` of a spec; the key comes from the env var ``judge.api_key_env``."""
-        from harness.serve.endpoint import cache_identity
-
-        api_key = os.environ.get(judge_spec.api_key_env) or None
-        model = judge_spec.model or _served_model(base_url, api_key, judge_spec.timeout_s)
-        kwargs = {"api_key": api_key, "concurrency": judge_spec.concurrency, "max_retries": judge_spec.max_retries,
-                  "timeout_s": judge_spec.timeout_s, "cache_dir": cache_dir,
-                  "default_params": {"temperature": judge_spec.temperature},
-                  "cache_identity": cache_identity(judge_spec, base_url)}
-        return cls(base_url, model, **{**kwargs, **overrides})
 
     def __repr__(self) -> str:  # no key in reprs, ever
         return f"JudgeClient({self.base_url!r}, {self.model!r}, concurrency={self.concurrency})"
@@ -234,8 +221,8 @@ class JudgeClient:
         return asyncio.run(run())
 
 
-def _served_model(base_url: str, api_key: str | None, timeout_s: float) -> str:
-    """judge.model null: the first model the endpoint lists (local servers serve one)."""
+def served_model(base_url: str, api_key: str | None, timeout_s: float) -> str:
+    """The first model the endpoint at ``base_url`` lists (local servers serve one); for a null judge.model."""
     try:
         with openai.OpenAI(base_url=base_url, api_key=api_key or PLACEHOLDER_KEY, max_retries=0,
                            timeout=min(timeout_s, 30.0)) as c:

@@ -206,9 +206,9 @@ def _judge_one(suite, options, items, outputs, baseline_rows, baseline_path, jud
         baseline = baseline_for(items, baseline_rows, f"the baseline {baseline_path}")
     client, origin = None, {}
     if needs_judge(suite, options):
-        from judges.client import JudgeClient
+        from harness.serve.endpoint import judge_client
 
-        client = JudgeClient.from_spec(judge_spec, url, cache_dir / "judge")
+        client = judge_client(judge_spec, url, cache_dir / "judge")
         origin = {"judge_endpoint": url, "judge_model": client.model}
     result = score_suite(suite, items, outputs, baseline, client, options, length)
     if client is not None:

@@ -51,12 +51,11 @@ class JudgeEndpoint:
     _url: str | None = None
 
     def client(self):
-        from harness.serve.endpoint import judge_endpoint
-        from judges.client import JudgeClient
+        from harness.serve.endpoint import judge_client, judge_endpoint
 
         if self._url is None:
             self._url = self._stack.enter_context(judge_endpoint(self.judge_spec, self.cache_dir))
-        return JudgeClient.from_spec(self.judge_spec, self._url, self.cache_dir / "judge")
+        return judge_client(self.judge_spec, self._url, self.cache_dir / "judge")
 
     def close(self) -> None:
         self._stack.close()

@@ -7,18 +7,27 @@
   in a background thread (``harness.serve.reward_judge``).
 
 The last three listen on a fresh port each run, so their replies are cached under
-a stable identity (``cache_identity``) instead of the URL.
+a stable identity (``cache_identity``) instead of the URL; ``judge_client`` builds the
+judges client for a spec's ``judge:`` with that identity.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.serve.hf_model import make_hf_responder
+from harness.serve.reward_judge import load_reward_judge
 from harness.serve.server import Responder, serve_in_background
+from harness.serve.toy_judge import make_responder
+from harness.serve.vllm import vllm_server
+from harness.train.models import model_identity
+from harness.train.reward_model import check_reward_model
+from judges.client import JudgeClient, served_model
 
 TOY_JUDGE_MODEL = "toy-judge"
 
@@ -33,8 +42,6 @@ def cache_identity(judge_spec, base_url: str) -> str:
     if judge_spec.backend == "vllm":
         return f"vllm-serve:{judge_spec.model}"
     if judge_spec.backend == "reward_model":
-        from harness.train.models import model_identity  # torch and transformers: only when an RM judges
-
         return f"reward-model:{model_identity(judge_spec.model)}:{_source_hash('reward_judge')}"
     if judge_spec.base_url is None:
         return f"embedded-toy-judge:{_source_hash('toy_judge')}"
@@ -42,7 +49,7 @@ def cache_identity(judge_spec, base_url: str) -> str:
 
 
 def _source_hash(module: str) -> str:
-    """16 hex of a judges module's source: a changed rubric or verdict rule never answers from old replies."""
+    """16 hex of a harness.serve module's source: a changed rubric or verdict rule never answers from old replies."""
     return hashlib.sha256((Path(__file__).parent / f"{module}.py").read_bytes()).hexdigest()[:16]
 
 
@@ -56,30 +63,37 @@ def _check_self_served(judge_spec, how: str, model_is: str) -> None:
         raise HarnessError(f"judge.model: required when judge.backend is {backend} ({model_is})")
 
 
+def judge_client(judge_spec, base_url: str, cache_dir: Path | None, **overrides) -> JudgeClient:
+    """A client for ``judge:`` of a spec at ``base_url`` (from ``judge_endpoint``), keyed by ``cache_identity``.
+
+    The key comes from the env var named by ``judge.api_key_env``; a null ``judge.model``
+    is the first model the endpoint lists.  ``overrides`` are JudgeClient keywords.
+    """
+    api_key = os.environ.get(judge_spec.api_key_env) or None
+    model = judge_spec.model or served_model(base_url, api_key, judge_spec.timeout_s)
+    kwargs = {"api_key": api_key, "concurrency": judge_spec.concurrency, "max_retries": judge_spec.max_retries,
+              "timeout_s": judge_spec.timeout_s, "cache_dir": cache_dir,
+              "default_params": {"temperature": judge_spec.temperature},
+              "cache_identity": cache_identity(judge_spec, base_url)}
+    return JudgeClient(base_url, model, **{**kwargs, **overrides})
+
+
 @contextmanager
 def judge_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
     """Yield the base URL (ending in ``/v1``) of the judge described by ``judge_spec``."""
     if judge_spec.backend == "vllm":
         _check_self_served(judge_spec, "starts its own server", "the model to serve")
-        from harness.serve.vllm import vllm_server
-
         log_dir = Path(cache_dir) / "vllm" if cache_dir is not None else None
         with vllm_server(judge_spec.model, log_dir=log_dir) as url:
             yield url
     elif judge_spec.backend == "reward_model":
         _check_self_served(judge_spec, "serves judge.model itself", "the RM directory")
-        from harness.serve.reward_judge import load_reward_judge
-
         judge = load_reward_judge(judge_spec.model, Path(cache_dir or "results/cache"))
         with serve_in_background(judge, model_name=judge_spec.model) as server:
             yield server.base_url
     elif judge_spec.base_url is not None:
         yield judge_spec.base_url
     else:
-        from harness.serve.toy_judge import (
-            make_responder,  # the suites' rubric judge; imported only when used
-        )
-
         with serve_in_background(make_responder(), model_name=TOY_JUDGE_MODEL) as server:
             yield server.base_url
 
@@ -87,8 +101,6 @@ def judge_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
 def serve_responder(model: str, position_bias: float, verbosity_bias: float, cache_dir: Path) -> Responder:
     """What ``harness serve MODEL|toy-judge`` serves: the toy judge (with its biases) or a local model."""
     if model == TOY_JUDGE_MODEL:
-        from harness.serve.toy_judge import make_responder
-
         for flag, value in (("--position-bias", position_bias), ("--verbosity-bias", verbosity_bias)):
             if not 0.0 <= value <= 1.0:
                 raise HarnessError(f"{flag}: a probability in [0, 1], got {value}")
@@ -96,18 +108,12 @@ def serve_responder(model: str, position_bias: float, verbosity_bias: float, cac
     if position_bias or verbosity_bias:
         raise HarnessError(f"--position-bias/--verbosity-bias apply to toy-judge only, not {model!r}")
     if is_reward_model(model):
-        from harness.serve.reward_judge import load_reward_judge
-
         return load_reward_judge(model, cache_dir, what="harness serve")
-    from harness.serve.hf_model import make_hf_responder
-
     return make_hf_responder(model, cache_dir)
 
 
 def is_reward_model(model: str) -> bool:
     """True when ``model`` is a local directory holding a reward model (``harness serve`` serves it as a judge)."""
-    from harness.train.reward_model import check_reward_model
-
     if not Path(model).is_dir():
         return False
     try:

@@ -28,6 +28,7 @@ Verdicts from the rewards r of the candidates:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -37,8 +38,11 @@ from pathlib import Path
 
 import torch
 
+from harness.data.tokenization import split_prompt_response
 from harness.errors import HarnessError
 from harness.serve.server import ChatResult, ReplyError, TokenLogprob
+from harness.train.models import load_tokenizer, resolve_model_path
+from harness.train.reward_model import check_reward_model, load_reward_model, score_responses
 from judges.prompts import (
     ALPACA,
     ALPACA_LABELS,
@@ -158,9 +162,6 @@ class RewardJudge:
 
     def rewards(self, scored: list[Scored]) -> list[float]:
         """The RM's reward for each (prompt messages, reply), tokenized as training tokenizes pairs."""
-        from harness.data.tokenization import split_prompt_response
-        from harness.train.reward_model import score_responses
-
         prompts, responses = [], []
         for prompt, reply in scored:
             prompt_ids, (response_ids,), _ = split_prompt_response(
@@ -182,17 +183,12 @@ class RewardJudge:
 
 
 def _error_body(message: str) -> str:
-    import json
-
     return json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": 400}})
 
 
 def load_reward_judge(uri: str, cache_dir: Path, what: str = "judge.model") -> RewardJudge:
     """The judge over the reward model at ``uri`` (a directory saved by an ``rm`` stage, or any
     one-label sequence-classification checkpoint); a clear error for anything else."""
-    from harness.train.models import load_tokenizer, resolve_model_path
-    from harness.train.reward_model import check_reward_model, load_reward_model
-
     path = resolve_model_path(uri, Path(cache_dir))
     check_reward_model(path, what)
     tokenizer = load_tokenizer(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -167,28 +166,6 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
         waits = [c._backoff(attempt) for _ in range(200)]
         assert base * 0.5 <= min(waits) and max(waits) <= base
         assert max(waits) - min(waits) > 0.2 * base  # jittered, not constant
-
-
-def test_from_spec_reads_the_key_from_the_named_env_var_and_the_served_model(monkeypatch):
-    seen = []
-
-    def responder(body):
-        seen.append(body)
-        return ScriptedJudge({})(body)
-
-    monkeypatch.setenv("MY_JUDGE_KEY", SECRET)
-    spec = SimpleNamespace(api_key_env="MY_JUDGE_KEY", model=None, concurrency=2, max_retries=1,
-                           timeout_s=5.0, temperature=0.0, backend="openai", base_url=None)
-    with serve_in_background(responder, model_name="served-judge") as server:
-        spec.base_url = server.base_url
-        c = JudgeClient.from_spec(spec, server.base_url, None)
-        assert c._api_key == SECRET and c.model == "served-judge" and c.concurrency == 2
-        assert c.cache_identity == server.base_url  # a user's endpoint is keyed by its URL
-        c.complete_all([(msgs("x"), {})])
-    assert seen[0]["model"] == "served-judge" and seen[0]["temperature"] == 0.0
-    monkeypatch.delenv("MY_JUDGE_KEY")
-    assert JudgeClient.from_spec(SimpleNamespace(**{**vars(spec), "model": "m"}), "http://x/v1", None
-                                 )._api_key == "EMPTY"
 
 
 def test_complete_is_usable_from_async_code():

@@ -13,10 +13,11 @@ import openai
 import pytest
 
 from harness.errors import HarnessError
-from harness.serve.endpoint import judge_endpoint
+from harness.serve.endpoint import judge_client, judge_endpoint
 from harness.serve.server import serve_in_background
 from harness.serve.vllm import vllm_server
 from judges.client import JudgeClient
+from tests.scripted_judge import ScriptedJudge
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +73,7 @@ def test_vllm_backend_starts_waits_for_health_serves_and_stops(fake_vllm, tmp_pa
         port = rec["argv"][rec["argv"].index("--port") + 1]
         assert rec["argv"][:2] == ["serve", "org/judge-7b"] and "--host" in rec["argv"]
         assert url == f"http://127.0.0.1:{port}/v1"
-        client = JudgeClient.from_spec(_spec(), url, None)
+        client = judge_client(_spec(), url, None)
         (reply,) = client.complete_all([([{"role": "user", "content": "which?"}], {})])
         assert reply.text == "fake vllm says [[B]]" and _alive(rec["pid"])
     assert not _alive(rec["pid"])
@@ -110,7 +111,7 @@ def test_base_url_is_used_as_is_and_conflicts_with_vllm():
 
 def _judge_once(spec, cache_dir) -> JudgeClient:
     with judge_endpoint(spec, cache_dir) as url:
-        client = JudgeClient.from_spec(spec, url, cache_dir / "judge")
+        client = judge_client(spec, url, cache_dir / "judge")
         (reply,) = client.complete_all([([{"role": "user", "content": "hello"}], {})])
         assert reply is not None
     return client
@@ -120,7 +121,7 @@ def test_null_base_url_serves_the_embedded_toy_judge(monkeypatch, tmp_path):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     spec = _spec(backend="openai", model=None)
     with judge_endpoint(spec, None) as url:
-        client = JudgeClient.from_spec(spec, url, None)
+        client = judge_client(spec, url, None)
         assert url.startswith("http://127.0.0.1:") and client.model == "toy-judge"
         (reply,) = client.complete_all([([{"role": "user", "content": "hello"}], {})])
         assert reply is not None and client.stats.calls == 1
@@ -149,3 +150,25 @@ def test_serve_toy_judge_passes_its_biases(tmp_path):
     assert verdicts == {0.0: "[[B]]", 1.0: "[[A]]"}  # position bias 1: the first answer always wins
     with pytest.raises(HarnessError, match=r"--verbosity-bias: a probability in \[0, 1\], got 1.5"):
         serve_responder("toy-judge", 0.0, 1.5, tmp_path)
+
+
+def test_judge_client_reads_the_key_from_the_named_env_var_and_the_served_model(monkeypatch):
+    secret = "sk-test-DO-NOT-STORE-4f1c9a"
+    seen = []
+
+    def responder(body):
+        seen.append(body)
+        return ScriptedJudge({})(body)
+
+    monkeypatch.setenv("MY_JUDGE_KEY", secret)
+    spec = SimpleNamespace(api_key_env="MY_JUDGE_KEY", model=None, concurrency=2, max_retries=1,
+                           timeout_s=5.0, temperature=0.0, backend="openai", base_url=None)
+    with serve_in_background(responder, model_name="served-judge") as server:
+        spec.base_url = server.base_url
+        c = judge_client(spec, server.base_url, None)
+        assert c._api_key == secret and c.model == "served-judge" and c.concurrency == 2
+        assert c.cache_identity == server.base_url  # a user's endpoint is keyed by its URL
+        c.complete_all([([{"role": "system", "content": "judge"}, {"role": "user", "content": "x"}], {})])
+    assert seen[0]["model"] == "served-judge" and seen[0]["temperature"] == 0.0
+    monkeypatch.delenv("MY_JUDGE_KEY")
+    assert judge_client(SimpleNamespace(**{**vars(spec), "model": "m"}), "http://x/v1", None)._api_key == "EMPTY"
