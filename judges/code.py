@@ -19,7 +19,7 @@ definition replaces an earlier one as Python rebinds the name.
 ``score_code_outputs(items, samples, options)`` runs every sample through the
 sandbox (a thread pool bounded by the CPU count) and returns the suite's
 metrics (``pass_at_<k>`` and ``pass_at_<k>_se`` for each requested k, with the
-unbiased estimator of ``judges.stats.estimators``) and one judgment row per item.
+unbiased estimator of ``judges.stats.pass_at_k``) and one judgment row per item.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from judges.sandbox.runner import (
     run_python,
     sandbox_python,
 )
-from judges.stats.estimators import mean_pass_at_k
+from judges.stats.pass_at_k import mean_pass_at_k
 
 DEFAULT_DATA = "toy://code-eval"
 DEFAULTS = {"k": [1], "timeout_s": 5.0, "memory_mb": 512, "unsafe": False, "concurrency": None}

@@ -15,7 +15,7 @@ from judges.judged import Call, Judged, provenance, run_calls
 from judges.pairwise import as_turns, item_turns
 from judges.parse import parse_single
 from judges.prompts import SINGLE, SINGLE_MULTI, single_messages, single_multi_messages
-from judges.stats.estimators import mean_ci_by_category, mean_with_ci
+from judges.stats.intervals import mean_ci_by_category, mean_with_ci
 
 
 def single_call(item: dict) -> tuple[Call, list[str]]:
@@ -39,7 +39,7 @@ def single_judge(client, items: Sequence[dict], *, confidence: float = 0.95) -> 
         items: dicts with ``id``; ``question`` / ``prompt`` (one turn) or ``turns``;
             ``answer`` (string or messages, or one string per turn); optional
             ``reference`` (one per turn) and ``category`` (default "all").
-        confidence: level of the Student-t intervals (``judges.stats.estimators.mean_with_ci``).
+        confidence: level of the Student-t intervals (``judges.stats.intervals.mean_with_ci``).
     Returns:
         Judged: metrics n, errors, mean_score, mean_score_low, mean_score_high, and per
         category ``<category>/mean_score`` (+ ``_low``/``_high`` when defined); one

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from harness.errors import HarnessError
 from harness.eval.suite import SuiteResult
-from judges.stats.estimators import mean_pass_at_k
+from judges.stats.pass_at_k import mean_pass_at_k
 from judges.verifiers import check_answer
 
 

@@ -28,7 +28,7 @@ import math
 import re
 
 from harness.errors import DataError
-from judges.stats.estimators import pass_at_k
+from judges.stats.pass_at_k import pass_at_k
 
 PRIMARY_METRIC = {"arith": "pass_at_1", "code": "pass_at_1", "pairwise": "win_rate", "mtbench": "win_rate",
                   "single": "mean_score"}

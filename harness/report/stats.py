@@ -1,10 +1,10 @@
 """The report's estimators: replicate summaries, Welch's t-test, the paired bootstrap, Holm.
 
 Pure functions of numpy arrays; every interval is two-sided 95% unless a
-caller passes another ``level``.  Student-t quantiles and tail probabilities
-come from ``scipy.special`` (``stdtrit``, ``stdtr``: the functions behind
-``scipy.stats.t.ppf`` / ``.sf``), so a report does not pay for importing
-``scipy.stats`` (seconds on a small CPU).
+caller passes another ``level``.  Student-t quantiles and the t-interval come
+from ``judges.stats.intervals``, tail probabilities from ``scipy.special.stdtr``
+(the function behind ``scipy.stats.t.sf``), so a report does not pay for
+importing ``scipy.stats`` (seconds on a small CPU).
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from judges.stats.intervals import t_interval, t_quantile
+
 DEFAULT_B = 2000
 DEFAULT_SEED = 0
-
-
-def t_quantile(q: float, df: float) -> float:
-    """The q-quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t.ppf(q, df)``)."""
-    return float(special.stdtrit(df, q))
 
 
 @dataclass(frozen=True)
@@ -49,8 +46,7 @@ def summarize(values, level: float = 0.95) -> Summary:
     if n < 2:
         return Summary(n, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
-    half = t_quantile((1 + level) / 2, n - 1) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    return Summary(n, mean, std, *t_interval(mean, std, n, level))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from judges import code
 from judges.code import build_script, extract_program, load_code_items, score_code_outputs
 from judges.sandbox import runner as sandbox
 from judges.sandbox.runner import Isolation
-from judges.stats.estimators import pass_at_k
+from judges.stats.pass_at_k import pass_at_k
 
 FENCE = "```"
 

@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from judges.stats.estimators import MeanCI, mean_ci_by_category, mean_pass_at_k, mean_with_ci, pass_at_k
+from judges.stats.pass_at_k import mean_pass_at_k, pass_at_k
 
 
 def _closed_form(n, c, k):
@@ -65,34 +65,3 @@ def test_mean_pass_at_k_single_item_and_empty():
     assert mean_pass_at_k([(8, 2)], 1) == (pytest.approx(0.25), 0.0)
     with pytest.raises(ValueError, match="at least one"):
         mean_pass_at_k([], 1)
-
-
-def test_mean_with_ci_hand_computed():
-    """Scores 6, 8, 10: mean 8, s = 2, SE = 2/sqrt(3); t_{0.975, 2} = 4.302652729911275
-    (tables: 4.303), so the 95% interval is 8 ± 4.3027 · 1.1547 = 8 ± 4.9683."""
-    ci = mean_with_ci([6.0, 8.0, 10.0])
-    half = 4.302652729911275 * 2 / math.sqrt(3)
-    assert (ci.n, ci.mean) == (3, pytest.approx(8.0))
-    assert ci.low == pytest.approx(8 - half, rel=1e-9) and ci.high == pytest.approx(8 + half, rel=1e-9)
-    assert mean_with_ci([7.0]) == MeanCI(1, 7.0, None, None)
-    with pytest.raises(ValueError, match="at least one"):
-        mean_with_ci([])
-
-
-def test_t_interval_covers_at_nominal_rate():
-    """Normal samples of size 5: the 90% t-interval covers the true mean ~90% of 2000 draws
-    (binomial SE of the rate = sqrt(.9·.1/2000) ≈ .0067; tolerance 4 SE)."""
-    rng = np.random.default_rng(0)
-    hits = 0
-    for _ in range(2000):
-        ci = mean_with_ci(list(rng.normal(3.0, 2.0, size=5)), confidence=0.9)
-        hits += ci.low <= 3.0 <= ci.high
-    assert abs(hits / 2000 - 0.9) < 4 * math.sqrt(0.09 / 2000)
-
-
-def test_mean_ci_by_category_groups_in_order():
-    by_cat = mean_ci_by_category([("math", 2), ("writing", 9), ("math", 4), ("writing", 7)])
-    assert list(by_cat) == ["math", "writing"]
-    assert by_cat["math"].mean == pytest.approx(3.0) and by_cat["writing"].mean == pytest.approx(8.0)
-    # math: 2, 4 -> s = sqrt(2), SE = 1, t_{0.975, 1} = 12.706204736174707: width 2 · 12.706.
-    assert by_cat["math"].high - by_cat["math"].low == pytest.approx(2 * 12.706204736174707, rel=1e-9)

@@ -1,10 +1,9 @@
-"""Statistics for verifier and grading suites: unbiased pass@k, and means with t-intervals."""
+"""Unbiased pass@k for verifier suites (arith, code): per item, and its mean over items with a standard error."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -57,44 +56,3 @@ def mean_pass_at_k(per_item: Sequence[tuple[int, int]], k: int) -> tuple[float, 
         return mean, 0.0
     variance = math.fsum((v - mean) ** 2 for v in values) / (m - 1)
     return mean, math.sqrt(variance / m)
-
-
-@dataclass(frozen=True)
-class MeanCI:
-    """A sample mean with a two-sided t-interval; low/high are None when n < 2."""
-
-    n: int
-    mean: float
-    low: float | None
-    high: float | None
-
-
-def mean_with_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
-    """Mean and Student-t confidence interval: x̄ ± t_{(1+c)/2, n-1} · s / sqrt(n), s with ddof = 1.
-
-    The t-interval (not the normal one) because per-category score counts are often small;
-    for n = 1 the interval is undefined (None, None).
-    """
-    if not values:
-        raise ValueError("mean_with_ci needs at least one value, got none")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    from scipy import stats as scipy_stats  # imported here: keeps `import judges.stats.estimators` light
-
-    n = len(values)
-    mean = math.fsum(values) / n
-    if n < 2:
-        return MeanCI(n, mean, None, None)
-    s = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(scipy_stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * s / math.sqrt(n)
-    return MeanCI(n, mean, mean - half, mean + half)
-
-
-def mean_ci_by_category(
-    scores: Sequence[tuple[str, float]], confidence: float = 0.95
-) -> dict[str, MeanCI]:
-    """``mean_with_ci`` per category, from (category, score) pairs; categories in first-seen order."""
-    grouped: dict[str, list[float]] = {}
-    for category, score in scores:
-        grouped.setdefault(category, []).append(float(score))
-    return {category: mean_with_ci(values, confidence) for category, values in grouped.items()}
