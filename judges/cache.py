@@ -48,7 +48,7 @@ def _retry_while_locked(step: Callable[[], None], timeout_s: float) -> None:
     they switch it to WAL.  sqlite does not call its busy handler where waiting
     could deadlock (sqlite3_busy_handler docs); it fails one of them at once
     with "database is locked", and the caller is to retry.  Seen as a rare
-    failure of tests/test_judge_cache.py on a loaded 2-core machine.
+    failure of tests/judges/test_cache.py on a loaded 2-core machine.
     """
     deadline = time.monotonic() + timeout_s
     delay = 0.005

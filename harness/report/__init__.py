@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.report.collect import collect, parse_references
+from harness.report.frame import client_for, parent_runs
 from harness.report.render import figures, to_html, to_markdown
 from harness.report.sections import blocks, runs_table, tidy_csv
 from harness.report.stats import DEFAULT_B
@@ -58,8 +59,6 @@ def write_report(store: Store, experiments: list[str], out_dir: Path, fmt: str =
 
 def _log_to_parents(store: Store, data, out_dir: Path, files: list[Path]) -> None:
     """Log the files under ``report/`` (keeping ``plots/``) on every sweep parent run of the experiments."""
-    from harness.report.frame import client_for, parent_runs
-
     client = client_for(store)
     for run_id in parent_runs(data.runs)["run_id"]:
         for path in files:

@@ -23,16 +23,14 @@ import pandas as pd
 import yaml
 
 from harness.errors import HarnessError
-from harness.run.tracking import Store, _param_value
+from harness.run.tracking import Store, _param_value, _quiet_mlflow
 
 SEED_PARAM = "params.train.seed"
 LABEL_KEYS = ("tags.harness.generator", "tags.harness.model", "params.generator", "params.model")
 
 
 def client_for(store: Store):
-    from mlflow.tracking import MlflowClient
-
-    from harness.run.tracking import _quiet_mlflow
+    from mlflow.tracking import MlflowClient  # lazy: mlflow takes seconds to import
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
     client = MlflowClient(tracking_uri=store.tracking_uri)

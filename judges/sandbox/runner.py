@@ -19,7 +19,7 @@ What is isolated, and how (Linux):
   /tmp, /var/tmp and /dev/shm.  Other files are protected by their ordinary
   permissions only: world-readable files stay readable.
 - **Processes.**  The candidate leads its own process group.  On timeout the
-  whole group is killed; then the launcher (``judges/sandbox_launcher.py``,
+  whole group is killed; then the launcher (``judges/sandbox/launcher.py``,
   a child subreaper) kills every remaining process of the uid, also those
   that escaped the group, and reaps them all.
 

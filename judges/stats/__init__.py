@@ -1,1 +1,1 @@
-"""Statistics of judged results: win rates, LC win rates, annotations, rankings, agreement, pass@k."""
+"""Statistics of judged results: win rates, LC, annotations, rankings, agreement, pass@k, t-intervals."""

@@ -1,4 +1,4 @@
-"""Student-t intervals: the t quantile and the one t-interval of a sample mean, used by grading suites and reports.
+"""Student-t intervals: the t quantile and the t-interval of a mean, for grading suites and reports.
 
 Quantiles come from ``scipy.special.stdtrit`` (the function behind
 ``scipy.stats.t.ppf``, bit for bit), so callers do not pay for importing

@@ -1,4 +1,4 @@
-"""Unbiased pass@k for verifier suites (arith, code): per item, and its mean over items with a standard error."""
+"""Unbiased pass@k for verifier suites (arith, code): per item, and its mean over items with its SE."""
 
 from __future__ import annotations
 
