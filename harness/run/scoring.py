@@ -4,8 +4,9 @@ Per suite and model: the suite's prompts, the model's outputs, the baseline's
 outputs (suites judged against one), the scores, the mean response length and
 the sampled KL to the trial's starting model (``harness.eval.kl``, estimator
 named by the tag ``harness.kl_estimator``).  Results are cached by (model,
-reference, suite, options, decoding, judge, baseline); judge calls are also
-cached one by one by the judge client, so a re-run costs no judged call.
+reference, suite, options, decoding, judge, baseline): ``harness.cache.EvalKey``
+and ``EvalCache``.  Judge calls are also cached one by one by the judge client,
+so a re-run costs no judged call.
 """
 
 from __future__ import annotations

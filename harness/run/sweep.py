@@ -35,6 +35,8 @@ from harness.train.stages import data_fingerprint, device, train_stage
 
 @dataclass
 class SweepSummary:
+    """Trial ids by outcome; ``failed`` maps each to its error message."""
+
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -88,26 +90,6 @@ def baselines_first(work: list, trial_ids: dict[str, str]) -> list:
                 if value is not None and baseline_kind(value) == "trial":
                     named.add(trial_ids.get(value, value))
     return [t for t in work if t.id in named] + [t for t in work if t.id not in named]
-
-
-def _parent_run(ctx: SweepContext) -> str:
-    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec))}
-    found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": ctx.sweep_id,
-                                                     "harness.role": "sweep"})
-    if found:
-        run_id = found.info.run_id
-        ctx.tracker.set_status(run_id, "RUNNING")
-    else:
-        run_id = ctx.tracker.create_run(ctx.experiment_id, f"sweep-{ctx.sweep_id}",
-                                        {**tags, "harness.role": "sweep"})
-        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(ctx.spec), sort_keys=False),
-                             "resolved_spec.yaml")
-    return run_id
-
-
-def _find_trial_run(ctx: SweepContext, trial_id: str):
-    return ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id,
-                                                    "harness.sweep_id": ctx.sweep_id})
 
 
 @dataclass(frozen=True)
@@ -228,19 +210,6 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
     return model, tokenizer
 
 
-def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage) -> str:
-    """The nested run of one stage, reused when the trial resumes."""
-    found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
-    if found:
-        ctx.tracker.set_status(found.info.run_id, "RUNNING")
-        return found.info.run_id
-    tags = {**ctx.common_tags, "harness.stage": stage.name, "harness.stage_of": trial.id,
-            "harness.method": stage.method.name}
-    run_id = ctx.tracker.create_run(ctx.experiment_id, f"{trial.id}/{stage.name}", tags, parent_id=trial_run)
-    ctx.tracker.log_params(run_id, flatten(stage.to_dict()))
-    return run_id
-
-
 def _evaluate_base(ctx: SweepContext, run_id: str, spec: Spec) -> None:
     path = resolve_model_path(spec.model, ctx.cache_dir)
     ctx.tracker.set_tags(run_id, {"harness.checkpoint": path})
@@ -255,3 +224,41 @@ def _evaluate(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: st
     start = resolve_model_path(trial.spec.model, ctx.cache_dir)
     ref = Reference(model_identity(start), start)
     evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device())
+
+
+# ---------------------------------------------------------------- the run tree: find, create or resume runs
+
+
+def _parent_run(ctx: SweepContext) -> str:
+    """The sweep's parent run, found again by ``harness.sweep_id`` so that a re-run reuses it."""
+    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec))}
+    found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": ctx.sweep_id,
+                                                     "harness.role": "sweep"})
+    if found:
+        run_id = found.info.run_id
+        ctx.tracker.set_status(run_id, "RUNNING")
+    else:
+        run_id = ctx.tracker.create_run(ctx.experiment_id, f"sweep-{ctx.sweep_id}",
+                                        {**tags, "harness.role": "sweep"})
+        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(ctx.spec), sort_keys=False),
+                             "resolved_spec.yaml")
+    return run_id
+
+
+def _find_trial_run(ctx: SweepContext, trial_id: str):
+    """The child run of trial ``trial_id`` in this sweep, or None."""
+    return ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id,
+                                                    "harness.sweep_id": ctx.sweep_id})
+
+
+def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage) -> str:
+    """The nested run of one stage, reused when the trial resumes."""
+    found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
+    if found:
+        ctx.tracker.set_status(found.info.run_id, "RUNNING")
+        return found.info.run_id
+    tags = {**ctx.common_tags, "harness.stage": stage.name, "harness.stage_of": trial.id,
+            "harness.method": stage.method.name}
+    run_id = ctx.tracker.create_run(ctx.experiment_id, f"{trial.id}/{stage.name}", tags, parent_id=trial_run)
+    ctx.tracker.log_params(run_id, flatten(stage.to_dict()))
+    return run_id
