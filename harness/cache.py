@@ -1,9 +1,10 @@
-"""Content-addressed storage: canonical JSON, digests and atomic writes, the ground of every cache and id.
+"""Content-addressed storage: canonical JSON, digests and atomic writes, the ground of every cache and id;
+and the caches under ``<results_dir>/cache`` built on them.
 
 Trial ids, stage-cache keys, reference-log-prob keys and eval-cache keys are all
 ``digest`` of a JSON-able description, so the same description always names the
 same entry.  Entries are written with ``atomic_path``: a killed process leaves
-either the old entry or the new one, never half of one.
+either the old entry or the new one, never half of one.  Every cache is safe to delete.
 """
 
 from __future__ import annotations
@@ -66,3 +67,99 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the stage cache and the eval cache
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCache:
+    """Trained stage outputs: ``<root>/stages/<key>/model`` (a checkpoint) and ``meta.json`` beside it.
+
+    ``key`` is ``harness.config.grid.stage_key`` (resolved stage config, input model, data fingerprint),
+    so trials that share a prefix of identical stages train it once.  ``meta.json`` is written last,
+    atomically: an entry without it is incomplete and is trained again.
+    """
+
+    root: Path  # <results_dir>/cache
+
+    def entry(self, key: str) -> Path:
+        return self.root / "stages" / key
+
+    def model_dir(self, key: str) -> Path:
+        return self.entry(key) / "model"
+
+    def meta(self, key: str) -> dict | None:
+        """The complete entry's meta (``run_id``, ``trial_id``, ``stage``, ``steps``), or None."""
+        marker = self.entry(key) / "meta.json"
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def mark_complete(self, key: str, meta: dict) -> None:
+        with atomic_path(self.entry(key) / "meta.json") as tmp:
+            tmp.write_text(json.dumps(meta))
+
+
+EVAL_CACHE_LAYOUT = 3  # bump when the files of an eval cache entry change
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalKey:
+    """What one suite's results on one model depend on: the eval cache key."""
+
+    model: str  # model_identity of the evaluated model
+    reference: str  # model_identity of the KL reference (the trial's starting model)
+    suite: str
+    options: dict  # the suite's resolved options
+    generation: dict  # the decoding settings
+    judge: dict | None  # the judge settings that decide verdicts; None for unjudged suites
+    baseline: str | None  # what the baseline's outputs depend on; None without a baseline
+
+    def digest(self) -> str:
+        return digest([EVAL_CACHE_LAYOUT, self.model, self.reference, self.suite, self.options,
+                       self.generation, self.judge, self.baseline], 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalCache:
+    """Suite results and base-model baselines.
+
+    ``<root>/evals/<EvalKey digest>/`` holds ``metrics.json``, ``outputs/<suite>.jsonl`` and
+    ``judgments/<suite>.jsonl``; ``<root>/baselines/<digest>.jsonl`` holds the starting model's
+    outputs on a suite's prompts, shared by the trials of a sweep.
+    """
+
+    root: Path  # <results_dir>/cache
+
+    def entry(self, key: EvalKey) -> Path:
+        return self.root / "evals" / key.digest()
+
+    def metrics(self, key: EvalKey) -> dict | None:
+        """The cached metrics of a complete entry, or None."""
+        path = self.entry(key) / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def rows_file(self, key: EvalKey, kind: str, suite: str) -> Path:
+        """The ``outputs`` or ``judgments`` file of an entry (logged as the run's artifact)."""
+        return self.entry(key) / kind / f"{suite}.jsonl"
+
+    def write(self, key: EvalKey, suite: str, outputs: list[dict], judgments: list[dict],
+              metrics: dict) -> None:
+        """Write a suite's results atomically (a killed run leaves no half entry)."""
+        with atomic_path(self.entry(key)) as tmp:
+            for kind, rows in (("outputs", outputs), ("judgments", judgments)):
+                (tmp / kind).mkdir(parents=True)
+                text = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+                (tmp / kind / f"{suite}.jsonl").write_text(text)
+            (tmp / "metrics.json").write_text(json.dumps(metrics))
+
+    def _baseline_file(self, identity: list) -> Path:
+        return self.root / "baselines" / (digest(identity, 16) + ".jsonl")
+
+    def baseline(self, identity: list) -> list[dict] | None:
+        """The cached baseline rows for ``identity`` (reference key, suite, items, decoding), or None."""
+        path = self._baseline_file(identity)
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else None
+
+    def write_baseline(self, identity: list, rows: list[dict]) -> None:
+        with atomic_path(self._baseline_file(identity)) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -188,11 +188,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from harness.data.audit import audit_data, audit_tokenizer, format_table, to_json
+    from harness.data.audit import audit_data, format_table, to_json
+    from harness.train.models import tokenizer_only
 
     if not 0 < args.near_threshold <= 1:
         raise HarnessError(f"--near-threshold: must be in (0, 1], got {args.near_threshold}")
-    report = audit_data(args.data, audit_tokenizer(args.model), args.eval, args.near_threshold)
+    report = audit_data(args.data, tokenizer_only(args.model, "--model"), args.eval, args.near_threshold)
     title = f"audit of {args.data} (tokenizer of {args.model}" + (f"; eval {args.eval})" if args.eval else ")")
     print(to_json(report) if args.format == "json" else format_table(report, title))
     return 0

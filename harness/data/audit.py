@@ -26,7 +26,7 @@ from harness.data.filters import drop_exact_duplicates, drop_near_duplicates, ro
 from harness.data.load import Row, load_rows
 from harness.data.similarity import NearIndex, jaccard, shingles
 from harness.data.tokenization import EncodedPair, encode_pairs
-from harness.errors import DataError, HarnessError
+from harness.errors import DataError
 
 DEFAULT_MODEL = "toy://tiny"
 EXAMPLES_SHOWN = 5
@@ -111,22 +111,6 @@ def load_eval_prompts(uri: str) -> list[Row]:
         return load_rows(uri, "eval")
     except DataError:
         return load_rows(uri, "pairs")
-
-
-def audit_tokenizer(uri: str):
-    """The tokenizer to audit with.  Every toy model shares the toy tokenizer, so for
-    ``toy://NAME`` it is built directly (seconds) without building the model."""
-    from harness.toy import TOY_MODELS, is_toy, toy_name
-
-    if is_toy(uri):
-        if toy_name(uri) not in TOY_MODELS:
-            raise HarnessError(f"--model: {uri!r} is not a toy model (toy models: {sorted(TOY_MODELS)})")
-        from harness.toy.tokenizer import build_tokenizer
-
-        return build_tokenizer()
-    from harness.train.models import load_tokenizer
-
-    return load_tokenizer(uri)
 
 
 def audit_data(uri: str, tokenizer, eval_uri: str | None = None, threshold: float = 0.8) -> dict:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import DataError, SpecError
+from harness.toy import toy_dataset, toy_fingerprint
 
 KINDS = ("sft", "pairs", "kto", "eval")
 # The row kind a method's batch kind reads (harness.methods.registry.MethodEntry.batch_kind).
@@ -99,8 +100,6 @@ def _read_parquet(path: Path, source: str) -> list[Row]:
 
 def _read_toy(uri: str) -> list[Row]:
     """Rows of a built-in toy dataset; accepts ``Row`` objects or plain dicts from it."""
-    from harness.toy import toy_dataset  # lazy: the toy world is heavy and optional here
-
     items = toy_dataset(uri[len(TOY_PREFIX) :])
     return [item if isinstance(item, Row) else Row(uri, i + 1, item) for i, item in enumerate(items)]
 
@@ -368,8 +367,6 @@ def check_weights(rows: list[Row], field: str) -> None:
 def fingerprint(uri: str) -> str:
     """A 16-hex-digit content hash: sha256 of the file's bytes, or the toy dataset's own fingerprint."""
     if uri.startswith(TOY_PREFIX):
-        from harness.toy import toy_fingerprint
-
         return toy_fingerprint(uri[len(TOY_PREFIX) :])
     path = Path(uri)
     if not path.is_file():

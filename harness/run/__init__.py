@@ -1,1 +1,1 @@
-"""Running a sweep: the executor, in-sweep evaluation, preflight checks, tracking, caches."""
+"""Running a sweep: the executor, the context its trials share, in-sweep evaluation, preflight checks, tracking."""

@@ -4,27 +4,30 @@ Per suite and model: the suite's prompts, the model's outputs, the baseline's
 outputs (suites judged against one), the scores, the mean response length and
 the sampled KL to the trial's starting model (``harness.eval.kl``, estimator
 named by the tag ``harness.kl_estimator``).  Results are cached by (model,
-reference, suite, options, decoding, judge, baseline); judge calls are also
-cached one by one by the judge client, so a re-run costs no judged call.
+reference, suite, options, decoding, judge, baseline): ``harness.cache.EvalKey``
+and ``EvalCache``.  Judge calls are also cached one by one by the judge client,
+so a re-run costs no judged call.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_path, digest
+from harness.cache import EvalKey
+from harness.config.spec import JudgeSpec
+from harness.data.load import fingerprint
 from harness.errors import HarnessError
 from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
 from harness.eval.scoring import needs_baseline, needs_judge, score_suite
 from harness.eval.suite import generate_outputs, generation_for, suite_items, suite_options
+from harness.run.context import SweepContext
 from harness.train.models import load_model, load_tokenizer
-
-EVAL_CACHE_LAYOUT = 3  # bump when the files of an eval cache entry change
+from judges.alpaca import as_annotations
+from judges.stats.annotations import length_function, score_annotations
 
 
 @dataclass
@@ -41,26 +44,6 @@ class Reference:
         return self._loaded
 
 
-@dataclass
-class JudgeEndpoint:
-    """The judge endpoint of a sweep, started on first use and closed with the sweep."""
-
-    judge_spec: object
-    cache_dir: Path
-    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    _url: str | None = None
-
-    def client(self):
-        from harness.serve.endpoint import judge_client, judge_endpoint
-
-        if self._url is None:
-            self._url = self._stack.enter_context(judge_endpoint(self.judge_spec, self.cache_dir))
-        return judge_client(self.judge_spec, self._url, self.cache_dir / "judge")
-
-    def close(self) -> None:
-        self._stack.close()
-
-
 def baseline_kind(value: str) -> str:
     """``file``, ``base`` or ``trial`` for an ``eval.<suite>.baseline`` value."""
     if value == "base":
@@ -75,7 +58,7 @@ def baseline_from_file(path: str, items: list[dict], suite: str) -> dict[str, di
     return baseline_for(items, read_outputs(path), f"the baseline {path} (eval.{suite}.baseline)")
 
 
-def trial_outputs(ctx, trial_id: str, suite: str) -> list[dict]:
+def trial_outputs(ctx: SweepContext, trial_id: str, suite: str) -> list[dict]:
     """The ``outputs/<suite>.jsonl`` artifact of the newest finished run of trial ``trial_id``."""
     found = ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id})
     if found is None or found.info.status != "FINISHED":
@@ -90,7 +73,7 @@ def trial_outputs(ctx, trial_id: str, suite: str) -> list[dict]:
         return [json.loads(line) for line in Path(local).read_text().splitlines() if line.strip()]
 
 
-def _trial_baseline(ctx, trial_id: str, suite: str, items: list[dict]) -> dict[str, dict]:
+def _trial_baseline(ctx: SweepContext, trial_id: str, suite: str, items: list[dict]) -> dict[str, dict]:
     rows = {str(r["id"]): r for r in trial_outputs(ctx, trial_id, suite) if r.get("sample", 0) == 0}
     missing = [item["id"] for item in items if item["id"] not in rows]
     if missing:
@@ -99,20 +82,22 @@ def _trial_baseline(ctx, trial_id: str, suite: str, items: list[dict]) -> dict[s
     return rows
 
 
-def _base_baseline(ctx, suite: str, items: list[dict], generation, ref: Reference, device) -> dict[str, dict]:
+def _base_baseline(ctx: SweepContext, suite: str, items: list[dict], generation, ref: Reference,
+                   device) -> dict[str, dict]:
     """The starting model's outputs on the suite's prompts (cached: trials of a sweep share them)."""
     base = generation.model_copy(update={"n": 1})
-    path = ctx.cache_dir / "baselines" / (digest([ref.key, suite, [(i["id"], i["instruction"]) for i in items],
-                                                  base.model_dump()], 16) + ".jsonl")
-    if not path.exists() or ctx.force:
+    identity = [ref.key, suite, [(i["id"], i["instruction"]) for i in items], base.model_dump()]
+    rows = None if ctx.force else ctx.evals.baseline(identity)
+    if rows is None:
         model, tokenizer = ref.load(device)
         rows, _ = generate_outputs(items, model, tokenizer, base, "base", ctx.progress, f"baseline {suite}")
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+        ctx.evals.write_baseline(identity, rows)
+        rows = ctx.evals.baseline(identity)  # as read back: a fresh entry and a cached one give the same rows
+    return {r["id"]: r for r in rows}
 
 
-def baseline_identity(ctx, suite: str, options: dict, ref: Reference, trial_id: str) -> str | None:
+def baseline_identity(ctx: SweepContext, suite: str, options: dict, ref: Reference,
+                      trial_id: str) -> str | None:
     """What the baseline's outputs depend on, for the eval cache key (None: no baseline)."""
     if not needs_baseline(suite, options):
         return None
@@ -123,14 +108,13 @@ def baseline_identity(ctx, suite: str, options: dict, ref: Reference, trial_id: 
     if kind == "base":
         return f"base:{ref.key}"
     if kind == "file":
-        from harness.data.load import fingerprint
-
         return f"file:{fingerprint(value)}"
     found = ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": value})
     return f"trial:{value}:{found.info.run_id if found else None}"
 
 
-def suite_baseline(ctx, suite, options, items, generation, ref, device, own: tuple) -> dict[str, dict] | None:
+def suite_baseline(ctx: SweepContext, suite, options, items, generation, ref, device,
+                   own: tuple) -> dict[str, dict] | None:
     """item id -> the baseline's output row; ``own`` is (trial id, this trial's outputs)."""
     if not needs_baseline(suite, options):
         return None
@@ -145,21 +129,19 @@ def suite_baseline(ctx, suite, options, items, generation, ref, device, own: tup
     return _base_baseline(ctx, suite, items, generation, ref, device)
 
 
-def judge_identity(judge_spec) -> dict:
+def judge_identity(judge_spec: JudgeSpec) -> dict:
     """The judge settings that decide verdicts (not concurrency or timeouts)."""
     return judge_spec.model_dump(exclude={"concurrency", "timeout_s", "api_key_env"})
 
 
-def run_suite(ctx, suite: str, options: dict, generation, model, tokenizer, trial_id: str, ref: Reference,
-              model_key: str, device):
+def run_suite(ctx: SweepContext, suite: str, options: dict, generation, model, tokenizer, trial_id: str,
+              ref: Reference, model_key: str, device):
     """Generate, score, and add the KL to the reference and the judge client's counters."""
     items = suite_items(suite, options)
     outputs, samples = generate_outputs(items, model, tokenizer, generation, trial_id, ctx.progress,
                                         f"eval {suite}")
     baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs))
     client = ctx.judge.client() if needs_judge(suite, options) else None
-    from judges.stats.annotations import length_function
-
     length = length_function(options.get("length_unit", "chars"), tokenizer)
     result = score_suite(suite, items, outputs, baseline, client, options, length)
     if client is not None:
@@ -173,52 +155,39 @@ def run_suite(ctx, suite: str, options: dict, generation, model, tokenizer, tria
     return result
 
 
-def evaluate_model(ctx, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer, trial_id: str,
-                   ref: Reference, device) -> None:
+def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer,
+                   trial_id: str, ref: Reference, device) -> None:
     """Run every suite of ``eval_cfg`` on the model and log it; results are cached."""
     for suite in eval_cfg.suites:
         options = suite_options(eval_cfg, suite)
         generation = generation_for(eval_cfg.generation, options)
         judge = judge_identity(ctx.spec.judge) if needs_judge(suite, options) else None
-        cache = ctx.cache_dir / "evals" / digest([EVAL_CACHE_LAYOUT, model_key, ref.key, suite, options,
-                                                   generation.model_dump(), judge,
-                                                   baseline_identity(ctx, suite, options, ref, trial_id)], 16)
-        if not (cache / "metrics.json").exists() or ctx.force:
+        key = EvalKey(model_key, ref.key, suite, options, generation.model_dump(), judge,
+                      baseline_identity(ctx, suite, options, ref, trial_id))
+        metrics = None if ctx.force else ctx.evals.metrics(key)
+        if metrics is None:
             if model is None:
                 model, tokenizer = load_model(path).to(device).eval(), load_tokenizer(path)
             result = run_suite(ctx, suite, options, generation, model, tokenizer, trial_id, ref, model_key, device)
-            write_suite_cache(cache, suite, result)
-        metrics = json.loads((cache / "metrics.json").read_text())
+            ctx.evals.write(key, suite, result.outputs, result.judgments, result.metrics)
+            metrics = ctx.evals.metrics(key)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                           if not k.endswith("_se") and not k.startswith("judge_"))
         ctx.echo(f"  eval {suite}: {shown}")
         ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
         ctx.tracker.set_tags(run_id, {"harness.kl_estimator": KL_ESTIMATOR})
         for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
-            ctx.tracker.log_file(run_id, cache / kind / f"{suite}.jsonl", kind)
+            ctx.tracker.log_file(run_id, ctx.evals.rows_file(key, kind, suite), kind)
 
 
-def write_suite_cache(cache: Path, suite: str, result) -> None:
-    """Write a suite's results into the cache atomically (a killed run leaves no half entry)."""
-    with atomic_path(cache) as tmp:
-        for kind, rows in (("outputs", result.outputs), ("judgments", result.judgments)):
-            (tmp / kind).mkdir(parents=True)
-            (tmp / kind / f"{suite}.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
-        (tmp / "metrics.json").write_text(json.dumps(result.metrics))
-
-
-def joint_alpaca_lc(ctx) -> None:
+def joint_alpaca_lc(ctx: SweepContext) -> None:
     """The LC GLM fitted jointly over every finished trial of this sweep judged by ``alpaca`` against
     the same baseline: the instruction-difficulty term needs several models (Dubois et al. 2024).
 
     Logged on each such trial as ``eval/alpaca/lc_win_rate_joint`` and
     ``lc_standard_error_joint`` (fractions) with ``lc_joint_models``; lengths in characters.
     """
-    from judges.alpaca import as_annotations
-    from judges.stats.annotations import score_annotations
-
-    sweep = ctx.common_tags["harness.sweep_id"]
-    runs = ctx.tracker.client.search_runs([ctx.experiment_id], f"tags.`harness.sweep_id` = '{sweep}'",
+    runs = ctx.tracker.client.search_runs([ctx.experiment_id], f"tags.`harness.sweep_id` = '{ctx.sweep_id}'",
                                           max_results=10000)
     trial_runs = {r.data.tags["harness.trial_id"]: r.info.run_id for r in runs
                   if "harness.trial_id" in r.data.tags and r.info.status == "FINISHED"

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
 
 from harness.cache import digest
-from harness.config.grid import Trial, stage_key, sweep_id
+from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
 from harness.errors import HarnessError
 from harness.methods.registry import METHODS
+from harness.run.context import SweepContext, open_context
 from harness.run.preflight import preflight
-from harness.run.scoring import JudgeEndpoint, Reference, baseline_kind, evaluate_model, joint_alpaca_lc
-from harness.run.tracking import Store, Tracker, git_sha, package_versions, resolve_store
+from harness.run.scoring import Reference, baseline_kind, evaluate_model, joint_alpaca_lc
 from harness.train.models import (
     merged,
     model_identity,
@@ -36,48 +34,23 @@ from harness.train.stages import data_fingerprint, device, train_stage
 
 
 @dataclass
-class Context:
-    spec: Spec
-    tracker: Tracker
-    experiment_id: str
-    cache_dir: Path
-    force: bool = False
-    progress: bool = True
-    common_tags: dict = field(default_factory=dict)
-    echo: Callable[[str], None] = print
-    judge: JudgeEndpoint | None = None
-    trial_ids: dict[str, str] = field(default_factory=dict)  # trial id or name (id without hash) -> id
-
-
-@dataclass
 class SweepSummary:
+    """Trial ids by outcome; ``failed`` maps each to its error message."""
+
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def open_context(spec: Spec, tracking_uri: str | None, force: bool, progress: bool, echo=print) -> Context:
-    """Resolve the store and results paths (absolute, at start) and create the experiment."""
-    store: Store = resolve_store(tracking_uri, spec.tracking.uri, spec.tracking.artifact_root, spec.results_dir)
-    tracker = Tracker(store)
-    cache_dir = Path(spec.results_dir).resolve() / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tags = {"harness.sweep_id": sweep_id(spec), "harness.git_sha": git_sha(),
-            "harness.versions": json.dumps(package_versions(), sort_keys=True)}
-    return Context(spec, tracker, tracker.experiment(spec.name), cache_dir, force, progress, tags, echo,
-                   JudgeEndpoint(spec.judge, cache_dir))
 
 
 def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
               progress: bool = True, echo=print) -> SweepSummary:
     """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
     preflight(spec, trials)
-    ctx = open_context(spec, tracking_uri, force, progress, echo)
+    work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
+    ctx = open_context(spec, trial_names(work), tracking_uri, force, progress, echo)
     echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
     parent = _parent_run(ctx)
     summary = SweepSummary()
-    work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
-    ctx.trial_ids = trial_names(work)
     work = baselines_first(work, ctx.trial_ids)
     try:
         for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
@@ -119,26 +92,6 @@ def baselines_first(work: list, trial_ids: dict[str, str]) -> list:
     return [t for t in work if t.id in named] + [t for t in work if t.id not in named]
 
 
-def _parent_run(ctx: Context) -> str:
-    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec))}
-    found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": tags["harness.sweep_id"],
-                                                     "harness.role": "sweep"})
-    if found:
-        run_id = found.info.run_id
-        ctx.tracker.set_status(run_id, "RUNNING")
-    else:
-        run_id = ctx.tracker.create_run(ctx.experiment_id, f"sweep-{tags['harness.sweep_id']}",
-                                        {**tags, "harness.role": "sweep"})
-        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(ctx.spec), sort_keys=False),
-                             "resolved_spec.yaml")
-    return run_id
-
-
-def _find_trial_run(ctx: Context, trial_id: str):
-    return ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id,
-                                                    "harness.sweep_id": ctx.common_tags["harness.sweep_id"]})
-
-
 @dataclass(frozen=True)
 class _BaseTrial:
     """The starting model, evaluated as trial ``base`` (``eval.include_base``)."""
@@ -155,7 +108,7 @@ def _base_trial(spec: Spec) -> _BaseTrial:
 SKIPPED = "skipped"
 
 
-def _run_trial(ctx: Context, parent: str, trial) -> str | None:
+def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
     """Run or skip one trial; returns None when it ran, ``SKIPPED``, or its error message."""
     found = _find_trial_run(ctx, trial.id)
     if found and found.info.status == "FINISHED" and not ctx.force:
@@ -205,7 +158,7 @@ def trial_params(trial) -> dict:
     return params
 
 
-def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
+def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     """Train (or fetch from cache) each stage in order, evaluating as ``eval.after`` says."""
     path = resolve_model_path(trial.spec.model, ctx.cache_dir)
     key = model_identity(path)
@@ -216,10 +169,9 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
         run_id = _stage_run(ctx, trial_run, trial, stage) if multi else trial_run
         input_key, key = key, stage_key(stage, key, data_fingerprint(stage))
         persist = not (last and stage.train.save == "none")
-        out_dir = ctx.cache_dir / "stages" / key
-        model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, out_dir, persist, multi)
+        model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
         if persist:
-            path = str(out_dir / "model")
+            path = str(ctx.stages.model_dir(key))
         if multi and not last and stage.eval.after == "every_stage":
             _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial)
         if multi:
@@ -229,12 +181,14 @@ def _run_stages(ctx: Context, trial_run: str, trial: Trial) -> None:
     _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer, trial)
 
 
-def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, input_key: str, out_dir: Path,
+def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str, input_key: str, key: str,
                   persist: bool, multi: bool):
-    """A stage's trained model: (None, None) on a cache hit (it is on disk), else (model, tokenizer)."""
-    marker = out_dir / "meta.json"
-    if marker.exists() and not ctx.force:
-        meta = json.loads(marker.read_text())
+    """A stage's trained model: (None, None) on a cache hit (it is on disk), else (model, tokenizer).
+
+    ``key`` names the stage's cache entry; ``input_key`` is the identity of the model it starts from.
+    """
+    meta = None if ctx.force else ctx.stages.meta(key)
+    if meta is not None:
         ctx.echo(f"  stage {stage.name}: cached (trained in run {meta['run_id']})")
         if multi:
             ctx.tracker.set_tags(run_id, {"harness.cache_hit": "true", "harness.stage_source_run": meta["run_id"]})
@@ -250,16 +204,54 @@ def _stage_output(ctx: Context, run_id: str, trial: Trial, stage, path: str, inp
         log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
     model = merged(model)
     if persist:
-        save_checkpoint(model, tokenizer, out_dir / "model")
-        # meta.json marks the entry complete: written last, and atomically.
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
-                                   "steps": result.steps}))
-        tmp.replace(marker)
+        save_checkpoint(model, tokenizer, ctx.stages.model_dir(key))
+        ctx.stages.mark_complete(key, {"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
+                                       "steps": result.steps})
     return model, tokenizer
 
 
-def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
+def _evaluate_base(ctx: SweepContext, run_id: str, spec: Spec) -> None:
+    path = resolve_model_path(spec.model, ctx.cache_dir)
+    ctx.tracker.set_tags(run_id, {"harness.checkpoint": path})
+    _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None, _base_trial(spec))
+
+
+def _evaluate(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer,
+              trial) -> None:
+    """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model."""
+    if not eval_cfg.suites:
+        return
+    start = resolve_model_path(trial.spec.model, ctx.cache_dir)
+    ref = Reference(model_identity(start), start)
+    evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device())
+
+
+# ---------------------------------------------------------------- the run tree: find, create or resume runs
+
+
+def _parent_run(ctx: SweepContext) -> str:
+    """The sweep's parent run, found again by ``harness.sweep_id`` so that a re-run reuses it."""
+    tags = {**ctx.common_tags, "harness.spec_sha": digest(spec_to_dict(ctx.spec))}
+    found = ctx.tracker.find_run(ctx.experiment_id, {"harness.sweep_id": ctx.sweep_id,
+                                                     "harness.role": "sweep"})
+    if found:
+        run_id = found.info.run_id
+        ctx.tracker.set_status(run_id, "RUNNING")
+    else:
+        run_id = ctx.tracker.create_run(ctx.experiment_id, f"sweep-{ctx.sweep_id}",
+                                        {**tags, "harness.role": "sweep"})
+        ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(ctx.spec), sort_keys=False),
+                             "resolved_spec.yaml")
+    return run_id
+
+
+def _find_trial_run(ctx: SweepContext, trial_id: str):
+    """The child run of trial ``trial_id`` in this sweep, or None."""
+    return ctx.tracker.find_run(ctx.experiment_id, {"harness.trial_id": trial_id,
+                                                    "harness.sweep_id": ctx.sweep_id})
+
+
+def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage) -> str:
     """The nested run of one stage, reused when the trial resumes."""
     found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
     if found:
@@ -270,18 +262,3 @@ def _stage_run(ctx: Context, trial_run: str, trial: Trial, stage) -> str:
     run_id = ctx.tracker.create_run(ctx.experiment_id, f"{trial.id}/{stage.name}", tags, parent_id=trial_run)
     ctx.tracker.log_params(run_id, flatten(stage.to_dict()))
     return run_id
-
-
-def _evaluate_base(ctx: Context, run_id: str, spec: Spec) -> None:
-    path = resolve_model_path(spec.model, ctx.cache_dir)
-    ctx.tracker.set_tags(run_id, {"harness.checkpoint": path})
-    _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None, _base_trial(spec))
-
-
-def _evaluate(ctx: Context, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer, trial) -> None:
-    """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model."""
-    if not eval_cfg.suites:
-        return
-    start = resolve_model_path(trial.spec.model, ctx.cache_dir)
-    ref = Reference(model_identity(start), start)
-    evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device())

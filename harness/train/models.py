@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.cache import atomic_path
 from harness.errors import HarnessError
-from harness.toy import is_toy, toy_model_path, toy_name
+from harness.toy import TOY_MODELS, is_toy, toy_model_path, toy_name
+from harness.toy.tokenizer import build_tokenizer
 
 
 def resolve_model_path(uri: str, cache_dir: Path) -> str:
@@ -66,6 +67,19 @@ def load_tokenizer(path: str):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def tokenizer_only(uri: str, key: str = "model"):
+    """The tokenizer of model ``uri`` without its weights (``key`` names the setting in errors).
+
+    Every toy model shares the toy tokenizer, so for ``toy://NAME`` it is built directly
+    (seconds) without building the model.
+    """
+    if is_toy(uri):
+        if toy_name(uri) not in TOY_MODELS:
+            raise HarnessError(f"{key}: {uri!r} is not a toy model (toy models: {sorted(TOY_MODELS)})")
+        return build_tokenizer()
+    return load_tokenizer(uri)
 
 
 def load_model(path: str, dtype: torch.dtype = torch.float32):

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.data.audit import audit_data, audit_tokenizer, length_bias, percentiles
+from harness.data.audit import audit_data, length_bias, percentiles
 from harness.data.similarity import jaccard, shingles
 from harness.data.tokenization import EncodedPair
+from harness.train.models import tokenizer_only
 
 
 def words(tag: str, n: int) -> list[str]:
@@ -30,7 +31,7 @@ def write_jsonl(path, rows) -> str:
 
 @pytest.fixture(scope="module")
 def tok():
-    return audit_tokenizer("toy://tiny")
+    return tokenizer_only("toy://tiny")
 
 
 def planted():

@@ -1,12 +1,11 @@
 """Loading and checking data files: formats, error messages, fingerprints, subsets."""
 
 import json
-import sys
-import types
 
 import pandas as pd
 import pytest
 
+from harness.data import load
 from harness.data.load import Row, fingerprint, load_rows, take_fraction
 from harness.errors import DataError, SpecError
 
@@ -207,12 +206,10 @@ def test_empty_file_is_an_error(tmp_path):
 
 def test_toy_uri_goes_through_harness_toy(monkeypatch):
     """toy:// rows come from harness.toy (faked here) and are checked like file rows."""
-    fake = types.ModuleType("harness.toy")
-    fake.toy_dataset = lambda name: (
+    monkeypatch.setattr(load, "toy_dataset", lambda name: (
         [PAIR, {"prompt": "a", "chosen": "", "rejected": "b"}] if name == "bad" else [PAIR]
-    )
-    fake.toy_fingerprint = lambda name: f"fp-{name}"
-    monkeypatch.setitem(sys.modules, "harness.toy", fake)
+    ))
+    monkeypatch.setattr(load, "toy_fingerprint", lambda name: f"fp-{name}")
     rows = load_rows("toy://arith-pairs", "pairs")
     assert rows == [Row("toy://arith-pairs", 1, PAIR)]
     assert fingerprint("toy://arith-pairs") == "fp-arith-pairs"
