@@ -27,12 +27,14 @@ from harness.run.preflight import preflight
 from harness.run.scoring import JudgeEndpoint, Reference, baseline_kind, evaluate_model, joint_alpaca_lc
 from harness.run.tracking import Store, Tracker, git_sha, package_versions, resolve_store
 from harness.train.models import (
+    device,
     merged,
     model_identity,
     resolve_model_path,
     save_checkpoint,
 )
-from harness.train.stages import data_fingerprint, device, train_stage
+from harness.train.reference import data_fingerprint
+from harness.train.stages import train_stage
 
 
 @dataclass
