@@ -3,7 +3,7 @@
 Every function is pure.  The KL reference point z0 is a batch estimate of
 KL(pi || pi_ref) from *mismatched* prompt/completion pairs of the optimizer
 step's whole batch (all micro-batches), clamped at 0 and detached; the loop
-computes it once per step (``harness.train.step_inputs``) and passes it to ``kto_loss``
+computes it once per step (``harness.train.forward.kto_step_inputs``) and passes it to ``kto_loss``
 in the ``KtoLogps`` record.
 """
 
