@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
+from harness.config.grid import StageSpec
 from harness.data.load import load_rows
 from harness.errors import HarnessError
 from harness.methods import self_normalized_weights
@@ -115,10 +117,10 @@ class PrepareContext:
     ``reference_passes`` and ``reward_passes`` count the passes run (not served by a cache).
     """
 
-    stage: object
-    policy: object
+    stage: StageSpec
+    policy: torch.nn.Module
     policy_key: str
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     cache_dir: Path
     force: bool
     reference_passes: int = 0

@@ -125,11 +125,11 @@ def hooks(method: MethodEntry) -> KindHooks:
     return HOOKS[method.batch]
 
 
-def forward_method(model, method: MethodEntry, params: dict, examples: list, pad_id: int, device_,
+def forward_method(model, method: MethodEntry, params: dict, examples: list, pad_id: int, dev,
                    inputs: BatchInputs | None = None, with_entropy: bool = False):
     """One micro-batch of any method: (per-example loss numerators [B], detached metrics, input tokens).
 
     ``inputs`` holds the micro-batch's reference statistics and step inputs (``harness.train.inputs``).
     """
-    return hooks(method).forward(model, method, params, examples, inputs or BatchInputs(), pad_id, device_,
+    return hooks(method).forward(model, method, params, examples, inputs or BatchInputs(), pad_id, dev,
                                  with_entropy)
