@@ -53,8 +53,9 @@ def main(model_dir: str, out: str, method: str = "sft") -> None:
     assert len(examples) == 7
     model = load_model(model_dir, torch.float64)
     logged = []
-    result = train(model, METHODS[method], dict(METHODS[method].params), ExampleSet(examples, tok.pad_token_id, **extra),
-                   cfg, Callbacks(log=lambda metrics, step: logged.append((step, metrics)), progress=False))
+    data = ExampleSet(examples, tok.pad_token_id, **extra)
+    result = train(model, METHODS[method], dict(METHODS[method].params), data, cfg,
+                   Callbacks(log=lambda metrics, step: logged.append((step, metrics)), progress=False))
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
     from accelerate import PartialState

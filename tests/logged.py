@@ -15,7 +15,9 @@ from mlflow.tracking import MlflowClient
 
 
 def logged_total(results_dir: Path, key: str) -> float:
-    """The sum of every logged value of metric ``key`` over every run in ``results_dir``'s store (0 without one)."""
+    """The sum of every logged value of metric ``key`` over every run in ``results_dir``'s store.
+
+    0 when the store does not exist (a command that failed before tracking started)."""
     db = Path(results_dir) / "mlflow.db"
     if not db.exists():
         return 0.0

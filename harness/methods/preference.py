@@ -204,7 +204,8 @@ def orpo_loss(batch: PairLogps, *, beta: float, nll_on_prompt: bool = False) -> 
     policy_chosen, policy_rejected = batch.chosen, batch.rejected
     nll_chosen = batch.nll_chosen_with_prompt if nll_on_prompt else batch.nll_chosen
     if nll_chosen is None:
-        raise ValueError(f"orpo needs the chosen NLL (PairLogps.nll_chosen{'_with_prompt' if nll_on_prompt else ''})")
+        field = "nll_chosen_with_prompt" if nll_on_prompt else "nll_chosen"
+        raise ValueError(f"orpo needs the chosen NLL (PairLogps.{field})")
     mc, mr = policy_chosen.clamp(max=_ORPO_MAX_LOGP), policy_rejected.clamp(max=_ORPO_MAX_LOGP)
     log_odds = (mc - log1mexp(mc)) - (mr - log1mexp(mr))
     ratio = F.logsigmoid(log_odds)

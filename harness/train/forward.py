@@ -122,7 +122,8 @@ def forward_pairs(model, method: MethodEntry, params: dict, examples: list, inpu
     ref_chosen = ref_rejected = ref = None
     if method.needs_ref:
         ref = inputs.ref.to(device)  # [B, 4]: chosen sum, chosen count, rejected sum, rejected count
-        ref_chosen, ref_rejected = reduce_logps(ref[:, 0], ref[:, 1], reduction), reduce_logps(ref[:, 2], ref[:, 3], reduction)
+        ref_chosen = reduce_logps(ref[:, 0], ref[:, 1], reduction)
+        ref_rejected = reduce_logps(ref[:, 2], ref[:, 3], reduction)
     nll = chosen_nll(out, n, False)
     batch = PairLogps(logps[:n], logps[n:], ref_chosen, ref_rejected, nll, chosen_nll(out, n, True))
     numerators, metrics = method.loss(batch, **method.loss_kwargs(params))

@@ -82,7 +82,8 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     accelerator, model, optimizer, scheduler = _accelerated(model, cfg, len(plan))
     model.train()
     tokens_seen, start, metrics, state = 0, time.perf_counter(), {}, StepState()
-    bar = tqdm(plan, desc=f"train {method.name}", disable=None if calls.progress else True, unit="step", leave=False)
+    bar = tqdm(plan, desc=f"train {method.name}", disable=None if calls.progress else True, unit="step",
+               leave=False)
     for step, micro_batches in enumerate(bar, start=1):
         t0 = time.perf_counter()
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)

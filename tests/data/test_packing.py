@@ -87,7 +87,8 @@ def test_packed_training_step_equals_unpacked(micro):
     models = []
     for params in (METHODS["sft"].params, {**METHODS["sft"].params, "packing_capacity": 64}):
         model = load_model(path, torch.float64)
-        result = train(model, METHODS["sft"], params, ExampleSet(examples, tok.pad_token_id), cfg, Callbacks(progress=False))
+        result = train(model, METHODS["sft"], params, ExampleSet(examples, tok.pad_token_id), cfg,
+                       Callbacks(progress=False))
         models.append((model, result.last_metrics["loss"]))
     (a, loss_a), (b, loss_b) = models
     assert loss_a == pytest.approx(loss_b, rel=1e-9)

@@ -30,7 +30,8 @@ def test_kto_beta_sweep_on_pairs_computes_references_once(tmp_path):
     runs = _sweep(tmp_path, "kto", method={"name": "kto"}, data={"train": "toy://arith-pairs", "fraction": 0.003},
                   ablate={"method.beta": [0.1, 0.5]})
     results = tmp_path / "results"
-    assert logged_total(results, "train/reference_passes") == 2 and logged_total(results, "train/optimizer_steps") == 4
+    assert logged_total(results, "train/reference_passes") == 2
+    assert logged_total(results, "train/optimizer_steps") == 4
     assert len(runs) == 2
     for run in runs:
         assert run.data.tags["harness.kl_estimator"].startswith("kto z0")

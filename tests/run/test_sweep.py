@@ -62,7 +62,8 @@ def default_sweep(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # conftest's function-scoped guard does not cover a module fixture
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         assert main(["sweep", str(spec)]) == 0
-        counted = {k: logged_total(root / "results", f"train/{k}") for k in ("optimizer_steps", "reference_passes")}
+        counted = {k: logged_total(root / "results", f"train/{k}")
+                   for k in ("optimizer_steps", "reference_passes")}
     return root, spec, counted
 
 
