@@ -163,3 +163,36 @@ class EvalCache:
     def write_baseline(self, identity: list, rows: list[dict]) -> None:
         with atomic_path(self._baseline_file(identity)) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# --- Reference log-probs (harness.train.reference) ---------------------------------------------------------
+
+
+class ReferenceCache:
+    """Reference log-prob statistics, one tensor file per key: ``<cache_dir>/reflogps/<key>.pt``.
+
+    The key is ``digest(description, 16)`` of everything that decides the examples, their tokens and the
+    reference model; an entry holds sums and token counts, so any reduction derives from it.
+    """
+
+    def __init__(self, cache_dir: Path):
+        self.root = Path(cache_dir) / "reflogps"
+
+    def path(self, description: Any) -> Path:
+        return self.root / f"{digest(description, 16)}.pt"
+
+    def load(self, description: Any, rows: int):
+        """The cached [rows, k] tensor, or None when absent or made for another number of rows."""
+        import torch
+
+        path = self.path(description)
+        if not path.exists():
+            return None
+        stats = torch.load(path)
+        return stats if stats.shape[0] == rows else None
+
+    def save(self, description: Any, stats) -> None:
+        import torch
+
+        with atomic_path(self.path(description)) as tmp:
+            torch.save(stats, tmp)

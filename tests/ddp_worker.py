@@ -13,10 +13,11 @@ import torch
 from harness.data.load import load_rows, pairs_to_kto, take_fraction
 from harness.data.tokenization import encode_kto, encode_sft
 from harness.methods.registry import METHODS
-from harness.methods.step_inputs import kl_pair_logps
-from harness.train.loop import TrainConfig, train
+from harness.train.forward import kl_pair_logps
+from harness.train.inputs import ExampleSet
+from harness.train.loop import Callbacks, TrainConfig, train
 from harness.train.models import load_model, load_tokenizer
-from harness.train.stages import plan_kl_pairs
+from harness.train.reference import plan_kl_pairs
 
 # Distinct IW-SFT weights for the 7 examples, so self-normalization over a shard would show.
 IW_WEIGHTS = [0.5, 2.0, 1.0, 4.0, 0.25, 1.5, 3.0]
@@ -52,8 +53,9 @@ def main(model_dir: str, out: str, method: str = "sft") -> None:
     assert len(examples) == 7
     model = load_model(model_dir, torch.float64)
     logged = []
-    result = train(model, METHODS[method], dict(METHODS[method].params), examples, tok.pad_token_id, cfg,
-                   progress=False, log=lambda metrics, step: logged.append((step, metrics)), **extra)
+    data = ExampleSet(examples, tok.pad_token_id, **extra)
+    result = train(model, METHODS[method], dict(METHODS[method].params), data, cfg,
+                   Callbacks(log=lambda metrics, step: logged.append((step, metrics)), progress=False))
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
     from accelerate import PartialState

@@ -354,7 +354,7 @@ def _stage_rules(
     out = []
     if data.train is None:
         out.append(Problem(f"{prefix}data.train", "required (a JSONL/JSON/Parquet path or toy://NAME)"))
-    if train.packing and method is not None and METHODS[method.name].batch_kind != "sft":
+    if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:
         msg = (

@@ -33,8 +33,6 @@ from harness.errors import DataError, SpecError
 from harness.toy import toy_dataset, toy_fingerprint
 
 KINDS = ("sft", "pairs", "kto", "eval")
-# The row kind a method's batch kind reads (harness.methods.registry.MethodEntry.batch_kind).
-ROW_KINDS = {"sft": "sft", "pairs": "pairs", "rm": "pairs", "kto": "kto"}
 ROLES = ("system", "user", "assistant")
 MAX_PROBLEMS = 20
 TOY_PREFIX = "toy://"

@@ -137,8 +137,7 @@ def candidates_from_files(args, suites, eval_cfg) -> dict[str, dict[str, tuple]]
 
 def candidates_from_model(args, suites, eval_cfg, cache_dir: Path) -> dict[str, dict[str, tuple]]:
     """The model's own outputs on each suite's prompts (generator = the model's name)."""
-    from harness.train.models import load_model, load_tokenizer, resolve_model_path
-    from harness.train.stages import device
+    from harness.train.models import device, load_model, load_tokenizer, resolve_model_path
 
     path = resolve_model_path(args.model, cache_dir)
     model, tokenizer = load_model(path).to(device()).eval(), load_tokenizer(path)

@@ -3,10 +3,12 @@
 One family per module: ``logprobs`` (gathering and reductions), ``sft``
 (token losses of the SFT family and the optimizer-step normalization
 contract), ``preference`` (pair losses), ``kto`` (unpaired labels) and ``rm``
-(reward models).  A trainer never contains method math.
+(reward models).  ``batches`` holds the typed record each loss takes, and
+``registry`` the methods.  A trainer never contains method math.
 """
 
-from harness.methods.kto import kto_kl_estimate, kto_loss, mismatched_partners
+from harness.methods.batches import KtoLogps, PairLogps, PairRewards, SftLogps
+from harness.methods.kto import kto_kl_estimate, kto_loss, mismatched_partners, step_kl_pairs
 from harness.methods.logprobs import (
     entropy_from_logits,
     reduce_logps,
@@ -22,6 +24,7 @@ from harness.methods.preference import (
     ipo_loss,
     log1mexp,
     logratio_margin,
+    margin_of,
     orpo_loss,
     reward_metrics,
     robust_loss,
@@ -40,6 +43,10 @@ from harness.methods.sft import (
 )
 
 __all__ = [
+    "KtoLogps",
+    "PairLogps",
+    "PairRewards",
+    "SftLogps",
     "brier_sft_loss",
     "dft_loss",
     "dpo_loss",
@@ -52,6 +59,7 @@ __all__ = [
     "kto_loss",
     "log1mexp",
     "logratio_margin",
+    "margin_of",
     "mismatched_partners",
     "orpo_loss",
     "pool_rewards",
@@ -64,6 +72,7 @@ __all__ = [
     "sft_loss",
     "sft_token_losses",
     "simpo_loss",
+    "step_kl_pairs",
     "sum_sq_probs",
     "target_mask",
     "token_counts",

@@ -3,12 +3,15 @@
 Every function is pure.  The KL reference point z0 is a batch estimate of
 KL(pi || pi_ref) from *mismatched* prompt/completion pairs of the optimizer
 step's whole batch (all micro-batches), clamped at 0 and detached; the loop
-computes it once per step (``harness.train.forward``) and passes it to ``kto_loss``.
+computes it once per step (``harness.train.forward.kto_step_inputs``) and passes it to ``kto_loss``
+in the ``KtoLogps`` record.
 """
 
 from __future__ import annotations
 
 import torch
+
+from harness.methods.batches import KtoLogps
 
 Metrics = dict[str, torch.Tensor]
 
@@ -20,6 +23,11 @@ def mismatched_partners(n: int) -> list[int]:
     one as in TRL's KTO.  A step of one example has no mismatched pair: [].
     """
     return [(k + 1) % n for k in range(n)] if n >= 2 else []
+
+
+def step_kl_pairs(step: list[int]) -> list[tuple[int, int]]:
+    """(prompt example, completion example) index pairs of one step's KL estimate."""
+    return [(step[k], step[j]) for k, j in enumerate(mismatched_partners(len(step)))]
 
 
 def kto_kl_estimate(policy_kl: torch.Tensor, ref_kl: torch.Tensor, history: list[float]) -> float:
@@ -43,11 +51,8 @@ def _subset_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def kto_loss(
-    policy_logps: torch.Tensor,
-    ref_logps: torch.Tensor,
-    desirable: torch.Tensor,
+    batch: KtoLogps,
     *,
-    kl: float,
     beta: float,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
@@ -55,9 +60,9 @@ def kto_loss(
     """Per-example KTO loss.
 
     Args:
-        policy_logps, ref_logps: [B] sequence log-probs of each example's own completion.
-        desirable: [B] bool, the example's label.
-        kl: the step's z0 from ``kto_kl_estimate`` (a constant).
+        batch.policy, batch.ref: [B] sequence log-probs of each example's own completion.
+        batch.desirable: [B] bool, the example's label.
+        batch.kl: the step's z0 from ``kto_kl_estimate`` (a constant).
         beta > 0; desirable_weight, undesirable_weight >= 0 (w_d, w_u).
     Returns:
         per_example [B]: w_d (1 - sigma(beta (r - z0))) if desirable, else
@@ -69,8 +74,8 @@ def kto_loss(
     """
     if not beta > 0:
         raise ValueError(f"method.beta must be > 0, got {beta!r}")
-    desirable = desirable.bool()
-    logratio = policy_logps - ref_logps
+    policy_logps, kl, desirable = batch.policy, batch.kl, batch.desirable.bool()
+    logratio = policy_logps - batch.ref
     good = desirable_weight * (1 - torch.sigmoid(beta * (logratio - kl)))
     bad = undesirable_weight * (1 - torch.sigmoid(beta * (kl - logratio)))
     per_example = torch.where(desirable, good, bad)

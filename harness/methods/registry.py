@@ -1,9 +1,13 @@
 """The method registry: name -> how a method trains.
 
-A method plugs into the one offline loop through a ``MethodEntry``: which
-batch it needs (``sft`` rows or preference ``pairs``), whether it needs
-reference log-probs, its default learning rate, its own parameters with their
-defaults, and its loss function.  The trainer never contains method math.
+A method plugs into the one offline loop through a ``MethodEntry``: its
+``BatchKind`` (the rows it reads and the typed record its loss takes, see
+``harness.methods.batches``), whether it needs reference log-probs, its
+default learning rate, its own parameters with their defaults, and its loss
+function.  The trainer never contains method math, and no code outside this
+module asks a method or a batch kind for its name: it reads their fields.
+The train-side hooks of each batch kind (encode, forward pass, reference
+pass, step inputs) are ``harness.train.kinds.HOOKS``, keyed by ``BatchKind``.
 
 ``params`` lists exactly the ``method.*`` keys the method uses; a spec that
 sets any other ``method.*`` key is an error (DESIGN.md, "Contract: spec keys").
@@ -44,63 +48,92 @@ SFT_LR, RM_LR, PREFERENCE_LR = 2e-5, 1e-5, 1e-6
 
 
 @dataclass(frozen=True)
+class BatchKind:
+    """What a family of methods trains on; the fields say everything that differs between kinds."""
+
+    name: str  # for messages and cache keys only: compare kinds as records, never by name
+    row_kind: str  # the data rows it reads (harness.data.load.KINDS)
+    # The step's denominator may be its response-token count (method.loss_normalization: token).
+    token_normalized: bool = False
+    packable: bool = False  # train.packing may concatenate its rows
+    audited: bool = False  # a stage logs the pair-data audit (data/audit/*, audit.json)
+    scalar_head: bool = False  # trains an LM with a scalar head (a reward model), not a causal LM
+    kl_estimator: str | None = None  # what train/kl estimates when the method uses a reference
+
+
+SFT = BatchKind("sft", "sft", token_normalized=True, packable=True)
+PAIRS = BatchKind("pairs", "pairs", audited=True, kl_estimator=KL_K1_RESPONSES)
+KTO = BatchKind("kto", "kto", kl_estimator=KL_KTO_Z0)
+RM = BatchKind("rm", "pairs", audited=True, scalar_head=True)
+
+
+@dataclass(frozen=True)
 class MethodEntry:
     name: str
-    batch_kind: str  # "sft" | "pairs" | "kto" | "rm"
+    batch: BatchKind
     needs_ref: bool
     default_lr: float
     params: dict[str, Any]
     # Sequence log-prob reduction when method.logprob_reduction is null.
     default_reduction: str | None = None
     loss: Callable[..., Any] | None = field(default=None, compare=False)
-    # The method.* params passed to ``loss`` as keywords (the rest are the loop's).
-    loss_params: tuple[str, ...] = ()
-    # Extra keyword inputs the forward pass computes for ``loss``: "sum_sq_probs" (brier),
-    # "weights" (iw-sft), "nll_chosen" (orpo).
-    extra_inputs: tuple[str, ...] = ()
+    # Keyword of ``loss`` -> the method.* param passed as it (the batch record is the loop's).
+    loss_params: dict[str, str] = field(default_factory=dict)
+    # Its examples carry importance weights (method.weight_field or method.reward_model).
+    importance_weighted: bool = False
 
     @property
     def kl_estimator(self) -> str | None:
         """What ``train/kl`` estimates for this method (the ``harness.kl_estimator`` tag), or None."""
-        if self.batch_kind == "kto":
-            return KL_KTO_Z0
-        return KL_K1_RESPONSES if self.needs_ref and self.batch_kind == "pairs" else None
+        return self.batch.kl_estimator if self.needs_ref else None
 
     @property
     def implemented(self) -> bool:
         return self.loss is not None
 
+    def loss_kwargs(self, params: dict) -> dict[str, Any]:
+        """The keyword arguments of ``loss`` from the resolved ``method.*`` params."""
+        return {kw: params[key] for kw, key in self.loss_params.items()}
 
-def _sft(name: str, loss=None, extra_inputs=(), **extra: Any) -> MethodEntry:
-    return MethodEntry(name, "sft", False, SFT_LR, {**SFT_PARAMS, **extra}, loss=loss,
-                       extra_inputs=tuple(extra_inputs))
+    def reduction(self, params: dict) -> str | None:
+        """The sequence log-prob reduction: ``method.logprob_reduction``, else the method's default."""
+        return params.get("logprob_reduction") or self.default_reduction
+
+    def weight_field(self, params: dict) -> str | None:
+        """The data field holding importance weights, or None when the method reads none."""
+        if self.importance_weighted and params.get("reward_model") is None:
+            return params["weight_field"]
+        return None
 
 
-def _pref(name: str, reduction: str, loss=None, loss_params=(), needs_ref=True, kind="pairs",
-          extra_inputs=(), **extra):
+def _sft(name: str, loss, weighted: bool = False, **extra: Any) -> MethodEntry:
+    return MethodEntry(name, SFT, False, SFT_LR, {**SFT_PARAMS, **extra}, loss=loss,
+                       loss_params={"normalization": "loss_normalization"}, importance_weighted=weighted)
+
+
+def _pref(name: str, reduction: str, loss, loss_params=(), needs_ref=True, kind=PAIRS, **extra):
     params = {**PREFERENCE_PARAMS, **extra}
-    return MethodEntry(name, kind, needs_ref, PREFERENCE_LR, params, reduction, loss, tuple(loss_params),
-                       tuple(extra_inputs))
+    return MethodEntry(name, kind, needs_ref, PREFERENCE_LR, params, reduction, loss,
+                       {key: key for key in loss_params})
 
 
 METHODS: dict[str, MethodEntry] = {
     e.name: e
     for e in [
-        _sft("sft", loss=sft_loss),
-        _sft("dft", loss=dft_loss),
-        _sft("iw-sft", loss=iw_sft_loss, weight_field="weight", tau=1.0, reward_model=None),
-        _sft("hellinger-sft", loss=hellinger_sft_loss),
-        _sft("brier-sft", loss=brier_sft_loss, extra_inputs=("sum_sq_probs",)),
-        MethodEntry("rm", "rm", False, RM_LR, {"pooling": "last", "center_rewards_coefficient": 0.0},
-                    loss=rm_loss),
+        _sft("sft", sft_loss),
+        _sft("dft", dft_loss),
+        _sft("iw-sft", iw_sft_loss, weighted=True, weight_field="weight", tau=1.0, reward_model=None),
+        _sft("hellinger-sft", hellinger_sft_loss),
+        _sft("brier-sft", brier_sft_loss),
+        MethodEntry("rm", RM, False, RM_LR, {"pooling": "last", "center_rewards_coefficient": 0.0},
+                    loss=rm_loss, loss_params={"center_rewards_coefficient": "center_rewards_coefficient"}),
         _pref("dpo", "sum", dpo_loss, ("beta", "label_smoothing"), label_smoothing=0.0),
         _pref("robust", "sum", robust_loss, ("beta", "label_smoothing"), label_smoothing=0.0),
         _pref("ipo", "mean", ipo_loss, ("beta",)),
         _pref("hinge", "sum", hinge_loss, ("beta",)),
         _pref("simpo", "mean", simpo_loss, ("beta", "gamma"), needs_ref=False, gamma=0.5),
-        _pref("orpo", "mean", orpo_loss, ("beta",), needs_ref=False, extra_inputs=("nll_chosen",),
-              nll_on_prompt=False),
-        _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind="kto",
+        _pref("orpo", "mean", orpo_loss, ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
+        _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind=KTO,
               desirable_weight=1.0, undesirable_weight=1.0),
     ]
 }

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from harness.methods.batches import PairRewards
+
 POOLINGS = ("last", "mean")
 
 
@@ -31,17 +33,13 @@ def pool_rewards(values: torch.Tensor, response_mask: torch.Tensor, pooling: str
 
 
 def rm_loss(
-    chosen: torch.Tensor,
-    rejected: torch.Tensor,
-    *,
-    margin: torch.Tensor | None = None,
-    center_rewards_coefficient: float = 0.0,
+    batch: PairRewards, *, center_rewards_coefficient: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-example reward-model loss.
 
     Args:
-        chosen, rejected: [B] scalar rewards r_c, r_r.
-        margin: [B] required margin m (the data's ``margin`` field), or None for 0.
+        batch.chosen, batch.rejected: [B] scalar rewards r_c, r_r.
+        batch.margin: [B] required margin m (the data's ``margin`` field), or None for 0.
         center_rewards_coefficient: c >= 0.
     Returns:
         per_example [B] = -log sigma(r_c - r_r - m) + c * (r_c + r_r)^2 (Ouyang et al. 2022,
@@ -50,6 +48,7 @@ def rm_loss(
         ``rewards/accuracy`` (share with r_c > r_r), ``rewards/margin`` (mean r_c - r_r),
         ``rewards/chosen``, ``rewards/rejected``, ``rewards/mean`` and ``rewards/std`` (over all 2B rewards).
     """
+    chosen, rejected, margin = batch.chosen, batch.rejected, batch.margin
     diff = chosen - rejected
     per_example = -F.logsigmoid(diff - margin if margin is not None else diff)
     if center_rewards_coefficient:

@@ -8,7 +8,7 @@ can see the step's denominator.  Losses therefore return per-example
 
     denom = step_denominator(method, params, [examples of every micro-batch of the step])
     for each micro-batch:
-        per_example, metrics = sft_loss(logps, mask, normalization=normalization)
+        per_example, metrics = sft_loss(SftLogps(logps, mask), normalization=normalization)
         (per_example.sum() / denom).backward()
 
 * ``"token"``: per_example = summed token NLL of the example; denom = the
@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.methods.logprobs import token_counts
+from harness.methods.batches import SftLogps
+from harness.methods.logprobs import sum_sq_probs, token_counts
 
 NORMALIZATIONS = ("token", "sequence")
 
@@ -57,14 +58,11 @@ def _reduce_token_losses(token_losses: torch.Tensor, mask: torch.Tensor, normali
     return per_example, metrics
 
 
-def sft_loss(
-    token_logps: torch.Tensor, mask: torch.Tensor, *, normalization: str = "token"
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def sft_loss(batch: SftLogps, *, normalization: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-example SFT loss numerators and detached metrics.
 
     Args:
-        token_logps: [B, T - 1] from ``token_logps``.
-        mask: [B, T - 1] target mask from ``target_mask``.
+        batch: ``token_logps`` [B, T - 1] from ``token_logps``, ``mask`` [B, T - 1] from ``target_mask``.
         normalization: ``"token"`` -> per_example[b] = sum_t NLL[b, t];
             ``"sequence"`` -> per_example[b] = sum_t NLL[b, t] / n_b (0 if n_b = 0).
             Divide the step's sum by the step's denominator (module docstring).
@@ -73,7 +71,7 @@ def sft_loss(
         ``nll`` = token-weighted mean NLL of this batch, ``response_length`` =
         mean target tokens per example.
     """
-    per_example, metrics = _reduce_token_losses(-token_logps, mask, normalization)
+    per_example, metrics = _reduce_token_losses(-batch.token_logps, batch.mask, normalization)
     metrics["nll"] = metrics.pop("token_loss")
     return per_example, metrics
 
@@ -83,14 +81,13 @@ def _nll_metric(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (-(token_logps.detach() * mask).sum() / mask.sum().clamp(min=1))
 
 
-def dft_loss(
-    token_logps: torch.Tensor, mask: torch.Tensor, *, normalization: str = "token"
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def dft_loss(batch: SftLogps, *, normalization: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Dynamic fine-tuning: token loss -sg(p_y) * log p_y, reduced like ``sft_loss``.
 
     Shapes as ``sft_loss``.  Wu et al. 2025, "On the generalization of SFT ...", arXiv 2508.05629, Eq. 9.
     Metrics: ``token_loss`` (token mean of the DFT loss), ``nll``, ``response_length``.
     """
+    token_logps, mask = batch.token_logps, batch.mask
     token_losses = -token_logps.exp().detach() * token_logps
     per_example, metrics = _reduce_token_losses(token_losses, mask, normalization)
     metrics["nll"] = _nll_metric(token_logps, mask)
@@ -98,7 +95,7 @@ def dft_loss(
 
 
 def hellinger_sft_loss(
-    token_logps: torch.Tensor, mask: torch.Tensor, *, normalization: str = "token"
+    batch: SftLogps, *, normalization: str = "token"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token loss 1 - sqrt(p_y) = 1 - exp(log p_y / 2), reduced like ``sft_loss``.
 
@@ -106,24 +103,26 @@ def hellinger_sft_loss(
     next-token distribution q: (1/2) sum_v (sqrt(e_v) - sqrt(q_v))^2 = 1 - sqrt(q_y),
     since sum_v q_v = 1.  Shapes as ``sft_loss``.
     """
+    token_logps, mask = batch.token_logps, batch.mask
     per_example, metrics = _reduce_token_losses(1 - (token_logps / 2).exp(), mask, normalization)
     metrics["nll"] = _nll_metric(token_logps, mask)
     return per_example, metrics
 
 
-def brier_sft_loss(
-    token_logps: torch.Tensor, mask: torch.Tensor, *, sum_sq_probs: torch.Tensor, normalization: str = "token"
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def brier_sft_loss(batch: SftLogps, *, normalization: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Brier score of the next-token distribution q: ||q - e_y||^2 = (1 - p_y)^2 + sum_{v != y} q_v^2.
 
     Args:
-        token_logps: [B, T - 1] log p_y; mask: [B, T - 1].
-        sum_sq_probs: [B, T - 1] sum_v q_v^2 at each position (``harness.methods.sum_sq_probs``),
-            so sum_{v != y} q_v^2 = sum_sq_probs - p_y^2 and no [B, T, V] tensor is needed here.
+        batch: ``token_logps`` [B, T - 1] log p_y, ``mask`` [B, T - 1], and ``logits`` [B, T, V],
+            reduced at once to sum_v q_v^2 [B, T - 1] (``harness.methods.sum_sq_probs``), so
+            sum_{v != y} q_v^2 = sum_sq_probs - p_y^2.
     Brier 1950; the proper scoring rule applied per token.  Reduced like ``sft_loss``.
     """
+    if batch.logits is None:
+        raise ValueError("brier-sft needs the batch's logits (SftLogps.logits)")
+    token_logps, mask = batch.token_logps, batch.mask
     p = token_logps.exp()
-    token_losses = (1 - p) ** 2 + (sum_sq_probs - p**2)
+    token_losses = (1 - p) ** 2 + (sum_sq_probs(batch.logits) - p**2)
     per_example, metrics = _reduce_token_losses(token_losses, mask, normalization)
     metrics["nll"] = _nll_metric(token_logps, mask)
     return per_example, metrics
@@ -140,16 +139,16 @@ def self_normalized_weights(log_weights: torch.Tensor) -> torch.Tensor:
     return log_weights.numel() * torch.softmax(log_weights.double(), dim=0).to(log_weights.dtype)
 
 
-def iw_sft_loss(
-    token_logps: torch.Tensor, mask: torch.Tensor, *, weights: torch.Tensor, normalization: str = "token"
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def iw_sft_loss(batch: SftLogps, *, normalization: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Importance-weighted SFT: per_example [B] = w_i * (the example's ``sft_loss`` numerator).
 
-    Args: as ``sft_loss``, plus weights [B], already self-normalized over the step
+    Args: as ``sft_loss``, with ``batch.weights`` [B] already self-normalized over the step
     (``self_normalized_weights``), treated as constants.
     SFT as importance-weighted MLE with w ~ p_data / p_ref (DESIGN.md, "iw-sft").
     """
-    per_example, metrics = sft_loss(token_logps, mask, normalization=normalization)
-    weights = weights.detach().to(per_example.dtype)
+    if batch.weights is None:
+        raise ValueError("iw-sft needs the step's example weights (SftLogps.weights)")
+    per_example, metrics = sft_loss(batch, normalization=normalization)
+    weights = batch.weights.detach().to(per_example.dtype)
     metrics["weight_mean"], metrics["weight_max"] = weights.mean(), weights.max()
     return weights * per_example, metrics

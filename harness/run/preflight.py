@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.data.load import ROW_KINDS, check_weights, load_rows
+from harness.data.load import check_weights, load_rows
 from harness.errors import HarnessError
 from harness.eval.suite import check_suite_data, check_suites, generation_for, suite_items, suite_options
 from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind
 from harness.toy import TOY_MODELS, is_toy, toy_name
-from harness.train.stages import weight_field
 
 
 def check_stage_settings(stage) -> None:
@@ -30,7 +29,7 @@ def check_stage_settings(stage) -> None:
 def check_reward_model_stages(stages) -> None:
     """An ``rm`` stage trains a scorer, not a policy: nothing can generate from it or train on top of it."""
     for k, stage in enumerate(stages):
-        if stage.method.name != "rm":
+        if not METHODS[stage.method.name].batch.scalar_head:
             continue
         if stage.eval.suites:
             raise HarnessError(f"stage {stage.name!r}: eval.suites {stage.eval.suites}: an rm stage trains a reward "
@@ -91,10 +90,8 @@ def preflight(spec, trials) -> None:
         return loaded[(uri, kind)]
 
     for stage in stages:
-        kind = ROW_KINDS.get(METHODS[stage.method.name].batch_kind)
-        if kind is None:
-            raise HarnessError(f"method.name: {stage.method.name!r} needs rows this version cannot read yet")
-        field = weight_field(stage)
+        kind = METHODS[stage.method.name].batch.row_kind
+        field = METHODS[stage.method.name].weight_field(stage.method.params)
         for uri in filter(None, [stage.data.train, stage.data.eval]):
             rows = rows_of(uri, kind)
             if field is not None:

@@ -25,12 +25,14 @@ from harness.run.context import SweepContext, open_context
 from harness.run.preflight import preflight
 from harness.run.scoring import Reference, baseline_kind, evaluate_model, joint_alpaca_lc
 from harness.train.models import (
+    device,
     merged,
     model_identity,
     resolve_model_path,
     save_checkpoint,
 )
-from harness.train.stages import data_fingerprint, device, train_stage
+from harness.train.reference import data_fingerprint
+from harness.train.stages import train_stage
 
 
 @dataclass

@@ -1,1 +1,2 @@
-"""Training: the offline loop, forward passes, stage training, the reference pass, models."""
+"""Training: the offline loop, the step plan, each batch kind's hooks and forward passes, the reference pass,
+per-example and per-step inputs, stage training, models."""

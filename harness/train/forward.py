@@ -1,9 +1,12 @@
-"""From encoded examples to a method's per-example loss numerators.
+"""Forward passes: from encoded examples to a method's typed loss input and per-example loss numerators.
 
 The bridge between the loop and the pure losses: collate a micro-batch, run
 the model once (chosen and rejected concatenated into one forward pass),
-gather log-probs, and call the method's loss.  ``step_denominator`` is the
-other half of optimizer-step normalization.
+gather log-probs into the batch kind's record (``harness.methods.batches``),
+and call the method's loss.  Also the no-grad passes that feed a loss: the
+reference statistics and the policy's log-probs of KTO's mismatched KL
+pairs.  ``step_denominator`` is the other half of optimizer-step
+normalization.
 """
 
 from __future__ import annotations
@@ -12,20 +15,23 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.data.collate import collate_pairs, collate_sft
+from harness.data.collate import collate_pairs, collate_sft, right_pad
 from harness.data.packing import packed_logits
 from harness.methods import (
+    KtoLogps,
+    PairLogps,
+    SftLogps,
     entropy_from_logits,
+    kto_kl_estimate,
     reduce_logps,
     sequence_logps,
-    sum_sq_probs,
+    step_kl_pairs,
     target_mask,
     token_logps,
     with_sft_weight,
 )
 from harness.methods.registry import MethodEntry
-from harness.methods.step_inputs import kl_pair_logps, kto_sequence_logps
-from harness.train.reward_model import forward_rm
+from harness.train.inputs import BatchInputs, ExampleSet, StepInputs, StepState
 
 
 def target_count(example, train_on_prompt: bool = False) -> int:
@@ -41,7 +47,7 @@ def step_denominator(method: MethodEntry, params: dict, batches: list[list]) -> 
     Token-normalized SFT divides by the response tokens of the whole step;
     everything else by the step's example count.
     """
-    if method.batch_kind == "sft" and params.get("loss_normalization") == "token":
+    if method.batch.token_normalized and params.get("loss_normalization") == "token":
         on_prompt = params.get("train_on_prompt", False)
         total = sum(target_count(ex, on_prompt) for batch in batches for ex in batch)
     else:
@@ -53,25 +59,6 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def forward_method(model, method: MethodEntry, params: dict, examples: list, pad_id: int,
-                   ref: torch.Tensor | None, device, with_entropy: bool = False, extra: dict | None = None):
-    """One micro-batch: (per-example loss numerators [B], detached metrics, input tokens).
-
-    ``extra`` holds the step's batch-relative loss inputs for this micro-batch
-    (``harness.methods.step_inputs``: the KTO ``kl``, IW-SFT ``weights``).
-    """
-    extra = extra or {}
-    if method.batch_kind == "sft":
-        return _forward_sft(model, method, params, examples, pad_id, device, with_entropy, extra)
-    if method.batch_kind == "pairs":
-        return _forward_pairs(model, method, params, examples, pad_id, ref, device, with_entropy)
-    if method.batch_kind == "kto":
-        return _forward_kto(model, method, params, examples, pad_id, ref, device, with_entropy, extra)
-    if method.batch_kind == "rm":
-        return forward_rm(model, method, params, examples, pad_id, device, extra)
-    raise ValueError(f"batch kind {method.batch_kind!r} is not supported by the offline loop yet")
-
-
 def _sft_logits(model, batch: dict, capacity: int | None, pad_id: int) -> torch.Tensor:
     """[B, T, V] logits; with ``capacity`` (train.packing) computed on packed rows, same layout."""
     if capacity:
@@ -79,16 +66,15 @@ def _sft_logits(model, batch: dict, capacity: int | None, pad_id: int) -> torch.
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
-def _forward_sft(model, method, params, examples, pad_id, device, with_entropy, extra):
+def forward_sft(model, method: MethodEntry, params: dict, examples: list, inputs: BatchInputs, pad_id: int,
+                device, with_entropy: bool = False):
+    """One SFT micro-batch: (per-example loss numerators [B], detached metrics, input tokens)."""
     batch = _to(collate_sft(examples, pad_id, train_on_prompt=params["train_on_prompt"]), device)
     # "packing_capacity" is not a method.* key: train_stage adds it when train.packing is on.
     logits = _sft_logits(model, batch, params.get("packing_capacity"), pad_id)
     tlp = token_logps(logits, batch["input_ids"])
     mask = target_mask(batch["loss_mask"])
-    kwargs = {"normalization": params["loss_normalization"], **extra}
-    if "sum_sq_probs" in method.extra_inputs:
-        kwargs["sum_sq_probs"] = sum_sq_probs(logits)
-    numerators, metrics = method.loss(tlp, mask, **kwargs)
+    numerators, metrics = method.loss(SftLogps(tlp, mask, logits, inputs.weights), **method.loss_kwargs(params))
     if with_entropy:
         metrics["entropy"] = entropy_from_logits(logits, mask)
     return numerators, metrics, int(batch["attention_mask"].sum())
@@ -126,23 +112,25 @@ def chosen_nll(out: PairForward, n: int, on_prompt: bool) -> torch.Tensor:
     return -sequence_logps(out.token_logps[:n], target_mask(out.attention[:n]), "mean")
 
 
-def _forward_pairs(model, method, params, examples, pad_id, ref, device, with_entropy):
+def forward_pairs(model, method: MethodEntry, params: dict, examples: list, inputs: BatchInputs, pad_id: int,
+                  device, with_entropy: bool = False):
+    """One pair micro-batch: (per-example loss numerators [B], detached metrics, input tokens)."""
     out = pair_logps(model, examples, pad_id, device)
     n = len(examples)
-    reduction = params["logprob_reduction"] or method.default_reduction
+    reduction = method.reduction(params)
     logps = reduce_logps(out.sums, out.counts, reduction)
-    args = [logps[:n], logps[n:]]
+    ref_chosen = ref_rejected = ref = None
     if method.needs_ref:
-        ref = ref.to(device)  # [B, 4]: chosen sum, chosen count, rejected sum, rejected count
-        args += [reduce_logps(ref[:, 0], ref[:, 1], reduction), reduce_logps(ref[:, 2], ref[:, 3], reduction)]
-    if "nll_chosen" in method.extra_inputs:
-        args.append(chosen_nll(out, n, params.get("nll_on_prompt", False)))
-    kwargs = {k: params[k] for k in method.loss_params}
-    numerators, metrics = method.loss(*args, **kwargs)
+        ref = inputs.ref.to(device)  # [B, 4]: chosen sum, chosen count, rejected sum, rejected count
+        ref_chosen = reduce_logps(ref[:, 0], ref[:, 1], reduction)
+        ref_rejected = reduce_logps(ref[:, 2], ref[:, 3], reduction)
+    nll = chosen_nll(out, n, False)
+    batch = PairLogps(logps[:n], logps[n:], ref_chosen, ref_rejected, nll, chosen_nll(out, n, True))
+    numerators, metrics = method.loss(batch, **method.loss_kwargs(params))
     # method.sft_weight: + lambda * mean-token NLL of the chosen response (RPO-style).
-    numerators = with_sft_weight(numerators, chosen_nll(out, n, False), params.get("sft_weight", 0.0))
+    numerators = with_sft_weight(numerators, nll, params.get("sft_weight", 0.0))
     metrics["response_length"] = out.counts.float().mean().item()
-    if method.needs_ref:
+    if ref is not None:
         # k1 estimate of KL(pi || pi_ref) on the batch's (dataset) responses: mean of sum_t (log pi - log pi_ref).
         metrics["kl"] = (out.sums.detach() - torch.cat([ref[:, 0], ref[:, 2]]).to(out.sums.dtype)).mean()
     if with_entropy:
@@ -150,15 +138,58 @@ def _forward_pairs(model, method, params, examples, pad_id, ref, device, with_en
     return numerators, metrics, out.tokens
 
 
-def _forward_kto(model, method, params, examples, pad_id, ref, device, with_entropy, extra):
+def kto_sequence_logps(model, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                       device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs of ``prompt + completion`` rows.
+
+    Returns (sums [B], counts [B], logits [B, T, V], target mask [B, T - 1]).
+    """
+    rows = [p + c for p, c in zip(prompts, completions)]
+    masks = [[0] * len(p) + [1] * len(c) for p, c in zip(prompts, completions)]
+    ids = right_pad(rows, pad_id).to(device)
+    attention = right_pad([[1] * len(r) for r in rows], 0).to(device)
+    logits = model(input_ids=ids, attention_mask=attention).logits
+    mask = target_mask(right_pad(masks, 0).to(device))
+    return sequence_logps(token_logps(logits, ids), mask, "sum"), mask.sum(-1), logits, mask
+
+
+@torch.no_grad()
+def kl_pair_logps(model, examples: list, pairs: list[tuple[int, int]], pad_id: int, device,
+                  batch_size: int = 16) -> torch.Tensor:
+    """[M, 2] (summed log-prob, token count) of prompt i followed by completion j, per (i, j) in ``pairs``."""
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        sums, counts, *_ = kto_sequence_logps(model, [examples[i].prompt_ids for i, _ in chunk],
+                                             [examples[j].completion_ids for _, j in chunk], pad_id, device)
+        out.append(torch.stack([sums.double(), counts.double()], dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 2, dtype=torch.float64)
+
+
+def kto_step_inputs(model, method: MethodEntry, params: dict, data: ExampleSet, step: list[int],
+                    state: StepState, device) -> StepInputs:
+    """The step's KTO z0, from the policy before this step's update and the plan's cached reference pairs."""
+    pairs = step_kl_pairs(step)
+    policy = kl_pair_logps(model, data.examples, pairs, data.pad_id, device)
+    ref = torch.tensor([data.kl_ref[p] for p in pairs], dtype=torch.float64).reshape(-1, 2)
+    reduction = method.reduction(params)
+    kl = kto_kl_estimate(reduce_logps(policy[:, 0], policy[:, 1], reduction),
+                         reduce_logps(ref[:, 0], ref[:, 1], reduction), state.kl_history)
+    state.kl_history.append(kl)
+    return StepInputs(kl=kl)
+
+
+def forward_kto(model, method: MethodEntry, params: dict, examples: list, inputs: BatchInputs, pad_id: int,
+                device, with_entropy: bool = False):
+    """One KTO micro-batch: (per-example loss numerators [B], detached metrics, input tokens)."""
     sums, counts, logits, mask = kto_sequence_logps(model, [e.prompt_ids for e in examples],
-                                              [e.completion_ids for e in examples], pad_id, device)
-    reduction = params["logprob_reduction"] or method.default_reduction
-    ref = ref.to(device)  # [B, 2]: the own completion's reference sum and count
+                                                    [e.completion_ids for e in examples], pad_id, device)
+    reduction = method.reduction(params)
+    ref = inputs.ref.to(device)  # [B, 2]: the own completion's reference sum and count
     desirable = torch.tensor([bool(e.label) for e in examples], device=device)
-    kwargs = {k: params[k] for k in method.loss_params}
-    numerators, metrics = method.loss(reduce_logps(sums, counts, reduction), reduce_logps(ref[:, 0], ref[:, 1], reduction),
-                                      desirable, kl=extra["kl"], **kwargs)
+    batch = KtoLogps(reduce_logps(sums, counts, reduction), reduce_logps(ref[:, 0], ref[:, 1], reduction),
+                     desirable, inputs.kl)
+    numerators, metrics = method.loss(batch, **method.loss_kwargs(params))
     # method.sft_weight: + lambda * mean-token NLL of the desirable completions.
     nll = -reduce_logps(sums, counts, "mean") * desirable.to(sums.dtype)
     numerators = with_sft_weight(numerators, nll, params.get("sft_weight", 0.0))

@@ -25,34 +25,23 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from harness.methods.registry import MethodEntry
-from harness.methods.step_inputs import StepInputs, StepState, step_inputs
-from harness.train.forward import forward_method, step_denominator
-
-# Counts of expensive work, read by tests to prove caching (never by timing).
-COUNTERS: Counter = Counter()
+from harness.train.forward import step_denominator
+from harness.train.inputs import ExampleSet, StepInputs, StepState, batch_inputs
+from harness.train.kinds import forward_method, hooks
+from harness.train.models import device
+from harness.train.plan import TrainConfig, step_batches
 
 LogFn = Callable[[dict, int], None]
 
 
 @dataclass
-class TrainConfig:
-    """The resolved ``train.*`` settings the loop needs."""
+class Callbacks:
+    """What the caller hears during training: ``log(metrics, step)``, and ``validate(model)``, which
+    returns held-out metrics, logged under ``val/`` every ``eval_every`` steps and at the end."""
 
-    lr: float
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0  # None: no clipping (the norm is still logged)
-    seed: int = 0
-    shuffle: bool = True
-    log_every: int = 10
-    eval_every: int | None = None
-    gradient_checkpointing: bool = False
-    mixed_precision: str = "no"
+    log: LogFn | None = None
+    validate: Callable[[object], dict] | None = None
+    progress: bool = True
 
 
 @dataclass
@@ -63,63 +52,14 @@ class TrainResult:
     last_metrics: dict = field(default_factory=dict)
 
 
-def step_batches(n: int, cfg: TrainConfig) -> list[list[list[int]]]:
-    """Example indices grouped as steps -> micro-batches, for the whole run.
-
-    Each epoch is a (seeded) permutation cut into steps of batch_size*grad_accum
-    examples; the last step of an epoch may be short.  ``max_steps`` wins over
-    ``epochs`` and may run into further epochs.
-    """
-    per_step = cfg.batch_size * cfg.grad_accum
-    steps: list[list[list[int]]] = []
-    epoch = 0
-    while True:
-        order = list(range(n))
-        if cfg.shuffle:
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=gen).tolist()
-        for start in range(0, n, per_step):
-            chunk = order[start : start + per_step]
-            steps.append([chunk[i : i + cfg.batch_size] for i in range(0, len(chunk), cfg.batch_size)])
-            if cfg.max_steps is not None and len(steps) == cfg.max_steps:
-                return steps
-        epoch += 1
-        if cfg.max_steps is None and epoch >= cfg.epochs:
-            return steps
-
-
 def _scheduler(optimizer, cfg: TrainConfig, total: int):
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
     warmup = math.ceil(cfg.warmup_ratio * total)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def train(
-    model,
-    method: MethodEntry,
-    params: dict,
-    examples: list,
-    pad_id: int,
-    cfg: TrainConfig,
-    ref: torch.Tensor | None = None,
-    log: LogFn | None = None,
-    validate: Callable[[object], dict] | None = None,
-    progress: bool = True,
-    kl_ref: dict | None = None,
-    log_weights: torch.Tensor | None = None,
-    per_example: dict[str, torch.Tensor] | None = None,
-) -> TrainResult:
-    """Train ``model`` in place on ``examples`` (encoded rows of the method's batch kind).
-
-    ``ref`` holds the reference log-prob statistics per example (see
-    ``harness.train.forward.reference_stats``) when the method needs them.  ``validate(model)``
-    returns held-out metrics, logged under ``val/`` every ``eval_every`` steps
-    and at the end.  ``kl_ref`` (KTO: reference (sum, count) of each mismatched
-    pair of the plan), ``log_weights`` (IW-SFT: [N] log-weights) and
-    ``per_example`` (other [N] loss inputs, e.g. the RM margin) feed the step's
-    loss inputs (``harness.methods.step_inputs``).
-    """
-    torch.manual_seed(cfg.seed)
+def _accelerated(model, cfg: TrainConfig, total_steps: int):
+    """(accelerator, model, optimizer, scheduler) for ``total_steps`` optimizer steps."""
     # cpu=True on a machine without CUDA: otherwise accelerate ignores a torchrun launch on CPU
     # (distributed type NO, every process trains on everything) instead of using gloo DDP.
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
@@ -127,27 +67,34 @@ def train(
         model.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plan = step_batches(len(examples), cfg)
-    scheduler = _scheduler(optimizer, cfg, len(plan))
+    scheduler = _scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    return accelerator, model, optimizer, scheduler
+
+
+def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: TrainConfig,
+          callbacks: Callbacks | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data`` (encoded rows of the method's batch kind and their inputs)."""
+    torch.manual_seed(cfg.seed)
+    calls = callbacks or Callbacks()
+    log = calls.log or (lambda metrics, step: None)
+    plan = step_batches(len(data), cfg)
+    accelerator, model, optimizer, scheduler = _accelerated(model, cfg, len(plan))
     model.train()
-    log = log or (lambda metrics, step: None)
     tokens_seen, start, metrics, state = 0, time.perf_counter(), {}, StepState()
-    bar = tqdm(plan, desc=f"train {method.name}", disable=None if progress else True, unit="step", leave=False)
+    bar = tqdm(plan, desc=f"train {method.name}", disable=None if calls.progress else True, unit="step",
+               leave=False)
     for step, micro_batches in enumerate(bar, start=1):
         t0 = time.perf_counter()
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
-        inputs = step_inputs(accelerator.unwrap_model(model), method, params, examples,
-                             [i for mb in micro_batches for i in mb], pad_id, accelerator.device, state,
-                             kl_ref, log_weights, per_example)
-        metrics, step_tokens = _optimizer_step(
-            model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs, inputs
-        )
+        inputs = hooks(method).step(accelerator.unwrap_model(model), method, params, data,
+                                    [i for mb in micro_batches for i in mb], state, accelerator.device)
+        metrics, step_tokens = _optimizer_step(model, method, params, data, micro_batches, inputs, accelerator,
+                                               cfg, want_logs)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        COUNTERS["optimizer_steps"] += 1
         tokens_seen += step_tokens
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if want_logs and accelerator.is_main_process:
@@ -155,9 +102,9 @@ def train(
                            peak_memory_mb=peak_memory_mb(accelerator.device))
             log({f"train/{k}": v for k, v in metrics.items()}, step)
         due = step == len(plan) or (cfg.eval_every and step % cfg.eval_every == 0)
-        if validate and due and accelerator.is_main_process:
+        if calls.validate and due and accelerator.is_main_process:
             model.eval()
-            log({f"val/{k}": v for k, v in validate(accelerator.unwrap_model(model)).items()}, step)
+            log({f"val/{k}": v for k, v in calls.validate(accelerator.unwrap_model(model)).items()}, step)
             model.train()
     model.eval()
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
@@ -172,8 +119,8 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref, accelerator, cfg, want_logs,
-                    inputs: StepInputs):
+def _optimizer_step(model, method: MethodEntry, params: dict, data: ExampleSet, micro_batches: list[list[int]],
+                    inputs: StepInputs, accelerator, cfg: TrainConfig, want_logs: bool):
     """Forward/backward every micro-batch of one step; returns (metrics, tokens).
 
     With several processes, each takes every world-th example of each
@@ -183,6 +130,7 @@ def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref,
     without examples runs one example at weight 0 to keep DDP's collectives in step.
     """
     rank, world = accelerator.process_index, accelerator.num_processes
+    examples = data.examples
     denominator = step_denominator(method, params, [[examples[i] for i in mb] for mb in micro_batches])
     local_loss, tokens, weighted = 0.0, 0, Counter()
     for i, mb in enumerate(micro_batches):
@@ -194,8 +142,8 @@ def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref,
         ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
         with ctx, accelerator.autocast():
             numerators, mb_metrics, mb_tokens = forward_method(
-                model, method, params, batch, pad_id, ref[share] if ref is not None else None,
-                accelerator.device, with_entropy=want_logs, extra=inputs.for_share(share),
+                model, method, params, batch, data.pad_id, accelerator.device, batch_inputs(data, inputs, share),
+                with_entropy=want_logs,
             )
             loss = numerators.sum() * (weight / denominator)
             accelerator.backward(loss * world)
@@ -213,3 +161,31 @@ def _optimizer_step(model, method, params, examples, micro_batches, pad_id, ref,
     metrics = {k: float(v) / n_examples for k, v in zip(keys, totals[2:])}
     metrics.update(loss=float(totals[0]), grad_norm=float(grad_norm))
     return metrics, int(totals[1])
+
+
+def validation_fn(method: MethodEntry, params: dict, data: ExampleSet, batch_size: int) -> Callable:
+    """Held-out loss and metrics over all of ``data``, normalized like one big step.
+
+    Batch-relative inputs (the KTO KL estimate, IW-SFT weights) also span the
+    whole held-out set, as one step.
+    """
+
+    @torch.no_grad()
+    def validate(model) -> dict:
+        dev = device()
+        examples = data.examples
+        starts = range(0, len(examples), batch_size)
+        batches = [examples[i : i + batch_size] for i in starts]
+        denominator = step_denominator(method, params, batches)
+        step = hooks(method).step(model, method, params, data, list(range(len(examples))), StepState(), dev)
+        total, sums, n = 0.0, {}, 0
+        for start, batch in zip(starts, batches):
+            inputs = batch_inputs(data, step, list(range(start, start + len(batch))))
+            numerators, metrics, _ = forward_method(model, method, params, batch, data.pad_id, dev, inputs)
+            total += float(numerators.sum()) / denominator
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+            n += len(batch)
+        return {"loss": total, **{k: v / n for k, v in sums.items()}}
+
+    return validate

@@ -21,6 +21,11 @@ from harness.toy import TOY_MODELS, is_toy, toy_model_path, toy_name
 from harness.toy.tokenizer import build_tokenizer
 
 
+def device() -> torch.device:
+    """Where training and generation run: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_model_path(uri: str, cache_dir: Path) -> str:
     """A loadable location for ``uri``: toy models are built (once) into the cache."""
     if is_toy(uri):

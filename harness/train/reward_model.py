@@ -14,7 +14,8 @@ from transformers import AutoModelForSequenceClassification
 
 from harness.data.collate import collate_pairs, right_pad
 from harness.errors import HarnessError
-from harness.methods import pool_rewards
+from harness.methods import PairRewards, pool_rewards
+from harness.train.inputs import BatchInputs
 
 
 def check_reward_model(path: str, what: str) -> None:
@@ -70,16 +71,16 @@ def token_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     return values.to(torch.promote_types(values.dtype, torch.float32))
 
 
-def forward_rm(model, method, params: dict, examples: list, pad_id: int, device, extra: dict):
-    """One micro-batch of pairs: (per-example rm_loss numerators [B], metrics, input tokens)."""
+def forward_rm(model, method, params: dict, examples: list, inputs: BatchInputs, pad_id: int, device,
+               with_entropy: bool = False):
+    """One micro-batch of pairs: (per-example rm_loss numerators [B], metrics, input tokens); no entropy."""
     batch = {k: v.to(device) for k, v in collate_pairs(examples, pad_id).items()}
     values = token_values(model, batch["input_ids"], batch["attention_mask"])
     rewards = pool_rewards(values, batch["loss_mask"], params["pooling"])
     n = len(examples)
-    margin = extra.get("margin")
+    margin = inputs.margins
     margin = margin.to(device=device, dtype=rewards.dtype) if margin is not None else None
-    numerators, metrics = method.loss(rewards[:n], rewards[n:], margin=margin,
-                                      center_rewards_coefficient=params["center_rewards_coefficient"])
+    numerators, metrics = method.loss(PairRewards(rewards[:n], rewards[n:], margin), **method.loss_kwargs(params))
     metrics["response_length"] = batch["loss_mask"].sum(-1).float().mean()
     return numerators, metrics, int(batch["attention_mask"].sum())
 

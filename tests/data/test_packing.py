@@ -11,8 +11,9 @@ from harness.data.tokenization import Encoded, encode_sft
 from harness.errors import HarnessError
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.forward import forward_method
-from harness.train.loop import TrainConfig, train
+from harness.train.inputs import ExampleSet
+from harness.train.kinds import forward_method
+from harness.train.loop import Callbacks, TrainConfig, train
 from harness.train.models import load_model, load_tokenizer
 
 
@@ -54,9 +55,9 @@ def test_per_example_losses_with_packing_equal_those_without(micro, implementati
     sft = METHODS["sft"]
     for normalization in ("token", "sequence"):
         params = {**sft.params, "loss_normalization": normalization}
-        plain, _, _ = forward_method(model, sft, params, examples, tok.pad_token_id, None, "cpu")
+        plain, _, _ = forward_method(model, sft, params, examples, tok.pad_token_id, "cpu")
         packed, _, _ = forward_method(model, sft, {**params, "packing_capacity": 64}, examples, tok.pad_token_id,
-                                      None, "cpu")
+                                      "cpu")
         assert plain.shape == packed.shape == (len(examples),)
         torch.testing.assert_close(packed, plain, rtol=tolerance, atol=tolerance)
     # The examples really share rows: 7 examples in fewer than 7 rows.
@@ -86,7 +87,8 @@ def test_packed_training_step_equals_unpacked(micro):
     models = []
     for params in (METHODS["sft"].params, {**METHODS["sft"].params, "packing_capacity": 64}):
         model = load_model(path, torch.float64)
-        result = train(model, METHODS["sft"], params, examples, tok.pad_token_id, cfg, progress=False)
+        result = train(model, METHODS["sft"], params, ExampleSet(examples, tok.pad_token_id), cfg,
+                       Callbacks(progress=False))
         models.append((model, result.last_metrics["loss"]))
     (a, loss_a), (b, loss_b) = models
     assert loss_a == pytest.approx(loss_b, rel=1e-9)

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from harness.cli import main
 from harness.data.load import load_rows, take_fraction
-from harness.train.loop import COUNTERS
+from tests.logged import logged_total
 
 
 def _sweep(tmp_path, name: str, **top) -> list:
@@ -19,7 +19,6 @@ def _sweep(tmp_path, name: str, **top) -> list:
             "train": {"batch_size": 4, "max_length": 64, "max_steps": 2, "lr": 1e-3, "log_every": 1}, **top}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    COUNTERS.clear()
     assert main(["sweep", str(path)]) == 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(name)
@@ -30,7 +29,9 @@ def test_kto_beta_sweep_on_pairs_computes_references_once(tmp_path):
     """Pairs convert to KTO rows; two betas share one pass for own completions and one for the KL pairs."""
     runs = _sweep(tmp_path, "kto", method={"name": "kto"}, data={"train": "toy://arith-pairs", "fraction": 0.003},
                   ablate={"method.beta": [0.1, 0.5]})
-    assert COUNTERS["reference_passes"] == 2 and COUNTERS["optimizer_steps"] == 4
+    results = tmp_path / "results"
+    assert logged_total(results, "train/reference_passes") == 2
+    assert logged_total(results, "train/optimizer_steps") == 4
     assert len(runs) == 2
     for run in runs:
         assert run.data.tags["harness.kl_estimator"].startswith("kto z0")
@@ -59,7 +60,7 @@ def test_rm_trains_validates_saves_and_serves_iw_sft(tmp_path):
     assert rm.config.harness_pooling == "mean" and rm.config.num_labels == 1
     (iw_run,) = _sweep(tmp_path, "iw", method={"name": "iw-sft", "reward_model": checkpoint, "tau": 0.5},
                        data={"train": "toy://arith-sft", "fraction": 0.002})
-    assert COUNTERS["reward_passes"] == 1
+    assert logged_total(tmp_path / "results", "train/reward_passes") == 1
     assert torch.isfinite(torch.tensor(iw_run.data.metrics["train/loss"]))
 
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.train.loop import COUNTERS
+from tests.logged import steps
 
 SPEC = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml"
 
@@ -33,7 +33,7 @@ def test_quickstart_sft_beats_base(results_sharing_toy_models):
     dpo_trials = [r for r in runs if r.data.tags.get("harness.method") == "dpo" and "harness.trial_id" in r.data.tags]
     assert len(dpo_trials) == 2 and all("eval/arith/pass_at_1" in r.data.metrics for r in dpo_trials)
 
-    COUNTERS.clear()
+    before = steps(results)
     assert main(["sweep", str(SPEC), "--set", f"results_dir={results}"]) == 0
-    assert COUNTERS["optimizer_steps"] == 0
+    assert steps(results) == before
     assert len(client.search_runs([runs[0].info.experiment_id])) == len(runs)

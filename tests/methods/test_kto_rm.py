@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from harness.methods import kto_kl_estimate, kto_loss, mismatched_partners, pool_rewards, rm_loss
+from harness.methods import (
+    KtoLogps,
+    PairRewards,
+    kto_kl_estimate,
+    kto_loss,
+    mismatched_partners,
+    pool_rewards,
+    rm_loss,
+)
 
 
 def _sigmoid(x):
@@ -25,7 +33,7 @@ def test_kto_vs_numpy(weights):
     wd, wu = weights
     beta, kl = 0.2, 0.37
     pol, ref, desirable = _kto_inputs()
-    got, metrics = kto_loss(pol, ref, desirable, kl=kl, beta=beta, desirable_weight=wd, undesirable_weight=wu)
+    got, metrics = kto_loss(KtoLogps(pol, ref, desirable, kl), beta=beta, desirable_weight=wd, undesirable_weight=wu)
     r, d = (pol - ref).numpy(), desirable.numpy()
     expected = np.where(d, wd * (1 - _sigmoid(beta * (r - kl))), wu * (1 - _sigmoid(beta * (kl - r))))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
@@ -37,7 +45,7 @@ def test_kto_vs_numpy(weights):
 def test_kto_gradcheck_and_kl_is_constant():
     pol, ref, desirable = _kto_inputs(1, b=5)
     inputs = (pol.clone().requires_grad_(True), ref.clone().requires_grad_(True))
-    assert torch.autograd.gradcheck(lambda p, r: kto_loss(p, r, desirable, kl=0.2, beta=0.5)[0], inputs)
+    assert torch.autograd.gradcheck(lambda p, r: kto_loss(KtoLogps(p, r, desirable, 0.2), beta=0.5)[0], inputs)
     # z0 is detached: the estimate is a float, so no gradient can flow through it.
     policy_kl = torch.tensor([-1.0, -2.0], requires_grad=True)
     assert isinstance(kto_kl_estimate(policy_kl, torch.tensor([-1.5, -3.0]), []), float)
@@ -61,17 +69,17 @@ def test_mismatched_partners_never_pair_an_example_with_itself(n):
 
 def test_kto_batch_of_one_and_odd_size():
     """A single undesirable example at z0 = 0 with r = 0: loss = 1 - sigma(0) = 0.5; the desirable mean is 0."""
-    loss, metrics = kto_loss(torch.tensor([-2.0]), torch.tensor([-2.0]), torch.tensor([False]), kl=0.0, beta=0.1)
+    loss, metrics = kto_loss(KtoLogps(torch.tensor([-2.0]), torch.tensor([-2.0]), torch.tensor([False]), 0.0), beta=0.1)
     assert loss.item() == pytest.approx(0.5) and metrics["rewards/chosen"].item() == 0.0
     pol, ref, desirable = _kto_inputs(2, b=7)
-    loss, _ = kto_loss(pol, ref, desirable, kl=0.1, beta=0.1)
+    loss, _ = kto_loss(KtoLogps(pol, ref, desirable, 0.1), beta=0.1)
     assert loss.shape == (7,) and torch.isfinite(loss).all()
 
 
 def test_rm_loss_vs_numpy_with_margin_and_centering():
     g = torch.Generator().manual_seed(3)
     c, r, m = (torch.randn(8, generator=g, dtype=torch.float64) for _ in range(3))
-    got, metrics = rm_loss(c, r, margin=m, center_rewards_coefficient=0.01)
+    got, metrics = rm_loss(PairRewards(c, r, m), center_rewards_coefficient=0.01)
     cn, rn, mn = c.numpy(), r.numpy(), m.numpy()
     expected = np.logaddexp(0, -(cn - rn - mn)) + 0.01 * (cn + rn) ** 2
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
@@ -79,11 +87,11 @@ def test_rm_loss_vs_numpy_with_margin_and_centering():
     assert metrics["rewards/accuracy"].item() == pytest.approx((cn > rn).mean())
     assert metrics["rewards/margin"].item() == pytest.approx((cn - rn).mean())
     assert metrics["rewards/std"].item() == pytest.approx(both.std())
-    plain, _ = rm_loss(c, r)
+    plain, _ = rm_loss(PairRewards(c, r))
     np.testing.assert_allclose(plain.numpy(), np.logaddexp(0, -(cn - rn)), rtol=1e-12)
     inputs = (c[:3].clone().requires_grad_(True), r[:3].clone().requires_grad_(True))
     assert torch.autograd.gradcheck(
-        lambda a, b: rm_loss(a, b, margin=m[:3], center_rewards_coefficient=0.1)[0], inputs)
+        lambda a, b: rm_loss(PairRewards(a, b, m[:3]), center_rewards_coefficient=0.1)[0], inputs)
 
 
 def test_pool_rewards_by_hand():

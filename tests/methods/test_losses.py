@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from harness.methods import (
+    PairLogps,
+    SftLogps,
     dpo_loss,
     logratio_margin,
     sequence_logps,
@@ -47,7 +49,7 @@ def test_sft_loss_token_normalization_by_hand():
     3 tokens: loss = 6 log 2 / 3 = 2 log 2.  Metrics: nll = 2 log 2, response_length = 1.5.
     """
     logps, mask = _two_examples()
-    per_example, metrics = sft_loss(logps, mask, normalization="token")
+    per_example, metrics = sft_loss(SftLogps(logps, mask), normalization="token")
     torch.testing.assert_close(per_example, torch.tensor([3 * LOG2, 3 * LOG2], dtype=torch.float64))
     assert mask.sum().item() == 3
     assert (per_example.sum() / 3).item() == pytest.approx(2 * LOG2)
@@ -60,7 +62,7 @@ def test_sft_loss_sequence_normalization_by_hand():
     by its 2 examples: loss = (1.5 + 3) log 2 / 2 = 2.25 log 2.  The nll metric stays token-weighted.
     """
     logps, mask = _two_examples()
-    per_example, metrics = sft_loss(logps, mask, normalization="sequence")
+    per_example, metrics = sft_loss(SftLogps(logps, mask), normalization="sequence")
     torch.testing.assert_close(per_example, torch.tensor([1.5 * LOG2, 3 * LOG2], dtype=torch.float64))
     assert (per_example.sum() / 2).item() == pytest.approx(2.25 * LOG2)
     assert metrics["nll"].item() == pytest.approx(2 * LOG2)
@@ -74,8 +76,8 @@ def test_sft_loss_vs_numpy_and_empty_rows():
     lp, m = logps.numpy(), mask.numpy().astype(np.float64)
     sums = -(lp * m).sum(-1)
     counts = m.sum(-1)
-    tok, metrics = sft_loss(logps, mask, normalization="token")
-    seq, _ = sft_loss(logps, mask, normalization="sequence")
+    tok, metrics = sft_loss(SftLogps(logps, mask), normalization="token")
+    seq, _ = sft_loss(SftLogps(logps, mask), normalization="sequence")
     np.testing.assert_allclose(tok.numpy(), sums, atol=1e-12)
     np.testing.assert_allclose(seq.numpy(), np.where(counts > 0, sums / np.maximum(counts, 1), 0), atol=1e-12)
     assert metrics["nll"].item() == pytest.approx(sums.sum() / counts.sum())
@@ -84,11 +86,11 @@ def test_sft_loss_vs_numpy_and_empty_rows():
 
 def test_sft_loss_metrics_detached_and_errors():
     logps = torch.zeros(1, 2, requires_grad=True)
-    per_example, metrics = sft_loss(logps, torch.ones(1, 2))
+    per_example, metrics = sft_loss(SftLogps(logps, torch.ones(1, 2)))
     assert per_example.requires_grad
     assert all(not v.requires_grad for v in metrics.values())
     with pytest.raises(ValueError, match="'mean'"):
-        sft_loss(logps, torch.ones(1, 2), normalization="mean")
+        sft_loss(SftLogps(logps, torch.ones(1, 2)), normalization="mean")
 
 
 class _ToyLM(nn.Module):
@@ -109,7 +111,7 @@ def _accumulated_grads(model, ids, loss_mask, splits, normalization):
     # The step's denominator, computed here by hand: all target tokens, or all rows.
     denom = sum(float(m.sum()) for m in masks) if normalization == "token" else sum(m.shape[0] for m in masks)
     for s, mask in zip(splits, masks):
-        per_example, _ = sft_loss(token_logps(model(ids[s]), ids[s]), mask, normalization=normalization)
+        per_example, _ = sft_loss(SftLogps(token_logps(model(ids[s]), ids[s]), mask), normalization=normalization)
         (per_example.sum() / denom).backward()
     return [p.grad.clone() for p in model.parameters()]
 
@@ -141,7 +143,7 @@ def test_grad_accumulation_equals_one_big_batch(normalization):
         model.zero_grad()
         for s in [slice(0, 1), slice(1, 4)]:
             mask = target_mask(loss_mask[s])
-            per_example, _ = sft_loss(token_logps(model(ids[s]), ids[s]), mask)
+            per_example, _ = sft_loss(SftLogps(token_logps(model(ids[s]), ids[s]), mask))
             (per_example.sum() / mask.sum() / 2).backward()
         assert not torch.allclose(model.head.bias.grad, big[-1], atol=1e-6)
 
@@ -164,7 +166,7 @@ def _numpy_dpo(pc, pr, rc, rr, beta, eps):
 @pytest.mark.parametrize("beta", [0.1, 1.0])
 def test_dpo_loss_vs_numpy(beta, eps):
     pc, pr, rc, rr = _random_logps(1)
-    got, _ = dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=eps)
+    got, _ = dpo_loss(PairLogps(pc, pr, rc, rr), beta=beta, label_smoothing=eps)
     expected = _numpy_dpo(*(x.numpy() for x in (pc, pr, rc, rr)), beta, eps)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
 
@@ -177,7 +179,7 @@ def test_dpo_analytic_gradient(eps):
     """
     beta = 0.2
     inputs = [x.requires_grad_(True) for x in _random_logps(2)]
-    loss, _ = dpo_loss(*inputs, beta=beta, label_smoothing=eps)
+    loss, _ = dpo_loss(PairLogps(*inputs), beta=beta, label_smoothing=eps)
     loss.sum().backward()
     pc, pr, rc, rr = (x.detach() for x in inputs)
     z = beta * ((pc - rc) - (pr - rr))
@@ -189,14 +191,14 @@ def test_dpo_analytic_gradient(eps):
 @pytest.mark.parametrize("eps", [0.0, 0.3])
 def test_dpo_gradcheck(eps):
     inputs = tuple(x[:4].clone().requires_grad_(True) for x in _random_logps(3))
-    assert torch.autograd.gradcheck(lambda *x: dpo_loss(*x, beta=0.1, label_smoothing=eps)[0], inputs)
+    assert torch.autograd.gradcheck(lambda *x: dpo_loss(PairLogps(*x), beta=0.1, label_smoothing=eps)[0], inputs)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.3])
 def test_dpo_at_zero_margin_is_log2(eps):
     """policy == reference -> h = 0 -> -(1-eps) log(1/2) - eps log(1/2) = log 2 for every eps."""
     pc, pr, _, _ = _random_logps(4)
-    loss, metrics = dpo_loss(pc, pr, pc.clone(), pr.clone(), beta=0.1, label_smoothing=eps)
+    loss, metrics = dpo_loss(PairLogps(pc, pr, pc.clone(), pr.clone()), beta=0.1, label_smoothing=eps)
     torch.testing.assert_close(loss, torch.full_like(loss, LOG2))
     assert metrics["rewards/margin"].item() == 0.0 and metrics["rewards/accuracy"].item() == 0.0
 
@@ -212,7 +214,7 @@ def test_dpo_metrics_by_hand():
         return torch.tensor(values, dtype=torch.float64, requires_grad=True)
 
     pc, pr, rc, rr = t(-1, -4), t(-3, -1), t(-2, -3), t(-2, -2)
-    loss, metrics = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    loss, metrics = dpo_loss(PairLogps(pc, pr, rc, rr), beta=0.5)
     expected = {
         "rewards/chosen": 0.0,
         "rewards/rejected": 0.0,
@@ -233,7 +235,7 @@ def test_dpo_metrics_by_hand():
 
 def test_dpo_is_stable_at_extreme_margins():
     pc = torch.tensor([0.0, -1e4], dtype=torch.float64)
-    loss, _ = dpo_loss(pc, -pc - 1e4, torch.zeros(2), torch.zeros(2), beta=1.0)
+    loss, _ = dpo_loss(PairLogps(pc, -pc - 1e4, torch.zeros(2), torch.zeros(2)), beta=1.0)
     assert torch.isfinite(loss).all()
     assert loss[0].item() == pytest.approx(0.0, abs=1e-12) and loss[1].item() == pytest.approx(1e4)
 
@@ -241,9 +243,9 @@ def test_dpo_is_stable_at_extreme_margins():
 def test_dpo_rejects_bad_params():
     x = torch.zeros(2)
     with pytest.raises(ValueError, match="beta"):
-        dpo_loss(x, x, x, x, beta=0.0)
+        dpo_loss(PairLogps(x, x, x, x), beta=0.0)
     with pytest.raises(ValueError, match="label_smoothing"):
-        dpo_loss(x, x, x, x, beta=0.1, label_smoothing=0.6)
+        dpo_loss(PairLogps(x, x, x, x), beta=0.1, label_smoothing=0.6)
 
 
 def test_with_sft_weight_adds_chosen_nll():

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from harness.methods import (
+    SftLogps,
     brier_sft_loss,
     dft_loss,
     hellinger_sft_loss,
@@ -51,11 +52,11 @@ def test_sft_family_vs_numpy(normalization):
     onehot = np.zeros_like(q)
     np.put_along_axis(onehot, ids.numpy()[:, 1:, None], 1.0, -1)
     cases = {
-        "dft": (dft_loss(tlp, mask, normalization=normalization)[0], -p * np.log(p)),
-        "hellinger": (hellinger_sft_loss(tlp, mask, normalization=normalization)[0],
+        "dft": (dft_loss(SftLogps(tlp, mask), normalization=normalization)[0], -p * np.log(p)),
+        "hellinger": (hellinger_sft_loss(SftLogps(tlp, mask), normalization=normalization)[0],
                       # half the squared Hellinger distance, summed over the vocabulary directly
                       0.5 * ((np.sqrt(onehot) - np.sqrt(q)) ** 2).sum(-1)),
-        "brier": (brier_sft_loss(tlp, mask, sum_sq_probs=sum_sq_probs(logits), normalization=normalization)[0],
+        "brier": (brier_sft_loss(SftLogps(tlp, mask, logits=logits), normalization=normalization)[0],
                   ((q - onehot) ** 2).sum(-1)),
     }
     for name, (got, token_losses) in cases.items():
@@ -72,7 +73,7 @@ def test_dft_gradient_is_p_weighted_nll_gradient():
     """d/d logp of -sg(p) logp = -p: the NLL gradient (-1) scaled by the token's probability."""
     tlp = torch.log(torch.tensor([[0.5, 0.25, 0.9]], dtype=torch.float64)).requires_grad_(True)
     mask = torch.tensor([[1, 1, 0]])
-    dft_loss(tlp, mask)[0].sum().backward()
+    dft_loss(SftLogps(tlp, mask))[0].sum().backward()
     torch.testing.assert_close(tlp.grad, torch.tensor([[-0.5, -0.25, 0.0]], dtype=torch.float64))
 
 
@@ -81,14 +82,14 @@ def test_gradchecks_wrt_logits_and_logps():
     logits.requires_grad_(True)
 
     def brier(lg):
-        return brier_sft_loss(token_logps(lg, ids), mask, sum_sq_probs=sum_sq_probs(lg))[0]
+        return brier_sft_loss(SftLogps(token_logps(lg, ids), mask, logits=lg))[0]
 
     assert torch.autograd.gradcheck(brier, (logits,))
     tlp = token_logps(logits, ids).detach().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: hellinger_sft_loss(x, mask)[0], (tlp,))
+    assert torch.autograd.gradcheck(lambda x: hellinger_sft_loss(SftLogps(x, mask))[0], (tlp,))
     # DFT's stop-gradient makes its gradient differ from the derivative of its value on purpose,
     # so gradcheck does not apply; check the analytic gradient -p_y / n_b (sequence) on random inputs.
-    dft_loss(tlp, mask, normalization="sequence")[0].sum().backward()
+    dft_loss(SftLogps(tlp, mask), normalization="sequence")[0].sum().backward()
     m = mask.numpy().astype(np.float64)
     expected = -np.exp(tlp.detach().numpy()) * m / np.maximum(m.sum(-1, keepdims=True), 1)
     np.testing.assert_allclose(tlp.grad.numpy(), expected, rtol=1e-12, atol=1e-15)
@@ -109,7 +110,7 @@ def test_iw_sft_scales_sft_numerators():
     logits, ids, mask = _inputs(3)
     tlp = token_logps(logits, ids)
     w = torch.tensor([0.5, 2.0, 0.5], dtype=torch.float64)
-    got, metrics = iw_sft_loss(tlp, mask, weights=w, normalization="sequence")
-    base, _ = sft_loss(tlp, mask, normalization="sequence")
+    got, metrics = iw_sft_loss(SftLogps(tlp, mask, weights=w), normalization="sequence")
+    base, _ = sft_loss(SftLogps(tlp, mask), normalization="sequence")
     torch.testing.assert_close(got, w * base)
     assert metrics["weight_max"].item() == 2.0

@@ -7,7 +7,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.train.loop import COUNTERS
+from tests.logged import steps
 
 
 def test_dedup_ablation_expands_and_trains(tmp_path, capsys):
@@ -24,9 +24,8 @@ def test_dedup_ablation_expands_and_trains(tmp_path, capsys):
     path.write_text(yaml.safe_dump(spec))
     assert main(["sweep", str(path), "--dry-run"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("2 ")
-    COUNTERS.clear()
     assert main(["sweep", str(path)]) == 0
-    assert COUNTERS["optimizer_steps"] == 2
+    assert steps(tmp_path / "results") == 2
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dedupablate")
     trials = [r for r in client.search_runs([exp.experiment_id]) if "harness.trial_id" in r.data.tags]

@@ -1,7 +1,7 @@
 """End-to-end sweeps on the toy world's micro model: the MLflow run tree, caching, resume.
 
-Caching is proven by counting optimizer steps and reference passes
-(``harness.train.loop.COUNTERS``), never by timing.
+Caching is proven by counting the optimizer steps and reference passes each
+trained stage reports in MLflow (``tests.logged``), never by timing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.train.loop import COUNTERS
+from tests.logged import logged_total, steps
 
 SFT_STEPS, DPO_STEPS = 3, 2
 
@@ -52,7 +52,7 @@ def runs(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def default_sweep(tmp_path_factory):
-    """The default spec, swept once for this module: (its directory, its spec file, COUNTERS after the sweep).
+    """The default spec, swept once for this module: (its directory, its spec file, the work it reported).
 
     The run-tree test and the report test both read this store, and a re-sweep
     adds no run, so neither test can change what the other sees.
@@ -61,9 +61,9 @@ def default_sweep(tmp_path_factory):
     spec = write_spec(root)
     with pytest.MonkeyPatch.context() as mp:  # conftest's function-scoped guard does not cover a module fixture
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        COUNTERS.clear()
         assert main(["sweep", str(spec)]) == 0
-        counted = dict(COUNTERS)
+        counted = {k: logged_total(root / "results", f"train/{k}")
+                   for k in ("optimizer_steps", "reference_passes")}
     return root, spec, counted
 
 
@@ -117,9 +117,9 @@ def test_sweep_run_tree_caching_and_rerun(default_sweep, tmp_path):
     assert not any(k.startswith("data/audit/") for k in miss.data.metrics)
 
     # A second run trains nothing and adds no run.
-    COUNTERS.clear()
+    before = steps(root / "results")
     assert main(["sweep", str(spec)]) == 0
-    assert COUNTERS["optimizer_steps"] == 0
+    assert steps(root / "results") == before
     assert len(runs(root)[1]) == len(all_runs)
     assert not (Path.cwd() / "mlruns").exists()
 
@@ -144,14 +144,14 @@ def test_failed_and_killed_trials_resume_their_own_run(tmp_path, monkeypatch):
     assert "injected failure" in trial.data.tags["harness.error"]
     monkeypatch.undo()
 
-    COUNTERS.clear()
+    before = steps(tmp_path / "results")
     assert main(["sweep", str(spec)]) == 0
     client, second = runs(tmp_path)
     assert len(second) == len(first)
     resumed = client.get_run(trial.info.run_id)
     assert resumed.info.status == "FINISHED" and "harness.error" not in resumed.data.tags
     assert "eval/arith/pass_at_1" in resumed.data.metrics
-    assert COUNTERS["optimizer_steps"] == 0  # the trained stage came from the cache
+    assert steps(tmp_path / "results") == before  # the trained stage came from the cache
 
     # A run left RUNNING by a killed process is resumed, not duplicated.
     client.update_run(trial.info.run_id, status="RUNNING")
@@ -164,9 +164,9 @@ def test_force_retrains_and_reuses_the_child_run(tmp_path):
     spec = write_spec(tmp_path, ablate={}, eval={"suites": []})
     assert main(["sweep", str(spec)]) == 0
     n_runs = len(runs(tmp_path)[1])
-    COUNTERS.clear()
+    before = steps(tmp_path / "results")
     assert main(["sweep", str(spec), "--force"]) == 0
-    assert COUNTERS["optimizer_steps"] == SFT_STEPS + DPO_STEPS
+    assert steps(tmp_path / "results") - before == SFT_STEPS + DPO_STEPS
     assert len(runs(tmp_path)[1]) == n_runs
 
 
@@ -195,11 +195,11 @@ def test_bad_input_fails_fast_without_traceback(tmp_path, capsys, problem):
         bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n')
         spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "sft"}, data={"train": str(bad)})
         needle = f"{bad}:2"
-    COUNTERS.clear()
+    before = steps(tmp_path / "results")
     assert main(["sweep", str(spec)]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
-    assert COUNTERS["optimizer_steps"] == 0
+    assert steps(tmp_path / "results") == before
 
 
 def test_report_prints_a_row_per_trial(default_sweep, tmp_path, capsys):
@@ -227,9 +227,9 @@ def test_report_prints_a_row_per_trial(default_sweep, tmp_path, capsys):
 def test_train_runs_one_trial_every_time(tmp_path, capsys):
     spec = write_spec(tmp_path, eval={"suites": []})
     for _ in range(2):
-        COUNTERS.clear()
+        before = steps(tmp_path / "results")
         assert main(["train", str(spec), "--set", "stages.dpo.method.beta=0.3"]) == 0
-        assert COUNTERS["optimizer_steps"] == SFT_STEPS + DPO_STEPS  # never skips, never reuses a cache
+        assert steps(tmp_path / "results") - before == SFT_STEPS + DPO_STEPS  # never skips, never reuses a cache
     _, all_runs = runs(tmp_path)
     trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]
     assert len(trials) == 1
@@ -246,12 +246,12 @@ def test_eval_problems_fail_before_training(tmp_path, capsys, problem):
     if problem == "greedy-n":
         arith.update(n=4, k=[1, 4])
     spec = write_spec(tmp_path, eval={"suites": ["arith"], "arith": arith})
-    COUNTERS.clear()
+    before = steps(tmp_path / "results")
     assert main(["sweep", str(spec)]) == 2
     err = capsys.readouterr().err
     needle = f"{eval_file}:2: field 'answer'" if problem == "answer" else "eval.arith.n: 4 samples need temperature"
     assert needle in err
-    assert COUNTERS["optimizer_steps"] == 0
+    assert steps(tmp_path / "results") == before
 
 
 @pytest.mark.parametrize("model, needle", [("./no/such/model", "model directory './no/such/model' not found"),

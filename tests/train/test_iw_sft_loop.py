@@ -9,7 +9,8 @@ from harness.data.load import load_rows, take_fraction
 from harness.data.tokenization import encode_sft
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.loop import TrainConfig, train
+from harness.train.inputs import ExampleSet
+from harness.train.loop import Callbacks, TrainConfig, train
 from harness.train.models import load_model, load_tokenizer
 
 
@@ -27,8 +28,8 @@ def _step(micro, batch_size, grad_accum, log_weights, normalization="token"):
     cfg = TrainConfig(lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, shuffle=False,
                       scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
     params = {**METHODS["iw-sft"].params, "loss_normalization": normalization}
-    result = train(model, METHODS["iw-sft"], params, examples, tok.pad_token_id, cfg, progress=False,
-                   log_weights=log_weights)
+    data = ExampleSet(examples, tok.pad_token_id, log_weights=log_weights)
+    result = train(model, METHODS["iw-sft"], params, data, cfg, Callbacks(progress=False))
     return model, result.last_metrics
 
 

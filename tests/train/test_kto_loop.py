@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from harness.methods import kto_loss
+from harness.methods import KtoLogps, kto_loss
 from harness.methods.registry import METHODS
-from harness.methods.step_inputs import StepState, kl_pair_logps, step_inputs
 from harness.toy import toy_model_path
-from harness.train.loop import TrainConfig, train
+from harness.train.forward import kl_pair_logps, kto_step_inputs
+from harness.train.inputs import ExampleSet, StepState
+from harness.train.loop import Callbacks, TrainConfig, train
 from harness.train.models import load_model, load_tokenizer
-from harness.train.stages import plan_kl_pairs
+from harness.train.reference import plan_kl_pairs
 
 
 @dataclass
@@ -56,8 +57,8 @@ def _run(setup, n, batch_size, grad_accum, max_steps=1):
     model = load_model(path, torch.float64)
     logged = []
     params = dict(METHODS["kto"].params)
-    train(model, METHODS["kto"], params, rows, tok.pad_token_id, cfg, ref=own[:n], progress=False, kl_ref=kl_ref,
-          log=lambda m, s: logged.append(m))
+    train(model, METHODS["kto"], params, ExampleSet(rows, tok.pad_token_id, ref=own[:n], kl_ref=kl_ref), cfg,
+          Callbacks(log=lambda m, s: logged.append(m), progress=False))
     return model, logged
 
 
@@ -72,7 +73,7 @@ def test_step_kl_is_the_mismatched_mean_and_loss_matches_an_independent_computat
                - kl_pair_logps(ref_model, rows, pairs, tok.pad_token_id, "cpu")[:, 0])
         z0 = max(0.0, float(gap.mean()))
         mine = kl_pair_logps(policy, rows, [(i, i) for i in range(5)], tok.pad_token_id, "cpu")[:, 0]
-    expected, _ = kto_loss(mine, own[:5, 0], torch.tensor([r.label for r in rows[:5]]), kl=z0, beta=0.1)
+    expected, _ = kto_loss(KtoLogps(mine, own[:5, 0], torch.tensor([r.label for r in rows[:5]]), z0), beta=0.1)
     assert logged[0]["train/kl"] == pytest.approx(z0, rel=1e-9, abs=1e-12)
     assert logged[0]["train/loss"] == pytest.approx(float(expected.mean()), rel=1e-9)
     assert abs(float(gap.mean())) > 1e-3  # the estimate is not trivially 0
@@ -83,10 +84,11 @@ def test_batch_of_one_uses_the_running_mean(setup):
     state = StepState()
     path, tok, rows, _, _ = setup
     model = load_model(path, torch.float64)
-    first = step_inputs(model, METHODS["kto"], METHODS["kto"].params, rows, [0], tok.pad_token_id, "cpu", state, {})
+    data = ExampleSet(rows, tok.pad_token_id, kl_ref={})
+    first = kto_step_inputs(model, METHODS["kto"], METHODS["kto"].params, data, [0], state, "cpu")
     assert first.kl == 0.0
     state.kl_history[:] = [0.2, 0.6]
-    later = step_inputs(model, METHODS["kto"], METHODS["kto"].params, rows, [3], tok.pad_token_id, "cpu", state, {})
+    later = kto_step_inputs(model, METHODS["kto"], METHODS["kto"].params, data, [3], state, "cpu")
     assert later.kl == pytest.approx(0.4)
     _, logged = _run(setup, 3, 1, 1, max_steps=3)
     assert [m["train/kl"] for m in logged] == [0.0, 0.0, 0.0]

@@ -13,7 +13,8 @@ from harness.data.load import load_rows, take_fraction
 from harness.data.tokenization import encode_pairs, encode_sft
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.loop import TrainConfig, train
+from harness.train.inputs import ExampleSet
+from harness.train.loop import Callbacks, TrainConfig, train, validation_fn
 from harness.train.models import load_model, load_tokenizer
 
 
@@ -34,7 +35,8 @@ def _one_step(path, tokenizer, method, params, examples, batch_size, grad_accum,
     model = load_model(path, torch.float64)
     cfg = TrainConfig(lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, shuffle=False,
                       scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
-    result = train(model, METHODS[method], params, examples, tokenizer.pad_token_id, cfg, ref=ref, progress=False)
+    result = train(model, METHODS[method], params, ExampleSet(examples, tokenizer.pad_token_id, ref=ref), cfg,
+                   Callbacks(progress=False))
     return model, result
 
 
@@ -94,8 +96,6 @@ def test_train_loss_is_computed_before_the_update(micro):
 
 def test_validation_loss_is_the_held_out_token_mean(micro):
     """val/loss at the last step equals the trained model's token-mean NLL on the held-out set."""
-    from harness.train.stages import validation_fn
-
     path, tok = micro
     examples = _examples(tok, "toy://arith-sft", "sft", 12)
     train_set, held_out = examples[:6], examples[6:11]
@@ -103,9 +103,9 @@ def test_validation_loss_is_the_held_out_token_mean(micro):
     model = load_model(path, torch.float64)
     cfg = TrainConfig(lr=1e-2, batch_size=2, max_steps=3, eval_every=2, log_every=1)
     logged = []
-    validate = validation_fn(method, params, held_out, tok.pad_token_id, None, batch_size=2)
-    train(model, method, params, train_set, tok.pad_token_id, cfg, log=lambda m, s: logged.append((s, m)),
-          validate=validate, progress=False)
+    validate = validation_fn(method, params, ExampleSet(held_out, tok.pad_token_id), batch_size=2)
+    train(model, method, params, ExampleSet(train_set, tok.pad_token_id), cfg,
+          Callbacks(log=lambda m, s: logged.append((s, m)), validate=validate, progress=False))
     val = [(step, m) for step, m in logged if "val/loss" in m]
     assert [step for step, _ in val] == [2, 3]
     assert val[-1][1]["val/loss"] == pytest.approx(_independent_mean_nll(model, held_out), rel=1e-9)

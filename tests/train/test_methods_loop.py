@@ -7,11 +7,12 @@ import torch
 
 from harness.data.load import load_rows, take_fraction
 from harness.data.tokenization import encode_pairs, encode_sft
-from harness.methods import orpo_loss, sequence_logps, target_mask, token_logps
+from harness.methods import PairLogps, orpo_loss, sequence_logps, target_mask, token_logps
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.forward import forward_method
-from harness.train.loop import TrainConfig, train
+from harness.train.inputs import BatchInputs, ExampleSet
+from harness.train.kinds import forward_method
+from harness.train.loop import Callbacks, TrainConfig, train
 from harness.train.models import load_model, load_tokenizer
 
 
@@ -38,7 +39,8 @@ def _one_step(path, tok, name, params, examples, batch_size, grad_accum, ref):
     model = load_model(path, torch.float64)
     cfg = TrainConfig(lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, shuffle=False,
                       scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
-    result = train(model, METHODS[name], params, examples, tok.pad_token_id, cfg, ref=ref, progress=False)
+    result = train(model, METHODS[name], params, ExampleSet(examples, tok.pad_token_id, ref=ref), cfg,
+                   Callbacks(progress=False))
     return model, result
 
 
@@ -50,7 +52,7 @@ SFT_METHODS = ["dft", "hellinger-sft", "brier-sft"]
 def test_grad_accum_matches_one_big_batch(micro, name):
     """batch 6 x accumulation 1 and batch 2 x accumulation 3 give the same loss and update."""
     path, tok = micro
-    kind = METHODS[name].batch_kind
+    kind = METHODS[name].batch.row_kind
     examples = _examples(tok, kind, 6)
     ref = _fake_ref(examples) if METHODS[name].needs_ref else None
     params = dict(METHODS[name].params)
@@ -85,9 +87,10 @@ def test_orpo_forward_nll_span(micro):
     for on_prompt, span in ((False, resp), (True, target_mask(batch["attention_mask"]))):
         params = {**METHODS["orpo"].params, "nll_on_prompt": on_prompt}
         with torch.no_grad():
-            got, _metrics, _ = forward_method(model, METHODS["orpo"], params, examples, tok.pad_token_id, None, "cpu")
+            got, _metrics, _ = forward_method(model, METHODS["orpo"], params, examples, tok.pad_token_id, "cpu")
         nll = -sequence_logps(tlp[:3], span[:3], "mean")
-        expected, _ = orpo_loss(logps[:3], logps[3:], nll, beta=params["beta"])
+        expected, _ = orpo_loss(PairLogps(logps[:3], logps[3:], nll_chosen=nll, nll_chosen_with_prompt=nll),
+                                beta=params["beta"], nll_on_prompt=on_prompt)
         torch.testing.assert_close(got, expected)
     assert span.sum() > resp.sum()
 
@@ -101,14 +104,15 @@ def test_explicit_reduction_is_honoured(micro, reduction):
     model = load_model(path, torch.float64).eval()
     params = {**METHODS["ipo"].params, "logprob_reduction": reduction}
     with torch.no_grad():
-        got, metrics, _ = forward_method(model, METHODS["ipo"], params, examples, tok.pad_token_id, ref, "cpu")
+        got, metrics, _ = forward_method(model, METHODS["ipo"], params, examples, tok.pad_token_id, "cpu",
+                                         BatchInputs(ref=ref))
     from harness.methods import ipo_loss, reduce_logps
     from harness.train.forward import pair_logps
 
     with torch.no_grad():
         out = pair_logps(model, examples, tok.pad_token_id, "cpu")
     lp = reduce_logps(out.sums, out.counts, reduction)
-    expected, _ = ipo_loss(lp[:2], lp[2:], reduce_logps(ref[:, 0], ref[:, 1], reduction),
-                           reduce_logps(ref[:, 2], ref[:, 3], reduction), beta=params["beta"])
+    expected, _ = ipo_loss(PairLogps(lp[:2], lp[2:], reduce_logps(ref[:, 0], ref[:, 1], reduction),
+                                     reduce_logps(ref[:, 2], ref[:, 3], reduction)), beta=params["beta"])
     torch.testing.assert_close(got, expected)
     assert "kl" in metrics

@@ -1,6 +1,6 @@
 """The reference log-prob cache: a sweep over beta (or the reduction) computes reference log-probs once.
 
-Proven by counting reference passes (``harness.train.loop.COUNTERS``), never by timing.
+Proven by counting the reference passes each stage reports (``train/reference_passes``), never by timing.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.train.loop import COUNTERS
+from tests.logged import logged_total
 
 
 def _sweep(tmp_path, method: dict, ablate: dict, data: str = "toy://arith-pairs") -> MlflowClient:
@@ -21,7 +21,6 @@ def _sweep(tmp_path, method: dict, ablate: dict, data: str = "toy://arith-pairs"
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    COUNTERS.clear()
     assert main(["sweep", str(path)]) == 0
     return MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
 
@@ -31,8 +30,8 @@ def test_beta_and_reduction_sweep_computes_reference_once(tmp_path, method):
     """4 trials (2 betas x sum/mean): one reference pass; the cache holds sums and counts for both reductions."""
     client = _sweep(tmp_path, {"name": method},
                     {"method.beta": [0.1, 0.5], "method.logprob_reduction": ["sum", "mean"]})
-    assert COUNTERS["optimizer_steps"] == 4
-    assert COUNTERS["reference_passes"] == 1
+    assert logged_total(tmp_path / "results", "train/optimizer_steps") == 4
+    assert logged_total(tmp_path / "results", "train/reference_passes") == 1
     exp = client.get_experiment_by_name("refcache")
     trials = client.search_runs([exp.experiment_id], "tags.`harness.trial_id` != ''")
     assert len(trials) == 4

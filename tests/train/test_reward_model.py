@@ -10,7 +10,8 @@ from harness.data.load import load_rows, take_fraction
 from harness.data.tokenization import encode_pairs
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.forward import forward_method
+from harness.train.inputs import BatchInputs
+from harness.train.kinds import forward_method
 from harness.train.models import load_tokenizer
 from harness.train.reward_model import load_reward_model, score_responses
 
@@ -37,8 +38,8 @@ def test_rm_loss_matches_transformers_forward(rm_world):
     margin = torch.tensor([0.0, 0.5, -0.25, 1.0], dtype=torch.float64)
     params = {"pooling": "last", "center_rewards_coefficient": 0.1}
     with torch.no_grad():
-        got, metrics, _ = forward_method(model, METHODS["rm"], params, pairs, tok.pad_token_id, None, "cpu",
-                                         extra={"margin": margin})
+        got, metrics, _ = forward_method(model, METHODS["rm"], params, pairs, tok.pad_token_id, "cpu",
+                                         BatchInputs(margins=margin))
     rc = torch.tensor([_hf_reward(model, p.prompt_ids + p.chosen_ids) for p in pairs], dtype=torch.float64)
     rr = torch.tensor([_hf_reward(model, p.prompt_ids + p.rejected_ids) for p in pairs], dtype=torch.float64)
     expected = -F.logsigmoid(rc - rr - margin) + 0.1 * (rc + rr) ** 2

@@ -30,7 +30,9 @@ from harness.data.load import load_rows
 from harness.data.tokenization import encode_pairs
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.forward import forward_method, reference_stats
+from harness.train.forward import reference_stats
+from harness.train.inputs import BatchInputs
+from harness.train.kinds import forward_method
 from harness.train.models import load_model, load_tokenizer
 
 trl = pytest.importorskip("trl")
@@ -73,7 +75,8 @@ def _harness(world, rows, name, params, tmp_path):
     ref = reference_stats(ref_model.eval(), examples, tok.pad_token_id, "cpu") if METHODS[name].needs_ref else None
     params = {**METHODS[name].params, **params}
     with torch.no_grad():
-        numerators, metrics, _ = forward_method(policy, METHODS[name], params, examples, tok.pad_token_id, ref, "cpu")
+        numerators, metrics, _ = forward_method(policy, METHODS[name], params, examples, tok.pad_token_id, "cpu",
+                                                BatchInputs(ref=ref))
     return float(numerators.mean()), {k: float(v) for k, v in metrics.items()}
 
 
@@ -173,8 +176,8 @@ def test_reward_trainer_parity(world, tmp_path):
     params = {**METHODS["rm"].params, "center_rewards_coefficient": 0.05}
     margin = torch.tensor([r["margin"] for r in rows], dtype=torch.float64)
     with torch.no_grad():
-        numerators, ours, _ = forward_method(ours_model, METHODS["rm"], params, examples, tok.pad_token_id, None,
-                                             "cpu", extra={"margin": margin})
+        numerators, ours, _ = forward_method(ours_model, METHODS["rm"], params, examples, tok.pad_token_id, "cpu",
+                                             BatchInputs(margins=margin))
     # TRL centers on the batch mean of (r_c + r_r)^2 and averages the log-sigmoid term: the same mean.
     assert float(numerators.mean()) == pytest.approx(theirs_loss, rel=REL)
     assert float(ours["rewards/accuracy"]) == pytest.approx(theirs["accuracy"], rel=REL)
