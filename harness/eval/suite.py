@@ -17,7 +17,7 @@ Metrics are logged as ``eval/<suite>/<metric>``; ``outputs`` rows and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -67,6 +67,9 @@ class Suite:
     ``harness judge --format json`` rows, where the contract fixes them.  ``joint``
     refits a metric over all generators judged at once (``{generator: result}``,
     ``length``); ``rank`` rates those generators (``{generator: result}`` -> ratings).
+    For the report's per-prompt values (``harness.report.per_prompt``): ``primary_metric``
+    is the metric whose per-prompt value is the mean of a judgments row's scores, and
+    ``prompt_values`` maps a metric to its per-prompt value read from a field of the row.
     """
 
     name: str
@@ -80,6 +83,8 @@ class Suite:
     json_keys: tuple[str, ...] | None = None
     joint: Callable[[dict[str, SuiteResult], Callable], None] | None = None
     rank: Callable[[dict[str, SuiteResult]], list] | None = None
+    primary_metric: str | None = None
+    prompt_values: Mapping[str, Callable[[dict], float | None]] = field(default_factory=dict)
 
     def score(self, options: dict, items, outputs, baseline, client, length=len) -> SuiteResult:
         """Run the scorer and add ``response_length``: the mean over output rows of their

@@ -32,6 +32,11 @@ def scorer(options: dict):
     return score
 
 
+def preference(row: dict) -> float | None:
+    """AlpacaEval's soft preference in [1, 2] as the per-prompt win rate p - 1."""
+    return None if row.get("preference") is None else float(row["preference"]) - 1.0
+
+
 def joint_lc(results: dict[str, SuiteResult], length=len) -> None:
     """Generators judged against one baseline get the LC GLM fitted jointly over all of them
     (the instruction-difficulty term needs several models); the one-model fits are replaced."""
@@ -44,4 +49,5 @@ def joint_lc(results: dict[str, SuiteResult], length=len) -> None:
         metrics["lc_joint_models"] = float(len(results))
 
 
-SUITE = Suite(NAME, AlpacaOptions, eval_items, scorer, needs_baseline=always, joint=joint_lc)
+SUITE = Suite(NAME, AlpacaOptions, eval_items, scorer, needs_baseline=always, joint=joint_lc,
+              prompt_values={"win_rate": preference})

@@ -54,4 +54,5 @@ def check(options: dict, items: list[dict]) -> None:
                                f"(value seen: {answer!r})")
 
 
-SUITE = Suite(NAME, ArithOptions, eval_items, scorer, needs_judge=never, ground_truth=True, check=check)
+SUITE = Suite(NAME, ArithOptions, eval_items, scorer, needs_judge=never, ground_truth=True, check=check,
+              primary_metric="pass_at_1")

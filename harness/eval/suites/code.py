@@ -85,4 +85,5 @@ def check(options: dict, items: list[dict]) -> None:
     check_isolation(options["unsafe"])
 
 
-SUITE = Suite(NAME, CodeOptions, items, scorer, needs_judge=never, ground_truth=True, check=check)
+SUITE = Suite(NAME, CodeOptions, items, scorer, needs_judge=never, ground_truth=True, check=check,
+              primary_metric="pass_at_1")

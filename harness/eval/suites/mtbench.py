@@ -107,4 +107,5 @@ def needs_baseline(options: dict) -> bool:
     return options.get("mode") == "pairwise"
 
 
-SUITE = Suite(NAME, MTBenchOptions, items, scorer, needs_baseline=needs_baseline, ground_truth=True)
+SUITE = Suite(NAME, MTBenchOptions, items, scorer, needs_baseline=needs_baseline, ground_truth=True,
+              primary_metric="win_rate")

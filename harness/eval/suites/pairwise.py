@@ -55,4 +55,5 @@ def rank(results: dict[str, SuiteResult], *, n_bootstrap: int = 200, seed: int =
     return ratings
 
 
-SUITE = Suite(NAME, PairwiseOptions, eval_items, scorer, needs_baseline=always, json_keys=JSON_KEYS, rank=rank)
+SUITE = Suite(NAME, PairwiseOptions, eval_items, scorer, needs_baseline=always, json_keys=JSON_KEYS, rank=rank,
+              primary_metric="win_rate")

@@ -21,4 +21,4 @@ def scorer(options: dict):
     return score
 
 
-SUITE = Suite(NAME, SingleOptions, eval_items, scorer)
+SUITE = Suite(NAME, SingleOptions, eval_items, scorer, primary_metric="mean_score")
