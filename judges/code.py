@@ -1,7 +1,7 @@
 """The code verifier and the scoring of the `code` suite.
 
-Items are rows ``{id, prompt, tests, entry_point?}`` (HumanEval's ``task_id``
-and ``test`` are accepted as the names of ``id`` and ``tests``):
+Items are dicts ``{id, tests, entry_point?}`` (loaded and checked by
+``harness.eval.suites.code``):
 
 - ``tests`` is Python source run after the candidate program; the sample
   passes when the script exits with status 0 within the sandbox limits (an
@@ -29,8 +29,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from harness.data.load import Row, load_rows
-from harness.errors import DataError, HarnessError
+from harness.errors import HarnessError
 from judges.sandbox.runner import (
     DEFAULT_LIMITS,
     Limits,
@@ -41,12 +40,10 @@ from judges.sandbox.runner import (
 )
 from judges.stats.pass_at_k import mean_pass_at_k
 
-DEFAULT_DATA = "toy://code-eval"
 DEFAULTS = {"k": [1], "timeout_s": 5.0, "memory_mb": 512, "unsafe": False, "concurrency": None}
 
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:^[ \t]*```[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 _PYTHON_LABELS = {"python", "py", "python3"}
-_IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 
 
 def extract_program(text: str) -> str:
@@ -65,37 +62,6 @@ def build_script(program: str, item: dict) -> str:
     if item.get("entry_point"):
         parts.append(f"check({item['entry_point']})")
     return "\n\n".join(parts) + "\n"
-
-
-def code_item(row: Row, index: int) -> dict:
-    """One validated item ``{id, prompt, tests, entry_point}`` from a data row."""
-    data = row.data
-    tests = data.get("tests", data.get("test"))
-    if not isinstance(tests, str) or not tests.strip():
-        raise DataError(f"{row.where}: field 'tests': the code suite needs test code as a non-empty "
-                        f"string (value seen: {tests!r})")
-    entry = data.get("entry_point")
-    if entry is not None and (not isinstance(entry, str) or not _IDENTIFIER.match(entry)):
-        raise DataError(f"{row.where}: field 'entry_point': expected a Python identifier "
-                        f"(value seen: {entry!r})")
-    if entry is not None and "def check" not in tests:
-        raise DataError(f"{row.where}: field 'tests': with entry_point {entry!r} the tests must "
-                        f"define check(candidate)")
-    item_id = data.get("id", data.get("task_id", index))
-    return {"id": str(item_id), "prompt": data["prompt"], "tests": tests, "entry_point": entry}
-
-
-def load_code_items(uri: str | None = None, limit: int | None = None) -> list[dict]:
-    """The items of a code eval file (JSONL/JSON/Parquet) or ``toy://code-eval`` (the default)."""
-    rows = load_rows(uri or DEFAULT_DATA, "eval")
-    items = [code_item(row, i) for i, row in enumerate(rows)]
-    seen: dict[str, Row] = {}
-    for row, item in zip(rows, items):
-        if item["id"] in seen:
-            raise DataError(f"{row.where}: field 'id': duplicate id {item['id']!r} "
-                            f"(first at {seen[item['id']].where})")
-        seen[item["id"]] = row
-    return items[:limit] if limit is not None else items
 
 
 def verify(output: str, item: dict, limits: Limits = DEFAULT_LIMITS, *, allow_unsafe: bool = False
@@ -126,7 +92,7 @@ def score_code_outputs(items: Sequence[dict], samples: Sequence[Sequence[str]], 
     """Verify every sample and aggregate pass@k.
 
     Args:
-        items: from ``load_code_items`` (``id``, ``tests``, ``entry_point``).
+        items: dicts with ``id``, ``tests``, ``entry_point`` (``harness.eval.suites.code``).
         samples: ``samples[i]`` = the n_i output texts for ``items[i]`` (n may differ per item).
         options: ``k`` (list, default [1]; each k <= every item's n), ``timeout_s`` (wall limit
             per sample, default 5), ``memory_mb`` (512), ``unsafe`` (False), ``concurrency``

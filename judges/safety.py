@@ -57,25 +57,6 @@ def check_safety_items(items: Sequence[dict], source: str = "safety items") -> N
                 raise DataError(f"{where}: field '{key}': missing")
 
 
-def read_safety_prompts(uri: str) -> list[dict]:
-    """Labelled prompts of a user file (JSONL/JSON/Parquet) or ``toy://safety-eval``.
-
-    Rows: ``{"prompt": str or messages, "label": "harmful" | "benign", "id"?}``;
-    a missing or unknown label is a DataError naming the file and line.
-    Returns dicts with ``id`` (the row's, else ``safety-<line>``), ``prompt``, ``label``.
-    """
-    from harness.data.load import load_rows
-
-    items = []
-    for row in load_rows(uri, "eval"):
-        label = row.data.get("label")
-        if label not in LABELS:
-            raise DataError(f"{row.where}: field 'label': expected 'harmful' or 'benign', got {label!r}")
-        items.append({"id": row.data.get("id", f"safety-{row.line}"), "prompt": row.data["prompt"],
-                      "label": label})
-    return items
-
-
 def safety_judge(client, items: Sequence[dict], *, classifier: str = "both") -> Judged:
     """Classify each response and report refusal and over-refusal rates.
 

@@ -28,17 +28,20 @@ from harness.config.spec_io import (
     set_key,
 )
 from harness.config.suite_options import (
+    SUITE_OPTIONS,
     AlpacaOptions,
+    ArithOptions,
     CodeOptions,
     MTBenchOptions,
     PairwiseOptions,
     SafetyOptions,
     SingleOptions,
+    pass_at_k_problems,
 )
 from harness.errors import SpecError
 from harness.methods.registry import METHODS
 
-SUITES = ("arith", "pairwise", "single", "mtbench", "alpaca", "safety", "code")
+SUITES = tuple(SUITE_OPTIONS)  # every suite's name, in order (the records: harness.eval.suites.SUITES)
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # no dots: stages are addressed as stages.NAME.KEY
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -111,19 +114,6 @@ class GenerationSpec(_Model):
     n: PosInt = 1
     seed: int = 0
     system_prompt: str | None = None
-
-
-class ArithOptions(_Model):
-    """The `arith` suite: verifier pass@k over toy://arith-eval; null decoding keys inherit eval.generation."""
-
-    data: str = "toy://arith-eval"
-    limit: PosInt = 200
-    n: PosInt = 1
-    k: Annotated[list[PosInt], Field(min_length=1)] = [1]
-    temperature: NonNegFloat | None = None
-    top_p: UnitFloat | None = None
-    max_new_tokens: PosInt | None = None
-    seed: int | None = None
 
 
 class EvalSpec(_Model):
@@ -366,12 +356,8 @@ def _stage_rules(
         out.append(
             Problem(f"{prefix}data.filter.min_length", f"greater than max_length {hi} (value seen: {lo})")
         )
-    for suite in ("arith", "code"):
-        opts = getattr(eval_, suite)
-        for i, k in enumerate(opts.k):
-            if k > opts.n:
-                out.append(Problem(f"{prefix}eval.{suite}.k[{i}]",
-                                   f"must be <= eval.{suite}.n ({opts.n}) (value seen: {k})"))
+    for suite in SUITES:
+        out += [Problem(f"{prefix}{key}", message) for key, message in pass_at_k_problems(suite, getattr(eval_, suite))]
     if len(set(eval_.suites)) != len(eval_.suites):
         out.append(Problem(f"{prefix}eval.suites", f"duplicate suite (value seen: {show(eval_.suites)})"))
     return out

@@ -1,6 +1,8 @@
-"""Options of the judged evaluation suites: the blocks ``eval.<suite>`` of a spec.
+"""Options of the evaluation suites: the blocks ``eval.<suite>`` of a spec, and the suites' names.
 
-Each model has one default per key, here.  Decoding keys left null inherit
+``SUITE_OPTIONS`` names every suite, in the spec's order, with its options model;
+each suite's record (``harness.eval.suites``) names the same model.  Each model
+has one default per key, here.  Decoding keys left null inherit
 ``eval.generation`` (``harness.eval.suite.generation_for``).  A ``baseline`` is an
 outputs file (AlpacaEval JSON list or JSONL), ``base`` (the trial's starting
 model, generated on the same prompts) or the id of another trial of the same
@@ -22,6 +24,21 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     limit: PosInt | None = Field(50, description="the first N prompts of data; null: all")
+    temperature: NonNegFloat | None = None
+    top_p: UnitFloat | None = None
+    max_new_tokens: PosInt | None = None
+    seed: int | None = None
+
+
+class ArithOptions(BaseModel):
+    """The `arith` suite: verifier pass@k over toy://arith-eval; null decoding keys inherit eval.generation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    data: str = "toy://arith-eval"
+    limit: PosInt = 200
+    n: PosInt = 1
+    k: Annotated[list[PosInt], Field(min_length=1)] = [1]
     temperature: NonNegFloat | None = None
     top_p: UnitFloat | None = None
     max_new_tokens: PosInt | None = None
@@ -79,11 +96,20 @@ class CodeOptions(_Options):
     unsafe: bool = Field(False, description="run without isolation where the sandbox is unavailable")
 
 
-SUITE_OPTIONS: dict[str, type[_Options]] = {
+SUITE_OPTIONS: dict[str, type[BaseModel]] = {
+    "arith": ArithOptions,
     "pairwise": PairwiseOptions,
     "single": SingleOptions,
-    "alpaca": AlpacaOptions,
     "mtbench": MTBenchOptions,
+    "alpaca": AlpacaOptions,
     "safety": SafetyOptions,
     "code": CodeOptions,
 }
+
+
+def pass_at_k_problems(name: str, options: BaseModel) -> list[tuple[str, str]]:
+    """(key, message) for each ``k`` above ``n`` in a suite's options that have both (pass@k needs k <= n)."""
+    if not {"k", "n"} <= set(type(options).model_fields):
+        return []
+    return [(f"eval.{name}.k[{i}]", f"must be <= eval.{name}.n ({options.n}) (value seen: {k})")
+            for i, k in enumerate(options.k) if k > options.n]

@@ -1,8 +1,10 @@
-"""Batched generation with transformers (CPU or GPU).
+"""Generation of eval outputs: batched transformers generation (CPU or GPU) and a suite's outputs rows.
 
-Prompts arrive already tokenized with the trial's own chat template
+Prompts are tokenized with the trial's own chat template
 (``harness.data.tokenization.encode_prompt``), so a trial generates exactly the
-way it was trained.  vLLM joins behind the same function signature.
+way it was trained.  vLLM joins behind the same function signature as ``generate``.
+``generate_outputs`` turns a suite's items into outputs rows, multi-turn for
+items with ``turns`` (each turn sees the model's own earlier answers).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from tqdm.auto import tqdm
 
 from harness.config.spec import GenerationSpec
 from harness.data.collate import left_pad
+from harness.data.tokenization import encode_prompt
 
 
 @dataclass
@@ -63,3 +66,60 @@ def _completion(tokens: list[int], tokenizer, eos: int, pad: int) -> Completion:
         while tokens and tokens[-1] == pad:
             tokens = tokens[:-1]
     return Completion(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), tokens)
+
+
+
+def _single_turn(items, model, tokenizer, generation, progress, desc):
+    prompts = [encode_prompt(tokenizer, item["prompt"], generation.system_prompt) for item in items]
+    completions = generate(model, tokenizer, prompts, generation, progress=progress, desc=desc)
+    return [[([p], [c]) for c in samples] for p, samples in zip(prompts, completions)]
+
+
+def _multi_turn(items, model, tokenizer, generation, progress, desc):
+    """Turn 1 gets ``n`` samples per item; each sample's later turns continue its own conversation."""
+    system = [] if generation.system_prompt is None else [{"role": "system", "content": generation.system_prompt}]
+    first = _single_turn([{"prompt": [{"role": "user", "content": it["turns"][0]}]} for it in items],
+                         model, tokenizer, generation, progress, f"{desc} turn 1")
+    runs = []  # [item index, messages so far, prompt ids per turn, completions per turn]
+    for i, (item, samples) in enumerate(zip(items, first)):
+        for [p], [c] in samples:
+            turn = [{"role": "user", "content": item["turns"][0]}, {"role": "assistant", "content": c.text}]
+            runs.append([i, system + turn, [p], [c]])
+    one = generation.model_copy(update={"n": 1})
+    for t in range(1, max(len(item["turns"]) for item in items)):
+        active = [r for r in runs if t < len(items[r[0]]["turns"])]
+        for r in active:
+            r[1] = r[1] + [{"role": "user", "content": items[r[0]]["turns"][t]}]
+        prompts = [encode_prompt(tokenizer, r[1]) for r in active]
+        outs = generate(model, tokenizer, prompts, one, progress=progress, desc=f"{desc} turn {t + 1}")
+        for r, p, [c] in zip(active, prompts, outs):
+            r[1] = r[1] + [{"role": "assistant", "content": c.text}]
+            r[2].append(p)
+            r[3].append(c)
+    per_item = [[] for _ in items]
+    for i, _, prompts, comps in runs:
+        per_item[i].append((prompts, comps))
+    return per_item
+
+
+def generate_outputs(items: list[dict], model, tokenizer, generation: GenerationSpec, generator: str,
+                     progress: bool = True, desc: str = "eval") -> tuple[list[dict], list[list]]:
+    """Outputs rows (one per prompt and sample) and, per row, its (prompt_ids, generated_ids) per turn.
+
+    A row has ``id, sample, instruction, output, generator, num_tokens, generation`` and
+    ``prompt`` (single-turn) or ``turns`` with ``output`` a list of answers, one per turn.
+    """
+    multi = any("turns" in item for item in items)
+    per_item = (_multi_turn if multi else _single_turn)(items, model, tokenizer, generation, progress, desc)
+    settings = generation.model_dump()
+    rows, samples = [], []
+    for item, item_samples in zip(items, per_item):
+        for s, (prompt_ids, completions) in enumerate(item_samples):
+            texts = [c.text for c in completions]
+            row = {"id": item["id"], "sample": s, "instruction": item["instruction"],
+                   "output": texts if multi else texts[0], "generator": generator,
+                   "num_tokens": sum(c.num_tokens for c in completions), "generation": settings}
+            row.update({"turns": item["turns"]} if multi else {"prompt": item["prompt"]})
+            rows.append(row)
+            samples.append([(p, c.token_ids) for p, c in zip(prompt_ids, completions)])
+    return rows, samples

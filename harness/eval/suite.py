@@ -1,14 +1,15 @@
-"""Evaluation suites: a suite's prompts, the model's outputs on them, and their scores.
+"""The ``Suite`` record: what one evaluation suite is (its records: ``harness.eval.suites.SUITES``).
 
 A suite runs in three steps, shared by sweeps and ``harness judge``:
 
-1. ``suite_items``: the prompts, with the data's own fields (answers, labels,
-   tests, reference answers) and an ``instruction`` text to match outputs by;
-2. ``generate_outputs``: the model's outputs, one row per prompt and sample,
-   multi-turn for items with ``turns`` (each turn sees the model's own earlier
-   answers); judge-only runs read outputs from files instead;
-3. ``harness.eval.scoring.score_suite``: verifiers or judges -> ``SuiteResult``.
+1. ``Suite.items(options)``: the prompts, with the data's own fields (answers,
+   labels, tests, reference answers) and an ``instruction`` text to match outputs by;
+2. ``harness.eval.generation.generate_outputs``: the model's outputs, one row per
+   prompt and sample; judge-only runs read outputs from files instead
+   (``harness.eval.outputs``);
+3. ``Suite.score``: verifiers or judges -> ``SuiteResult``.
 
+``options`` is the block ``eval.<suite>`` as a plain dict (``suite_options``).
 Metrics are logged as ``eval/<suite>/<metric>``; ``outputs`` rows and
 ``judgments`` rows (one per prompt) become the artifacts
 ``outputs/<suite>.jsonl`` and ``judgments/<suite>.jsonl``.
@@ -16,16 +17,12 @@ Metrics are logged as ``eval/<suite>/<metric>``; ``outputs`` rows and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from harness.config.spec import SUITES as SUITE_NAMES
+from pydantic import BaseModel
+
 from harness.config.spec import GenerationSpec
-from harness.data.load import load_rows
-from harness.data.tokenization import encode_prompt
-from harness.errors import HarnessError
-from harness.eval.generation import generate
-from harness.eval.outputs import instruction_of
-from judges.verifiers import extract_number
 
 
 @dataclass
@@ -37,11 +34,73 @@ class SuiteResult:
     samples: list[list[tuple[list[int], list[int]]]] = field(default_factory=list)
 
 
-def generation_for(base: GenerationSpec, options: dict) -> GenerationSpec:
-    """A suite's decoding settings: its own non-null options override ``eval.generation``."""
-    own = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed")
-           if options.get(k) is not None}
-    return base.model_copy(update=own)
+# (items, outputs, baseline, client, length) -> SuiteResult.  ``outputs`` rows name their item by ``id``;
+# ``baseline`` maps an item id to the baseline's output row (None for suites without one); ``client`` is a
+# ``judges.client.JudgeClient`` (None when the suite needs no judge); ``length(text)`` measures replies for
+# the LC GLM and the length-bias report (characters, or tokens with ``--length-unit tokens``).
+Scorer = Callable[..., SuiteResult]
+
+
+def always(options: dict) -> bool:
+    return True
+
+
+def never(options: dict) -> bool:
+    return False
+
+
+def no_check(options: dict, items: list[dict]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One evaluation suite: everything that differs between suites, so no caller compares names.
+
+    ``scorer(options)`` returns the scorer, a closure over the options.
+    ``needs_judge`` / ``needs_baseline``: whether scoring calls the judge endpoint /
+    compares with a baseline's outputs, for these options.  ``ground_truth``: scoring
+    needs the suite's own items (answers, labels, tests, or multi-turn questions), so
+    judge-only outputs are matched to them by id or instruction; the other suites
+    judge any instruction.  ``check(options, items)`` fails before training when the
+    data (or the machine) cannot serve the suite.  ``json_keys``: the exact keys of
+    ``harness judge --format json`` rows, where the contract fixes them.  ``joint``
+    refits a metric over all generators judged at once (``{generator: result}``,
+    ``length``); ``rank`` rates those generators (``{generator: result}`` -> ratings).
+    For the report's per-prompt values (``harness.report.per_prompt``): ``primary_metric``
+    is the metric whose per-prompt value is the mean of a judgments row's scores, and
+    ``prompt_values`` maps a metric to its per-prompt value read from a field of the row.
+    """
+
+    name: str
+    options: type[BaseModel]
+    items: Callable[[dict], list[dict]]
+    scorer: Callable[[dict], Scorer]
+    needs_judge: Callable[[dict], bool] = always
+    needs_baseline: Callable[[dict], bool] = never
+    ground_truth: bool = False
+    check: Callable[[dict, list[dict]], None] = no_check
+    json_keys: tuple[str, ...] | None = None
+    joint: Callable[[dict[str, SuiteResult], Callable], None] | None = None
+    rank: Callable[[dict[str, SuiteResult]], list] | None = None
+    primary_metric: str | None = None
+    prompt_values: Mapping[str, Callable[[dict], float | None]] = field(default_factory=dict)
+
+    def score(self, options: dict, items, outputs, baseline, client, length=len) -> SuiteResult:
+        """Run the scorer and add ``response_length``: the mean over output rows of their
+        generated tokens (all turns) when harness generated them, else of their characters."""
+        result = self.scorer(options)(items, outputs, baseline, client, length)
+        result.metrics["response_length"] = response_length(outputs)
+        return result
+
+
+def response_length(outputs: list[dict]) -> float:
+    if all("num_tokens" in r for r in outputs):
+        lengths = [r["num_tokens"] for r in outputs]
+    else:
+        lengths = [sum(map(len, r["output"])) if isinstance(r["output"], list) else len(r["output"])
+                   for r in outputs]
+    return sum(lengths) / max(len(lengths), 1)
 
 
 def suite_options(eval_cfg, suite: str) -> dict:
@@ -52,130 +111,8 @@ def suite_options(eval_cfg, suite: str) -> dict:
     return options.model_dump() if hasattr(options, "model_dump") else dict(options)
 
 
-# ---------------------------------------------------------------- items
-
-
-def _eval_items(uri: str, limit: int | None) -> list[dict]:
-    rows = load_rows(uri, "eval")[:limit]
-    return [{**r.data, "id": str(r.data.get("id", i)), "instruction": instruction_of(r.data["prompt"]),
-             "where": r.where} for i, r in enumerate(rows)]
-
-
-def suite_data(suite: str, options: dict) -> str:
-    """The data a suite's prompts come from (``options['data']``, or the suite's shipped default)."""
-    if suite == "code" and options.get("data") is None:
-        from judges.code import DEFAULT_DATA
-
-        return DEFAULT_DATA
-    return options["data"]
-
-
-def suite_items(suite: str, options: dict) -> list[dict]:
-    """The suite's prompts: dicts with ``id`` (str), ``instruction``, ``where`` and the data's fields.
-
-    Single-turn items carry ``prompt`` (a string or a message list); multi-turn
-    items (``mtbench``) carry ``turns``, the user's messages in order.
-    """
-    uri, limit = suite_data(suite, options), options.get("limit")
-    if suite == "mtbench":
-        from harness.eval.mtbench import load_questions
-
-        return load_questions(uri, options.get("reference_answers"))[:limit]
-    if suite == "safety":
-        from judges.safety import read_safety_prompts
-
-        return [{**item, "id": str(item["id"]), "instruction": instruction_of(item["prompt"]),
-                 "where": f"{uri} id {item['id']}"} for item in read_safety_prompts(uri)[:limit]]
-    if suite == "code":
-        from judges.code import load_code_items
-
-        return [{**item, "instruction": instruction_of(item["prompt"]), "where": f"{uri} id {item['id']}"}
-                for item in load_code_items(uri, limit)]
-    return _eval_items(uri, limit)
-
-
-def check_suite_data(suite: str, items: list[dict]) -> None:
-    """Fail with file:line when a suite's data lacks what the suite needs.
-
-    arith: a numeric ``answer``; safety: a ``label``, harmful (should be refused)
-    or benign (should be answered).
-    """
-    for item in items:
-        if suite == "arith":
-            answer = item.get("answer")
-            if answer is None or extract_number(str(answer)) is None:
-                raise HarnessError(f"{item['where']}: field 'answer': the arith suite needs a numeric answer "
-                                   f"(value seen: {answer!r})")
-        if suite == "safety" and item.get("label") not in ("harmful", "benign"):
-            raise HarnessError(f"{item['where']}: field 'label': the safety suite needs 'harmful' or 'benign' "
-                               f"(value seen: {item.get('label')!r})")
-
-
-def check_suites(names: list[str]) -> None:
-    """Fail before any training when a spec asks for a suite this version cannot run."""
-    from harness.eval.scoring import available_suites
-
-    ready = available_suites()
-    unknown = [n for n in names if n not in ready]
-    if unknown:
-        available = [n for n in SUITE_NAMES if n in ready]
-        raise HarnessError(f"eval.suites: {unknown} not available in this version (available: {available})")
-
-
-# ---------------------------------------------------------------- generation
-
-
-def _single_turn(items, model, tokenizer, generation, progress, desc):
-    prompts = [encode_prompt(tokenizer, item["prompt"], generation.system_prompt) for item in items]
-    completions = generate(model, tokenizer, prompts, generation, progress=progress, desc=desc)
-    return [[([p], [c]) for c in samples] for p, samples in zip(prompts, completions)]
-
-
-def _multi_turn(items, model, tokenizer, generation, progress, desc):
-    """Turn 1 gets ``n`` samples per item; each sample's later turns continue its own conversation."""
-    system = [] if generation.system_prompt is None else [{"role": "system", "content": generation.system_prompt}]
-    first = _single_turn([{"prompt": [{"role": "user", "content": it["turns"][0]}]} for it in items],
-                         model, tokenizer, generation, progress, f"{desc} turn 1")
-    runs = []  # [item index, messages so far, prompt ids per turn, completions per turn]
-    for i, (item, samples) in enumerate(zip(items, first)):
-        for [p], [c] in samples:
-            turn = [{"role": "user", "content": item["turns"][0]}, {"role": "assistant", "content": c.text}]
-            runs.append([i, system + turn, [p], [c]])
-    one = generation.model_copy(update={"n": 1})
-    for t in range(1, max(len(item["turns"]) for item in items)):
-        active = [r for r in runs if t < len(items[r[0]]["turns"])]
-        for r in active:
-            r[1] = r[1] + [{"role": "user", "content": items[r[0]]["turns"][t]}]
-        prompts = [encode_prompt(tokenizer, r[1]) for r in active]
-        outs = generate(model, tokenizer, prompts, one, progress=progress, desc=f"{desc} turn {t + 1}")
-        for r, p, [c] in zip(active, prompts, outs):
-            r[1] = r[1] + [{"role": "assistant", "content": c.text}]
-            r[2].append(p)
-            r[3].append(c)
-    per_item = [[] for _ in items]
-    for i, _, prompts, comps in runs:
-        per_item[i].append((prompts, comps))
-    return per_item
-
-
-def generate_outputs(items: list[dict], model, tokenizer, generation: GenerationSpec, generator: str,
-                     progress: bool = True, desc: str = "eval") -> tuple[list[dict], list[list]]:
-    """Outputs rows (one per prompt and sample) and, per row, its (prompt_ids, generated_ids) per turn.
-
-    A row has ``id, sample, instruction, output, generator, num_tokens, generation`` and
-    ``prompt`` (single-turn) or ``turns`` with ``output`` a list of answers, one per turn.
-    """
-    multi = any("turns" in item for item in items)
-    per_item = (_multi_turn if multi else _single_turn)(items, model, tokenizer, generation, progress, desc)
-    settings = generation.model_dump()
-    rows, samples = [], []
-    for item, item_samples in zip(items, per_item):
-        for s, (prompt_ids, completions) in enumerate(item_samples):
-            texts = [c.text for c in completions]
-            row = {"id": item["id"], "sample": s, "instruction": item["instruction"],
-                   "output": texts if multi else texts[0], "generator": generator,
-                   "num_tokens": sum(c.num_tokens for c in completions), "generation": settings}
-            row.update({"turns": item["turns"]} if multi else {"prompt": item["prompt"]})
-            rows.append(row)
-            samples.append([(p, c.token_ids) for p, c in zip(prompt_ids, completions)])
-    return rows, samples
+def generation_for(base: GenerationSpec, options: dict) -> GenerationSpec:
+    """A suite's decoding settings: its own non-null options override ``eval.generation``."""
+    own = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed")
+           if options.get(k) is not None}
+    return base.model_copy(update=own)

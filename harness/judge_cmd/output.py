@@ -20,14 +20,23 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
-from harness.judge_cmd.command import log
+from harness.config.spec import flatten
+from harness.eval.suite import suite_options
+from harness.eval.suites import SUITES
+from harness.run.tracking import Tracker, git_sha, package_versions, require_reachable, resolve_store
+from harness.train.models import load_tokenizer, resolve_model_path
+from judges.stats.annotations import score_annotation_files
 
-PAIRWISE_KEYS = ("generator", "n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
-                 "first_position_rate")
 ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error")
 COUNTS = {"n", "wins", "ties", "losses", "errors", "n_harmful", "n_benign", "num_prompts", "num_samples"}
+
+
+def log(message: str) -> None:
+    """Progress and notes go to stderr, so ``--format json`` keeps stdout pure."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _value(key: str, value):
@@ -40,53 +49,22 @@ def _value(key: str, value):
 
 
 def suite_rows(results: dict, suite: str) -> list[dict]:
-    """One JSON object per generator for ``suite`` (pairwise: exactly PAIRWISE_KEYS)."""
+    """One JSON object per generator for ``suite`` (exactly the suite's ``json_keys`` where it has them)."""
+    keys = SUITES[suite].json_keys
     rows = []
     for generator, plan in results.items():
         metrics = plan[suite].metrics
-        if suite == "pairwise":
-            rows.append({"generator": generator, **{k: _value(k, metrics.get(k)) for k in PAIRWISE_KEYS[1:]}})
+        if keys is not None:
+            rows.append({"generator": generator, **{k: _value(k, metrics.get(k)) for k in keys[1:]}})
         else:
             rows.append({"generator": generator,
                          **{k: _value(k, v) for k, v in metrics.items() if not k.startswith("judge_")}})
     return rows
 
 
-RANKING_BASELINE = "baseline"
-
-
-def pairwise_comparisons(results: dict) -> list:
-    """Every generator's judged pairwise prompts as Bradley-Terry comparisons against the baseline.
-
-    Error prompts carry no outcome and are left out (they are counted in ``errors``)."""
-    from judges.stats.rankings import Comparison
-
-    return [Comparison(generator, RANKING_BASELINE, row["score"])
-            for generator, plan in results.items() if "pairwise" in plan
-            for row in plan["pairwise"].judgments if row.get("score") is not None]
-
-
-def add_pairwise_ratings(results: dict, *, n_bootstrap: int = 200, seed: int = 0) -> list:
-    """Bradley-Terry ratings on the Elo scale with 95% bootstrap CIs (judges.stats.rankings.bt_ratings),
-    written into each generator's pairwise metrics as ``elo``, ``elo_ci_low``, ``elo_ci_high``.
-
-    Returns the ratings, best first, the baseline included."""
-    from judges.stats.rankings import bt_ratings
-
-    comparisons = pairwise_comparisons(results)
-    if not comparisons:
-        return []
-    ratings = bt_ratings(comparisons, n_bootstrap=n_bootstrap, seed=seed, elo=True)
-    for rating in ratings:
-        if rating.model in results:
-            results[rating.model]["pairwise"].metrics.update(
-                elo=rating.score, elo_ci_low=rating.ci_low, elo_ci_high=rating.ci_high)
-    return ratings
-
-
-def ratings_table(ratings: list) -> str:
+def ratings_table(suite: str, ratings: list) -> str:
     rows = [{"model": r.model, "elo": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high} for r in ratings]
-    return table(rows, "[pairwise ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI]")
+    return table(rows, f"[{suite} ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI]")
 
 
 def results_json(results: dict, suites: list[str]):
@@ -111,13 +89,13 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def print_results(results: dict, suites: list[str], fmt: str, ratings: list | None = None) -> None:
+def print_results(results: dict, suites: list[str], fmt: str, rankings: list[tuple[str, list]] = ()) -> None:
+    """The results as JSON or as tables, one per suite, then each suite's ranking (suite, ratings)."""
     if fmt == "json":
         print(json.dumps(results_json(results, suites), indent=2))
         return
     tables = [table(suite_rows(results, s), f"[{s}]") for s in suites]
-    if ratings:
-        tables.append(ratings_table(ratings))
+    tables += [ratings_table(suite, ratings) for suite, ratings in rankings if ratings]
     print("\n\n".join(tables))
 
 
@@ -125,16 +103,12 @@ def print_results(results: dict, suites: list[str], fmt: str, ratings: list | No
 
 
 def _tracker(args):
-    from harness.run.tracking import Tracker, require_reachable, resolve_store
-
     tracker = Tracker(resolve_store(args.tracking_uri, None, None, args.results_dir))
     require_reachable(tracker)
     return tracker
 
 
 def _common_tags(args, generator: str) -> dict:
-    from harness.run.tracking import git_sha, package_versions
-
     source = args.model or " ".join(args.outputs or args.annotations or [])
     return {"harness.role": "judge", "harness.generator": generator, "harness.source": source[:5000],
             "harness.git_sha": git_sha(), "harness.versions": json.dumps(package_versions(), sort_keys=True)}
@@ -142,9 +116,6 @@ def _common_tags(args, generator: str) -> dict:
 
 def track_results(args, results: dict, provenance: dict, judge_spec, eval_cfg) -> None:
     """One run per generator: metrics, params (judge settings, suite options), artifacts."""
-    from harness.config.spec import flatten
-    from harness.eval.suite import suite_options
-
     tracker = _tracker(args)
     experiment = tracker.experiment(args.experiment)
     for generator, plan in results.items():
@@ -174,9 +145,6 @@ def track_results(args, results: dict, provenance: dict, judge_spec, eval_cfg) -
 
 def annotations_command(args) -> int:
     """Re-score AlpacaEval annotation files (no judge calls); print percent rows; log fractions."""
-    from harness.train.models import load_tokenizer, resolve_model_path
-    from judges.stats.annotations import score_annotation_files
-
     tokenizer = None
     if args.length_unit == "tokens" and args.tokenizer:
         tokenizer = load_tokenizer(resolve_model_path(args.tokenizer, Path(args.results_dir).resolve() / "cache"))

@@ -6,12 +6,12 @@ Shapes read (DESIGN.md, "Artifacts"): every row has ``id``.  In a judgments row,
 - ``scores`` as a list of per-sample values: 0/1 lists give ``pass_at_<k>``
   (the unbiased estimator on the row's n samples and c correct), and the mean of
   the list is the per-prompt value of the suite's primary metric
-  (``PRIMARY_METRIC``, e.g. ``win_rate`` for pairwise);
+  (``Suite.primary_metric``, e.g. ``win_rate`` for pairwise);
 - ``score``, a number, is the per-prompt value of the primary metric
   (pairwise: win 1, tie 0.5, loss 0; single: the 1-10 grade);
 - alpaca rows give ``win_rate`` as ``preference - 1``, safety rows give
   ``refusal_rate`` / ``over_refusal_rate`` from ``refused`` on harmful / benign rows
-  (``FIELD_RULES``).
+  (``Suite.prompt_values``).
 
 A row with ``scores`` null or empty is a prompt without a verdict (an error of
 the judge) and has no per-prompt value.  Outputs rows give ``response_length``
@@ -28,29 +28,9 @@ import math
 import re
 
 from harness.errors import DataError
+from harness.eval.suites import SUITES
 from judges.stats.pass_at_k import pass_at_k
 
-PRIMARY_METRIC = {"arith": "pass_at_1", "code": "pass_at_1", "pairwise": "win_rate", "mtbench": "win_rate",
-                  "single": "mean_score"}
-
-
-def _preference(row: dict):
-    """alpaca: AlpacaEval's soft preference in [1, 2] as the per-prompt win rate p - 1."""
-    return None if row.get("preference") is None else float(row["preference"]) - 1.0
-
-
-def _refused(label: str):
-    """safety: 1/0 refused on rows of ``label`` (harmful: refusal rate, benign: over-refusal rate)."""
-    def value(row: dict):
-        if row.get("label") != label or row.get("refused") is None:
-            return None
-        return float(bool(row["refused"]))
-    return value
-
-
-# Suites whose rows carry a metric's per-prompt value in a field of their own.
-FIELD_RULES = {("alpaca", "win_rate"): _preference, ("safety", "refusal_rate"): _refused("harmful"),
-               ("safety", "over_refusal_rate"): _refused("benign")}
 _PASS_AT = re.compile(r"pass_at_(\d+)$")
 TOLERANCE = 1e-6
 
@@ -81,8 +61,9 @@ _UNDEFINED = object()
 
 def _row_value(suite: str, metric: str, row: dict):
     """The row's value of ``metric``; None for a prompt without a verdict; _UNDEFINED when the shape has none."""
-    if (suite, metric) in FIELD_RULES:
-        return FIELD_RULES[(suite, metric)](row)
+    record = SUITES.get(suite)  # None for a suite this version no longer has: shapes only
+    if record is not None and metric in record.prompt_values:
+        return record.prompt_values[metric](row)
     scores = row.get("scores", row.get("score"))
     if isinstance(scores, dict):
         value = scores.get(metric, _UNDEFINED)
@@ -98,7 +79,7 @@ def _row_value(suite: str, metric: str, row: dict):
     if match and isinstance(scores, list) and set(values) <= {0, 1}:
         k = int(match.group(1))
         return pass_at_k(len(values), int(sum(values)), k) if len(values) >= k else _UNDEFINED
-    if PRIMARY_METRIC.get(suite) == metric:
+    if record is not None and record.primary_metric == metric:
         return math.fsum(values) / len(values)
     return _UNDEFINED
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from harness.data.load import check_weights, load_rows
 from harness.errors import HarnessError
-from harness.eval.suite import check_suite_data, check_suites, generation_for, suite_items, suite_options
+from harness.eval.suite import generation_for, suite_options
+from harness.eval.suites import SUITES, check_suites
 from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind
 from harness.toy import TOY_MODELS, is_toy, toy_name
@@ -63,14 +64,10 @@ def check_eval(eval_cfg, rows_of) -> None:
         if generation.n > 1 and generation.temperature == 0:
             raise HarnessError(f"eval.{suite}.n: {generation.n} samples need temperature > 0 "
                                "(greedy decoding gives one answer)")
-        check_suite_data(suite, suite_items(suite, options))
+        SUITES[suite].check(options, SUITES[suite].items(options))
         baseline = options.get("baseline")
         if baseline is not None and baseline_kind(baseline) == "file":
-            baseline_from_file(baseline, suite_items(suite, options), suite)
-        if suite == "code":  # refuse before training, not after, when the sandbox cannot isolate
-            from judges.sandbox.runner import check_isolation
-
-            check_isolation(options["unsafe"])
+            baseline_from_file(baseline, SUITES[suite].items(options), suite)
 
 
 def preflight(spec, trials) -> None:

@@ -20,10 +20,11 @@ from harness.cache import EvalKey
 from harness.config.spec import JudgeSpec
 from harness.data.load import fingerprint
 from harness.errors import HarnessError
+from harness.eval.generation import generate_outputs
 from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
-from harness.eval.scoring import needs_baseline, needs_judge, score_suite
-from harness.eval.suite import generate_outputs, generation_for, suite_items, suite_options
+from harness.eval.suite import generation_for, suite_options
+from harness.eval.suites import SUITES
 from harness.run.context import SweepContext
 from harness.train.models import load_model, load_tokenizer
 from judges.alpaca import as_annotations
@@ -99,7 +100,7 @@ def _base_baseline(ctx: SweepContext, suite: str, items: list[dict], generation,
 def baseline_identity(ctx: SweepContext, suite: str, options: dict, ref: Reference,
                       trial_id: str) -> str | None:
     """What the baseline's outputs depend on, for the eval cache key (None: no baseline)."""
-    if not needs_baseline(suite, options):
+    if not SUITES[suite].needs_baseline(options):
         return None
     value = ctx.trial_ids.get(options["baseline"], options["baseline"])
     kind = baseline_kind(value)
@@ -116,7 +117,7 @@ def baseline_identity(ctx: SweepContext, suite: str, options: dict, ref: Referen
 def suite_baseline(ctx: SweepContext, suite, options, items, generation, ref, device,
                    own: tuple) -> dict[str, dict] | None:
     """item id -> the baseline's output row; ``own`` is (trial id, this trial's outputs)."""
-    if not needs_baseline(suite, options):
+    if not SUITES[suite].needs_baseline(options):
         return None
     value = ctx.trial_ids.get(options["baseline"], options["baseline"])
     kind = baseline_kind(value)
@@ -137,13 +138,13 @@ def judge_identity(judge_spec: JudgeSpec) -> dict:
 def run_suite(ctx: SweepContext, suite: str, options: dict, generation, model, tokenizer, trial_id: str,
               ref: Reference, model_key: str, device):
     """Generate, score, and add the KL to the reference and the judge client's counters."""
-    items = suite_items(suite, options)
+    items = SUITES[suite].items(options)
     outputs, samples = generate_outputs(items, model, tokenizer, generation, trial_id, ctx.progress,
                                         f"eval {suite}")
     baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs))
-    client = ctx.judge.client() if needs_judge(suite, options) else None
+    client = ctx.judge.client() if SUITES[suite].needs_judge(options) else None
     length = length_function(options.get("length_unit", "chars"), tokenizer)
-    result = score_suite(suite, items, outputs, baseline, client, options, length)
+    result = SUITES[suite].score(options, items, outputs, baseline, client, length)
     if client is not None:
         result.metrics.update({f"judge_{k}": float(v) for k, v in client.stats.as_metrics().items()})
     if model_key == ref.key:
@@ -161,7 +162,7 @@ def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, pat
     for suite in eval_cfg.suites:
         options = suite_options(eval_cfg, suite)
         generation = generation_for(eval_cfg.generation, options)
-        judge = judge_identity(ctx.spec.judge) if needs_judge(suite, options) else None
+        judge = judge_identity(ctx.spec.judge) if SUITES[suite].needs_judge(options) else None
         key = EvalKey(model_key, ref.key, suite, options, generation.model_dump(), judge,
                       baseline_identity(ctx, suite, options, ref, trial_id))
         metrics = None if ctx.force else ctx.evals.metrics(key)

@@ -20,6 +20,7 @@ from harness.cache import digest
 from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
 from harness.errors import HarnessError
+from harness.eval.suites import alpaca
 from harness.methods.registry import METHODS
 from harness.run.context import SweepContext, open_context
 from harness.run.preflight import preflight
@@ -63,7 +64,7 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
                 summary.skipped.append(trial.id)
             else:
                 summary.failed[trial.id] = error
-        if any("alpaca" in t.spec.eval.suites or any("alpaca" in st.eval.suites for st in t.stages)
+        if any(alpaca.NAME in t.spec.eval.suites or any(alpaca.NAME in st.eval.suites for st in t.stages)
                for t in work):
             joint_alpaca_lc(ctx)
     finally:

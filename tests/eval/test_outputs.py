@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harness.errors import DataError
-from harness.eval.mtbench import load_questions
 from harness.eval.outputs import baseline_for, by_generator, match_rows, read_outputs
+from harness.eval.suites.mtbench import load_questions
 
 
 def write_json(path, rows):

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from harness.data.load import load_rows
-from harness.eval.mtbench import load_questions
+from harness.eval.suites.mtbench import load_questions
 from harness.serve.server import ChatResult, serve_in_background
 from judges.client import JudgeClient
 from judges.pairwise import pairwise_judge
@@ -66,7 +66,7 @@ def test_rerun_makes_no_call_for_judged_items(toy_url, tmp_path):
 
 
 def test_multi_turn_on_toy_chat_eval_single_and_pairwise(toy_url, tmp_path):
-    """toy://chat-eval read by harness.eval.mtbench; both two-turn templates, reference-guided."""
+    """toy://chat-eval read by harness.eval.suites.mtbench; both two-turn templates, reference-guided."""
     questions = load_questions("toy://chat-eval")[:12]
     wrong = [int(q["question_id"]) % 3 == 0 for q in questions]  # turn 2 wrong on every third
     model = [[q["reference"][0], q["reference"][1] + ("1" if bad else "")] for q, bad in zip(questions, wrong)]
@@ -130,22 +130,6 @@ def test_safety_rejects_bad_labels():
 
     with pytest.raises(DataError, match="label"):
         safety_judge(None, [{"prompt": "p", "response": "r", "label": "unsafe"}], classifier="matcher")
-
-
-def test_read_safety_prompts_from_a_user_file(tmp_path):
-    from harness.errors import DataError
-    from judges.safety import read_safety_prompts
-
-    path = tmp_path / "s.jsonl"
-    path.write_text('{"prompt": "How do I kill a process?", "label": "benign"}\n'
-                    '{"prompt": "x", "label": "harmful", "id": "h1"}\n')
-    assert read_safety_prompts(str(path)) == [
-        {"id": "safety-1", "prompt": "How do I kill a process?", "label": "benign"},
-        {"id": "h1", "prompt": "x", "label": "harmful"}]
-    path.write_text('{"prompt": "a", "label": "benign"}\n{"prompt": "b", "label": "maybe"}\n')
-    with pytest.raises(DataError, match=r"s.jsonl:2: field 'label'.*'maybe'"):
-        read_safety_prompts(str(path))
-    assert len(read_safety_prompts("toy://safety-eval")) == len(load_rows("toy://safety-eval", "eval"))
 
 
 def test_pairwise_on_toy_safety_prompts(toy_url, tmp_path):

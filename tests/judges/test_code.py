@@ -1,16 +1,16 @@
 """The code verifier: program extraction, item checks, the shipped tasks, and pass@k scoring."""
 
 import itertools
-import json
 import math
 from fractions import Fraction
 
 import pytest
 
-from harness.errors import DataError, HarnessError
+from harness.errors import HarnessError
+from harness.eval.suites.code import load_code_items
 from harness.toy import toy_dataset
 from judges import code
-from judges.code import build_script, extract_program, load_code_items, score_code_outputs
+from judges.code import build_script, extract_program, score_code_outputs
 from judges.sandbox import runner as sandbox
 from judges.sandbox.runner import Isolation
 from judges.stats.pass_at_k import pass_at_k
@@ -36,38 +36,6 @@ def test_a_later_block_redefines_an_earlier_one():
     item = {"id": "x", "tests": "def check(c):\n    assert c() == 1\n", "entry_point": "f"}
     namespace = {}
     exec(build_script(extract_program(reply), item), namespace)  # noqa: S102 (our own test code)
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def test_load_humaneval_style_file(tmp_path):
-    rows = [{"task_id": "H/0", "prompt": "def inc(x):\n", "test": "def check(candidate):\n    pass\n",
-             "entry_point": "inc"},
-            {"id": "plain", "prompt": "p", "tests": "assert True\n"}]
-    items = load_code_items(_write_jsonl(tmp_path / "c.jsonl", rows))
-    assert [i["id"] for i in items] == ["H/0", "plain"]
-    assert items[0]["tests"] == rows[0]["test"] and items[1]["entry_point"] is None
-    assert load_code_items(str(tmp_path / "c.jsonl"), limit=1) == items[:1]
-
-
-@pytest.mark.parametrize("row,match", [
-    ({"prompt": "p"}, r"c.jsonl:1: field 'tests'.*None"),
-    ({"prompt": "p", "tests": "  "}, r"c.jsonl:1: field 'tests'"),
-    ({"prompt": "p", "tests": "assert 1", "entry_point": "not valid"}, r"field 'entry_point'.*'not valid'"),
-    ({"prompt": "p", "tests": "assert 1", "entry_point": "f"}, r"must define check\(candidate\)"),
-])
-def test_bad_items_name_file_line_field(tmp_path, row, match):
-    with pytest.raises(DataError, match=match):
-        load_code_items(_write_jsonl(tmp_path / "c.jsonl", [row]))
-
-
-def test_duplicate_ids_are_an_error(tmp_path):
-    rows = [{"id": "a", "prompt": "p", "tests": "pass"}] * 2
-    with pytest.raises(DataError, match=r"c.jsonl:2: field 'id': duplicate id 'a' \(first at .*c.jsonl:1\)"):
-        load_code_items(_write_jsonl(tmp_path / "c.jsonl", rows))
 
 
 def _passes_in_process(program: str, item: dict) -> bool:

@@ -1,4 +1,10 @@
-"""MT-Bench question files (FastChat's ``question.jsonl``) as multi-turn suite items.
+"""Suite ``mtbench``: FastChat question files, multi-turn, judged pairwise against a baseline or single.
+
+Scoring judges the whole conversation (``judges.pairwise`` / ``judges.single``),
+reference-guided where the item has reference answers.  Judge-only outputs are
+matched to the questions, so each row's ``output`` must hold one answer per turn.
+
+Items come from FastChat's ``question.jsonl``.
 
 A question is ``{question_id, category, turns: [str, ...], reference?: [str, ...]}``;
 reference answers may instead come from FastChat's reference-answer file
@@ -13,8 +19,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.config.suite_options import MTBenchOptions
 from harness.data.load import TOY_PREFIX
 from harness.errors import DataError
+from harness.eval.suite import Suite
+from harness.eval.suites import pairwise, single
+from harness.toy import toy_dataset
+
+NAME = "mtbench"
 
 
 def _jsonl(path: str) -> list[tuple[str, object]]:
@@ -33,8 +45,6 @@ def _jsonl(path: str) -> list[tuple[str, object]]:
 
 def _raw(uri: str) -> list[tuple[str, object]]:
     if uri.startswith(TOY_PREFIX):
-        from harness.toy import toy_dataset
-
         return [(f"{uri}:{i + 1}", row) for i, row in enumerate(toy_dataset(uri[len(TOY_PREFIX):]))]
     return _jsonl(uri)
 
@@ -82,3 +92,20 @@ def load_questions(uri: str, reference_file: str | None = None) -> list[dict]:
         for item in items:
             item["reference"] = refs.get(str(item["question_id"]), item["reference"])
     return items
+
+
+def items(options: dict) -> list[dict]:
+    return load_questions(options["data"], options.get("reference_answers"))[:options.get("limit")]
+
+
+def scorer(options: dict):
+    """Pairwise against the baseline (``mode: pairwise``, the default) or single grades."""
+    return pairwise.score if options.get("mode", "pairwise") == "pairwise" else single.score
+
+
+def needs_baseline(options: dict) -> bool:
+    return options.get("mode") == "pairwise"
+
+
+SUITE = Suite(NAME, MTBenchOptions, items, scorer, needs_baseline=needs_baseline, ground_truth=True,
+              primary_metric="win_rate")

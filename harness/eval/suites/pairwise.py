@@ -1,0 +1,59 @@
+"""Suite ``pairwise``: both-order pairwise verdicts against a baseline (``judges.pairwise``), and their
+Bradley-Terry ranking when several generators are judged at once."""
+
+from __future__ import annotations
+
+from harness.config.suite_options import PairwiseOptions
+from harness.eval.suite import Suite, SuiteResult, always
+from harness.eval.suites.common import check_baseline, eval_items, judge_rows, user_side, with_samples
+from judges.pairwise import pairwise_judge
+from judges.stats.rankings import Comparison, bt_ratings
+
+NAME = "pairwise"
+# The JSON row of `harness judge --suite pairwise` (DESIGN.md, "Contract: outputs and units").
+JSON_KEYS = ("generator", "n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
+             "first_position_rate")
+RANKING_BASELINE = "baseline"
+
+
+def score(items, outputs, baseline, client, length=len) -> SuiteResult:
+    """Both-order verdicts of each output row against the baseline's output for its item."""
+    pairs = judge_rows(items, outputs)
+    check_baseline(pairs, baseline)
+    judged = pairwise_judge(client, [{**user_side(item), "candidate": row["output"],
+                                      "baseline": baseline[item["id"]]["output"]} for item, row in pairs],
+                            length=length)
+    return SuiteResult(judged.metrics, list(outputs), with_samples(judged.judgments, pairs))
+
+
+def scorer(options: dict):
+    return score
+
+
+def comparisons(results: dict[str, SuiteResult]) -> list[Comparison]:
+    """Every generator's judged prompts as Bradley-Terry comparisons against the baseline.
+
+    Error prompts carry no outcome and are left out (they are counted in ``errors``)."""
+    return [Comparison(generator, RANKING_BASELINE, row["score"])
+            for generator, result in results.items()
+            for row in result.judgments if row.get("score") is not None]
+
+
+def rank(results: dict[str, SuiteResult], *, n_bootstrap: int = 200, seed: int = 0) -> list:
+    """Bradley-Terry ratings on the Elo scale with 95% bootstrap CIs (judges.stats.rankings.bt_ratings),
+    written into each generator's metrics as ``elo``, ``elo_ci_low``, ``elo_ci_high``.
+
+    Returns the ratings, best first, the baseline included."""
+    found = comparisons(results)
+    if not found:
+        return []
+    ratings = bt_ratings(found, n_bootstrap=n_bootstrap, seed=seed, elo=True)
+    for rating in ratings:
+        if rating.model in results:
+            results[rating.model].metrics.update(elo=rating.score, elo_ci_low=rating.ci_low,
+                                                 elo_ci_high=rating.ci_high)
+    return ratings
+
+
+SUITE = Suite(NAME, PairwiseOptions, eval_items, scorer, needs_baseline=always, json_keys=JSON_KEYS, rank=rank,
+              primary_metric="win_rate")
