@@ -7,11 +7,13 @@ anything else prints one line and exits 1.  ``--debug`` shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import warnings
-from pathlib import Path
+from collections.abc import Callable
 
+from harness.console import say
 from harness.errors import HarnessError
 
 
@@ -104,103 +106,18 @@ def _judge_parser(sub) -> None:
     _common(p)
 
 
-def cmd_judge(args) -> int:
-    from harness.judge_cmd.command import cmd_judge as run
-
-    return run(args)
-
-
-def cmd_sweep(args) -> int:
-    from harness.config.grid import dry_run_lines, expand_trials
-    from harness.config.spec import load_spec
-    from harness.data.load import fingerprint
-    from harness.run.sweep import run_sweep
-
-    spec = load_spec(args.spec, args.overrides)
-    trials = expand_trials(spec, fingerprint)
-    if args.dry_run:
-        print("\n".join(dry_run_lines(trials)))
-        return 0
-    if args.executor == "ray":
-        raise HarnessError("--executor ray: not available in this version; use --executor local")
-    if args.max_parallel > 1:
-        _err("note: --max-parallel (one trial per GPU) is not available in this version; "
-             "trials run one at a time")
-    summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=_err)
-    return _finish(summary)
+# Each command's code is imported only when that command runs: `harness report` and `harness ui` never
+# pay for torch and transformers (seconds of start-up), which `sweep` needs.
+COMMANDS = {"sweep": ("harness.run.commands", "sweep"), "train": ("harness.run.commands", "train"),
+            "audit": ("harness.run.commands", "audit"), "judge": ("harness.judge_cmd.command", "cmd_judge"),
+            "report": ("harness.report", "command"), "ui": ("harness.run.tracking", "ui_command"),
+            "serve": ("harness.serve.endpoint", "serve_command")}
 
 
-def cmd_train(args) -> int:
-    from harness.config.grid import single_trial
-    from harness.config.spec import load_spec
-    from harness.data.load import fingerprint
-    from harness.run.sweep import run_sweep
-
-    spec = load_spec(args.spec, args.overrides)
-    if spec.ablate or len(spec.seeds) > 1:
-        _err(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
-    trials = [single_trial(spec, fingerprint)]
-    summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=_err)
-    return _finish(summary)
-
-
-def _finish(summary) -> int:
-    _err(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
-    if summary.failed:
-        for trial_id, message in summary.failed.items():
-            _err(f"  {trial_id}: {message}")
-        return 1
-    return 0
-
-
-def cmd_report(args) -> int:
-    from harness.report import write_report
-    from harness.run.tracking import resolve_store
-
-    store = resolve_store(args.tracking_uri, None, None, args.results_dir)
-    out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
-    print(write_report(store, args.experiments, out, args.format, args.reference), end="")
-    return 0
-
-
-def cmd_ui(args) -> int:
-    import subprocess
-
-    from harness.run.tracking import resolve_store
-
-    store = resolve_store(args.tracking_uri, None, None, args.results_dir)
-    print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{args.port}", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-           "--host", "127.0.0.1", "--port", str(args.port),
-           "--workers", "1"]  # one user; mlflow's default 4 workers were killed at startup on a loaded 2-core machine
-    return subprocess.call(cmd)
-
-
-def cmd_serve(args) -> int:
-    from harness.serve.endpoint import serve_responder
-    from harness.serve.server import serve_forever
-
-    responder = serve_responder(args.model, args.position_bias, args.verbosity_bias,
-                                Path(args.results_dir).resolve() / "cache")
-    serve_forever(responder, args.host, args.port, model_name=args.model,
-                  announce=lambda url: print(f"serving {args.model} at {url}", flush=True))
-    return 0
-
-
-def cmd_audit(args) -> int:
-    from harness.data.audit import audit_data, format_table, to_json
-    from harness.train.models import tokenizer_only
-
-    if not 0 < args.near_threshold <= 1:
-        raise HarnessError(f"--near-threshold: must be in (0, 1], got {args.near_threshold}")
-    report = audit_data(args.data, tokenizer_only(args.model, "--model"), args.eval, args.near_threshold)
-    title = f"audit of {args.data} (tokenizer of {args.model}" + (f"; eval {args.eval})" if args.eval else ")")
-    print(to_json(report) if args.format == "json" else format_table(report, title))
-    return 0
-
-
-COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "judge": cmd_judge, "report": cmd_report, "ui": cmd_ui,
-            "serve": cmd_serve, "audit": cmd_audit}
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function that runs subcommand ``name``."""
+    module, attr = COMMANDS[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 def _quiet_libraries() -> None:
@@ -213,32 +130,25 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
 
 
-def _err(message: str) -> None:
-    """A line on stderr that does not tear an active progress bar."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.command not in ("report", "ui"):  # these never load a model; importing transformers costs seconds
         _quiet_libraries()
     try:
-        return COMMANDS[args.command](args)
+        return command(args.command)(args)
     except HarnessError as exc:
         if args.debug:
             raise
-        _err(f"error: {exc}")
+        say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        _err("interrupted")
+        say("interrupted")
         return 130
     except Exception as exc:
         if args.debug:
             raise
-        _err(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        say(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return 1
 
 

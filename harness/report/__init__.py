@@ -15,7 +15,7 @@ from harness.report.frame import client_for, parent_runs
 from harness.report.render import figures, to_html, to_markdown
 from harness.report.sections import blocks, runs_table, tidy_csv
 from harness.report.stats import DEFAULT_B
-from harness.run.tracking import Store
+from harness.run.tracking import Store, resolve_store
 
 FORMATS = {"md": ("md",), "html": ("html",), "csv": ("csv",), "all": ("md", "html", "csv")}
 ARTIFACT_DIR = "report"
@@ -64,3 +64,11 @@ def _log_to_parents(store: Store, data, out_dir: Path, files: list[Path]) -> Non
         for path in files:
             sub = path.parent.relative_to(out_dir)
             client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{sub}" if str(sub) != "." else ARTIFACT_DIR)
+
+
+def command(args) -> int:
+    """``harness report``: write the report files and print the markdown (or the chosen format)."""
+    store = resolve_store(args.tracking_uri, None, None, args.results_dir)
+    out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
+    print(write_report(store, args.experiments, out, args.format, args.reference), end="")
+    return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -169,3 +170,13 @@ def require_reachable(tracker: Tracker) -> None:
         tracker.client.search_experiments(max_results=1)
     except Exception as exc:
         raise HarnessError(f"tracking store {tracker.store.tracking_uri!r}: cannot open ({exc})") from exc
+
+
+def ui_command(args) -> int:
+    """``harness ui``: the MLflow UI on the project's store, bound to 127.0.0.1."""
+    store = resolve_store(args.tracking_uri, None, None, args.results_dir)
+    print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{args.port}", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
+           "--host", "127.0.0.1", "--port", str(args.port),
+           "--workers", "1"]  # one user; mlflow's default 4 workers were killed at startup on a loaded 2-core machine
+    return subprocess.call(cmd)

@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.serve.hf_model import make_hf_responder
 from harness.serve.reward_judge import load_reward_judge
-from harness.serve.server import Responder, serve_in_background
+from harness.serve.server import Responder, serve_forever, serve_in_background
 from harness.serve.toy_judge import make_responder
 from harness.serve.vllm import vllm_server
 from harness.train.models import model_identity
@@ -121,3 +121,12 @@ def is_reward_model(model: str) -> bool:
     except HarnessError:
         return False
     return True
+
+
+def serve_command(args) -> int:
+    """``harness serve MODEL|toy-judge``: serve until interrupted, printing the URL first."""
+    responder = serve_responder(args.model, args.position_bias, args.verbosity_bias,
+                                Path(args.results_dir).resolve() / "cache")
+    serve_forever(responder, args.host, args.port, model_name=args.model,
+                  announce=lambda url: print(f"serving {args.model} at {url}", flush=True))
+    return 0

@@ -13,10 +13,10 @@ import hashlib
 import json
 import math
 import pathlib
-import sys
 import time
 
 from harness.cache import atomic_path
+from harness.console import say
 from harness.errors import HarnessError
 from harness.toy.arith import pretrain_lines
 from harness.toy.datasets import DATA_VERSION
@@ -73,13 +73,6 @@ def pretrain_blocks(tokenizer, seed: int):
     return torch.tensor(ids[: n * block]).view(n, block)
 
 
-def _say(message: str) -> None:
-    """Progress on stderr, without tearing an active progress bar."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
 def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
     """Linear warmup then cosine decay to zero."""
     n_warm = max(1, int(total * warmup))
@@ -109,7 +102,7 @@ def pretrain(model, tokenizer, steps: int, seed: int, progress: bool) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if progress and (step % 100 == 0 or step == steps - 1):
-            _say(f"toy pretrain {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f}s)")
+            say(f"toy pretrain {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f}s)")
     model.eval()
 
 
@@ -163,7 +156,7 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
         if final.is_dir():  # another process built it while we waited
             return final
         if progress:
-            _say(f"building toy model {name} (seed {seed}) into {final}")
+            say(f"building toy model {name} (seed {seed}) into {final}")
         with atomic_path(final) as tmp:
             build_model(name, tmp, seed, progress)
     return final
