@@ -10,10 +10,10 @@ from harness.data.tokenization import encode_pairs, encode_sft
 from harness.methods import PairLogps, orpo_loss, sequence_logps, target_mask, token_logps
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.inputs import BatchInputs, ExampleSet
+from harness.train.inputs import BatchInputs
 from harness.train.kinds import forward_method
-from harness.train.loop import Callbacks, TrainConfig, train
 from harness.train.models import load_model, load_tokenizer
+from tests.train.test_loop import _one_step  # one optimizer step in float64, shared with the loop tests
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +33,6 @@ def _fake_ref(examples):
     ref[:, 1] = torch.tensor([len(e.chosen_ids) for e in examples], dtype=torch.float64)
     ref[:, 3] = torch.tensor([len(e.rejected_ids) for e in examples], dtype=torch.float64)
     return ref
-
-
-def _one_step(path, tok, name, params, examples, batch_size, grad_accum, ref):
-    model = load_model(path, torch.float64)
-    cfg = TrainConfig(lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, shuffle=False,
-                      scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
-    result = train(model, METHODS[name], params, ExampleSet(examples, tok.pad_token_id, ref=ref), cfg,
-                   Callbacks(progress=False))
-    return model, result
 
 
 PAIR_METHODS = ["robust", "ipo", "hinge", "simpo", "orpo"]
