@@ -66,7 +66,8 @@ class Suite:
     data (or the machine) cannot serve the suite.  ``json_keys``: the exact keys of
     ``harness judge --format json`` rows, where the contract fixes them.  ``joint``
     refits a metric over all generators judged at once (``{generator: result}``,
-    ``length``); ``rank`` rates those generators (``{generator: result}`` -> ratings).
+    ``length``); ``sweep_joint`` does the same for a sweep, from the judgments rows of all its finished
+    trials to ``{generator: extra metrics}``; ``rank`` rates those generators (``{generator: result}`` -> ratings).
     For the report's per-prompt values (``harness.report.per_prompt``): ``primary_metric``
     is the metric whose per-prompt value is the mean of a judgments row's scores, and
     ``prompt_values`` maps a metric to its per-prompt value read from a field of the row.
@@ -82,6 +83,7 @@ class Suite:
     check: Callable[[dict, list[dict]], None] = no_check
     json_keys: tuple[str, ...] | None = None
     joint: Callable[[dict[str, SuiteResult], Callable], None] | None = None
+    sweep_joint: Callable[[list[dict]], dict[str, dict[str, float]]] | None = None
     rank: Callable[[dict[str, SuiteResult]], list] | None = None
     primary_metric: str | None = None
     prompt_values: Mapping[str, Callable[[dict], float | None]] = field(default_factory=dict)

@@ -23,12 +23,11 @@ from harness.errors import HarnessError
 from harness.eval.generation import generate_outputs
 from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
-from harness.eval.suite import generation_for, suite_options
+from harness.eval.suite import Suite, generation_for, suite_options
 from harness.eval.suites import SUITES
 from harness.run.context import SweepContext
 from harness.train.models import load_model, load_tokenizer
-from judges.alpaca import as_annotations
-from judges.stats.annotations import length_function, score_annotations
+from judges.stats.annotations import length_function
 
 
 @dataclass
@@ -181,35 +180,23 @@ def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, pat
             ctx.tracker.log_file(run_id, ctx.evals.rows_file(key, kind, suite), kind)
 
 
-def joint_alpaca_lc(ctx: SweepContext) -> None:
-    """The LC GLM fitted jointly over every finished trial of this sweep judged by ``alpaca`` against
-    the same baseline: the instruction-difficulty term needs several models (Dubois et al. 2024).
-
-    Logged on each such trial as ``eval/alpaca/lc_win_rate_joint`` and
-    ``lc_standard_error_joint`` (fractions) with ``lc_joint_models``; lengths in characters.
-    """
+def joint_metrics(ctx: SweepContext, suite: Suite) -> None:
+    """The suite's metrics fitted jointly over every finished trial of this sweep that it scored
+    (``Suite.sweep_joint``, e.g. alpaca's joint LC GLM), logged on each trial as ``eval/<suite>/<metric>``."""
     runs = ctx.tracker.client.search_runs([ctx.experiment_id], f"tags.`harness.sweep_id` = '{ctx.sweep_id}'",
                                           max_results=10000)
+    prefix = f"eval/{suite.name}/"
     trial_runs = {r.data.tags["harness.trial_id"]: r.info.run_id for r in runs
                   if "harness.trial_id" in r.data.tags and r.info.status == "FINISHED"
-                  and "eval/alpaca/win_rate" in r.data.metrics}
+                  and any(k.startswith(prefix) for k in r.data.metrics)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, run_id in enumerate(trial_runs.values()):
-            local = ctx.tracker.client.download_artifacts(run_id, "judgments/alpaca.jsonl", f"{tmp}/{i}")
-            rows += [r for r in map(json.loads, Path(local).read_text().splitlines())
-                     if r["generator_1"] != r["generator_2"]]  # a trial that is its own baseline says nothing
-    models = {b: {r["generator_2"] for r in rows if r["generator_1"] == b} for b in {r["generator_1"] for r in rows}}
-    if all(len(m) < 2 for m in models.values()):
-        return
-    for scored in score_annotations(as_annotations(rows)):
-        group = next(m for m in models.values() if scored["generator"] in m)
-        if len(group) < 2 or scored["generator"] not in trial_runs:
+            local = ctx.tracker.client.download_artifacts(run_id, f"judgments/{suite.name}.jsonl", f"{tmp}/{i}")
+            rows += list(map(json.loads, Path(local).read_text().splitlines()))
+    for generator, metrics in suite.sweep_joint(rows).items():
+        if generator not in trial_runs:
             continue
-        metrics = {"lc_joint_models": float(len(group))}
-        for key in ("lc_win_rate", "lc_standard_error"):
-            if scored[key] is not None:
-                metrics[f"{key}_joint"] = scored[key] / 100.0  # percent -> fraction
-        ctx.tracker.log_metrics(trial_runs[scored["generator"]], {f"eval/alpaca/{k}": v for k, v in metrics.items()})
-        ctx.echo(f"  alpaca LC over {len(group)} trials sharing a baseline: {scored['generator']} "
-                 f"lc_win_rate_joint={metrics.get('lc_win_rate_joint', float('nan')):.4g}")
+        ctx.tracker.log_metrics(trial_runs[generator], {prefix + k: v for k, v in metrics.items()})
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        ctx.echo(f"  {suite.name} joint fit over this sweep's trials: {generator} {shown}")

@@ -20,11 +20,12 @@ from harness.cache import digest
 from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
 from harness.errors import HarnessError
-from harness.eval.suites import alpaca
+from harness.eval.suite import Suite
+from harness.eval.suites import SUITES
 from harness.methods.registry import METHODS
 from harness.run.context import SweepContext, open_context
 from harness.run.preflight import preflight
-from harness.run.scoring import Reference, baseline_kind, evaluate_model, joint_alpaca_lc
+from harness.run.scoring import Reference, baseline_kind, evaluate_model, joint_metrics
 from harness.train.models import (
     device,
     merged,
@@ -64,13 +65,19 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
                 summary.skipped.append(trial.id)
             else:
                 summary.failed[trial.id] = error
-        if any(alpaca.NAME in t.spec.eval.suites or any(alpaca.NAME in st.eval.suites for st in t.stages)
-               for t in work):
-            joint_alpaca_lc(ctx)
+        for suite in swept_suites(work):
+            if suite.sweep_joint is not None:
+                joint_metrics(ctx, suite)
     finally:
         ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
     return summary
+
+
+def swept_suites(work: list) -> list[Suite]:
+    """Every suite some trial or stage of the sweep evaluates, in registry order."""
+    names = {s for t in work for s in (*t.spec.eval.suites, *(s for st in t.stages for s in st.eval.suites))}
+    return [suite for name, suite in SUITES.items() if name in names]
 
 
 def trial_names(work: list) -> dict[str, str]:

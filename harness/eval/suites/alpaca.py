@@ -49,5 +49,26 @@ def joint_lc(results: dict[str, SuiteResult], length=len) -> None:
         metrics["lc_joint_models"] = float(len(results))
 
 
+def joint_over_trials(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """generator -> ``lc_win_rate_joint``, ``lc_standard_error_joint`` (fractions) and ``lc_joint_models``: the LC
+    GLM fitted jointly over the judgments rows of a sweep's trials, per baseline that at least two trials share
+    (the instruction-difficulty term needs several models; Dubois et al. 2024).  Lengths in characters."""
+    rows = [r for r in rows if r["generator_1"] != r["generator_2"]]  # a trial that is its own baseline says nothing
+    models = {b: {r["generator_2"] for r in rows if r["generator_1"] == b} for b in {r["generator_1"] for r in rows}}
+    if all(len(m) < 2 for m in models.values()):
+        return {}
+    out = {}
+    for scored in score_annotations(as_annotations(rows)):
+        group = next(m for m in models.values() if scored["generator"] in m)
+        if len(group) < 2:
+            continue
+        metrics = {"lc_joint_models": float(len(group))}
+        for key in ("lc_win_rate", "lc_standard_error"):
+            if scored[key] is not None:
+                metrics[f"{key}_joint"] = scored[key] / 100.0  # percent -> fraction
+        out[scored["generator"]] = metrics
+    return out
+
+
 SUITE = Suite(NAME, AlpacaOptions, eval_items, scorer, needs_baseline=always, joint=joint_lc,
-              prompt_values={"win_rate": preference})
+              sweep_joint=joint_over_trials, prompt_values={"win_rate": preference})
