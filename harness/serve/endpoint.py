@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -39,13 +40,7 @@ def cache_identity(judge_spec, base_url: str) -> str:
     never answers from replies of the old one; a reward-model judge by the content of its
     checkpoint (``harness.train.models.model_identity``) and of its verdict rules.
     """
-    if judge_spec.backend == "vllm":
-        return f"vllm-serve:{judge_spec.model}"
-    if judge_spec.backend == "reward_model":
-        return f"reward-model:{model_identity(judge_spec.model)}:{_source_hash('reward_judge')}"
-    if judge_spec.base_url is None:
-        return f"embedded-toy-judge:{_source_hash('toy_judge')}"
-    return base_url
+    return BACKENDS[judge_spec.backend].identity(judge_spec, base_url)
 
 
 def _source_hash(module: str) -> str:
@@ -78,24 +73,59 @@ def judge_client(judge_spec, base_url: str, cache_dir: Path | None, **overrides)
     return JudgeClient(base_url, model, **{**kwargs, **overrides})
 
 
+def judge_endpoint(judge_spec, cache_dir: Path | None) -> AbstractContextManager[str]:
+    """A context that yields the base URL (ending in ``/v1``) of the judge described by ``judge_spec``."""
+    return BACKENDS[judge_spec.backend].start(judge_spec, cache_dir)
+
+
 @contextmanager
-def judge_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
-    """Yield the base URL (ending in ``/v1``) of the judge described by ``judge_spec``."""
-    if judge_spec.backend == "vllm":
-        _check_self_served(judge_spec, "starts its own server", "the model to serve")
-        log_dir = Path(cache_dir) / "vllm" if cache_dir is not None else None
-        with vllm_server(judge_spec.model, log_dir=log_dir) as url:
-            yield url
-    elif judge_spec.backend == "reward_model":
-        _check_self_served(judge_spec, "serves judge.model itself", "the RM directory")
-        judge = load_reward_judge(judge_spec.model, Path(cache_dir or "results/cache"))
-        with serve_in_background(judge, model_name=judge_spec.model) as server:
-            yield server.base_url
-    elif judge_spec.base_url is not None:
+def _openai_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
+    """Any OpenAI-compatible endpoint at ``judge.base_url``; with none, the embedded toy judge."""
+    if judge_spec.base_url is not None:
         yield judge_spec.base_url
-    else:
-        with serve_in_background(make_responder(), model_name=TOY_JUDGE_MODEL) as server:
-            yield server.base_url
+        return
+    with serve_in_background(make_responder(), model_name=TOY_JUDGE_MODEL) as server:
+        yield server.base_url
+
+
+def _openai_identity(judge_spec, base_url: str) -> str:
+    if judge_spec.base_url is None:
+        return f"embedded-toy-judge:{_source_hash('toy_judge')}"
+    return base_url
+
+
+@contextmanager
+def _vllm_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
+    """``vllm serve judge.model`` as a child process for the duration of the judging run."""
+    _check_self_served(judge_spec, "starts its own server", "the model to serve")
+    log_dir = Path(cache_dir) / "vllm" if cache_dir is not None else None
+    with vllm_server(judge_spec.model, log_dir=log_dir) as url:
+        yield url
+
+
+@contextmanager
+def _reward_model_endpoint(judge_spec, cache_dir: Path | None) -> Iterator[str]:
+    """A saved reward model (``judge.model``) served as a judge in a background thread."""
+    _check_self_served(judge_spec, "serves judge.model itself", "the RM directory")
+    judge = load_reward_judge(judge_spec.model, Path(cache_dir or "results/cache"))
+    with serve_in_background(judge, model_name=judge_spec.model) as server:
+        yield server.base_url
+
+
+@dataclass(frozen=True)
+class JudgeBackend:
+    """One value of ``judge.backend``: how the judge is reached for a run, and what names it in cache keys."""
+
+    start: Callable[[object, Path | None], AbstractContextManager[str]]
+    identity: Callable[[object, str], str]
+
+
+BACKENDS = {
+    "openai": JudgeBackend(_openai_endpoint, _openai_identity),
+    "vllm": JudgeBackend(_vllm_endpoint, lambda judge_spec, url: f"vllm-serve:{judge_spec.model}"),
+    "reward_model": JudgeBackend(_reward_model_endpoint, lambda judge_spec, url: (
+        f"reward-model:{model_identity(judge_spec.model)}:{_source_hash('reward_judge')}")),
+}
 
 
 def serve_responder(model: str, position_bias: float, verbosity_bias: float, cache_dir: Path) -> Responder:

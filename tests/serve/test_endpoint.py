@@ -172,3 +172,12 @@ def test_judge_client_reads_the_key_from_the_named_env_var_and_the_served_model(
     assert seen[0]["model"] == "served-judge" and seen[0]["temperature"] == 0.0
     monkeypatch.delenv("MY_JUDGE_KEY")
     assert judge_client(SimpleNamespace(**{**vars(spec), "model": "m"}), "http://x/v1", None)._api_key == "EMPTY"
+
+
+def test_every_judge_backend_the_spec_accepts_has_one_record():
+    from typing import get_args
+
+    from harness.config.spec import JudgeSpec
+    from harness.serve.endpoint import BACKENDS
+
+    assert list(BACKENDS) == list(get_args(JudgeSpec.model_fields["backend"].annotation))
