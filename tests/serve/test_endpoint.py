@@ -8,12 +8,14 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import get_args
 
 import openai
 import pytest
 
+from harness.config.spec import JudgeSpec
 from harness.errors import HarnessError
-from harness.serve.endpoint import judge_client, judge_endpoint
+from harness.serve.endpoint import BACKENDS, judge_client, judge_endpoint
 from harness.serve.server import serve_in_background
 from harness.serve.vllm import vllm_server
 from judges.client import JudgeClient
@@ -175,9 +177,4 @@ def test_judge_client_reads_the_key_from_the_named_env_var_and_the_served_model(
 
 
 def test_every_judge_backend_the_spec_accepts_has_one_record():
-    from typing import get_args
-
-    from harness.config.spec import JudgeSpec
-    from harness.serve.endpoint import BACKENDS
-
     assert list(BACKENDS) == list(get_args(JudgeSpec.model_fields["backend"].annotation))
