@@ -3,7 +3,7 @@
 ``SUITE_OPTIONS`` names every suite, in the spec's order, with its options model;
 each suite's record (``harness.eval.suites``) names the same model.  Each model
 has one default per key, here.  Decoding keys left null inherit
-``eval.generation`` (``harness.eval.suite.generation_for``).  A ``baseline`` is an
+``eval.generation`` (``harness.eval.generation.generation_for``).  A ``baseline`` is an
 outputs file (AlpacaEval JSON list or JSONL), ``base`` (the trial's starting
 model, generated on the same prompts) or the id of another trial of the same
 experiment (its ``outputs/<suite>.jsonl`` artifact).

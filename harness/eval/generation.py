@@ -123,3 +123,10 @@ def generate_outputs(items: list[dict], model, tokenizer, generation: Generation
             rows.append(row)
             samples.append([(p, c.token_ids) for p, c in zip(prompt_ids, completions)])
     return rows, samples
+
+
+def generation_for(base: GenerationSpec, options: dict) -> GenerationSpec:
+    """A suite's decoding settings: its own non-null options override ``eval.generation``."""
+    own = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed")
+           if options.get(k) is not None}
+    return base.model_copy(update=own)

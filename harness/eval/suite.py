@@ -4,9 +4,9 @@ A suite runs in three steps, shared by sweeps and ``harness judge``:
 
 1. ``Suite.items(options)``: the prompts, with the data's own fields (answers,
    labels, tests, reference answers) and an ``instruction`` text to match outputs by;
-2. ``harness.eval.generation.generate_outputs``: the model's outputs, one row per
-   prompt and sample; judge-only runs read outputs from files instead
-   (``harness.eval.outputs``);
+2. ``harness.eval.generation.generate_outputs`` (decoding by ``generation_for``):
+   the model's outputs, one row per prompt and sample; judge-only runs read
+   outputs from files instead (``harness.eval.outputs``);
 3. ``Suite.score``: verifiers or judges -> ``SuiteResult``.
 
 ``options`` is the block ``eval.<suite>`` as a plain dict (``suite_options``).
@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
-
-from harness.config.spec import GenerationSpec
 
 
 @dataclass
@@ -111,10 +109,3 @@ def suite_options(eval_cfg, suite: str) -> dict:
     if options is None:
         return {}
     return options.model_dump() if hasattr(options, "model_dump") else dict(options)
-
-
-def generation_for(base: GenerationSpec, options: dict) -> GenerationSpec:
-    """A suite's decoding settings: its own non-null options override ``eval.generation``."""
-    own = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed")
-           if options.get(k) is not None}
-    return base.model_copy(update=own)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import DataError, HarnessError
-from harness.eval.generation import generate_outputs
+from harness.eval.generation import generate_outputs, generation_for
 from harness.eval.outputs import by_generator, match_rows, read_output_files
-from harness.eval.suite import generation_for, suite_options
+from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES
 from harness.train.models import device, load_model, load_tokenizer, resolve_model_path
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from harness.data.load import check_weights, load_rows
 from harness.errors import HarnessError
-from harness.eval.suite import generation_for, suite_options
+from harness.eval.generation import generation_for
+from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, check_suites
 from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind

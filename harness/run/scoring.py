@@ -20,10 +20,10 @@ from harness.cache import EvalKey
 from harness.config.spec import JudgeSpec
 from harness.data.load import fingerprint
 from harness.errors import HarnessError
-from harness.eval.generation import generate_outputs
+from harness.eval.generation import generate_outputs, generation_for
 from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
-from harness.eval.suite import Suite, generation_for, suite_options
+from harness.eval.suite import Suite, suite_options
 from harness.eval.suites import SUITES
 from harness.run.context import SweepContext
 from harness.train.models import load_model, load_tokenizer
