@@ -62,6 +62,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
         raise
 
 
+def _jsonl(rows: list[dict], **dumps) -> str:
+    return "".join(json.dumps(r, **dumps) + "\n" for r in rows)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -69,7 +73,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------- the stage cache and the eval cache
+# ---------------------------------------------------------------- the stage, eval and reference caches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +152,7 @@ class EvalCache:
         with atomic_path(self.entry(key)) as tmp:
             for kind, rows in (("outputs", outputs), ("judgments", judgments)):
                 (tmp / kind).mkdir(parents=True)
-                text = "".join(json.dumps(r, default=str) + "\n" for r in rows)
-                (tmp / kind / f"{suite}.jsonl").write_text(text)
+                (tmp / kind / f"{suite}.jsonl").write_text(_jsonl(rows, default=str))
             (tmp / "metrics.json").write_text(json.dumps(metrics))
 
     def _baseline_file(self, identity: list) -> Path:
@@ -162,28 +165,25 @@ class EvalCache:
 
     def write_baseline(self, identity: list, rows: list[dict]) -> None:
         with atomic_path(self._baseline_file(identity)) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            tmp.write_text(_jsonl(rows))
 
 
-# --- Reference log-probs (harness.train.reference) ---------------------------------------------------------
-
-
+@dataclasses.dataclass(frozen=True)
 class ReferenceCache:
-    """Reference log-prob statistics, one tensor file per key: ``<cache_dir>/reflogps/<key>.pt``.
+    """Reference log-prob statistics, one tensor file per key: ``<root>/reflogps/<key>.pt``.
 
     The key is ``digest(description, 16)`` of everything that decides the examples, their tokens and the
     reference model; an entry holds sums and token counts, so any reduction derives from it.
     """
 
-    def __init__(self, cache_dir: Path):
-        self.root = Path(cache_dir) / "reflogps"
+    root: Path  # <results_dir>/cache
 
     def path(self, description: Any) -> Path:
-        return self.root / f"{digest(description, 16)}.pt"
+        return self.root / "reflogps" / f"{digest(description, 16)}.pt"
 
     def load(self, description: Any, rows: int):
         """The cached [rows, k] tensor, or None when absent or made for another number of rows."""
-        import torch
+        import torch  # torch only where reference statistics are read: config and run import this module
 
         path = self.path(description)
         if not path.exists():
