@@ -99,6 +99,7 @@ class LoraSpec(_Model):
     alpha: PosFloat | None = Field(None, description="null: 2 x rank (resolved on validation)")
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: str | list[str] = "all-linear"
+    quantize: Literal["none", "nf4"] = Field("none", description="nf4: QLoRA (4-bit NF4 base, GPU only)")
 
     @model_validator(mode="after")
     def _resolve_alpha(self) -> LoraSpec:
@@ -376,6 +377,21 @@ def _stages_rules(stages: list[StageConfig]) -> list[Problem]:
             out.append(Problem(f"stages[{i}].name", f"duplicate stage name (value seen: {show(st.name)})"))
         seen.add(st.name)
         out += _stage_rules(f"stages[{i}].", st.method, st.data, st.train, st.eval)
+        out += _lora_rules(f"stages[{i}].", st.method, st.lora)
+    return out
+
+
+def _lora_rules(prefix: str, method: Any, lora: LoraSpec) -> list[Problem]:
+    """QLoRA trains an adapter on a 4-bit causal LM: it needs an adapter, and a policy to adapt."""
+    if lora.quantize == "none":
+        return []
+    out = []
+    if lora.rank == 0:
+        out.append(Problem(f"{prefix}lora.quantize", f"{lora.quantize} (QLoRA) trains a LoRA adapter on a "
+                                                     "4-bit base; set lora.rank > 0"))
+    if method is not None and METHODS[method.name].batch.scalar_head:
+        out.append(Problem(f"{prefix}lora.quantize", f"{lora.quantize} is for causal-LM methods; an "
+                                                     f"{method.name} stage trains in full precision"))
     return out
 
 
@@ -386,6 +402,7 @@ def rule_problems(spec: Spec) -> list[Problem]:
         if spec.method is None:
             out.append(Problem("method.name", f"required (one of: {', '.join(METHODS)})"))
         out += _stage_rules("", spec.method, spec.data, spec.train, spec.eval)
+        out += _lora_rules("", spec.method, spec.lora)
     else:
         out += _stages_rules(spec.stages)
     if spec.judge.backend in ("vllm", "reward_model") and spec.judge.model is None:

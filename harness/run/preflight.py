@@ -18,6 +18,7 @@ from harness.eval.suites import SUITES, check_suites
 from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind
 from harness.toy import TOY_MODELS, is_toy, toy_name
+from harness.train.stages import check_hardware
 
 
 def check_stage_settings(stage) -> None:
@@ -79,6 +80,7 @@ def preflight(spec, trials) -> None:
     check_model(spec.model, "model")
     for stage in stages:
         check_stage_settings(stage)
+        check_hardware(stage)  # bf16, fp16 and QLoRA need a GPU: refused before any training
         check_model(stage.ref_model, "ref_model")
     loaded: dict[tuple[str, str], list] = {}
 

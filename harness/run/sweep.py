@@ -212,7 +212,7 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
         stage, path, input_key, ctx.cache_dir,
         lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
         log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
-    model = merged(model)
+    model = merged(model, path)  # path: the stage's input (a QLoRA adapter merges into it unquantized)
     if persist:
         save_checkpoint(model, tokenizer, ctx.stages.model_dir(key))
         ctx.stages.mark_complete(key, {"run_id": run_id, "trial_id": trial.id, "stage": stage.name,

@@ -28,7 +28,7 @@ from harness.methods.registry import MethodEntry
 from harness.train.forward import step_denominator
 from harness.train.inputs import ExampleSet, StepInputs, StepState, batch_inputs
 from harness.train.kinds import forward_method, hooks
-from harness.train.models import device
+from harness.train.models import device, enable_checkpointing
 from harness.train.plan import TrainConfig, step_batches
 
 LogFn = Callable[[dict, int], None]
@@ -64,7 +64,7 @@ def _accelerated(model, cfg: TrainConfig, total_steps: int):
     # (distributed type NO, every process trains on everything) instead of using gloo DDP.
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _scheduler(optimizer, cfg, total_steps)

@@ -9,11 +9,14 @@ adapter (DESIGN.md, "Stages and caches").
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, prepare_model_for_kbit_training
+from peft import set_peft_model_state_dict
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from harness.cache import atomic_path
 from harness.errors import HarnessError
@@ -87,12 +90,46 @@ def tokenizer_only(uri: str, key: str = "model"):
     return load_tokenizer(uri)
 
 
-def load_model(path: str, dtype: torch.dtype = torch.float32):
-    """A causal LM in ``dtype`` (master weights; autocast handles mixed precision)."""
+def load_model(path: str, dtype: torch.dtype = torch.float32, quantization: BitsAndBytesConfig | None = None):
+    """A causal LM in ``dtype`` (master weights; autocast handles mixed precision).
+
+    With ``quantization`` (``quantization_config``) the linear layers load in 4 bit straight onto
+    the GPU, and the model is made ready for k-bit training (peft's ``prepare_model_for_kbit_training``:
+    the remaining weights in fp32, input gradients on for gradient checkpointing).
+    """
+    extra = {} if quantization is None else {"quantization_config": quantization,
+                                             "device_map": {"": torch.cuda.current_device()}}
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
     except OSError as exc:
         raise HarnessError(f"model {path!r}: cannot load ({exc})") from exc
+    if quantization is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def quantization_config(quantize: str, on_gpu: bool) -> BitsAndBytesConfig | None:
+    """The 4-bit loading config for ``lora.quantize`` (None for ``none``).
+
+    ``nf4`` is QLoRA's recipe (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized
+    LLMs", sections 2-3): 4-bit NormalFloat weights, double quantization of the quantization
+    constants, and bf16 compute.  bitsandbytes' 4-bit kernels need CUDA, so on CPU it is refused.
+    """
+    if quantize == "none":
+        return None
+    if not on_gpu:
+        raise HarnessError(f"lora.quantize: {quantize!r} (QLoRA) needs a CUDA GPU for bitsandbytes' 4-bit "
+                           "kernels; on CPU use lora.quantize: none")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise HarnessError(f"lora.quantize: {quantize!r} needs the bitsandbytes package "
+                           "(pip install bitsandbytes), or use lora.quantize: none")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def is_quantized(model) -> bool:
+    """Whether ``model`` (a transformers model, not a peft wrapper) was loaded with a quantization config."""
+    return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_loaded_in_4bit", False))
 
 
 def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_modules, task: str = "CAUSAL_LM"):
@@ -102,8 +139,6 @@ def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_mo
     """
     if rank == 0:
         return model
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
@@ -114,20 +149,50 @@ def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_mo
     return get_peft_model(model, config)
 
 
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing of every decoder layer, non-reentrant.
+
+    The non-reentrant kind (PyTorch's recommended one) needs no block input that requires a
+    gradient, so it is safe under LoRA, where the embeddings are frozen.  transformers 5 renamed the method.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def is_lora(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "merge_and_unload")
 
 
-def merged(model):
-    """Plain weights: a LoRA model with its adapter merged in, else the model itself."""
-    return model.merge_and_unload() if is_lora(model) else model
+def merged(model, base_path: str | None = None):
+    """Plain weights: a LoRA model with its adapter merged in, else the model itself.
+
+    A QLoRA adapter is merged into its base loaded again unquantized (``merged_into``), not into the
+    4-bit weights, which would round the update away; ``base_path`` is that base (the stage's input).
+    """
+    if not is_lora(model):
+        return model
+    if is_quantized(model.get_base_model()):
+        if base_path is None:
+            raise HarnessError("merging a QLoRA adapter needs the path of its unquantized base model")
+        return merged_into(model, base_path)
+    return model.merge_and_unload()
+
+
+def merged_into(model, base_path: str):
+    """``model``'s LoRA adapter merged into a fresh fp32 copy of the model at ``base_path``, on ``device()``."""
+    plain = get_peft_model(load_model(base_path), model.peft_config["default"])
+    set_peft_model_state_dict(plain, get_peft_model_state_dict(model))
+    return plain.merge_and_unload().to(device())
 
 
 def save_checkpoint(model, tokenizer, out_dir: Path) -> Path:
     """Save an HF-format checkpoint atomically (write next to it, then rename)."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
-        merged(model).save_pretrained(tmp)
+        merged(model).save_pretrained(tmp)  # (a QLoRA stage's model is merged by the caller, which has the base)
         tokenizer.save_pretrained(tmp)
     return out_dir
 

@@ -24,7 +24,8 @@ from harness.methods.registry import METHODS
 from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
 from harness.train.loop import Callbacks, TrainResult, train, validation_fn
-from harness.train.models import attach_lora, device, load_model, load_tokenizer, training_dtype
+from harness.train.models import (attach_lora, device, load_model, load_tokenizer, quantization_config,
+                                  training_dtype)
 from harness.train.plan import TrainConfig
 from harness.train.reward_model import load_reward_model
 
@@ -89,12 +90,27 @@ def log_audit(stage, data: StageData, log, log_text) -> None:
 
 
 def load_policy(stage, input_path: str, pad_id: int, dtype: torch.dtype):
-    """The stage's starting model on ``device()``: a causal LM, or an LM with a new scalar head."""
+    """The stage's starting model on ``device()``: a causal LM (4-bit under QLoRA), or an LM with a new scalar head."""
     method = METHODS[stage.method.name]
     if method.batch.scalar_head:
         torch.manual_seed(stage.train.seed)  # the new scalar head
         return load_reward_model(input_path, pad_id, dtype, stage.method.params["pooling"]).to(device())
+    quantization = quantization_config(stage.lora.quantize, device().type == "cuda")
+    if quantization is not None:  # loaded onto the GPU in 4 bit; .to() does not apply
+        return load_model(input_path, dtype, quantization)
     return load_model(input_path, dtype).to(device())
+
+
+def check_hardware(stage) -> tuple[torch.dtype, str]:
+    """(weight dtype, mixed precision) for the stage on this machine; bf16, fp16 and QLoRA are refused on CPU."""
+    on_gpu = device().type == "cuda"
+    quantization_config(stage.lora.quantize, on_gpu)
+    return training_dtype(stage.train.precision, on_gpu)
+
+
+def policy_key(stage, input_key: str) -> str:
+    """The identity of the policy as loaded: a 4-bit base computes other reference log-probs than its source."""
+    return input_key if stage.lora.quantize == "none" else f"{input_key}:{stage.lora.quantize}"
 
 
 def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,
@@ -105,17 +121,17 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     """
     method = METHODS[stage.method.name]
     params = stage.method.params
+    dtype, mixed = check_hardware(stage)
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
         params = {**params, "packing_capacity": stage.train.max_length}
     tokenizer = load_tokenizer(input_path)
     data = prepare_data(stage, tokenizer)
     log(data.stats, 0)
     log_audit(stage, data, log, log_text)
-    dtype, mixed = training_dtype(stage.train.precision, device().type == "cuda")
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
     cfg = train_config(stage, mixed)
     # Reference statistics and other per-example inputs, before the adapter is attached.
-    ctx = PrepareContext(stage, model, input_key, tokenizer, cache_dir, force)
+    ctx = PrepareContext(stage, model, policy_key(stage, input_key), tokenizer, cache_dir, force)
     prepare = hooks(method).prepare
     train_set = prepare(ctx, data.train, cfg, "train")
     held_out = prepare(ctx, data.eval, None, "eval") if data.eval else None

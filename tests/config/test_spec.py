@@ -82,6 +82,7 @@ DESIGN_DEFAULTS = {
     "lora.alpha": 0,
     "lora.dropout": 0.0,
     "lora.target_modules": "all-linear",
+    "lora.quantize": "none",
     "eval.suites": [],
     "eval.include_base": False,
     "eval.after": "final",
