@@ -66,7 +66,9 @@ def _accelerated(model, cfg: TrainConfig, total_steps: int):
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fused CUDA kernel (one launch for all parameters) on a GPU, as transformers' Trainer defaults to.
+    fused = all(p.is_cuda for p in trainable)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     scheduler = _scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     return accelerator, model, optimizer, scheduler
