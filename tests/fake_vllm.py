@@ -21,6 +21,7 @@ class Recorder:
     generate_calls: list = field(default_factory=list)  # (prompts, SamplingParams, kwargs) of each generate
     lora_requests: list = field(default_factory=list)
     cleanups: list = field(default_factory=list)      # names of the cleanup calls, in order
+    log: list = field(default_factory=list)           # ("open", model) and ("close",) in order; tests add theirs
 
 
 class SamplingParams:
@@ -48,10 +49,12 @@ def install(monkeypatch, script) -> Recorder:
     class EngineCore:
         def shutdown(self):
             rec.cleanups.append("shutdown")
+            rec.log.append(("close",))
 
     class LLM:
         def __init__(self, **kwargs):
             rec.engines.append(kwargs)
+            rec.log.append(("open", kwargs["model"]))
             self.llm_engine = types.SimpleNamespace(engine_core=EngineCore())
 
         def generate(self, prompts, sampling_params, **kwargs):
