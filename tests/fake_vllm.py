@@ -21,7 +21,7 @@ class Recorder:
     generate_calls: list = field(default_factory=list)  # (prompts, SamplingParams, kwargs) of each generate
     lora_requests: list = field(default_factory=list)
     cleanups: list = field(default_factory=list)      # names of the cleanup calls, in order
-    log: list = field(default_factory=list)           # ("open", model) and ("close",) in order; tests add theirs
+    log: list = field(default_factory=list)           # ("open", model), ("close",); tests add their own
 
 
 class SamplingParams:
@@ -68,8 +68,8 @@ def install(monkeypatch, script) -> Recorder:
             self.args = (name, int_id, path)
             rec.lora_requests.append(self.args)
 
-    modules = {name: types.ModuleType(name) for name in
-               ("vllm", "vllm.lora", "vllm.lora.request", "vllm.distributed", "vllm.distributed.parallel_state")}
+    names = ("vllm", "vllm.lora", "vllm.lora.request", "vllm.distributed", "vllm.distributed.parallel_state")
+    modules = {name: types.ModuleType(name) for name in names}
     for name, module in modules.items():
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec("vllm") sees it installed
         monkeypatch.setitem(sys.modules, name, module)

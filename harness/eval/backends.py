@@ -135,18 +135,23 @@ class VllmGenerator:
         params = SamplingParams(**sampling_options(settings, eos))
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=progress,
                                  lora_request=self.lora_request)
-        return [[_completion(with_eos(o, eos), self.tokenizer, eos, pad) for o in out.outputs] for out in outs]
+        return [[_completion(with_eos(o, eos), self.tokenizer, eos, pad) for o in out.outputs]
+                for out in outs]
 
     def close(self) -> None:
         """Shut the engine down and give its GPU memory back (before training or another engine starts)."""
         if self.llm is None:
             return
-        shutdown = getattr(getattr(getattr(self.llm, "llm_engine", None), "engine_core", None), "shutdown", None)
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
         if callable(shutdown):  # vLLM v1 runs the engine in a child process
             shutdown()
         self.llm = None
         try:
-            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
         except ImportError:  # not in every vLLM version
             pass
         else:

@@ -6,10 +6,12 @@ the sampled KL to the trial's starting model (``harness.eval.kl``, estimator
 named by the tag ``harness.kl_estimator``).  Results are cached by (model,
 reference, suite, options, decoding, judge, baseline): ``harness.cache.EvalKey``
 and ``EvalCache``; decoding names the resolved backend (``harness.eval.backends``).
+Judge calls are also cached one by one by the judge client, so a re-run costs
+no judged call.
+
 Generation goes through one open generator at a time (``Serving``): a vLLM
 engine serves the saved checkpoint and is closed once the model's suites are
-done, before training resumes; the KL always uses the HF model.  Judge calls are also cached one by one by the judge client,
-so a re-run costs no judged call.
+done, before training resumes; the KL always uses the HF model.
 """
 
 from __future__ import annotations
@@ -209,7 +211,8 @@ def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: 
     items = SUITES[suite].items(options)
     generator = serving.get("policy", lambda: policy.generator(generation))
     outputs, samples = generate_outputs(items, generator, generation, trial_id, ctx.progress, f"eval {suite}")
-    baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs), serving)
+    baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs),
+                              serving)
     tokenizer = policy.tok()
     client = ctx.judge.client() if SUITES[suite].needs_judge(options) else None
     length = length_function(options.get("length_unit", "chars"), tokenizer)

@@ -78,7 +78,8 @@ def test_adapter_directory_is_served_by_vllm_as_a_lora_request(models, monkeypat
         cuda=types.SimpleNamespace(is_available=lambda: True, empty_cache=lambda: None)))
     eval_cfg = EvalSpec.model_validate({"suites": ["arith"], "arith": {"limit": 2},
                                         "generation": {"backend": "vllm"}})
-    plan = candidates_from_model(types.SimpleNamespace(model=str(adapter)), ["arith"], eval_cfg, Path("unused"))
+    args = types.SimpleNamespace(model=str(adapter))
+    plan = candidates_from_model(args, ["arith"], eval_cfg, Path("unused"))
     [engine] = rec.engines
     assert engine["model"] == str(base) and engine["enable_lora"] is True and engine["max_lora_rank"] == 8
     assert rec.lora_requests == [("my-adapter", 1, str(adapter))]
