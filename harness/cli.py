@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _judge_parser(sub) -> None:
     p = sub.add_parser("judge", help="judge a model, output files or annotation files (no training)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", default=None, help="HF directory or id, or toy://NAME: generate, then judge")
+    source.add_argument("--model", default=None,
+                        help="HF directory or id, toy://NAME, or a LoRA adapter directory: generate, then judge")
     source.add_argument("--outputs", nargs="+", default=None, metavar="FILE",
                         help="AlpacaEval-format outputs (JSON list or JSONL)")
     source.add_argument("--annotations", nargs="+", default=None, metavar="FILE",

@@ -115,6 +115,8 @@ class GenerationSpec(_Model):
     n: PosInt = 1
     seed: int = 0
     system_prompt: str | None = None
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="auto: vLLM when installed and CUDA is present, else transformers")
 
 
 class EvalSpec(_Model):

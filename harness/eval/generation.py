@@ -2,9 +2,10 @@
 
 Prompts are tokenized with the trial's own chat template
 (``harness.data.tokenization.encode_prompt``), so a trial generates exactly the
-way it was trained.  vLLM joins behind the same function signature as ``generate``.
-``generate_outputs`` turns a suite's items into outputs rows, multi-turn for
-items with ``turns`` (each turn sees the model's own earlier answers).
+way it was trained.  ``generate`` is the transformers backend; it and vLLM sit
+behind one generator interface in ``harness.eval.backends``.
+``generate_outputs`` turns a suite's items into outputs rows with any generator,
+multi-turn for items with ``turns`` (each turn sees the model's own earlier answers).
 """
 
 from __future__ import annotations
@@ -68,18 +69,17 @@ def _completion(tokens: list[int], tokenizer, eos: int, pad: int) -> Completion:
     return Completion(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), tokens)
 
 
-
-def _single_turn(items, model, tokenizer, generation, progress, desc):
-    prompts = [encode_prompt(tokenizer, item["prompt"], generation.system_prompt) for item in items]
-    completions = generate(model, tokenizer, prompts, generation, progress=progress, desc=desc)
+def _single_turn(items, generator, generation, progress, desc):
+    prompts = [encode_prompt(generator.tokenizer, item["prompt"], generation.system_prompt) for item in items]
+    completions = generator.generate(prompts, generation, progress=progress, desc=desc)
     return [[([p], [c]) for c in samples] for p, samples in zip(prompts, completions)]
 
 
-def _multi_turn(items, model, tokenizer, generation, progress, desc):
+def _multi_turn(items, generator, generation, progress, desc):
     """Turn 1 gets ``n`` samples per item; each sample's later turns continue its own conversation."""
     system = [] if generation.system_prompt is None else [{"role": "system", "content": generation.system_prompt}]
     first = _single_turn([{"prompt": [{"role": "user", "content": it["turns"][0]}]} for it in items],
-                         model, tokenizer, generation, progress, f"{desc} turn 1")
+                         generator, generation, progress, f"{desc} turn 1")
     runs = []  # [item index, messages so far, prompt ids per turn, completions per turn]
     for i, (item, samples) in enumerate(zip(items, first)):
         for [p], [c] in samples:
@@ -90,8 +90,8 @@ def _multi_turn(items, model, tokenizer, generation, progress, desc):
         active = [r for r in runs if t < len(items[r[0]]["turns"])]
         for r in active:
             r[1] = r[1] + [{"role": "user", "content": items[r[0]]["turns"][t]}]
-        prompts = [encode_prompt(tokenizer, r[1]) for r in active]
-        outs = generate(model, tokenizer, prompts, one, progress=progress, desc=f"{desc} turn {t + 1}")
+        prompts = [encode_prompt(generator.tokenizer, r[1]) for r in active]
+        outs = generator.generate(prompts, one, progress=progress, desc=f"{desc} turn {t + 1}")
         for r, p, [c] in zip(active, prompts, outs):
             r[1] = r[1] + [{"role": "assistant", "content": c.text}]
             r[2].append(p)
@@ -102,22 +102,24 @@ def _multi_turn(items, model, tokenizer, generation, progress, desc):
     return per_item
 
 
-def generate_outputs(items: list[dict], model, tokenizer, generation: GenerationSpec, generator: str,
+def generate_outputs(items: list[dict], generator, generation: GenerationSpec, generator_name: str,
                      progress: bool = True, desc: str = "eval") -> tuple[list[dict], list[list]]:
     """Outputs rows (one per prompt and sample) and, per row, its (prompt_ids, generated_ids) per turn.
 
-    A row has ``id, sample, instruction, output, generator, num_tokens, generation`` and
-    ``prompt`` (single-turn) or ``turns`` with ``output`` a list of answers, one per turn.
+    ``generator`` is a ``harness.eval.backends`` generator; ``generator_name`` names the model in
+    the rows.  A row has ``id, sample, instruction, output, generator, num_tokens, generation``
+    (the decoding settings, ``backend`` the one that ran) and ``prompt`` (single-turn) or
+    ``turns`` with ``output`` a list of answers, one per turn.
     """
     multi = any("turns" in item for item in items)
-    per_item = (_multi_turn if multi else _single_turn)(items, model, tokenizer, generation, progress, desc)
-    settings = generation.model_dump()
+    per_item = (_multi_turn if multi else _single_turn)(items, generator, generation, progress, desc)
+    settings = {**generation.model_dump(), "backend": generator.name}
     rows, samples = [], []
     for item, item_samples in zip(items, per_item):
         for s, (prompt_ids, completions) in enumerate(item_samples):
             texts = [c.text for c in completions]
             row = {"id": item["id"], "sample": s, "instruction": item["instruction"],
-                   "output": texts if multi else texts[0], "generator": generator,
+                   "output": texts if multi else texts[0], "generator": generator_name,
                    "num_tokens": sum(c.num_tokens for c in completions), "generation": settings}
             row.update({"turns": item["turns"]} if multi else {"prompt": item["prompt"]})
             rows.append(row)

@@ -1,7 +1,8 @@
 """``harness judge``: judge-only evaluation of a model, of output files, or of annotation files.
 
-- ``--model DIR|ID``: generate each suite's outputs (transformers, the model's
-  own chat template, ``eval.generation``), then judge them;
+- ``--model DIR|ID|ADAPTER_DIR``: generate each suite's outputs (with the
+  model's own chat template, ``eval.generation``, its backend resolved first), then
+  judge them; a LoRA adapter directory is generated from its base with the adapter;
 - ``--outputs FILE...``: judge existing outputs (AlpacaEval JSON list or JSONL),
   one result per ``generator`` (``harness.judge_cmd.candidates``);
 - ``--annotations FILE...``: re-score AlpacaEval annotation files, no judge calls.
@@ -25,6 +26,7 @@ from harness.config.problems import format_problems, pydantic_problems
 from harness.config.spec import EvalSpec, JudgeSpec
 from harness.config.spec_io import parse_override, set_key
 from harness.errors import HarnessError, SpecError
+from harness.eval.backends import resolved
 from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, check_suites, pairwise
 from harness.judge_cmd.candidates import candidates_from_files, candidates_from_model
@@ -77,7 +79,8 @@ def cmd_judge(args) -> int:
         return annotations_command(args)
     judge_spec, eval_cfg = settings(args)
     suites = suite_plan(args, eval_cfg)
-    if args.model:
+    if args.model:  # the backend that runs, not `auto`, is what outputs rows and params record
+        eval_cfg = eval_cfg.model_copy(update={"generation": resolved(eval_cfg.generation)})
         candidates = candidates_from_model(args, suites, eval_cfg, cache_dir)
     else:
         candidates = candidates_from_files(args, suites, eval_cfg)

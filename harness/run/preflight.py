@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.data.load import check_weights, load_rows
 from harness.errors import HarnessError
+from harness.eval.backends import resolve_backend
 from harness.eval.generation import generation_for
 from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, check_suites
@@ -58,8 +59,11 @@ def check_model(uri: str | None, key: str) -> None:
 
 
 def check_eval(eval_cfg, rows_of) -> None:
-    """Each suite of ``eval_cfg``: available, decodable as configured, and its data fit for it."""
+    """Each suite of ``eval_cfg``: available, decodable as configured (by a backend that can run here),
+    and its data fit for it."""
     check_suites(eval_cfg.suites)
+    if eval_cfg.suites:
+        resolve_backend(eval_cfg.generation.backend)
     for suite in eval_cfg.suites:
         options = suite_options(eval_cfg, suite)
         generation = generation_for(eval_cfg.generation, options)

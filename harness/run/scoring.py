@@ -5,8 +5,13 @@ outputs (suites judged against one), the scores, the mean response length and
 the sampled KL to the trial's starting model (``harness.eval.kl``, estimator
 named by the tag ``harness.kl_estimator``).  Results are cached by (model,
 reference, suite, options, decoding, judge, baseline): ``harness.cache.EvalKey``
-and ``EvalCache``.  Judge calls are also cached one by one by the judge client,
-so a re-run costs no judged call.
+and ``EvalCache``; decoding names the resolved backend (``harness.eval.backends``).
+Judge calls are also cached one by one by the judge client, so a re-run costs
+no judged call.
+
+Generation goes through one open generator at a time (``Serving``): a vLLM
+engine serves the saved checkpoint and is closed once the model's suites are
+done, before training resumes; the KL always uses the HF model.
 """
 
 from __future__ import annotations
@@ -15,18 +20,20 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.cache import EvalKey
 from harness.config.spec import JudgeSpec
 from harness.data.load import fingerprint
 from harness.errors import HarnessError
+from harness.eval.backends import open_generator, resolved
 from harness.eval.generation import generate_outputs, generation_for
 from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
 from harness.eval.suite import Suite, suite_options
 from harness.eval.suites import SUITES
 from harness.run.context import SweepContext
-from harness.train.models import load_model, load_tokenizer
+from harness.train.models import load_model, load_tokenizer, save_checkpoint
 from judges.stats.annotations import length_function
 
 
@@ -42,6 +49,70 @@ class Reference:
         if self._loaded is None:
             self._loaded = (load_model(self.path).to(device).eval(), load_tokenizer(self.path))
         return self._loaded
+
+    def generator(self, generation, device):
+        model, tokenizer = self.load(device)  # the KL reference too: loaded once
+        return open_generator(generation, self.path, tokenizer, model)
+
+
+@dataclass
+class Policy:
+    """The model under evaluation: its checkpoint ``path`` (None: not saved, ``train.save: none``)
+    and its HF model and tokenizer, given or loaded on first use."""
+
+    path: str | None
+    device: Any
+    model: Any = None
+    tokenizer: Any = None
+    _tmp: tempfile.TemporaryDirectory | None = None
+
+    def load(self):
+        if self.model is None:
+            self.model = load_model(self.path).to(self.device).eval()
+        return self.model, self.tok()
+
+    def tok(self):
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.path)
+        return self.tokenizer
+
+    def checkpoint(self) -> str:
+        """A directory to serve: the saved checkpoint, else a temporary save removed by ``cleanup``."""
+        if self.path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="harness-eval-")
+            self.path = str(save_checkpoint(self.model, self.tokenizer, Path(self._tmp.name) / "model"))
+        return self.path
+
+    def generator(self, generation):
+        """vLLM serves the checkpoint (no HF model needed); transformers runs the HF model."""
+        if generation.backend == "vllm":
+            return open_generator(generation, self.checkpoint(), self.tok())
+        model, tokenizer = self.load()
+        return open_generator(generation, self.path, tokenizer, model)
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class Serving:
+    """The one open generator of an evaluation: a vLLM engine takes a fixed share of the GPU, so the
+    policy's and the starting model's engines are never open together.  ``close`` frees it."""
+
+    def __init__(self):
+        self.role, self.open = None, None
+
+    def get(self, role: str, opener):
+        """The generator of ``role`` ("policy" or "base"), opened by ``opener()`` unless it is open."""
+        if self.role != role:
+            self.close()
+            self.open, self.role = opener(), role
+        return self.open
+
+    def close(self) -> None:
+        if self.open is not None:
+            self.open.close()
+        self.role, self.open = None, None
 
 
 def baseline_kind(value: str) -> str:
@@ -83,14 +154,14 @@ def _trial_baseline(ctx: SweepContext, trial_id: str, suite: str, items: list[di
 
 
 def _base_baseline(ctx: SweepContext, suite: str, items: list[dict], generation, ref: Reference,
-                   device) -> dict[str, dict]:
+                   device, serving: Serving) -> dict[str, dict]:
     """The starting model's outputs on the suite's prompts (cached: trials of a sweep share them)."""
     base = generation.model_copy(update={"n": 1})
     identity = [ref.key, suite, [(i["id"], i["instruction"]) for i in items], base.model_dump()]
     rows = None if ctx.force else ctx.evals.baseline(identity)
     if rows is None:
-        model, tokenizer = ref.load(device)
-        rows, _ = generate_outputs(items, model, tokenizer, base, "base", ctx.progress, f"baseline {suite}")
+        generator = serving.get("base", lambda: ref.generator(base, device))
+        rows, _ = generate_outputs(items, generator, base, "base", ctx.progress, f"baseline {suite}")
         ctx.evals.write_baseline(identity, rows)
         rows = ctx.evals.baseline(identity)  # as read back: a fresh entry and a cached one give the same rows
     return {r["id"]: r for r in rows}
@@ -114,7 +185,7 @@ def baseline_identity(ctx: SweepContext, suite: str, options: dict, ref: Referen
 
 
 def suite_baseline(ctx: SweepContext, suite, options, items, generation, ref, device,
-                   own: tuple) -> dict[str, dict] | None:
+                   own: tuple, serving: Serving) -> dict[str, dict] | None:
     """item id -> the baseline's output row; ``own`` is (trial id, this trial's outputs)."""
     if not SUITES[suite].needs_baseline(options):
         return None
@@ -126,7 +197,7 @@ def suite_baseline(ctx: SweepContext, suite, options, items, generation, ref, de
         return {r["id"]: r for r in own[1] if r["sample"] == 0}
     if kind == "trial":
         return _trial_baseline(ctx, value, suite, items)
-    return _base_baseline(ctx, suite, items, generation, ref, device)
+    return _base_baseline(ctx, suite, items, generation, ref, device, serving)
 
 
 def judge_identity(judge_spec: JudgeSpec) -> dict:
@@ -134,13 +205,15 @@ def judge_identity(judge_spec: JudgeSpec) -> dict:
     return judge_spec.model_dump(exclude={"concurrency", "timeout_s", "api_key_env"})
 
 
-def run_suite(ctx: SweepContext, suite: str, options: dict, generation, model, tokenizer, trial_id: str,
-              ref: Reference, model_key: str, device):
+def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: Policy, serving: Serving,
+              trial_id: str, ref: Reference, model_key: str, device):
     """Generate, score, and add the KL to the reference and the judge client's counters."""
     items = SUITES[suite].items(options)
-    outputs, samples = generate_outputs(items, model, tokenizer, generation, trial_id, ctx.progress,
-                                        f"eval {suite}")
-    baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs))
+    generator = serving.get("policy", lambda: policy.generator(generation))
+    outputs, samples = generate_outputs(items, generator, generation, trial_id, ctx.progress, f"eval {suite}")
+    baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs),
+                              serving)
+    tokenizer = policy.tok()
     client = ctx.judge.client() if SUITES[suite].needs_judge(options) else None
     length = length_function(options.get("length_unit", "chars"), tokenizer)
     result = SUITES[suite].score(options, items, outputs, baseline, client, length)
@@ -151,33 +224,46 @@ def run_suite(ctx: SweepContext, suite: str, options: dict, generation, model, t
     else:
         reference, _ = ref.load(device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        result.metrics["kl"] = sampled_kl(model, reference, samples, pad)
+        result.metrics["kl"] = sampled_kl(policy.load()[0], reference, samples, pad)
     return result
 
 
-def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer,
-                   trial_id: str, ref: Reference, device) -> None:
-    """Run every suite of ``eval_cfg`` on the model and log it; results are cached."""
-    for suite in eval_cfg.suites:
-        options = suite_options(eval_cfg, suite)
-        generation = generation_for(eval_cfg.generation, options)
-        judge = judge_identity(ctx.spec.judge) if SUITES[suite].needs_judge(options) else None
-        key = EvalKey(model_key, ref.key, suite, options, generation.model_dump(), judge,
-                      baseline_identity(ctx, suite, options, ref, trial_id))
-        metrics = None if ctx.force else ctx.evals.metrics(key)
-        if metrics is None:
-            if model is None:
-                model, tokenizer = load_model(path).to(device).eval(), load_tokenizer(path)
-            result = run_suite(ctx, suite, options, generation, model, tokenizer, trial_id, ref, model_key, device)
-            ctx.evals.write(key, suite, result.outputs, result.judgments, result.metrics)
-            metrics = ctx.evals.metrics(key)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                          if not k.endswith("_se") and not k.startswith("judge_"))
-        ctx.echo(f"  eval {suite}: {shown}")
-        ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
-        ctx.tracker.set_tags(run_id, {"harness.kl_estimator": KL_ESTIMATOR})
-        for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
-            ctx.tracker.log_file(run_id, ctx.evals.rows_file(key, kind, suite), kind)
+def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str | None, model,
+                   tokenizer, trial_id: str, ref: Reference, device) -> None:
+    """Run every suite of ``eval_cfg`` on the model and log it; results are cached.
+
+    ``path`` is the model's checkpoint (None: not saved; then ``model`` is given), ``model`` the
+    in-memory model or None.  The generator is closed before this returns.
+    """
+    policy, serving = Policy(path, device, model, tokenizer), Serving()
+    try:
+        for suite in eval_cfg.suites:
+            _evaluate_suite(ctx, run_id, eval_cfg, suite, model_key, policy, serving, trial_id, ref, device)
+    finally:
+        serving.close()
+        policy.cleanup()
+
+
+def _evaluate_suite(ctx: SweepContext, run_id: str, eval_cfg, suite: str, model_key: str, policy: Policy,
+                    serving: Serving, trial_id: str, ref: Reference, device) -> None:
+    """One suite: from the eval cache, or generated and scored; logged either way."""
+    options = suite_options(eval_cfg, suite)
+    generation = resolved(generation_for(eval_cfg.generation, options))
+    judge = judge_identity(ctx.spec.judge) if SUITES[suite].needs_judge(options) else None
+    key = EvalKey(model_key, ref.key, suite, options, generation.model_dump(), judge,
+                  baseline_identity(ctx, suite, options, ref, trial_id))
+    metrics = None if ctx.force else ctx.evals.metrics(key)
+    if metrics is None:
+        result = run_suite(ctx, suite, options, generation, policy, serving, trial_id, ref, model_key, device)
+        ctx.evals.write(key, suite, result.outputs, result.judgments, result.metrics)
+        metrics = ctx.evals.metrics(key)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                      if not k.endswith("_se") and not k.startswith("judge_"))
+    ctx.echo(f"  eval {suite}: {shown}")
+    ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
+    ctx.tracker.set_tags(run_id, {"harness.kl_estimator": KL_ESTIMATOR})
+    for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
+        ctx.tracker.log_file(run_id, ctx.evals.rows_file(key, kind, suite), kind)
 
 
 def joint_metrics(ctx: SweepContext, suite: Suite) -> None:

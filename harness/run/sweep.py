@@ -188,7 +188,8 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
             ctx.tracker.set_status(run_id, "FINISHED")
     ctx.tracker.set_tags(trial_run, {"harness.checkpoint": path if persist else "none (train.save: none)"})
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
-    _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path, model, tokenizer, trial)
+    # Not saved (train.save: none): no checkpoint, only the trained model in memory.
+    _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path if persist else None, model, tokenizer, trial)
 
 
 def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str, input_key: str, key: str,
@@ -226,7 +227,7 @@ def _evaluate_base(ctx: SweepContext, run_id: str, spec: Spec) -> None:
     _evaluate(ctx, run_id, spec.eval, model_identity(path), path, None, None, _base_trial(spec))
 
 
-def _evaluate(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str, model, tokenizer,
+def _evaluate(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str | None, model, tokenizer,
               trial) -> None:
     """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model."""
     if not eval_cfg.suites:

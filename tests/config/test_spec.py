@@ -92,6 +92,7 @@ DESIGN_DEFAULTS = {
     "eval.generation.n": 1,
     "eval.generation.seed": 0,
     "eval.generation.system_prompt": None,
+    "eval.generation.backend": "auto",
     "eval.arith.data": "toy://arith-eval",
     "eval.arith.limit": 200,
     "eval.arith.n": 1,
