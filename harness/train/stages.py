@@ -122,6 +122,9 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     log({"train/reference_passes": ctx.reference_passes, "train/reward_passes": ctx.reward_passes}, 0)
     lora = stage.lora
     task = "SEQ_CLS" if method.batch.scalar_head else "CAUSAL_LM"
+    # The adapter's random init is the trial's: seeded here, not by whatever ran before (the loop
+    # seeds again for data order and dropout, after this).
+    torch.manual_seed(stage.train.seed)
     model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, task)
     validate = validation_fn(method, params, held_out, stage.train.batch_size) if held_out else None
     result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))
