@@ -88,13 +88,31 @@ def log_audit(stage, data: StageData, log, log_text) -> None:
         log_text(to_json(report), "audit.json")
 
 
+def disable_dropout(model) -> None:
+    """Set p = 0 in every ``torch.nn.Dropout`` of ``model``, as TRL's ``disable_dropout_in_model``.
+
+    The policy trains in ``train()`` mode while reference statistics come from ``eval()`` mode,
+    so with dropout on, policy = reference would not give log-ratios of 0 at step 0.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def load_policy(stage, input_path: str, pad_id: int, dtype: torch.dtype):
-    """The stage's starting model on ``device()``: a causal LM, or an LM with a new scalar head."""
+    """The stage's starting model on ``device()``: a causal LM, or an LM with a new scalar head.
+
+    With ``train.disable_dropout`` its dropout is off; a LoRA adapter attached later keeps ``lora.dropout``.
+    """
     method = METHODS[stage.method.name]
     if method.batch.scalar_head:
         torch.manual_seed(stage.train.seed)  # the new scalar head
-        return load_reward_model(input_path, pad_id, dtype, stage.method.params["pooling"]).to(device())
-    return load_model(input_path, dtype).to(device())
+        model = load_reward_model(input_path, pad_id, dtype, stage.method.params["pooling"])
+    else:
+        model = load_model(input_path, dtype)
+    if stage.train.disable_dropout:
+        disable_dropout(model)
+    return model.to(device())
 
 
 def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,

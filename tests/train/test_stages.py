@@ -4,6 +4,7 @@ and whole stages (train_stage): reproducible LoRA trials."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -104,3 +105,47 @@ def test_lora_stage_is_reproducible(micro_dir, tmp_path, method, data):
     assert [step for step, _ in first] == [1, 2, 3]
     assert first == second
     assert first[0][1] != first[2][1]  # it trained
+
+
+@pytest.fixture(scope="module")
+def gpt2_dropout_dir(tmp_path_factory) -> str:
+    """A tiny GPT-2 (dropout 0.1 on embeddings, attention and residuals) with the toy tokenizer, built here."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = build_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        embd_pdrop=0.1, attn_pdrop=0.1, resid_pdrop=0.1, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("gpt2") / "model"
+    GPT2LMHeadModel(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.parametrize("disable", [True, False])
+def test_disable_dropout_gives_zero_log_ratios_at_step_0(gpt2_dropout_dir, tmp_path, disable):
+    """DPO with policy = reference: at step 1 (logged before the update) h = 0 for every pair.
+
+    The reference is computed in eval mode, the policy in train mode; one micro-batch holds all
+    pairs in the reference pass's order, so both see the same padded batch.  With dropout off
+    (the default) every log-ratio is exactly 0: train/kl = mean of the log-ratios = 0,
+    train/rewards/margin = 0, no pair counts as correct (h > 0), and the loss is -log sigma(0) = log 2.  With dropout 0.1 left on,
+    the policy's log-probs are noisy and none of that holds.
+    """
+    train = TrainSpec(max_length=64, batch_size=16, max_steps=1, log_every=1, lr=1e-3, shuffle=False,
+                      disable_dropout=disable)
+    assert TrainSpec().disable_dropout  # the default, as TRL
+    spec = StageSpec("main", ResolvedMethod("dpo", dict(METHODS["dpo"].params)),
+                     DataSpec(train="toy://arith-pairs", fraction=0.003), train, LoraSpec(), EvalSpec(), None)
+    ((_, first),) = [(step, m) for step, m in run_stage(spec, gpt2_dropout_dir, tmp_path / "cache")
+                     if "train/loss" in m]
+    assert 4 <= first["train/response_length"]
+    if disable:
+        assert first["train/kl"] == 0.0 and first["train/rewards/margin"] == 0.0
+        assert first["train/rewards/accuracy"] == 0.0  # no pair has h > 0
+        assert first["train/loss"] == pytest.approx(math.log(2), rel=1e-6)
+    else:
+        # measured: kl -0.0175 (a mean over 18 responses, of both signs), 4 of 9 pairs with h > 0
+        assert abs(first["train/kl"]) > 1e-3 and first["train/rewards/accuracy"] > 0
+        assert first["train/loss"] != pytest.approx(math.log(2), rel=1e-6)
