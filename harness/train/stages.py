@@ -133,7 +133,7 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
     cfg = train_config(stage, mixed)
     # Reference statistics and other per-example inputs, before the adapter is attached.
-    ctx = PrepareContext(stage, model, input_key, tokenizer, cache_dir, force)
+    ctx = PrepareContext(stage, model, input_key, tokenizer, cache_dir, force, mixed)
     prepare = hooks(method).prepare
     train_set = prepare(ctx, data.train, cfg, "train")
     held_out = prepare(ctx, data.eval, None, "eval") if data.eval else None
