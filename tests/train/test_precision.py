@@ -74,7 +74,7 @@ def test_dpo_policy_equal_to_reference_gives_h_0(micro, tmp_path, mixed):
 @pytest.mark.parametrize("mixed", PRECISIONS)
 def test_kto_policy_equal_to_reference_gives_log_ratio_0(micro, tmp_path, mixed):
     """KTO: each own completion's log-ratio is exactly 0, and so is the step's KL estimate z0."""
-    path, tok, pairs = micro
+    path, tok, _ = micro
     rows = pairs_to_kto(take_fraction(load_rows("toy://arith-pairs", "pairs"), 0.003, 0))[:12]
     examples, _ = encode_kto(tok, rows, 64)
     n = len(examples)
