@@ -92,6 +92,7 @@ class TrainSpec(_Model):
     log_every: PosInt = 10
     eval_every: PosInt | None = None
     save: Literal["final", "none"] = "final"
+    disable_dropout: bool = Field(True, description="p = 0 in every torch.nn.Dropout of the policy, as TRL")
 
 
 class LoraSpec(_Model):

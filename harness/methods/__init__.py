@@ -11,9 +11,9 @@ from harness.methods.batches import KtoLogps, PairLogps, PairRewards, SftLogps
 from harness.methods.kto import kto_kl_estimate, kto_loss, mismatched_partners, step_kl_pairs
 from harness.methods.logprobs import (
     entropy_from_logits,
+    off_target_probs,
     reduce_logps,
     sequence_logps,
-    sum_sq_probs,
     target_mask,
     token_counts,
     token_logps,
@@ -61,6 +61,7 @@ __all__ = [
     "logratio_margin",
     "margin_of",
     "mismatched_partners",
+    "off_target_probs",
     "orpo_loss",
     "pool_rewards",
     "reduce_logps",
@@ -73,7 +74,6 @@ __all__ = [
     "sft_token_losses",
     "simpo_loss",
     "step_kl_pairs",
-    "sum_sq_probs",
     "target_mask",
     "token_counts",
     "token_logps",

@@ -19,13 +19,15 @@ class SftLogps:
 
     token_logps: [B, T - 1] log p_y; mask: [B, T - 1] target mask;
     logits: [B, T, V] the next-token distribution (Brier needs all of it), or None;
-    weights: [B] IW-SFT weights self-normalized over the step, or None.
+    weights: [B] IW-SFT weights self-normalized over the step, or None;
+    input_ids: [B, T] the tokens (column t's target is ``input_ids[:, t + 1]``; Brier needs them), or None.
     """
 
     token_logps: torch.Tensor
     mask: torch.Tensor
     logits: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

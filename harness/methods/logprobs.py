@@ -49,18 +49,30 @@ def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     return target_logits - normalizers
 
 
-def sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
-    """sum_v q_v^2 of each next-token distribution q = softmax(logits): [B, T, V] -> [B, T - 1].
+def off_target_probs(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_{v != y} q_v and sum_{v != y} q_v^2 of each next-token distribution q = softmax(logits).
 
-    Computed as exp(logsumexp(2 l) - 2 logsumexp(l)) one row at a time, so no
-    [B, T, V] probability tensor is materialized (for Brier-SFT).  Differentiable.
+    Args:
+        logits: [B, T, V]; input_ids: [B, T], the target y of column t is ``input_ids[:, t + 1]``.
+    Returns:
+        two [B, T - 1] tensors (float32, or float64 for float64 logits), differentiable.
+
+    Each is a logsumexp over the vocabulary with y left out, minus logsumexp over all of it
+    (for the squares: of 2 l, minus 2 logsumexp(l)).  Nothing is subtracted from a number
+    near 1, so both stay accurate to the dtype's relative precision when p_y -> 1, where
+    1 - p_y and sum_v q_v^2 - p_y^2 cancel (Brier-SFT).  One row at a time, so the only
+    [T, V] copies are one row's.
     """
     dtype = _compute_dtype(logits.dtype)
-    rows = []
-    for row in logits:
+    targets = input_ids[:, 1:].unsqueeze(-1)
+    mass, squares = [], []
+    for row, target in zip(logits, targets):
         row = row[:-1].to(dtype)
-        rows.append(torch.exp(torch.logsumexp(2 * row, dim=-1) - 2 * torch.logsumexp(row, dim=-1)))
-    return torch.stack(rows)
+        lse = torch.logsumexp(row, dim=-1)
+        others = row.scatter(-1, target, float("-inf"))  # log q without y, up to lse
+        mass.append(torch.exp(torch.logsumexp(others, dim=-1) - lse))
+        squares.append(torch.exp(torch.logsumexp(2 * others, dim=-1) - 2 * lse))
+    return torch.stack(mass), torch.stack(squares)
 
 
 def target_mask(loss_mask: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from harness.methods.batches import SftLogps
-from harness.methods.logprobs import sum_sq_probs, token_counts
+from harness.methods.logprobs import off_target_probs, token_counts
 
 NORMALIZATIONS = ("token", "sequence")
 
@@ -113,16 +113,18 @@ def brier_sft_loss(batch: SftLogps, *, normalization: str = "token") -> tuple[to
     """Brier score of the next-token distribution q: ||q - e_y||^2 = (1 - p_y)^2 + sum_{v != y} q_v^2.
 
     Args:
-        batch: ``token_logps`` [B, T - 1] log p_y, ``mask`` [B, T - 1], and ``logits`` [B, T, V],
-            reduced at once to sum_v q_v^2 [B, T - 1] (``harness.methods.sum_sq_probs``), so
-            sum_{v != y} q_v^2 = sum_sq_probs - p_y^2.
+        batch: ``token_logps`` [B, T - 1] log p_y, ``mask`` [B, T - 1], ``logits`` [B, T, V] and
+            ``input_ids`` [B, T] (the targets y), reduced at once to 1 - p_y = sum_{v != y} q_v and
+            sum_{v != y} q_v^2 [B, T - 1] (``harness.methods.off_target_probs``).
     Brier 1950; the proper scoring rule applied per token.  Reduced like ``sft_loss``.
+    Both terms come from the off-target probabilities, never as 1 - p_y or sum_v q_v^2 - p_y^2:
+    those cancel in float32 as p_y -> 1 (at p_y = 0.99986 the gradient was off by 140%).
     """
-    if batch.logits is None:
-        raise ValueError("brier-sft needs the batch's logits (SftLogps.logits)")
+    if batch.logits is None or batch.input_ids is None:
+        raise ValueError("brier-sft needs the batch's logits and input_ids (SftLogps.logits, SftLogps.input_ids)")
     token_logps, mask = batch.token_logps, batch.mask
-    p = token_logps.exp()
-    token_losses = (1 - p) ** 2 + (sum_sq_probs(batch.logits) - p**2)
+    miss, off_target_squares = off_target_probs(batch.logits, batch.input_ids)
+    token_losses = miss**2 + off_target_squares
     per_example, metrics = _reduce_token_losses(token_losses, mask, normalization)
     metrics["nll"] = _nll_metric(token_logps, mask)
     return per_example, metrics

@@ -74,7 +74,8 @@ def forward_sft(model, method: MethodEntry, params: dict, examples: list, inputs
     logits = _sft_logits(model, batch, params.get("packing_capacity"), pad_id)
     tlp = token_logps(logits, batch["input_ids"])
     mask = target_mask(batch["loss_mask"])
-    numerators, metrics = method.loss(SftLogps(tlp, mask, logits, inputs.weights), **method.loss_kwargs(params))
+    record = SftLogps(tlp, mask, logits, inputs.weights, batch["input_ids"])
+    numerators, metrics = method.loss(record, **method.loss_kwargs(params))
     if with_entropy:
         metrics["entropy"] = entropy_from_logits(logits, mask)
     return numerators, metrics, int(batch["attention_mask"].sum())

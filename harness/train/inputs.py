@@ -114,7 +114,9 @@ class PrepareContext:
     """What a batch kind's prepare hook needs to make an ``ExampleSet``, and what it reports back.
 
     ``policy`` is the stage's starting model (before any adapter), ``policy_key`` its identity;
-    ``reference_passes`` and ``reward_passes`` count the passes run (not served by a cache).
+    ``mixed_precision`` the autocast the stage trains under ("no", "bf16", "fp16"; the reference
+    pass runs under it too); ``reference_passes`` and ``reward_passes`` count the passes run
+    (not served by a cache).
     """
 
     stage: StageSpec
@@ -123,5 +125,6 @@ class PrepareContext:
     tokenizer: PreTrainedTokenizerBase
     cache_dir: Path
     force: bool
+    mixed_precision: str = "no"
     reference_passes: int = 0
     reward_passes: int = 0

@@ -30,6 +30,7 @@ from harness.train.inputs import ExampleSet, StepInputs, StepState, batch_inputs
 from harness.train.kinds import forward_method, hooks
 from harness.train.models import device, enable_checkpointing
 from harness.train.plan import TrainConfig, step_batches
+from harness.train.precision import autocast
 
 LogFn = Callable[[dict, int], None]
 
@@ -89,8 +90,9 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     for step, micro_batches in enumerate(bar, start=1):
         t0 = time.perf_counter()
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
-        inputs = hooks(method).step(accelerator.unwrap_model(model), method, params, data,
-                                    [i for mb in micro_batches for i in mb], state, accelerator.device)
+        with autocast(cfg.mixed_precision, accelerator.device):  # e.g. KTO's policy KL pairs, as their reference
+            inputs = hooks(method).step(accelerator.unwrap_model(model), method, params, data,
+                                        [i for mb in micro_batches for i in mb], state, accelerator.device)
         metrics, step_tokens = _optimizer_step(model, method, params, data, micro_batches, inputs, accelerator,
                                                cfg, want_logs)
         lr = scheduler.get_last_lr()[0]
@@ -106,7 +108,9 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
         due = step == len(plan) or (cfg.eval_every and step % cfg.eval_every == 0)
         if calls.validate and due and accelerator.is_main_process:
             model.eval()
-            log({f"val/{k}": v for k, v in calls.validate(accelerator.unwrap_model(model)).items()}, step)
+            with autocast(cfg.mixed_precision, accelerator.device):
+                held_out = calls.validate(accelerator.unwrap_model(model))
+            log({f"val/{k}": v for k, v in held_out.items()}, step)
             model.train()
     model.eval()
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
@@ -142,7 +146,7 @@ def _optimizer_step(model, method: MethodEntry, params: dict, data: ExampleSet, 
         batch = [examples[j] for j in share]
         sync = i == len(micro_batches) - 1
         ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
-        with ctx, accelerator.autocast():
+        with ctx, autocast(cfg.mixed_precision, accelerator.device):
             numerators, mb_metrics, mb_tokens = forward_method(
                 model, method, params, batch, data.pad_id, accelerator.device, batch_inputs(data, inputs, share),
                 with_entropy=want_logs,

@@ -4,8 +4,9 @@ The reference is ``stage.ref_model`` when set, else the stage's starting
 policy (which, under LoRA, is exactly the adapter-disabled model: this runs
 before the adapter is attached).  Statistics are cached in ``ReferenceCache``
 (``cache/reflogps/``) by (reference model, policy and tokenizer, data and every
-``data.*`` setting, max_length, batch kind, what is computed), so every trial
-that shares them reuses one pass.
+``data.*`` setting, max_length, batch kind, what is computed, the autocast), so
+every trial that shares them reuses one pass.  The pass runs under the autocast
+the stage trains under (``harness.train.precision``), as the policy's forward does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from harness.train.forward import kl_pair_logps, kto_reference_stats, reference_
 from harness.train.inputs import PrepareContext
 from harness.train.models import device, load_model, model_identity, resolve_model_path
 from harness.train.plan import TrainConfig, step_batches
+from harness.train.precision import autocast
 
 Compute = Callable[[object, list, int, torch.device], torch.Tensor]
 
@@ -44,10 +46,11 @@ def reference_for(ctx: PrepareContext, examples: list, tag: str = "train", compu
     rows = len(examples) if rows is None else rows
     ref_path = resolve_model_path(stage.ref_model, ctx.cache_dir) if stage.ref_model else None
     ref_key = model_identity(ref_path) if ref_path else ctx.policy_key
-    # Everything that decides the example list and its tokens: the policy's
-    # tokenizer (part of policy_key), the data and every data.* setting, max_length.
+    # Everything that decides the example list and its tokens: the policy's tokenizer (part of
+    # policy_key), the data and every data.* setting, max_length; and the autocast it runs under.
     description = [ref_key, ctx.policy_key, data_fingerprint(stage), stage.data.model_dump(mode="json"),
-                   stage.train.max_length, METHODS[stage.method.name].batch.name, tag]
+                   stage.train.max_length, METHODS[stage.method.name].batch.name, tag,
+                   {"mixed_precision": ctx.mixed_precision}]
     cache = ReferenceCache(ctx.cache_dir)
     stats = None if ctx.force else cache.load(description, rows)
     if stats is not None:
@@ -55,7 +58,8 @@ def reference_for(ctx: PrepareContext, examples: list, tag: str = "train", compu
     ref_model = load_model(ref_path).to(device()) if ref_path else ctx.policy
     ref_model.eval()
     ctx.reference_passes += 1
-    stats = (compute or reference_stats)(ref_model, examples, ctx.tokenizer.pad_token_id, device())
+    with autocast(ctx.mixed_precision, device()):  # the policy's precision (harness.train.precision)
+        stats = (compute or reference_stats)(ref_model, examples, ctx.tokenizer.pad_token_id, device())
     cache.save(description, stats)
     return stats
 

@@ -10,6 +10,7 @@ position and pools over response tokens itself (``pool_rewards``), so both
 from __future__ import annotations
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForSequenceClassification
 
 from harness.data.collate import collate_pairs, right_pad
@@ -58,16 +59,24 @@ def load_reward_model(path: str, pad_id: int, dtype: torch.dtype = torch.float32
 
 
 def _head(model):
-    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    # DDP keeps the model in .module; peft's wrapper forwards attribute reads to the model it wraps.
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    head = getattr(inner, "score", None) or getattr(inner, "classifier", None)
     if head is None:
-        raise HarnessError(f"{type(model).__name__}: no scalar head ('score' or 'classifier') to train as an RM")
+        raise HarnessError(f"{type(inner).__name__}: no scalar head ('score' or 'classifier') to train as an RM")
     return head
 
 
 def token_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The scalar head at every position: [B, T] ids and mask -> [B, T] values (at least float32)."""
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    values = _head(model)(hidden).squeeze(-1)
+    """The scalar head at every position: [B, T] ids and mask -> [B, T] values (at least float32).
+
+    The final hidden states come from the model's own forward (``output_hidden_states``), so the
+    pass runs through whatever wraps the model: peft's adapter (whose ``base_model`` returns the
+    pooled classifier output, not hidden states) and DDP (whose forward arms the gradient sync).
+    The head is then applied to every position; transformers' forward applies it too, but pools.
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    values = _head(model)(out.hidden_states[-1]).squeeze(-1)
     return values.to(torch.promote_types(values.dtype, torch.float32))
 
 

@@ -89,16 +89,32 @@ def log_audit(stage, data: StageData, log, log_text) -> None:
         log_text(to_json(report), "audit.json")
 
 
+def disable_dropout(model) -> None:
+    """Set p = 0 in every ``torch.nn.Dropout`` of ``model``, as TRL's ``disable_dropout_in_model``.
+
+    The policy trains in ``train()`` mode while reference statistics come from ``eval()`` mode,
+    so with dropout on, policy = reference would not give log-ratios of 0 at step 0.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def load_policy(stage, input_path: str, pad_id: int, dtype: torch.dtype):
-    """The stage's starting model on ``device()``: a causal LM (4-bit under QLoRA), or an LM with a new scalar head."""
+    """The stage's starting model on ``device()``: a causal LM (4-bit under QLoRA), or an LM with a new scalar head.
+
+    With ``train.disable_dropout`` its dropout is off; a LoRA adapter attached later keeps ``lora.dropout``.
+    """
     method = METHODS[stage.method.name]
+    quantization = quantization_config(stage.lora.quantize, device().type == "cuda")
     if method.batch.scalar_head:
         torch.manual_seed(stage.train.seed)  # the new scalar head
-        return load_reward_model(input_path, pad_id, dtype, stage.method.params["pooling"]).to(device())
-    quantization = quantization_config(stage.lora.quantize, device().type == "cuda")
-    if quantization is not None:  # loaded onto the GPU in 4 bit; .to() does not apply
-        return load_model(input_path, dtype, quantization)
-    return load_model(input_path, dtype).to(device())
+        model = load_reward_model(input_path, pad_id, dtype, stage.method.params["pooling"])
+    else:
+        model = load_model(input_path, dtype, quantization)
+    if stage.train.disable_dropout:
+        disable_dropout(model)
+    return model if quantization is not None else model.to(device())  # 4-bit weights load onto the GPU
 
 
 def check_hardware(stage) -> tuple[torch.dtype, str]:
@@ -131,13 +147,16 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
     cfg = train_config(stage, mixed)
     # Reference statistics and other per-example inputs, before the adapter is attached.
-    ctx = PrepareContext(stage, model, policy_key(stage, input_key), tokenizer, cache_dir, force)
+    ctx = PrepareContext(stage, model, policy_key(stage, input_key), tokenizer, cache_dir, force, mixed)
     prepare = hooks(method).prepare
     train_set = prepare(ctx, data.train, cfg, "train")
     held_out = prepare(ctx, data.eval, None, "eval") if data.eval else None
     log({"train/reference_passes": ctx.reference_passes, "train/reward_passes": ctx.reward_passes}, 0)
     lora = stage.lora
     task = "SEQ_CLS" if method.batch.scalar_head else "CAUSAL_LM"
+    # The adapter's random init is the trial's: seeded here, not by whatever ran before (the loop
+    # seeds again for data order and dropout, after this).
+    torch.manual_seed(stage.train.seed)
     model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, task)
     validate = validation_fn(method, params, held_out, stage.train.batch_size) if held_out else None
     result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))

@@ -171,6 +171,7 @@ def test_stage_key_ignores_eval_but_not_training(tmp_path):
     assert key("method.logprob_reduction=mean") != base
     assert key("train.seed=1") != base
     assert key("lora.rank=4") != base
+    assert key("train.disable_dropout=false") != base
     assert key("ref_model=toy://ref") != base
     assert key(model="other") != base and key(data="other") != base
 

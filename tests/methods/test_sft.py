@@ -1,4 +1,4 @@
-"""dft, hellinger-sft, brier-sft, iw-sft and sum_sq_probs against float64 numpy."""
+"""dft, hellinger-sft, brier-sft, iw-sft and off_target_probs against float64 numpy."""
 
 import numpy as np
 import pytest
@@ -10,9 +10,9 @@ from harness.methods import (
     dft_loss,
     hellinger_sft_loss,
     iw_sft_loss,
+    off_target_probs,
     self_normalized_weights,
     sft_loss,
-    sum_sq_probs,
     target_mask,
     token_logps,
 )
@@ -56,7 +56,8 @@ def test_sft_family_vs_numpy(normalization):
         "hellinger": (hellinger_sft_loss(SftLogps(tlp, mask), normalization=normalization)[0],
                       # half the squared Hellinger distance, summed over the vocabulary directly
                       0.5 * ((np.sqrt(onehot) - np.sqrt(q)) ** 2).sum(-1)),
-        "brier": (brier_sft_loss(SftLogps(tlp, mask, logits=logits), normalization=normalization)[0],
+        "brier": (brier_sft_loss(SftLogps(tlp, mask, logits=logits, input_ids=ids),
+                                  normalization=normalization)[0],
                   ((q - onehot) ** 2).sum(-1)),
     }
     for name, (got, token_losses) in cases.items():
@@ -64,9 +65,38 @@ def test_sft_family_vs_numpy(normalization):
                                    err_msg=name)
 
 
-def test_sum_sq_probs_vs_numpy():
-    logits, _, _ = _inputs(1)
-    np.testing.assert_allclose(sum_sq_probs(logits).numpy(), (_np_probs(logits) ** 2).sum(-1), rtol=1e-12)
+def test_off_target_probs_vs_numpy():
+    logits, ids, _ = _inputs(1)
+    p, q = _np_target_p(logits, ids)
+    mass, squares = off_target_probs(logits, ids)
+    np.testing.assert_allclose(mass.numpy(), q.sum(-1) - p, rtol=1e-12)
+    np.testing.assert_allclose(squares.numpy(), (q**2).sum(-1) - p**2, rtol=1e-12)
+
+
+def test_brier_float32_value_and_gradient_when_p_y_near_1():
+    """At p_y = 0.99986 the float32 loss and its gradient match float64 to float32 precision.
+
+    The float64 reference is independent of the implementation: q = softmax(l) in numpy,
+    loss = sum_v (q_v - e_y)^2 summed directly over the vocabulary, and the analytic gradient
+    dL/dl_k = 2 q_k (q_k - e_k) - 2 q_k sum_v (q_v - e_v) q_v.  Computing sum_{v != y} q_v^2
+    as sum_v q_v^2 - p_y^2 (and 1 - p_y from p_y) in float32 cancels: the loss came out 3.2x
+    too large and the gradient's y component 2.4x.
+    """
+    row = [7.0, -3.5, -2.9, -4.2, -3.1, -5.0]
+    logits = torch.tensor([[row, row]], dtype=torch.float32, requires_grad=True)  # [1, 2, 6]
+    ids, mask = torch.tensor([[0, 0]]), torch.tensor([[1]])
+    got = brier_sft_loss(SftLogps(token_logps(logits, ids), mask, logits=logits, input_ids=ids))[0]
+    got.sum().backward()
+    q = np.exp(np.array(row, dtype=np.float32).astype(np.float64))
+    q /= q.sum()
+    assert 0.99986 < q[0] < 0.99987
+    e = np.eye(6)[0]
+    expected = ((q - e) ** 2).sum()
+    grad = 2 * q * (q - e) - 2 * q * ((q - e) * q).sum()
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(float(got.detach()), expected, rtol=1e-6)
+    np.testing.assert_allclose(logits.grad[0, 0].numpy(), grad, rtol=1e-5)
+    assert not logits.grad[0, 1].any()  # column 1 predicts nothing (T - 1 = 1 position)
 
 
 def test_dft_gradient_is_p_weighted_nll_gradient():
@@ -82,7 +112,7 @@ def test_gradchecks_wrt_logits_and_logps():
     logits.requires_grad_(True)
 
     def brier(lg):
-        return brier_sft_loss(SftLogps(token_logps(lg, ids), mask, logits=lg))[0]
+        return brier_sft_loss(SftLogps(token_logps(lg, ids), mask, logits=lg, input_ids=ids))[0]
 
     assert torch.autograd.gradcheck(brier, (logits,))
     tlp = token_logps(logits, ids).detach().requires_grad_(True)

@@ -160,7 +160,7 @@ def test_stage_reference_equals_previous_checkpoint(tmp_path):
         assert abs(base_chosen - chosen) > 1e-3  # the SFT stage really changed the model
 
 
-@pytest.mark.parametrize("method", ["sft", "kto", "iw-sft"])
+@pytest.mark.parametrize("method", ["sft", "kto", "iw-sft", "rm", "rm-lora"])
 def test_two_gloo_processes_match_one_process(micro, tmp_path, method):
     """The same loop as two CPU processes (DDP over gloo) gives the one-process update.
 
@@ -169,7 +169,9 @@ def test_two_gloo_processes_match_one_process(micro, tmp_path, method):
     and step-wide token normalization are all exercised.  For kto the KL
     estimate must come from the mismatched pairs of the whole step (not of one
     process's shard), for iw-sft the weights must be self-normalized over the
-    whole step: either done per shard would change the loss and the update.
+    whole step: either done per shard would change the loss and the update.  For rm (plain and
+    under a rank-4 LoRA adapter) the hidden states must come through DDP's (and peft's) own
+    forward, so the gradients of the backbone and the head are synchronized.
     """
     import os
     import socket
