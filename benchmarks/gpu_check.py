@@ -137,9 +137,14 @@ def sequence_flops(lengths: list[int], world: dict, size: dict) -> float:
     return float(sum(6 * n * t + 12 * layers * d * t * t for t in lengths))
 
 
-def step_seconds(times: list[float]) -> float:
-    """Steady-state seconds per step from the times at which steps 1..N ended (step 1 is warm-up)."""
-    return (times[-1] - times[0]) / (len(times) - 1)
+def step_seconds(times: list[float], steps: list[int] | None = None) -> float:
+    """Steady-state seconds per step from the times at which steps ended (the first one is warm-up).
+
+    ``steps`` numbers the steps timed (default 1..N): harness logs (and syncs) only at steps 1,
+    N-1 and N (``train.log_every``), so that the per-step logged metrics (entropy) do not slow the rest.
+    """
+    steps = steps or list(range(1, len(times) + 1))
+    return (times[-1] - times[0]) / (steps[-1] - steps[0])
 
 
 def _stage(world: dict, size: dict, method: str, batch: int, precision: str, lora: dict | None = None,
@@ -152,7 +157,8 @@ def _stage(world: dict, size: dict, method: str, batch: int, precision: str, lor
         "name": "gpu-check", "model": world["model_dir"], "method": {"name": method},
         "data": {"train": data, "filter": {"drop_identical_pairs": False}},
         "train": {"batch_size": batch, "max_steps": size["steps"], "lr": 1e-6, "scheduler": "constant",
-                  "warmup_ratio": 0.0, "max_length": size["max_length"], "log_every": 1, "save": "none",
+                  "warmup_ratio": 0.0, "max_length": size["max_length"], "log_every": size["steps"] - 1,
+                  "save": "none",
                   "precision": precision, "gradient_checkpointing": checkpointing},
         "lora": lora or {"rank": 0},
     })
@@ -173,12 +179,13 @@ def run_harness(world: dict, size: dict, method: str, precision: str, lora: dict
     batch = size["dpo_batch" if method == "dpo" else "sft_batch"]
     stage = _stage(world, size, method, batch, precision, lora, checkpointing)
     lengths = _lengths(stage, world)  # per sequence; a DPO pair is two
-    ends, losses, marks = [], [], {}
+    ends, steps, losses, marks = [], [], [], {}
 
     def log(metrics: dict, step: int) -> None:
         if "train/loss" in metrics:
             _sync()
             ends.append(time.perf_counter())
+            steps.append(step)
             losses.append(metrics["train/loss"])
         if "train/reference_passes" in metrics:
             marks["prepared"] = time.perf_counter()
@@ -190,11 +197,11 @@ def run_harness(world: dict, size: dict, method: str, precision: str, lora: dict
     if keep is not None:
         keep.append(model)
     wall = time.perf_counter() - start
-    step_s = step_seconds(ends)
+    step_s = step_seconds(ends, steps)
     per_example = 2 if method == "dpo" else 1  # sequences per example
     tokens_per_step = sum(lengths) / len(lengths) * per_example * batch
     flops = sequence_flops(lengths, world, size) / len(lengths) * per_example * batch
-    return {"steps": len(ends), "step_s": step_s, "tokens_per_s": tokens_per_step / step_s,
+    return {"steps": steps[-1], "step_s": step_s, "tokens_per_s": tokens_per_step / step_s,
             "flops_per_step": flops, "first_loss": losses[0], "last_loss": losses[-1], "wall_s": wall,
             "reference_s": marks.get("prepared", start) - start, "peak_mib": _peak_mib()}
 
@@ -412,8 +419,66 @@ def run_sft_checkpointing(world, size):
     return run_harness(world, size, "sft", "bf16" if torch.cuda.is_available() else "fp32", checkpointing=True)
 
 
+def run_profile(world: dict, size: dict) -> dict:
+    """Where a training step's time goes: a bare bf16 matmul, the model's own forward+backward on one
+    batch (with and without a padding mask), and the top CUDA kernels of three harness SFT steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from harness.train.models import device, load_model
+
+    dev = device()
+    out: dict = {}
+    if dev.type == "cuda":
+        a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ a
+        _sync()
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ a
+        _sync()
+        out["matmul_8192_tflops"] = 10 * 2 * 8192**3 / (time.perf_counter() - start) / 1e12
+        del a
+    model = load_model(world["model_dir"]).to(dev).train()
+    batch, length = size["sft_batch"], size["max_length"] - 40
+    ids = torch.randint(0, 384, (batch, length), device=dev)
+    masks = {"no_mask": None, "padding_mask": torch.ones_like(ids).tril(length - 1)}
+    masks["padding_mask"][:, -10:] = 0
+    flops = sequence_flops([length] * batch, world, size)
+    for name, mask in masks.items():
+        times = []
+        for _ in range(5):
+            _sync()
+            t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            logits.float().logsumexp(-1).mean().backward()
+            _sync()
+            times.append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+        step = sum(times[2:]) / len(times[2:])
+        out[f"model_fwd_bwd_{name}_s"] = step
+        out[f"model_fwd_bwd_{name}_tflops"] = flops / step / 1e12
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = model(input_ids=ids, attention_mask=masks["padding_mask"]).logits
+        logits.float().logsumexp(-1).mean().backward()
+        _sync()
+    def own_ms(e) -> float:  # torch >= 2.4 names it device time; older versions cuda time
+        if dev.type != "cuda":
+            return e.self_cpu_time_total / 1e3
+        return getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) / 1e3
+
+    events = sorted(prof.key_averages(), key=own_ms, reverse=True)[:12]
+    out["top_ops"] = [(e.key[:60], round(own_ms(e), 2), e.count) for e in events]
+    out["profiled_cpu_ms"] = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3
+    return out
+
+
 PARTS = {"sft": _sft_parts, "sft_checkpointing": run_sft_checkpointing, "dpo": _dpo_parts, "trl_dpo": run_trl, "generate": run_generate,
-         "qlora": run_qlora, "lora": run_lora, "judge": run_judge}
+         "qlora": run_qlora, "lora": run_lora, "judge": run_judge, "profile": run_profile}
 
 
 # ---------------------------------------------------------------- the parent: children, JSON, markdown
@@ -483,7 +548,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="every part at toy size on CPU")
     parser.add_argument("--out", default="gpu_check_out")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {list(PARTS)}")
+    parser.add_argument("--parts", default=",".join(p for p in PARTS if p != "profile"),
+                        help=f"comma-separated subset of {list(PARTS)} (profile: on request)")
     parser.add_argument("--child", choices=list(PARTS))
     parser.add_argument("--world")
     parser.add_argument("--mode", choices=list(SIZES), default="gpu")
