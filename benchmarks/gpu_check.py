@@ -310,6 +310,7 @@ def run_generate(world: dict, size: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - the reason vLLM cannot run here, recorded as the result
         result["vllm"] = f"skipped: {exc}"
         return result
+    from harness.data.tokenization import common_prefix_length
     from harness.eval.backends import VllmGenerator
 
     with VllmGenerator(world["model_dir"], tok) as gen:
@@ -317,21 +318,12 @@ def run_generate(world: dict, size: dict) -> dict:
         v_out, v_s = _generate_with(gen, prompts, size)
     v_tokens = sum(c.num_tokens for samples in v_out for c in samples)
     same = [a[0].token_ids == b[0].token_ids for a, b in zip(hf_out, v_out)]
-    common = [_common_prefix(a[0].token_ids, b[0].token_ids) / max(len(a[0].token_ids), 1)
+    common = [common_prefix_length(a[0].token_ids, b[0].token_ids) / max(len(a[0].token_ids), 1)
               for a, b in zip(hf_out, v_out)]
     result.update(vllm_tokens=v_tokens, vllm_s=v_s, vllm_tokens_per_s=v_tokens / v_s,
                   ratio=(v_tokens / v_s) / (hf_tokens / hf_s), greedy_identical=sum(same) / len(same),
                   greedy_prefix_agreement=sum(common) / len(common))
     return result
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def run_qlora(world: dict, size: dict) -> dict:
