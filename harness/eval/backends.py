@@ -103,7 +103,7 @@ class VllmGenerator:
     """A vLLM engine serving ``model_path``, with the LoRA adapter at ``adapter_path`` on every request.
 
     ``engine_kwargs`` go to ``vllm.LLM`` and override its defaults here (seed 0, a
-    ``GPU_MEMORY_UTILIZATION`` share of the GPU, max_lora_rank from the adapter's ``r``).
+    ``GPU_MEMORY_UTILIZATION`` share of the GPU, bf16, max_lora_rank from the adapter's ``r``).
     """
 
     name = "vllm"
@@ -120,7 +120,10 @@ class VllmGenerator:
             lora = {"max_lora_rank": vllm_max_lora_rank(int(adapter_config(adapter_path)["r"]))}
             name = Path(adapter_path).resolve().name or "adapter"
             self.lora_request = LoRARequest(name, 1, str(adapter_path))
-        options = {"seed": 0, "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, **lora, **engine_kwargs}
+        # bf16, the precision harness trains in on a GPU: harness saves fp32 checkpoints, which vLLM's
+        # dtype "auto" would serve in fp16.
+        options = {"seed": 0, "gpu_memory_utilization": GPU_MEMORY_UTILIZATION, "dtype": "bfloat16", **lora,
+                   **engine_kwargs}
         self.llm = vllm.LLM(model=model_path, tokenizer=model_path, enable_lora=adapter_path is not None,
                             **options)
 

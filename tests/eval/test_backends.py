@@ -76,6 +76,13 @@ def test_vllm_requests_are_token_ids_with_the_settings_sampling_params(monkeypat
     assert gen.name == "vllm" and gen.tokenizer is tokenizer
 
 
+def test_vllm_serves_in_bf16_unless_told_otherwise(monkeypatch, tokenizer):
+    """harness saves fp32 checkpoints, which vLLM's dtype "auto" would serve in fp16."""
+    rec = fake_vllm.install(monkeypatch, counting_script)
+    VllmGenerator("/models/ckpt", tokenizer)
+    assert rec.engines[0]["dtype"] == "bfloat16"
+
+
 def test_greedy_is_temperature_zero_and_top_p_one(monkeypatch, tokenizer):
     rec = fake_vllm.install(monkeypatch, counting_script)
     VllmGenerator("m", tokenizer).generate([[5]], GenerationSpec(top_p=0.5, seed=3), progress=False)
