@@ -138,7 +138,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(raw: dict, overrides: Sequence[str], file: str = "spec") -> tuple[dict, dict[str, str]]:
-    """Apply `--set` overrides in order; returns the new mapping and {path: "--set ..."}."""
+    """Apply `--set` overrides in order; returns the new mapping and {path: "--set ..."}.
+
+    A `--set` of a key that an `ablate` axis also sets (or of a mapping that holds it) is an
+    error: every trial would take the axis's value, and the `--set` would be silently lost.
+    """
     origins = {}
     for text in overrides:
         key, value = parse_override(text)
@@ -147,4 +151,28 @@ def apply_overrides(raw: dict, overrides: Sequence[str], file: str = "spec") -> 
         except SpecError as e:
             raise SpecError(f"{file}: --set {text}: {e}") from None
         origins[path] = f"--set {text}"
+    for path, origin in origins.items():
+        for axis in _ablated_paths(raw):
+            if _overlaps(path, axis[1]):
+                raise SpecError(f"{file}: {origin}: ablate.{axis[0]} sets {axis[0]} in every trial, over this "
+                                f"--set; set the axis instead (--set 'ablate.{axis[0]}=[VALUE, ...]') or remove "
+                                "it from ablate")
     return raw, origins
+
+
+def _ablated_paths(raw: dict) -> list[tuple[str, str]]:
+    """(axis key, its path) for each `ablate` axis whose key resolves (others are validation errors)."""
+    ablate = raw.get("ablate")
+    out = []
+    for key in ablate if isinstance(ablate, dict) else {}:
+        try:
+            out.append((key, path_str(key_parts(raw, str(key)))))
+        except SpecError:
+            continue
+    return out
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether one path is the other or lies inside it (`train` holds `train.lr`; `stages[1]` holds `stages[1].lr`)."""
+    short, long = sorted((a, b), key=len)
+    return long == short or long.startswith((short + ".", short + "["))

@@ -372,3 +372,23 @@ def test_each_ablation_value_is_validated(tmp_path):
     assert "ablate.method.beta: input should be a valid list" in error_of(
         tmp_path, ablate={"method.beta": 0.1}
     )
+
+
+STAGED = {"name": "abl", "model": "toy://micro",
+          "stages": [{"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}},
+                     {"name": "dpo", "method": {"name": "dpo", "beta": 0.1}, "data": {"train": "toy://arith-pairs"}}],
+          "ablate": {"stages.dpo.method.beta": [0.1, 0.5]}}
+
+
+@pytest.mark.parametrize("override", ["stages.dpo.method.beta=0.2", "stages.dpo.method={name: dpo, beta: 0.2}"])
+def test_set_of_an_ablated_key_names_both_places(tmp_path, override):
+    """The ablation would set the key in every trial: the --set must not vanish silently."""
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, STAGED), [override])
+    message = str(err.value)
+    assert f"--set {override}" in message and "ablate.stages.dpo.method.beta" in message
+
+
+def test_set_of_the_axis_itself_or_another_key_is_fine(tmp_path):
+    spec = load_spec(write(tmp_path, STAGED), ["ablate.stages.dpo.method.beta=[0.2]", "stages.sft.train.lr=1e-4"])
+    assert spec.ablate == {"stages.dpo.method.beta": [0.2]} and spec.stages[0].train.lr == 1e-4
