@@ -120,6 +120,26 @@ def chat_completion(responder: Responder, body: dict, model_name: str) -> dict:
     }
 
 
+def stream_events(completion: dict, include_usage: bool = False) -> str:
+    """A finished ``chat.completion`` as the server-sent events of ``stream: true``.
+
+    OpenAI's chunk protocol: per choice, a chunk with the role and the whole content as one
+    delta (and its log-probs), then a chunk with the finish reason; with
+    ``stream_options.include_usage`` a last chunk with no choices and the usage; then ``[DONE]``.
+    """
+    head = {k: completion[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    chunks = []
+    for c in completion["choices"]:
+        delta = {"role": "assistant", "content": c["message"]["content"]}
+        chunks.append(head | {"choices": [{"index": c["index"], "delta": delta, "logprobs": c["logprobs"],
+                                           "finish_reason": None}]})
+        chunks.append(head | {"choices": [{"index": c["index"], "delta": {}, "logprobs": None,
+                                           "finish_reason": c["finish_reason"]}]})
+    if include_usage:
+        chunks.append(head | {"choices": [], "usage": completion["usage"]})
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> tuple[int, str]:
     return status, json.dumps({"error": {"message": message, "type": kind, "code": status}})
 
@@ -141,7 +161,8 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
                 self.send_response(status)
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
+                if not any(name.lower() == "content-type" for name in (headers or {})):
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -174,7 +195,11 @@ def _make_handler(responder: Responder, model_name: str, quiet: bool):
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 return _error(400, "request body needs a 'messages' list")
             try:
-                return 200, json.dumps(chat_completion(responder, body, model_name))
+                completion = chat_completion(responder, body, model_name)
+                if body.get("stream"):
+                    usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    return 200, stream_events(completion, usage), {"Content-Type": "text/event-stream"}
+                return 200, json.dumps(completion)
             except ReplyError as exc:
                 return exc.status, exc.body, exc.headers
             except Exception as exc:  # noqa: BLE001 - a broken responder is the server's fault: 500, and keep serving

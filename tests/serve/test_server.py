@@ -59,6 +59,25 @@ def test_openai_client_reads_text_logprobs_and_usage():
     assert plain.choices[0].logprobs is None  # not requested, not sent
 
 
+def test_stream_true_gives_the_same_answer_as_chunks_to_the_openai_client():
+    """The openai client's streaming reads the chunks; joined, they are the non-streamed answer."""
+    with serve_in_background(echo) as s:
+        c = openai.OpenAI(base_url=s.base_url, api_key="EMPTY", max_retries=0)
+        ask = dict(model="m", messages=[{"role": "user", "content": "a b c"}], seed=7, n=2)
+        whole = c.chat.completions.create(**ask)
+        chunks = list(c.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    texts = {0: "", 1: ""}
+    finished = {}
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        texts[choice.index] += choice.delta.content or ""
+        if choice.finish_reason:
+            finished[choice.index] = choice.finish_reason
+    assert texts == {0: "seed=7 n=1", 1: "seed=8 n=1"} == {i: ch.message.content for i, ch in enumerate(whole.choices)}
+    assert finished == {0: "stop", 1: "stop"}
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
 def test_n_choices_call_the_responder_n_times_with_seed_plus_i():
     out = chat_completion(echo, {"messages": [], "n": 3, "seed": 10}, "m")
     assert [c["message"]["content"] for c in out["choices"]] == ["seed=10 n=1", "seed=11 n=1", "seed=12 n=1"]
