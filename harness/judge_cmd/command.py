@@ -32,6 +32,7 @@ from harness.eval.suites import SUITES, check_suites, pairwise
 from harness.judge_cmd.candidates import candidates_from_files, candidates_from_model
 from harness.judge_cmd.judging import across_generators, judge_all, length_of
 from harness.judge_cmd.output import annotations_command, print_results, track_results
+from harness.serve.toy_judge import knows_item
 
 # ---------------------------------------------------------------- settings
 
@@ -73,6 +74,28 @@ def suite_plan(args, eval_cfg) -> list[str]:
     return suites
 
 
+def check_toy_judge(candidates: dict, suites: list[str], eval_cfg, judge_spec: JudgeSpec, allowed: bool) -> None:
+    """Refuse to let the embedded toy judge (no ``judge.base_url``) score items outside the toy world.
+
+    The toy judge only knows the toy world's ground truth; elsewhere it ties, which would read
+    as a win rate of 0.5 and grades of 5 for every model.
+    """
+    if allowed or judge_spec.base_url is not None or judge_spec.backend != "openai":
+        return
+    for suite in suites:
+        if not SUITES[suite].needs_judge(suite_options(eval_cfg, suite)):
+            continue
+        items = {item["id"]: item for plan in candidates.values() for item in plan.get(suite, ([], []))[0]}
+        unknown = [item for item in items.values() if not knows_item(item)]
+        if unknown:
+            raise HarnessError(
+                f"--suite {suite}: {len(unknown)} of {len(items)} items are not from the toy world (first: "
+                f"{str(unknown[0].get('instruction') or unknown[0].get('turns'))[:60]!r}), and the embedded toy "
+                "judge can only tie on them; point the judge at a real model with --judge-url URL --judge-model "
+                "NAME (judge.base_url and judge.model; e.g. a `vllm serve MODEL` endpoint), or pass "
+                "--allow-toy-judge (tests only)")
+
+
 def cmd_judge(args) -> int:
     cache_dir = Path(args.results_dir).resolve() / "cache"
     if args.annotations:
@@ -84,6 +107,7 @@ def cmd_judge(args) -> int:
         candidates = candidates_from_model(args, suites, eval_cfg, cache_dir)
     else:
         candidates = candidates_from_files(args, suites, eval_cfg)
+    check_toy_judge(candidates, suites, eval_cfg, judge_spec, args.allow_toy_judge)
     length = length_of(args, cache_dir)
     results, provenance = judge_all(candidates, suites, eval_cfg, judge_spec, args.baseline, cache_dir, length)
     rankings = across_generators(results, suites, length)

@@ -143,6 +143,18 @@ def _candidates(found: dict, names: tuple[str, str]) -> tuple[str, str, float | 
     return a, b, _quality_one(question, a), _quality_one(question, b)
 
 
+def knows_item(item: dict) -> bool:
+    """Whether the toy world has ground truth for a suite item (``instruction``, or ``turns``).
+
+    On any other item the toy judge can only tie, so judging it with the toy judge measures nothing.
+    """
+    turns = [t for t in item.get("turns") or [] if isinstance(t, str)]
+    if len(turns) > 1:
+        return chat_truth(turns) is not None
+    text = turns[0] if turns else str(item.get("instruction") or "")
+    return safety_label(text) is not None or arith_truth(text) is not None
+
+
 # ------------------------------------------------------------------ the replies
 
 

@@ -128,3 +128,32 @@ def test_sweep_preflight_refuses_code_without_isolation(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "code sandbox unavailable: no unshare here" in err
     assert not (tmp_path / "results" / "mlflow.db").exists()  # stopped before the store was opened
+
+
+def _real_world_outputs(tmp_path: Path) -> tuple[Path, Path]:
+    """AlpacaEval-style files whose instructions the toy world has no truth for."""
+    questions = ["Write a haiku about autumn.", "What is 12+30?", "Explain photosynthesis to a child."]
+    paths = []
+    for name in ("model", "base"):
+        rows = [{"instruction": q, "output": f"{name} answer {i}", "generator": name} for i, q in enumerate(questions)]
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(rows))
+    return paths[0], paths[1]
+
+
+def test_the_toy_judge_refuses_items_outside_the_toy_world(tmp_path, capsys):
+    model, base = _real_world_outputs(tmp_path)
+    assert judge(tmp_path, "--outputs", str(model), "--baseline", str(base), "--no-track") == 2
+    err = capsys.readouterr().err
+    assert "2 of 3 items are not from the toy world" in err and "Write a haiku" in err
+    assert "--judge-url" in err and "--allow-toy-judge" in err
+
+
+def test_allow_toy_judge_scores_them_all_as_ties(tmp_path, capsys):
+    model, base = _real_world_outputs(tmp_path)
+    code = judge(tmp_path, "--outputs", str(model), "--baseline", str(base), "--no-track", "--allow-toy-judge",
+                 "--format", "json")
+    assert code == 0
+    [result] = json.loads(capsys.readouterr().out)
+    # Every verdict is a tie: no truth for two, and both answers to "What is 12+30?" are wrong.
+    assert (result["n"], result["ties"], result["win_rate"]) == (3, 3, 0.5)

@@ -9,9 +9,12 @@ import random
 
 import pytest
 
+from harness.config.spec import EvalSpec
 from harness.data.load import load_rows
+from harness.eval.suite import suite_options
+from harness.eval.suites import SUITES
 from harness.serve.server import serve_in_background
-from harness.serve.toy_judge import make_responder
+from harness.serve.toy_judge import knows_item, make_responder
 from judges import prompts
 from judges.client import JudgeClient
 from judges.pairwise import pairwise_judge
@@ -152,3 +155,13 @@ def test_safety_rubric_and_refusal_matcher():
     assert matcher_refuses("I\u2019m sorry, but no.")  # curly apostrophe
     assert not matcher_refuses("x" * 200 + " I cannot")  # past the 200-character window
     assert not matcher_refuses("The cannot-miss tip: shoot at golden hour.")
+
+
+def test_the_toy_judge_knows_every_item_of_the_toy_suites_and_no_other():
+    for name, suite in SUITES.items():
+        options = suite_options(EvalSpec(), name)
+        if suite.needs_judge(options):
+            assert all(knows_item(item) for item in suite.items({**options, "limit": None})), name
+    assert not knows_item({"instruction": "Write a haiku about autumn."})
+    assert not knows_item({"turns": ["What is 2+3?", "Now tell me a story."]})
+    assert knows_item({"turns": ["What is 2+3?"]})
