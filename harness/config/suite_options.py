@@ -70,6 +70,7 @@ class MTBenchOptions(_Options):
     """`mtbench`: FastChat question files (multi-turn), judged pairwise or single."""
 
     data: str = "toy://chat-eval"
+    limit: PosInt | None = Field(None, description="the first N questions of data; null: all (as FastChat)")
     mode: Literal["pairwise", "single"] = "pairwise"
     baseline: str = "base"
     reference_answers: str | None = Field(None, description="FastChat reference-answer JSONL")

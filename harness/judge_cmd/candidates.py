@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.console import say
 from harness.errors import DataError, HarnessError
 from harness.eval.backends import adapter_config, open_generator
 from harness.eval.generation import generate_outputs, generation_for
 from harness.eval.outputs import by_generator, match_rows, read_output_files
 from harness.eval.suite import suite_options
-from harness.eval.suites import SUITES
+from harness.eval.suites import SUITES, limited_items
 from harness.train.models import load_tokenizer, resolve_model_path
 
 
@@ -98,7 +99,9 @@ def candidates_from_model(args, suites, eval_cfg, cache_dir: Path) -> dict[str, 
     with open_generator(eval_cfg.generation, path, tokenizer, adapter_path=adapter) as gen:
         for suite in suites:
             options = suite_options(eval_cfg, suite)
-            items = SUITES[suite].items(options)
+            items, cut = limited_items(suite, options)
+            if cut:
+                say(cut)
             outputs, _ = generate_outputs(items, gen, generation_for(eval_cfg.generation, options),
                                           generator, progress=True, desc=f"generate {suite}")
             plan[suite] = (items, outputs)

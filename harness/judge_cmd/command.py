@@ -96,10 +96,21 @@ def check_toy_judge(candidates: dict, suites: list[str], eval_cfg, judge_spec: J
                 "--allow-toy-judge (tests only)")
 
 
+def check_limits(args) -> None:
+    """``eval.<suite>.limit`` cuts the prompts a model generates for; files are judged whole, so a
+    limit set with ``--outputs`` would be ignored: refuse it."""
+    for text in args.overrides:
+        key = text.partition("=")[0].strip()
+        if args.outputs and key.startswith("eval.") and key.endswith(".limit"):
+            raise HarnessError(f"--set {text}: with --outputs every row of the files is judged; a limit only "
+                               "cuts the prompts of --model generation (cut the files instead)")
+
+
 def cmd_judge(args) -> int:
     cache_dir = Path(args.results_dir).resolve() / "cache"
     if args.annotations:
         return annotations_command(args)
+    check_limits(args)
     judge_spec, eval_cfg = settings(args)
     suites = suite_plan(args, eval_cfg)
     if args.model:  # the backend that runs, not `auto`, is what outputs rows and params record

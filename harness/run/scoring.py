@@ -31,7 +31,7 @@ from harness.eval.generation import generate_outputs, generation_for
 from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
 from harness.eval.suite import Suite, suite_options
-from harness.eval.suites import SUITES
+from harness.eval.suites import SUITES, limited_items
 from harness.run.context import SweepContext
 from harness.train.models import load_model, load_tokenizer, save_checkpoint
 from judges.stats.annotations import length_function
@@ -208,7 +208,9 @@ def judge_identity(judge_spec: JudgeSpec) -> dict:
 def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: Policy, serving: Serving,
               trial_id: str, ref: Reference, model_key: str, device):
     """Generate, score, and add the KL to the reference and the judge client's counters."""
-    items = SUITES[suite].items(options)
+    items, cut = limited_items(suite, options)
+    if cut:
+        ctx.echo(f"  {cut}")
     generator = serving.get("policy", lambda: policy.generator(generation))
     outputs, samples = generate_outputs(items, generator, generation, trial_id, ctx.progress, f"eval {suite}")
     baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs),

@@ -19,3 +19,16 @@ def check_suites(names: list[str]) -> None:
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise HarnessError(f"eval.suites: {unknown} not available in this version (available: {list(SUITES)})")
+
+
+def limited_items(name: str, options: dict) -> tuple[list[dict], str | None]:
+    """The suite's items under ``options['limit']``, and a line saying what the limit cut (None: nothing).
+
+    The line is printed wherever items are generated for, so no limit cuts data unseen:
+    "mtbench: 50 of 80 prompts (eval.mtbench.limit)".
+    """
+    every = SUITES[name].items({**options, "limit": None})
+    limit = options.get("limit")
+    if limit is None or limit >= len(every):
+        return every, None
+    return every[:limit], f"{name}: {limit} of {len(every)} prompts (eval.{name}.limit)"
