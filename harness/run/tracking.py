@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.procs import claim_port, stop
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -173,10 +175,29 @@ def require_reachable(tracker: Tracker) -> None:
 
 
 def ui_command(args) -> int:
-    """``harness ui``: the MLflow UI on the project's store, bound to 127.0.0.1."""
+    """``harness ui``: the MLflow UI on the project's store, bound to 127.0.0.1.
+
+    The UI (and the workers it starts) runs in a process group of its own, stopped as a whole
+    when harness exits or is signalled (SIGINT, SIGTERM, SIGHUP), so no server outlives it.
+    A busy port is an error; ``--port 0`` picks a free one.
+    """
     store = resolve_store(args.tracking_uri, None, None, args.results_dir)
-    print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{args.port}", flush=True)
+    port = claim_port("127.0.0.1", args.port, "harness ui")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-           "--host", "127.0.0.1", "--port", str(args.port),
+           "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]  # one user; mlflow's default 4 workers were killed at startup on a loaded 2-core machine
-    return subprocess.call(cmd)
+    print(f"MLflow UI for {store.tracking_uri} at http://127.0.0.1:{port}", flush=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop(proc, grace_s=10.0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

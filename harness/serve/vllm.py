@@ -8,10 +8,7 @@ timeout passes.  On exit, SIGTERM to the group, then SIGKILL after a grace perio
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,15 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.procs import free_port, stop
 
 HEALTH_TIMEOUT_S = 900.0  # a large model's first load (weights + CUDA graphs) takes minutes
 STOP_GRACE_S = 30.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def vllm_command(executable: str, model: str, host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
@@ -65,22 +57,6 @@ def wait_healthy(proc: subprocess.Popen, health_url: str, timeout_s: float, log_
         time.sleep(poll_s)
     raise HarnessError(f"vllm serve was not healthy at {health_url} after {timeout_s:.0f} s; "
                        f"log {log_path}:\n{_tail(log_path)}")
-
-
-def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the child's process group, then SIGKILL if it is still there after ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @contextmanager
