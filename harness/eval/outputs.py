@@ -2,9 +2,12 @@
 
 Format (DESIGN.md, "Contract: data formats"): AlpacaEval's JSON list of
 ``{instruction, output, generator, dataset?, id?}``, or JSONL with the same
-fields.  Every row keeps where it came from (``file[index]`` for a JSON list,
-``file:line`` for JSONL), so each error names the row and the field to fix.
-Rows are never dropped: a row that cannot be matched is an error.
+fields.  FastChat's MT-Bench answer files (``model_answer/*.jsonl``: ``{question_id,
+model_id, choices: [{turns: [...]}, ...]}``) are read as they are: one row per choice
+(sample), ``id`` the question id, ``generator`` the model id, ``output`` the turns, and no
+instruction, so they match a suite's questions by id.  Every row keeps where it came from
+(``file[index]`` for a JSON list, ``file:line`` for JSONL), so each error names the row and
+the field to fix.  Rows are never dropped: a row that cannot be matched is an error.
 """
 
 from __future__ import annotations
@@ -63,11 +66,40 @@ def _raw_rows(path: Path) -> list[tuple[str, object]]:
     return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
 
 
+def is_fastchat_answer(data) -> bool:
+    return isinstance(data, dict) and "question_id" in data and "choices" in data and "instruction" not in data
+
+
+def _fastchat_rows(data: dict, where: str) -> tuple[list[dict], list[str]]:
+    """One output row per choice of a FastChat answer, or the problems that stop it."""
+    problems = []
+    if not isinstance(data["question_id"], (str, int)) or isinstance(data["question_id"], bool):
+        problems.append(f"{where}: field 'question_id': expected a string or integer")
+    if not isinstance(data.get("model_id"), str) or not data["model_id"].strip():
+        problems.append(f"{where}: field 'model_id': expected the model's name")
+    choices = data["choices"]
+    if not isinstance(choices, list) or not choices:
+        return [], problems + [f"{where}: field 'choices': expected a non-empty list of {{turns: [...]}}"]
+    for k, choice in enumerate(choices):
+        turns = choice.get("turns") if isinstance(choice, dict) else None
+        if not (isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns)):
+            problems.append(f"{where}: field 'choices[{k}].turns': expected a list of strings")
+    if problems:
+        return [], problems
+    return [{"id": str(data["question_id"]), "instruction": None, "output": list(choice["turns"]),
+             "generator": data["model_id"], "where": where} for choice in choices], []
+
+
 def read_outputs(path: str | Path) -> list[dict]:
     """Validated output rows of one file, each with ``where`` added and ``id`` as a string or None."""
     path = Path(path)
     problems, rows = [], []
     for where, data in _raw_rows(path):
+        if is_fastchat_answer(data):
+            converted, found = _fastchat_rows(data, where)
+            problems += found
+            rows += converted
+            continue
         found = _row_problems(data, where)
         problems += found
         if not found:
@@ -118,21 +150,25 @@ def match_rows(rows: list[dict], items: list[dict], what: str) -> list[tuple[dic
     ``rows`` and ``items`` are dicts with ``instruction`` and an optional ``id``.
     An id match whose instructions differ is an error (two different data
     sets), and so is any row left unmatched: the error lists every such row.
+    A row without an instruction (a FastChat answer) matches by id alone.
     """
     by_id = {str(item["id"]): item for item in items if item.get("id") is not None}
     by_text: dict[str, dict] = {}
     for item in items:
-        by_text.setdefault(_key(item["instruction"]), item)
+        if item.get("instruction") is not None:
+            by_text.setdefault(_key(item["instruction"]), item)
     pairs, unmatched = [], []
     for row in rows:
         item = by_id.get(str(row["id"])) if row.get("id") is not None else None
-        if item is not None and _key(item["instruction"]) != _key(row["instruction"]):
+        texts = (item or {}).get("instruction"), row.get("instruction")
+        if item is not None and None not in texts and _key(texts[0]) != _key(texts[1]):
             raise DataError(f"{row.get('where', '?')}: field 'id': {row['id']!r} names a prompt of {what} with "
-                            f"another instruction ({item['instruction'][:60]!r}, value seen: "
-                            f"{row['instruction'][:60]!r})")
-        item = item or by_text.get(_key(row["instruction"]))
+                            f"another instruction ({texts[0][:60]!r}, value seen: {texts[1][:60]!r})")
+        if item is None and row.get("instruction") is not None:
+            item = by_text.get(_key(row["instruction"]))
         if item is None:
-            unmatched.append(f"{row.get('where', '?')}: id={row.get('id')!r} instruction={row['instruction'][:60]!r}")
+            shown = None if row.get("instruction") is None else row["instruction"][:60]
+            unmatched.append(f"{row.get('where', '?')}: id={row.get('id')!r} instruction={shown!r}")
         else:
             pairs.append((row, item))
     if unmatched:

@@ -38,6 +38,10 @@ def _numbered(rows: list[dict]) -> list[dict]:
 def items_from_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """Suites without ground truth judge any instruction: each row is a prompt of its own."""
     items, outputs = [], []
+    if any(row.get("instruction") is None for row in rows):
+        first = next(row for row in rows if row.get("instruction") is None)
+        raise HarnessError(f"{first['where']}: a FastChat answer has no instruction to judge on its own; judge "
+                           "these files with --suite mtbench, which matches them to its questions by question id")
     for i, row in enumerate(rows):
         item_id = row["id"] if row.get("id") is not None else str(i)
         items.append({"id": item_id, "prompt": row["instruction"], "instruction": row["instruction"],

@@ -157,3 +157,39 @@ def test_allow_toy_judge_scores_them_all_as_ties(tmp_path, capsys):
     [result] = json.loads(capsys.readouterr().out)
     # Every verdict is a tie: no truth for two, and both answers to "What is 12+30?" are wrong.
     assert (result["n"], result["ties"], result["win_rate"]) == (3, 3, 0.5)
+
+
+def _fastchat_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """FastChat's MT-Bench layout: question.jsonl and model_answer/<model>.jsonl, as FastChat writes them."""
+    questions = tmp_path / "question.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": q, "category": "writing", "turns": [f"Q{q} one",
+                                                                                                f"Q{q} two"]}) + "\n"
+                                 for q in (81, 82)))
+    answers = []
+    for model in ("model-a", "model-b"):
+        path = tmp_path / "model_answer" / f"{model}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("".join(json.dumps({"question_id": q, "answer_id": f"{model}-{q}", "model_id": model,
+                                            "choices": [{"index": 0, "turns": [f"{model} a{q}", f"{model} b{q}"]}],
+                                            "tstamp": 1.0}) + "\n" for q in (82, 81)))
+        answers.append(path)
+    return questions, answers[0], answers[1]
+
+
+def test_fastchat_model_answers_are_read_as_they_are(tmp_path, capsys):
+    questions, answers, baseline = _fastchat_files(tmp_path)
+    code = judge(tmp_path, "--outputs", str(answers), "--baseline", str(baseline), "--suite", "mtbench",
+                 "--set", f"eval.mtbench.data={questions}", "--allow-toy-judge", "--no-track", "--format", "json")
+    assert code == 0, capsys.readouterr().err
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["generator"] == "model-a" and result["n"] == 2
+
+
+def test_a_broken_fastchat_answer_names_the_line_and_field(tmp_path, capsys):
+    questions, answers, baseline = _fastchat_files(tmp_path)
+    answers.write_text(answers.read_text() + json.dumps({"question_id": 83, "model_id": "model-a",
+                                                         "choices": [{"turns": "not a list"}]}) + "\n")
+    code = judge(tmp_path, "--outputs", str(answers), "--baseline", str(baseline), "--suite", "mtbench",
+                 "--set", f"eval.mtbench.data={questions}", "--allow-toy-judge", "--no-track")
+    assert code == 2
+    assert f"{answers}:3: field 'choices[0].turns': expected a list of strings" in capsys.readouterr().err
