@@ -23,7 +23,7 @@ import json
 import numpy as np
 
 from harness.data.filters import drop_exact_duplicates, drop_near_duplicates, row_text
-from harness.data.load import Row, load_rows
+from harness.data.load import Row, load_rows, read_rows
 from harness.data.similarity import NearIndex, jaccard, shingles
 from harness.data.tokenization import EncodedPair, encode_pairs
 from harness.errors import DataError
@@ -105,12 +105,32 @@ def audit_rows(rows: list[Row], pairs: list[EncodedPair], prefix_mismatch: int, 
     return report
 
 
+def foreign_prompt(data: dict) -> str | None:
+    """The prompt text of an eval row in another tool's format: AlpacaEval's ``instruction``, or the
+    ``turns`` of a FastChat MT-Bench question (all turns, one per line); None for neither."""
+    if isinstance(data.get("instruction"), str) and data["instruction"].strip():
+        return data["instruction"]
+    turns = data.get("turns")
+    if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
+        return "\n".join(turns)
+    return None
+
+
 def load_eval_prompts(uri: str) -> list[Row]:
-    """Rows with a ``prompt``: eval-prompt files, or pairs (implicit prompts made explicit)."""
+    """Rows with a ``prompt``: eval-prompt files, pairs (implicit prompts made explicit), or the
+    prompt files of AlpacaEval (``instruction``) and FastChat (``question_id, turns``)."""
     try:
         return load_rows(uri, "eval")
-    except DataError:
-        return load_rows(uri, "pairs")
+    except DataError as not_eval:
+        try:
+            return load_rows(uri, "pairs")
+        except DataError:
+            pass
+        rows = read_rows(uri)
+        prompts = [foreign_prompt(row.data) for row in rows]
+        if not rows or None in prompts:
+            raise not_eval from None
+        return [Row(row.source, row.line, {"prompt": text}) for row, text in zip(rows, prompts)]
 
 
 def audit_data(uri: str, tokenizer, eval_uri: str | None = None, threshold: float = 0.8) -> dict:

@@ -119,6 +119,14 @@ def _read(uri: str) -> tuple[list[Row], list[str]]:
     raise DataError(f"{uri}: unsupported data file extension {suffix!r} (use .jsonl, .json or .parquet)")
 
 
+def read_rows(uri: str) -> list[Row]:
+    """Every row of ``uri`` as it is, unchecked against any kind; malformed lines are one DataError."""
+    rows, problems = _read(uri)
+    if problems:
+        _raise_problems(uri, problems)
+    return rows
+
+
 # ------------------------------------------------------------------- validation
 
 

@@ -11,6 +11,7 @@ from harness.cli import main
 from harness.data.audit import audit_data, length_bias, percentiles
 from harness.data.similarity import jaccard, shingles
 from harness.data.tokenization import EncodedPair
+from harness.errors import DataError
 from harness.train.models import tokenizer_only
 
 
@@ -117,3 +118,27 @@ def test_cli_prints_a_table_and_json(tmp_path, capsys):
     assert report["identical_pairs"] == 1 and report["rows"] == 15
     assert main(["audit", str(tmp_path / "nope.jsonl")]) == 2
     assert "data file not found" in capsys.readouterr().err
+
+
+def test_alpacaeval_and_fastchat_prompt_files_are_audited_as_eval_prompts(tmp_path, tok):
+    """AlpacaEval's JSON list ({instruction, ...}) and FastChat's question.jsonl ({question_id, turns})."""
+    train = write_jsonl(tmp_path / "train.jsonl", clean_rows())
+    copied = clean_rows()[2]["prompt"]
+    alpaca = tmp_path / "alpaca_eval.json"
+    alpaca.write_text(json.dumps([{"instruction": " ".join(words("e0x", 8)), "dataset": "helpful_base"},
+                                  {"instruction": copied, "dataset": "oasst", "output": "x", "generator": "g"}]))
+    report = audit_data(train, tok, str(alpaca))
+    assert (report["contamination"]["eval_rows"], report["contamination"]["contaminated"]) == (2, 1)
+    assert report["contamination"]["examples"][0]["eval"] == f"{alpaca}:2"
+    fastchat = write_jsonl(tmp_path / "question.jsonl", [
+        {"question_id": 81, "category": "writing", "turns": [copied, "Now shorten it."]},
+        {"question_id": 82, "category": "math", "turns": [" ".join(words("e1x", 8)), "And again."]}])
+    report = audit_data(train, tok, fastchat, threshold=0.5)
+    assert (report["contamination"]["eval_rows"], report["contamination"]["contaminated"]) == (2, 1)
+
+
+def test_an_eval_file_of_no_known_format_keeps_the_eval_error(tmp_path, tok):
+    train = write_jsonl(tmp_path / "train.jsonl", clean_rows())
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"question": "no prompt field here"}])
+    with pytest.raises(DataError, match="odd.jsonl:1"):
+        audit_data(train, tok, odd)
