@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from tqdm.auto import tqdm
 
@@ -10,3 +11,32 @@ from tqdm.auto import tqdm
 def say(message: str) -> None:
     """One line on stderr (stdout stays for results, e.g. ``--format json``)."""
     tqdm.write(message, file=sys.stderr)
+
+
+class StepLines:
+    """Progress as plain lines where no bar is drawn (stderr is a file or a pipe, e.g. a cluster log).
+
+    A line every ``every`` steps, or when ``seconds`` have passed since the last one, and at the end:
+    ``train dpo: step 40/200 (20%) loss 0.6532, 3.21 it/s, ETA 50 s``.
+    """
+
+    def __init__(self, desc: str, total: int, every: int, seconds: float = 30.0, clock=None):
+        self.desc, self.total, self.every, self.seconds = desc, total, max(1, every), seconds
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()
+
+    def line(self, step: int, loss: float) -> str | None:
+        """The line to print after ``step`` (None: not yet)."""
+        now = self.clock()
+        if not (step % self.every == 0 or step == self.total or now - self.last >= self.seconds):
+            return None
+        self.last = now
+        rate = step / max(now - self.start, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        return (f"{self.desc}: step {step}/{self.total} ({step / self.total:.0%}) loss {loss:.4f}, "
+                f"{rate:.2f} it/s, ETA {eta:.0f} s")
+
+    def update(self, step: int, loss: float) -> None:
+        text = self.line(step, loss)
+        if text is not None:
+            say(text)

@@ -216,6 +216,7 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
     model = merged(model, path)  # path: the stage's input (a QLoRA adapter merges into it unquantized)
     if persist:
         save_checkpoint(model, tokenizer, ctx.stages.model_dir(key))
+        ctx.echo(f"  stage {stage.name}: checkpoint {ctx.stages.model_dir(key)}")
         ctx.stages.mark_complete(key, {"run_id": run_id, "trial_id": trial.id, "stage": stage.name,
                                        "steps": result.steps})
     return model, tokenizer

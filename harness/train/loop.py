@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from harness.console import StepLines
 from harness.methods.registry import MethodEntry
 from harness.train.forward import step_denominator
 from harness.train.inputs import ExampleSet, StepInputs, StepState, batch_inputs
@@ -87,6 +88,8 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     tokens_seen, start, metrics, state = 0, time.perf_counter(), {}, StepState()
     bar = tqdm(plan, desc=f"train {method.name}", disable=None if calls.progress else True, unit="step",
                leave=False)
+    # Without a terminal tqdm draws nothing: plain lines instead, every log_every steps or 30 s.
+    lines = StepLines(f"train {method.name}", len(plan), cfg.log_every) if calls.progress and bar.disable else None
     for step, micro_batches in enumerate(bar, start=1):
         t0 = time.perf_counter()
         want_logs = step == 1 or step % cfg.log_every == 0 or step == len(plan)
@@ -101,6 +104,8 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += step_tokens
         bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if lines is not None and accelerator.is_main_process:
+            lines.update(step, metrics["loss"])
         if want_logs and accelerator.is_main_process:
             metrics.update(lr=lr, tokens_seen=tokens_seen, tokens_per_s=step_tokens / (time.perf_counter() - t0),
                            peak_memory_mb=peak_memory_mb(accelerator.device))

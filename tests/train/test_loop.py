@@ -9,6 +9,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
+from harness.console import StepLines
 from harness.data.load import load_rows, take_fraction
 from harness.data.tokenization import encode_pairs, encode_sft
 from harness.methods.registry import METHODS
@@ -230,3 +231,27 @@ def test_step_denominator_by_hand():
     pairs = [[EncodedPair([1], [2, 3], [4])] * 3]
     assert step_denominator(METHODS["dpo"], dict(METHODS["dpo"].params), pairs) == 3.0
     assert step_denominator(sft, sft_params, [[Encoded([1], [])]]) == 1.0
+
+
+def test_without_a_terminal_progress_is_plain_lines(micro, capsys):
+    """pytest's stderr is no TTY, so tqdm draws nothing: a line every log_every steps and at the last."""
+    path, tok = micro
+    params = dict(METHODS["sft"].params)
+    cfg = TrainConfig(lr=1e-3, batch_size=2, max_steps=5, log_every=2, scheduler="constant", warmup_ratio=0.0)
+    result = train(load_model(path), METHODS["sft"], params,
+                   ExampleSet(_examples(tok, "toy://arith-sft", "sft", 10), tok.pad_token_id), cfg, Callbacks())
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train sft: step")]
+    assert [line.split(" (")[0] for line in lines] == ["train sft: step 2/5", "train sft: step 4/5",
+                                                       "train sft: step 5/5"]
+    assert f"loss {result.last_metrics['loss']:.4f}" in lines[-1] and "it/s, ETA 0 s" in lines[-1]
+
+
+def test_step_lines_also_come_after_quiet_spells():
+    now = [0.0]
+    lines = StepLines("train dpo", 100, every=50, seconds=30.0, clock=lambda: now[0])
+    now[0] = 10.0
+    assert lines.line(1, 0.7) is None
+    now[0] = 31.0
+    assert lines.line(2, 0.69) == "train dpo: step 2/100 (2%) loss 0.6900, 0.06 it/s, ETA 1519 s"
+    now[0] = 40.0
+    assert lines.line(3, 0.68) is None and lines.line(50, 0.5).startswith("train dpo: step 50/100")
