@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     _common(p)
 
+    p = sub.add_parser("ls", help="experiments in the store, or one experiment's trials with metrics and checkpoints")
+    p.add_argument("experiment", nargs="?", default=None, metavar="EXPERIMENT")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--results-dir", default="results")
+    _common(p)
+
     p = sub.add_parser("ui", help="the MLflow UI on the project's store, bound to 127.0.0.1")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--port", type=int, default=5000)
@@ -114,7 +121,7 @@ def _judge_parser(sub) -> None:
 COMMANDS = {"sweep": ("harness.run.commands", "sweep"), "train": ("harness.run.commands", "train"),
             "audit": ("harness.run.commands", "audit"), "judge": ("harness.judge_cmd.command", "cmd_judge"),
             "report": ("harness.report", "command"), "ui": ("harness.run.tracking", "ui_command"),
-            "serve": ("harness.serve.endpoint", "serve_command")}
+            "serve": ("harness.serve.endpoint", "serve_command"), "ls": ("harness.run.listing", "ls_command")}
 
 
 def command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     # an H200 ran 1.5x faster per step with it (benchmarks/RESULTS.md, "The GPU path"); an explicit
     # PYTORCH_CUDA_ALLOC_CONF wins.  Read at the first CUDA allocation, so setting it here is in time.
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    if args.command not in ("report", "ui"):  # these never load a model; importing transformers costs seconds
+    if args.command not in ("report", "ui", "ls"):  # these never load a model; importing transformers costs seconds
         _quiet_libraries()
     try:
         return command(args.command)(args)

@@ -1,4 +1,4 @@
-"""Lines for the user on stderr, written so that an active progress bar is not torn."""
+"""What the user reads: lines on stderr (written so that an active progress bar is not torn), plain tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,22 @@ import sys
 import time
 
 from tqdm.auto import tqdm
+
+
+def table(rows: list[dict], title: str | None = None) -> str:
+    """A plain aligned text table of ``rows`` (dicts sharing keys); floats with 4 significant digits."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[_cell(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ([title] if title else []) + ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def say(message: str) -> None:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from harness.config.spec import flatten
+from harness.console import table
 from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES
 from harness.run.tracking import Tracker, git_sha, package_versions, require_reachable, resolve_store
@@ -71,22 +72,6 @@ def results_json(results: dict, suites: list[str]):
     if len(suites) == 1:
         return suite_rows(results, suites[0])
     return {suite: suite_rows(results, suite) for suite in suites}
-
-
-def table(rows: list[dict], title: str | None = None) -> str:
-    """A plain aligned text table of ``rows`` (dicts sharing keys); floats with 4 significant digits."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    cells = [[_cell(r.get(k)) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    lines = ([title] if title else []) + ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def print_results(results: dict, suites: list[str], fmt: str, rankings: list[tuple[str, list]] = ()) -> None:
