@@ -7,6 +7,7 @@ without standard errors and judge counters) and checkpoint path (``harness.check
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from collections import Counter
@@ -67,9 +68,11 @@ def ls_command(args) -> int:
     else:
         exp = tracker.client.get_experiment_by_name(args.experiment)
         if exp is None:
-            names = [e.name for e in tracker.client.search_experiments()]
+            names = [e.name for e in tracker.client.search_experiments() if e.name != "Default"]
+            close = difflib.get_close_matches(args.experiment, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise HarnessError(f"no experiment {args.experiment!r} in {tracker.store.tracking_uri} "
-                               f"(experiments: {', '.join(names) or 'none'})")
+                               f"({hint}experiments: {', '.join(names) or 'none'})")
         rows = trial_rows(tracker, exp.experiment_id)
         title = f"trials of {args.experiment}, newest first"
     if args.format == "json":

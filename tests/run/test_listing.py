@@ -52,4 +52,4 @@ def test_ls_of_an_unknown_experiment_names_the_ones_there(tmp_path, capsys):
     _store(tmp_path)
     assert main(["ls", "quik", "--results-dir", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
-    assert "no experiment 'quik'" in err and "(experiments: quick)" in err
+    assert "no experiment 'quik'" in err and "(did you mean 'quick'? experiments: quick)" in err
