@@ -1,6 +1,8 @@
 """Shared test setup: every test sees a clean tracking environment, and MLflow's sqlite stores skip fsync."""
 
+import os
 import sqlite3
+import tempfile
 
 import pytest
 from sqlalchemy import event
@@ -23,6 +25,12 @@ def _sqlite_without_fsync(dbapi_connection, _record):
         dbapi_connection.execute("PRAGMA synchronous=OFF")
 
 
+# Toy models are built into the user's cache (harness.train.models.user_cache_dir): in tests, one
+# directory for the whole session (subprocesses inherit it), so each toy model is built once per run
+# and never into the developer's ~/.cache.
+os.environ["HARNESS_CACHE"] = tempfile.mkdtemp(prefix="harness-test-cache-")
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_tracking_uri(monkeypatch):
     # A developer's MLFLOW_TRACKING_URI would outrank the specs' stores (by design).
@@ -39,24 +47,15 @@ def toy_url():
         yield server.base_url
 
 
-@pytest.fixture(scope="session")
-def _toy_models_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("toy-models")
-
-
 @pytest.fixture
-def results_sharing_toy_models(tmp_path, _toy_models_dir):
-    """A fresh results dir whose ``cache/toy`` is one toy-model directory shared by the whole session.
+def results_sharing_toy_models(tmp_path):
+    """A fresh results dir; toy models come from the session's shared ``HARNESS_CACHE``.
 
-    Pretraining toy://tiny costs ~2.5 min of CPU, and two slow tests (the
-    quickstart and the hedged preference gain) start from it.  The first one to
-    run builds it, through the sweep's own path (toy_model_path, under its file
-    lock); the other loads that build.  The build is deterministic and its
-    directory is named by the recipe's fingerprint, so both see the model a
-    fresh ``results/`` would build.  Everything else (store, stage cache,
-    reference log-probs) stays in the test's own directory.
+    Pretraining toy://tiny costs ~2.5 min of CPU, and two slow tests (the quickstart and the
+    hedged preference gain) start from it: the first one to run builds it through the sweep's own
+    path (toy_model_path, under its file lock), the other loads that build.  Everything else
+    (store, stage cache, reference log-probs) stays in the test's own directory.
     """
     results = tmp_path / "results"
     (results / "cache").mkdir(parents=True)
-    (results / "cache" / "toy").symlink_to(_toy_models_dir, target_is_directory=True)
     return results

@@ -29,10 +29,26 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def user_cache_dir() -> Path:
+    """Where built toy models live, shared by every results_dir of the user: ``$HARNESS_CACHE``, else
+    ``$XDG_CACHE_HOME/harness``, else ``~/.cache/harness``."""
+    if os.environ.get("HARNESS_CACHE"):
+        return Path(os.environ["HARNESS_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "harness"
+
+
 def resolve_model_path(uri: str, cache_dir: Path) -> str:
-    """A loadable location for ``uri``: toy models are built (once) into the cache."""
+    """A loadable location for ``uri``: toy models are built once into the user's cache (``user_cache_dir``),
+    named by the fingerprint of their recipe, so a run from any directory finds them; ``cache_dir`` (the
+    results_dir's cache) is the fallback where the user's cache cannot be written."""
     if is_toy(uri):
-        return str(toy_model_path(toy_name(uri), cache_dir, progress=True))
+        root = user_cache_dir()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            root = Path(cache_dir)
+        return str(toy_model_path(toy_name(uri), root, progress=True))
     return uri
 
 

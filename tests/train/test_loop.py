@@ -16,7 +16,7 @@ from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
 from harness.train.inputs import ExampleSet
 from harness.train.loop import Callbacks, TrainConfig, train, validation_fn
-from harness.train.models import load_model, load_tokenizer
+from harness.train.models import load_model, load_tokenizer, user_cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_stage_reference_equals_previous_checkpoint(tmp_path):
     checkpoints = [p / "model" for p in (cache / "stages").iterdir() if p.is_dir()]
     sft_dir = next(p for p in checkpoints if yaml.safe_load((p.parent / "meta.json").read_text())["stage"] == "sft")
     sft_model = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
-    (micro_dir,) = [p for p in (cache / "toy").glob("micro-*") if p.is_dir()]
+    (micro_dir,) = [p for p in (user_cache_dir() / "toy").glob("micro-*") if p.is_dir()]
     base_model = AutoModelForCausalLM.from_pretrained(micro_dir).eval()
     tok = load_tokenizer(str(sft_dir))
     pairs = encode_pairs(tok, take_fraction(load_rows("toy://arith-pairs", "pairs"), 0.003, 0), 64)[0]
