@@ -12,6 +12,7 @@ other suites judge any instruction, each row a prompt of its own.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from harness.console import say
@@ -92,13 +93,32 @@ def model_and_adapter(uri: str, cache_dir: Path) -> tuple[str, str | None]:
     return resolve_model_path(base, cache_dir), adapter
 
 
+def generator_name(uri: str) -> str:
+    """A readable name for ``--model``: ``toy://NAME`` as it is; a harness stage checkpoint
+    (``.../stages/<key>/model``, with ``meta.json`` beside it) as ``<trial id>/<stage>``; a directory
+    named ``model`` or ``checkpoint*`` by its parent; else the last path component (a hub id's name)."""
+    if uri.startswith("toy://"):
+        return uri
+    path = Path(uri.rstrip("/")).expanduser()
+    meta = path.parent / "meta.json"
+    if path.name == "model" and meta.is_file():
+        try:
+            info = json.loads(meta.read_text())
+            return f"{info['trial_id']}/{info['stage']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if (path.name == "model" or path.name.startswith("checkpoint")) and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
 def candidates_from_model(args, suites, eval_cfg, cache_dir: Path) -> dict[str, dict[str, tuple]]:
     """The model's own outputs on each suite's prompts (generator = the model's or adapter's name)."""
     path, adapter = model_and_adapter(args.model, cache_dir)
     # An adapter saved with its tokenizer carries the trial's chat template; else the base's is used.
     own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(adapter if own_tokenizer else path)
-    generator = args.model.rstrip("/").split("/")[-1] if not args.model.startswith("toy://") else args.model
+    generator = generator_name(args.model)
     plan = {}
     with open_generator(eval_cfg.generation, path, tokenizer, adapter_path=adapter) as gen:
         for suite in suites:

@@ -206,13 +206,17 @@ def judge_identity(judge_spec: JudgeSpec) -> dict:
 
 
 def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: Policy, serving: Serving,
-              trial_id: str, ref: Reference, model_key: str, device):
-    """Generate, score, and add the KL to the reference and the judge client's counters."""
+              trial_id: str, ref: Reference, model_key: str, device, name: str | None = None):
+    """Generate, score, and add the KL to the reference and the judge client's counters.
+
+    ``name`` labels the outputs' generator (default the trial id; ``<trial id>/<stage>`` for a stage's eval).
+    """
     items, cut = limited_items(suite, options)
     if cut:
         ctx.echo(f"  {cut}")
     generator = serving.get("policy", lambda: policy.generator(generation))
-    outputs, samples = generate_outputs(items, generator, generation, trial_id, ctx.progress, f"eval {suite}")
+    outputs, samples = generate_outputs(items, generator, generation, name or trial_id, ctx.progress,
+                                        f"eval {suite}")
     baseline = suite_baseline(ctx, suite, options, items, generation, ref, device, (trial_id, outputs),
                               serving)
     tokenizer = policy.tok()
@@ -231,23 +235,25 @@ def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: 
 
 
 def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str | None, model,
-                   tokenizer, trial_id: str, ref: Reference, device) -> None:
+                   tokenizer, trial_id: str, ref: Reference, device, name: str | None = None) -> None:
     """Run every suite of ``eval_cfg`` on the model and log it; results are cached.
 
     ``path`` is the model's checkpoint (None: not saved; then ``model`` is given), ``model`` the
-    in-memory model or None.  The generator is closed before this returns.
+    in-memory model or None.  ``name`` is the generator's name in the logged rows (default the
+    trial id).  The generator is closed before this returns.
     """
     policy, serving = Policy(path, device, model, tokenizer), Serving()
     try:
         for suite in eval_cfg.suites:
-            _evaluate_suite(ctx, run_id, eval_cfg, suite, model_key, policy, serving, trial_id, ref, device)
+            _evaluate_suite(ctx, run_id, eval_cfg, suite, model_key, policy, serving, trial_id, ref, device,
+                            name or trial_id)
     finally:
         serving.close()
         policy.cleanup()
 
 
 def _evaluate_suite(ctx: SweepContext, run_id: str, eval_cfg, suite: str, model_key: str, policy: Policy,
-                    serving: Serving, trial_id: str, ref: Reference, device) -> None:
+                    serving: Serving, trial_id: str, ref: Reference, device, name: str) -> None:
     """One suite: from the eval cache, or generated and scored; logged either way."""
     options = suite_options(eval_cfg, suite)
     generation = resolved(generation_for(eval_cfg.generation, options))
@@ -256,7 +262,8 @@ def _evaluate_suite(ctx: SweepContext, run_id: str, eval_cfg, suite: str, model_
                   baseline_identity(ctx, suite, options, ref, trial_id))
     metrics = None if ctx.force else ctx.evals.metrics(key)
     if metrics is None:
-        result = run_suite(ctx, suite, options, generation, policy, serving, trial_id, ref, model_key, device)
+        result = run_suite(ctx, suite, options, generation, policy, serving, trial_id, ref, model_key, device,
+                           name)
         ctx.evals.write(key, suite, result.outputs, result.judgments, result.metrics)
         metrics = ctx.evals.metrics(key)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
@@ -264,8 +271,28 @@ def _evaluate_suite(ctx: SweepContext, run_id: str, eval_cfg, suite: str, model_
     ctx.echo(f"  eval {suite}: {shown}")
     ctx.tracker.log_metrics(run_id, {f"eval/{suite}/{k}": v for k, v in metrics.items()})
     ctx.tracker.set_tags(run_id, {"harness.kl_estimator": KL_ESTIMATOR})
-    for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
-        ctx.tracker.log_file(run_id, ctx.evals.rows_file(key, kind, suite), kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("outputs", "judgments"):  # artifacts outputs/<suite>.jsonl, judgments/<suite>.jsonl
+            ctx.tracker.log_file(run_id, named_rows(ctx.evals.rows_file(key, kind, suite), name, Path(tmp) / kind),
+                                 kind)
+
+
+def named_rows(path: Path, name: str, scratch: Path) -> Path:
+    """``path``, or a copy in ``scratch`` whose generator fields say ``name``: a cached entry carries the
+    name of whichever trial or stage computed it first, and these rows are logged for this one."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cached = {r.get("generator") for r in rows} - {None}
+    if cached <= {name}:
+        return path
+    for row in rows:
+        if row.get("generator") in cached:
+            row["generator"] = name
+        if row.get("generator_2") in cached:  # alpaca's annotation rows: generator_2 is the model
+            row["generator_2"] = name
+    scratch.mkdir(parents=True, exist_ok=True)
+    out = scratch / path.name
+    out.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    return out
 
 
 def joint_metrics(ctx: SweepContext, suite: Suite) -> None:

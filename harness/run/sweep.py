@@ -183,7 +183,7 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
         if persist:
             path = str(ctx.stages.model_dir(key))
         if multi and not last and stage.eval.after == "every_stage":
-            _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial)
+            _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial, f"{trial.id}/{stage.name}")
         if multi:
             ctx.tracker.set_status(run_id, "FINISHED")
     ctx.tracker.set_tags(trial_run, {"harness.checkpoint": path if persist else "none (train.save: none)"})
@@ -229,13 +229,16 @@ def _evaluate_base(ctx: SweepContext, run_id: str, spec: Spec) -> None:
 
 
 def _evaluate(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str | None, model, tokenizer,
-              trial) -> None:
-    """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model."""
+              trial, name: str | None = None) -> None:
+    """Every suite of ``eval_cfg`` on the model; the KL reference is the trial's starting model.
+
+    ``name`` names the generator in the logged rows: the trial id (default), or ``<trial id>/<stage>``.
+    """
     if not eval_cfg.suites:
         return
     start = resolve_model_path(trial.spec.model, ctx.cache_dir)
     ref = Reference(model_identity(start), start)
-    evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device())
+    evaluate_model(ctx, run_id, eval_cfg, model_key, path, model, tokenizer, trial.id, ref, device(), name)
 
 
 # ---------------------------------------------------------------- the run tree: find, create or resume runs

@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.config.spec import EvalSpec
 from harness.errors import HarnessError
 from harness.eval import backends
-from harness.judge_cmd.candidates import candidates_from_model, model_and_adapter
+from harness.judge_cmd.candidates import candidates_from_model, generator_name, model_and_adapter
 from harness.toy import toy_model_path
 from harness.train.models import load_model, load_tokenizer
 from tests import fake_vllm
@@ -93,3 +93,15 @@ def test_adapter_without_a_base_is_a_clear_error(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 4}))
     with pytest.raises(HarnessError, match="no base_model_name_or_path"):
         model_and_adapter(str(tmp_path), tmp_path)
+
+
+def test_generator_names_are_readable(tmp_path):
+    stage = tmp_path / "results" / "cache" / "stages" / "0123abcd" / "model"
+    stage.mkdir(parents=True)
+    (stage.parent / "meta.json").write_text(json.dumps({"run_id": "r", "trial_id": "beta0.5-seed0-1a2b3c4d",
+                                                        "stage": "sft", "steps": 3}))
+    assert generator_name(str(stage)) == "beta0.5-seed0-1a2b3c4d/sft"
+    assert generator_name(str(tmp_path / "runs" / "exp1" / "checkpoint-500") + "/") == "exp1/checkpoint-500"
+    assert generator_name(str(tmp_path / "plain" / "model")) == "plain/model"
+    assert generator_name("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen2.5-0.5B-Instruct"
+    assert generator_name("toy://micro") == "toy://micro"

@@ -124,6 +124,23 @@ def test_sweep_run_tree_caching_and_rerun(default_sweep, tmp_path):
     assert not (Path.cwd() / "mlruns").exists()
 
 
+def test_logged_outputs_name_their_trial_and_stage(default_sweep, tmp_path):
+    """Both SFT stage runs log the one cached eval, each under its own name; trials under their ids."""
+    root, _, _ = default_sweep
+    client, all_runs = runs(root)
+
+    def generators(run) -> set:
+        local = Path(client.download_artifacts(run.info.run_id, "outputs/arith.jsonl", str(tmp_path / run.info.run_id)))
+        return {json.loads(line)["generator"] for line in local.read_text().splitlines()}
+
+    sft_runs = [r for r in all_runs if r.data.tags.get("harness.stage") == "sft"]
+    assert len(sft_runs) == 2
+    for run in sft_runs:
+        assert generators(run) == {f"{run.data.tags['harness.stage_of']}/sft"}
+    for run in (r for r in all_runs if "harness.trial_id" in r.data.tags):
+        assert generators(run) == {run.data.tags["harness.trial_id"]}
+
+
 def test_failed_and_killed_trials_resume_their_own_run(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, ablate={}, stages=None, method={"name": "sft"},
                       data={"train": "toy://arith-sft", "fraction": 0.01},
