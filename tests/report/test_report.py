@@ -290,20 +290,6 @@ def test_cli_reference_and_bad_reference(tmp_path, capsys):
     assert "experiment 'nope' not found" in capsys.readouterr().err
 
 
-def test_ui_binds_localhost_and_prints_its_url(tmp_path, capsys, monkeypatch):
-    import subprocess
-
-    seen = {}
-    monkeypatch.setattr(subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    assert main(["ui", "--tracking-uri", uri, "--port", "5123"]) == 0
-    cmd = seen["cmd"]
-    assert cmd[1:3] == ["-m", "mlflow"] and cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    assert cmd[cmd.index("--backend-store-uri") + 1] == uri and cmd[cmd.index("--port") + 1] == "5123"
-    assert cmd[cmd.index("--workers") + 1] == "1"
-    assert "http://127.0.0.1:5123" in capsys.readouterr().out
-
-
 def test_judge_metric_figures_are_drawn(tmp_path):
     """Runs carrying judge metrics get the reward/KL frontier, raw-vs-LC and pass@k-over-k figures."""
     store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))

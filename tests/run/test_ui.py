@@ -31,6 +31,20 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _session(sid: int) -> list[int]:
+    """Processes of session ``sid`` (the UI leads its own session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
+                found.append(int(entry.name))
+    return found
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -51,13 +65,19 @@ def test_the_ui_and_its_workers_stop_when_harness_is_terminated(tmp_path):
         while not _healthy(f"http://127.0.0.1:{port}/health"):
             assert proc.poll() is None and time.monotonic() < deadline, "the UI never came up"
             time.sleep(0.5)
-        assert _processes_mentioning(str(results))  # harness and mlflow's server
+        assert line.startswith("MLflow UI for sqlite:///") and f"at http://127.0.0.1:{port}" in line
+        [server] = [pid for pid in _processes_mentioning(str(results)) if pid != proc.pid]
+        argv = (Path("/proc") / str(server) / "cmdline").read_bytes().decode().split("\0")
+        assert argv[1:4] == ["-m", "mlflow", "ui"] and argv[argv.index("--host") + 1] == "127.0.0.1"
+        assert argv[argv.index("--workers") + 1] == "1" and argv[argv.index("--port") + 1] == str(port)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        # mlflow's UI starts workers (uvicorn, a job runner, huey consumers) whose command lines do not
+        # name the store: every process of the UI's session must be gone.
         deadline = time.monotonic() + 15
-        while _processes_mentioning(str(results)) and time.monotonic() < deadline:
+        while (_processes_mentioning(str(results)) or _session(server)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _processes_mentioning(str(results)) == []
+        assert _processes_mentioning(str(results)) == [] and _session(server) == []
         assert not _healthy(f"http://127.0.0.1:{port}/health")
     finally:
         if proc.poll() is None:
