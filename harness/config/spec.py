@@ -143,6 +143,8 @@ class JudgeSpec(_Model):
     max_retries: NonNegInt = 4
     timeout_s: PosFloat = 60.0
     temperature: NonNegFloat = 0.0
+    allow_toy_judge: bool = Field(False, description="let the embedded toy judge (base_url null) score items "
+                                                     "outside the toy world, where it can only tie; for tests")
 
 
 class TrackingSpec(_Model):
@@ -469,12 +471,15 @@ def validate_spec(
     return spec
 
 
-def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
-    """Read a spec file, apply `--set KEY=VALUE` overrides, validate."""
+def load_spec(path: str | Path, overrides: Sequence[str] = (), ablating: bool = True) -> Spec:
+    """Read a spec file, apply `--set KEY=VALUE` overrides, validate.
+
+    ``ablating`` False (``harness train``, which ignores ``ablate``) lets a `--set` name an ablated key.
+    """
     raw, lines = read_yaml(path)
     origins: dict[str, str] = {}
     if isinstance(raw, dict):
-        raw, origins = apply_overrides(raw, overrides, str(path))
+        raw, origins = apply_overrides(raw, overrides, str(path), ablating)
     return validate_spec(raw, str(path), lines, origins)
 
 

@@ -137,11 +137,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SpecError(f"--set {text}: cannot parse the value: {getattr(e, 'problem', e)}") from None
 
 
-def apply_overrides(raw: dict, overrides: Sequence[str], file: str = "spec") -> tuple[dict, dict[str, str]]:
+def apply_overrides(raw: dict, overrides: Sequence[str], file: str = "spec",
+                    ablating: bool = True) -> tuple[dict, dict[str, str]]:
     """Apply `--set` overrides in order; returns the new mapping and {path: "--set ..."}.
 
-    A `--set` of a key that an `ablate` axis also sets (or of a mapping that holds it) is an
-    error: every trial would take the axis's value, and the `--set` would be silently lost.
+    When the grid will be expanded (``ablating``), a `--set` of a key that an `ablate` axis also
+    sets (or of a mapping that holds it) is an error: every trial would take the axis's value,
+    and the `--set` would be silently lost.
     """
     origins = {}
     for text in overrides:
@@ -151,7 +153,7 @@ def apply_overrides(raw: dict, overrides: Sequence[str], file: str = "spec") -> 
         except SpecError as e:
             raise SpecError(f"{file}: --set {text}: {e}") from None
         origins[path] = f"--set {text}"
-    for path, origin in origins.items():
+    for path, origin in origins.items() if ablating else ():
         for axis in _ablated_paths(raw):
             if _overlaps(path, axis[1]):
                 raise SpecError(f"{file}: {origin}: ablate.{axis[0]} sets {axis[0]} in every trial, over this "

@@ -32,7 +32,7 @@ from harness.eval.suites import SUITES, check_suites, pairwise
 from harness.judge_cmd.candidates import candidates_from_files, candidates_from_model
 from harness.judge_cmd.judging import across_generators, judge_all, length_of
 from harness.judge_cmd.output import annotations_command, print_results, track_results
-from harness.serve.toy_judge import knows_item
+from harness.serve.toy_judge import check_toy_items
 
 # ---------------------------------------------------------------- settings
 
@@ -75,25 +75,15 @@ def suite_plan(args, eval_cfg) -> list[str]:
 
 
 def check_toy_judge(candidates: dict, suites: list[str], eval_cfg, judge_spec: JudgeSpec, allowed: bool) -> None:
-    """Refuse to let the embedded toy judge (no ``judge.base_url``) score items outside the toy world.
-
-    The toy judge only knows the toy world's ground truth; elsewhere it ties, which would read
-    as a win rate of 0.5 and grades of 5 for every model.
-    """
-    if allowed or judge_spec.base_url is not None or judge_spec.backend != "openai":
+    """The embedded toy judge (no ``judge.base_url``) scores only toy-world items (``check_toy_items``)."""
+    if allowed or judge_spec.allow_toy_judge or judge_spec.base_url is not None or judge_spec.backend != "openai":
         return
+    judged = {}
     for suite in suites:
-        if not SUITES[suite].needs_judge(suite_options(eval_cfg, suite)):
-            continue
-        items = {item["id"]: item for plan in candidates.values() for item in plan.get(suite, ([], []))[0]}
-        unknown = [item for item in items.values() if not knows_item(item)]
-        if unknown:
-            raise HarnessError(
-                f"--suite {suite}: {len(unknown)} of {len(items)} items are not from the toy world (first: "
-                f"{str(unknown[0].get('instruction') or unknown[0].get('turns'))[:60]!r}), and the embedded toy "
-                "judge can only tie on them; point the judge at a real model with --judge-url URL --judge-model "
-                "NAME (judge.base_url and judge.model; e.g. a `vllm serve MODEL` endpoint), or pass "
-                "--allow-toy-judge (tests only)")
+        if SUITES[suite].needs_judge(suite_options(eval_cfg, suite)):
+            items = {item["id"]: item for plan in candidates.values() for item in plan.get(suite, ([], []))[0]}
+            judged[f"--suite {suite}"] = list(items.values())
+    check_toy_items(judged, "pass --allow-toy-judge")
 
 
 def check_limits(args) -> None:

@@ -30,7 +30,7 @@ def sweep(args) -> int:
 
 def train(args) -> int:
     """Exactly one trial (no ablate expansion), always run."""
-    spec = load_spec(args.spec, args.overrides)
+    spec = load_spec(args.spec, args.overrides, ablating=False)
     if spec.ablate or len(spec.seeds) > 1:
         say(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
     trials = [single_trial(spec, fingerprint)]

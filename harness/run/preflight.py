@@ -15,9 +15,10 @@ from harness.errors import HarnessError
 from harness.eval.backends import resolve_backend
 from harness.eval.generation import generation_for
 from harness.eval.suite import suite_options
-from harness.eval.suites import SUITES, check_suites
+from harness.eval.suites import SUITES, check_suites, limited_items
 from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind
+from harness.serve.toy_judge import check_toy_items
 from harness.toy import TOY_MODELS, is_toy, toy_name
 from harness.train.stages import check_hardware
 
@@ -76,6 +77,20 @@ def check_eval(eval_cfg, rows_of) -> None:
             baseline_from_file(baseline, SUITES[suite].items(options), suite)
 
 
+def check_judge_data(spec, eval_cfgs) -> None:
+    """The embedded toy judge (``judge.base_url`` null) scores only toy-world items (``check_toy_items``)."""
+    judge = spec.judge
+    if judge.allow_toy_judge or judge.base_url is not None or judge.backend != "openai":
+        return
+    judged = {}
+    for eval_cfg in eval_cfgs:
+        for suite in eval_cfg.suites:
+            options = suite_options(eval_cfg, suite)
+            if SUITES[suite].needs_judge(options):
+                judged[f"eval.{suite}"] = limited_items(suite, options)[0]
+    check_toy_items(judged, "set judge.allow_toy_judge: true")
+
+
 def preflight(spec, trials) -> None:
     """Raise a HarnessError naming the first problem; return quietly when all is well."""
     stages = [stage for trial in trials for stage in trial.stages]
@@ -102,3 +117,4 @@ def preflight(spec, trials) -> None:
                 check_weights(rows, field)
     for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
         check_eval(eval_cfg, rows_of)
+    check_judge_data(spec, [spec.eval] + [stage.eval for stage in stages])

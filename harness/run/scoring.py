@@ -202,7 +202,7 @@ def suite_baseline(ctx: SweepContext, suite, options, items, generation, ref, de
 
 def judge_identity(judge_spec: JudgeSpec) -> dict:
     """The judge settings that decide verdicts (not concurrency or timeouts)."""
-    return judge_spec.model_dump(exclude={"concurrency", "timeout_s", "api_key_env"})
+    return judge_spec.model_dump(exclude={"concurrency", "timeout_s", "api_key_env", "allow_toy_judge"})
 
 
 def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: Policy, serving: Serving,

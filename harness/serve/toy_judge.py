@@ -32,6 +32,7 @@ import hashlib
 import math
 import re
 
+from harness.errors import HarnessError
 from harness.serve.server import ChatResult, Responder, TokenLogprob
 from harness.toy.judge_data import chat_truth, safety_label
 from judges.prompts import ALPACA_LABELS, blocks
@@ -153,6 +154,20 @@ def knows_item(item: dict) -> bool:
         return chat_truth(turns) is not None
     text = turns[0] if turns else str(item.get("instruction") or "")
     return safety_label(text) is not None or arith_truth(text) is not None
+
+
+def check_toy_items(items_by_suite: dict[str, list[dict]], how_to_allow: str) -> None:
+    """Refuse suites whose items the toy world has no truth for: the toy judge could only tie on them,
+    which reads as a win rate of 0.5 and a grade of 5 for every model.  ``how_to_allow`` names the switch."""
+    for suite, items in items_by_suite.items():
+        unknown = [item for item in items if not knows_item(item)]
+        if unknown:
+            first = str(unknown[0].get("instruction") or unknown[0].get("turns"))[:60]
+            raise HarnessError(
+                f"{suite}: {len(unknown)} of {len(items)} items are not from the toy world (first: {first!r}), "
+                "and the embedded toy judge can only tie on them; point the judge at a real model "
+                "(judge.base_url and judge.model, or --judge-url URL --judge-model NAME; e.g. a `vllm serve "
+                f"MODEL` endpoint), or {how_to_allow} (tests only)")
 
 
 # ------------------------------------------------------------------ the replies
