@@ -4,7 +4,7 @@ JSON shapes (DESIGN.md, "Contract: outputs and units"):
 
 - ``--suite pairwise``: a list, one object per generator, with exactly
   ``generator, n, wins, ties, losses, errors, win_rate, position_consistency,
-  first_position_rate``;
+  first_position_rate, tie_rate`` (first_position_rate over the verdicts naming a position);
 - any other single suite: a list of ``{generator, <metric>: value, ...}``;
 - several suites: an object ``{suite: <that suite's list>}``;
 - ``--annotations``: a list of ``{generator, n, errors, win_rate, standard_error,

@@ -12,7 +12,7 @@ from judges.stats.rankings import Comparison, bt_ratings
 NAME = "pairwise"
 # The JSON row of `harness judge --suite pairwise` (DESIGN.md, "Contract: outputs and units").
 JSON_KEYS = ("generator", "n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
-             "first_position_rate")
+             "first_position_rate", "tie_rate")
 RANKING_BASELINE = "baseline"
 
 
