@@ -78,7 +78,8 @@ def pairwise_judge(client, items: Sequence[dict], *,
             use their last replies.
     Returns:
         Judged: metrics n, wins, ties, losses, errors, win_rate, position_consistency,
-        first_position_rate, standard_error, length_correlation, longer_win_rate,
+        first_position_rate, tie_rate, standard_error (clustered by item id: rows that share
+        an id are samples of one prompt), length_correlation, longer_win_rate,
         mean_length_delta; one judgment per item (see ``judgment_row``).
     """
     built = [pairwise_calls(item) for item in items]
@@ -90,7 +91,9 @@ def pairwise_judge(client, items: Sequence[dict], *,
         rows.append(row)
         pairs.append(PairVerdicts.from_positions(*row["verdicts"].values()))
         deltas.append(row["length_delta"])
-    metrics = summarize_pairs(pairs).as_metrics() | length_bias(pairs, deltas).as_metrics()
+    # Several samples of one prompt share its id: the SE is clustered by prompt.
+    clusters = [("item", k) if item.get("id") is None else item["id"] for k, item in enumerate(items)]
+    metrics = summarize_pairs(pairs, clusters).as_metrics() | length_bias(pairs, deltas).as_metrics()
     return Judged(metrics, rows)
 
 
