@@ -31,10 +31,12 @@ def scorer(options: dict):
 
 
 def comparisons(results: dict[str, SuiteResult]) -> list[Comparison]:
-    """Every generator's judged prompts as Bradley-Terry comparisons against the baseline.
+    """Every generator's judged prompts as Bradley-Terry comparisons against the baseline, each naming
+    its prompt id (the bootstrap's cluster: all generators share the prompts).
 
     Error prompts carry no outcome and are left out (they are counted in ``errors``)."""
-    return [Comparison(generator, RANKING_BASELINE, row["score"])
+    return [Comparison(generator, RANKING_BASELINE, row["score"],
+                       None if row.get("id") is None else str(row["id"]))
             for generator, result in results.items()
             for row in result.judgments if row.get("score") is not None]
 
