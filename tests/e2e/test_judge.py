@@ -156,7 +156,10 @@ def test_mtbench_on_chat_eval_generates_both_turns(tmp_path, capsys):
                  "--format", "json", "--results-dir", str(tmp_path / "results")])
     assert code == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row["generator"] == "toy://micro" and row["n"] == 3 and row["errors"] == 0
+    # Each turn is judged (issue 13 item 4): n counts the 3 x 2 (question, turn) judgments.
+    assert row["generator"] == "toy://micro" and row["n"] == 6 and row["errors"] == 0
+    assert row["turn1/n"] == row["turn2/n"] == 3
+    assert row["mean_score"] == pytest.approx((row["turn1/mean_score"] + row["turn2/mean_score"]) / 2)
     assert 1 <= row["mean_score"] <= 10
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("judge").experiment_id])
@@ -225,8 +228,9 @@ def test_mtbench_outputs_matched_by_first_turn(tmp_path, capsys):
             "--format", "json", "--no-track", "--results-dir", str(tmp_path / "results")]
     assert main(args) == 0
     scores = {r["generator"]: r for r in json.loads(capsys.readouterr().out)}
-    assert scores["right"]["n"] == scores["wrong"]["n"] == 3
+    assert scores["right"]["n"] == scores["wrong"]["n"] == 6  # 3 questions x 2 turns
     assert scores["right"]["mean_score"] > scores["wrong"]["mean_score"]
+    assert scores["right"]["turn2/mean_score"] == 10 and scores["wrong"]["turn1/mean_score"] == 1
     rows[0]["output"] = "only one answer"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     assert main(args) == 2
