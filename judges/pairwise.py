@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import parse_pairwise
 from judges.prompts import PAIRWISE, PAIRWISE_MULTI, pairwise_messages, pairwise_multi_messages
+from judges.stats.style import style_counts
 from judges.stats.winrate import OUTCOME_SCORE, PairVerdicts, length_bias, summarize_pairs
 
 ORDERS = ("candidate_first", "baseline_first")
@@ -116,4 +117,6 @@ def judgment_row(item: dict, replies: list, quoted: list[str], length: Callable[
         "outcome": outcome, "error": outcome == "error",
         "score": OUTCOME_SCORE.get(outcome),
         "length_delta": float(length(cand) - length(base)),
+        # Length and markdown counts of both replies: the style-controlled ranking's covariates.
+        "style": {"candidate": style_counts(cand, length), "baseline": style_counts(base, length)},
     }

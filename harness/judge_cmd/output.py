@@ -63,8 +63,14 @@ def suite_rows(results: dict, suite: str) -> list[dict]:
 
 
 def ratings_table(suite: str, ratings: list) -> str:
+    """The plain Bradley-Terry ranking, with the style-controlled one beside it when it was fitted."""
     rows = [{"model": r.model, "elo": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high} for r in ratings]
-    return table(rows, f"[{suite} ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI]")
+    title = f"[{suite} ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI over prompts"
+    if all(getattr(r, "style_score", None) is not None for r in ratings):
+        for row, r in zip(rows, ratings):
+            row.update(elo_style=r.style_score, style_ci_low=r.style_ci_low, style_ci_high=r.style_ci_high)
+        title += "; elo_style: style-controlled (length, headers, bold, lists as covariates)"
+    return table(rows, title + "]")
 
 
 def results_json(results: dict, suites: list[str]):

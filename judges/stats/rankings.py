@@ -44,7 +44,7 @@ class Comparison:
             raise ValueError(f"a comparison needs two different models, got {self.model_a!r} twice")
 
 
-def _arrays(comparisons: Sequence[Comparison], models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def comparison_arrays(comparisons: Sequence[Comparison], models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     index = {m: i for i, m in enumerate(models)}
     a = np.array([index[c.model_a] for c in comparisons], dtype=int)
     b = np.array([index[c.model_b] for c in comparisons], dtype=int)
@@ -72,7 +72,7 @@ def bradley_terry(comparisons: Sequence[Comparison], *, l2: float = 1e-3,
     models = models_of(comparisons) if models is None else models
     if len(models) < 2:
         raise ValueError(f"Bradley-Terry needs comparisons between at least 2 models, got {models}")
-    return dict(zip(models, _fit(*_arrays(comparisons, models), len(models), l2).tolist()))
+    return dict(zip(models, _fit(*comparison_arrays(comparisons, models), len(models), l2).tolist()))
 
 
 def _fit(a: np.ndarray, b: np.ndarray, y: np.ndarray, n_models: int, l2: float) -> np.ndarray:
@@ -95,12 +95,16 @@ def to_elo(scores: dict[str, float], elo_anchor: tuple[str, float] | None = None
 
 @dataclass(frozen=True)
 class Rating:
-    """A model's score (log-strength or Elo) with a percentile bootstrap interval."""
+    """A model's score (log-strength or Elo) with a percentile bootstrap interval, and optionally
+    its style-controlled score and interval (``judges.stats.style``) beside it."""
 
     model: str
     score: float
     ci_low: float
     ci_high: float
+    style_score: float | None = None
+    style_ci_low: float | None = None
+    style_ci_high: float | None = None
 
 
 def bootstrap_rows(comparisons: Sequence[Comparison], rng: np.random.Generator) -> np.ndarray:
@@ -135,7 +139,7 @@ def bt_ratings(comparisons: Sequence[Comparison], *, n_bootstrap: int = 200, see
         return to_elo(s, elo_anchor) if elo else s
 
     point = scale(bradley_terry(comparisons, l2=l2, models=models))
-    a, b, y = _arrays(comparisons, models)
+    a, b, y = comparison_arrays(comparisons, models)
     rng = np.random.default_rng(seed)
     draws = np.empty((n_bootstrap, len(models)))
     for k in range(n_bootstrap):

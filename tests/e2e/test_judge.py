@@ -82,6 +82,9 @@ def test_pairwise_ranking_of_several_generators(tmp_path, capsys):
     for generator in scores:
         assert logged[generator]["eval/pairwise/elo"] == pytest.approx(expected[generator].score, rel=1e-9)
         assert logged[generator]["eval/pairwise/elo_ci_low"] <= logged[generator]["eval/pairwise/elo"]
+        # The style-controlled rating (issue 13) is logged and shown beside the plain one.
+        assert "eval/pairwise/elo_style" in logged[generator] and "eval/pairwise/style_coef/length" in logged[generator]
+    assert "elo_style" in out.split("[pairwise ranking")[1]
 
 
 def test_annotations_rescored_in_percent(tmp_path, capsys):
