@@ -77,6 +77,9 @@ def cmd_judge(args) -> int:
     cache_dir = Path(args.results_dir).resolve() / "cache"
     if args.annotations:
         return annotations_command(args)
+    if getattr(args, "instruction_difficulty", None):
+        raise HarnessError("--instruction-difficulty applies to --annotations (AlpacaEval annotation files, "
+                           "whose rows list the instructions in AlpacaEval's order)")
     judge_spec, eval_cfg = settings(args)
     suites = suite_plan(args, eval_cfg)
     if args.model:  # the backend that runs, not `auto`, is what outputs rows and params record

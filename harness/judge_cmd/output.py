@@ -8,7 +8,8 @@ JSON shapes (DESIGN.md, "Contract: outputs and units"):
 - any other single suite: a list of ``{generator, <metric>: value, ...}``;
 - several suites: an object ``{suite: <that suite's list>}``;
 - ``--annotations``: a list of ``{generator, n, errors, win_rate, standard_error,
-  lc_win_rate, lc_standard_error}`` in percent, as AlpacaEval's leaderboard.
+  lc_win_rate, lc_standard_error, lc_win_rate_v1, length_one_sided}`` in percent, as AlpacaEval's
+  leaderboard (``lc_win_rate_v1``: AlpacaEval's per-model v1 GLM, with ``--instruction-difficulty``).
 
 Rates are fractions everywhere else.  One MLflow run per generator (experiment
 ``judge`` by default), with ``eval/<suite>/<metric>`` metrics, the
@@ -29,8 +30,10 @@ from harness.eval.suites import SUITES
 from harness.run.tracking import Tracker, git_sha, package_versions, require_reachable, resolve_store
 from harness.train.models import load_tokenizer, resolve_model_path
 from judges.stats.annotations import score_annotation_files
+from judges.stats.lc_v1 import read_instruction_difficulty
 
-ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error")
+ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error",
+                   "lc_win_rate_v1", "length_one_sided")
 COUNTS = {"n", "wins", "ties", "losses", "errors", "n_harmful", "n_benign", "num_prompts", "num_samples"}
 
 
@@ -154,7 +157,11 @@ def annotations_command(args) -> int:
     tokenizer = None
     if args.length_unit == "tokens" and args.tokenizer:
         tokenizer = load_tokenizer(resolve_model_path(args.tokenizer, Path(args.results_dir).resolve() / "cache"))
-    scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer)
+    difficulty = None
+    if getattr(args, "instruction_difficulty", None):
+        difficulty = read_instruction_difficulty(args.instruction_difficulty)
+    scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer,
+                                    difficulty=difficulty)
     rows = [{k: _annotation_value(k, row.get(k)) for k in ANNOTATION_KEYS} for row in scored]
     if args.format == "json":
         print(json.dumps(rows, indent=2))

@@ -264,3 +264,29 @@ def test_alpaca_lc_is_fitted_jointly_over_generators(tmp_path, capsys):
     joint = {r["generator"]: r for r in score_annotations(as_annotations(judged))}
     for name in ("a", "b"):
         assert abs(rows[name]["lc_win_rate"] - joint[name]["lc_win_rate"] / 100) < 1e-9
+
+
+def test_annotations_with_instruction_difficulty(tmp_path, capsys):
+    """--instruction-difficulty FILE: the JSON row gains lc_win_rate_v1, AlpacaEval's per-model v1 GLM with
+    that difficulty (fit_lc_v1 recomputed here); the option is refused without --annotations."""
+    from judges.stats.lc_v1 import fit_lc_v1
+
+    prefs = [2, 1, 1.5, 1.9, 1.2, 1.7]
+    rows = [{"instruction": f"q{i}", "output_1": "a" * (10 + 3 * i), "generator_1": "base",
+             "output_2": "b" * (20 - 2 * i), "generator_2": "m", "preference": p} for i, p in enumerate(prefs)]
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(rows))
+    difficulty = [0.5, -1.0, 0.0, 2.0, -0.5, 1.0]
+    csv = tmp_path / "instruction_difficulty.csv"
+    csv.write_text("index,instruction_difficulty\n" + "".join(f"{k},{v}\n" for k, v in enumerate(difficulty)))
+    assert main(["judge", "--annotations", str(path), "--instruction-difficulty", str(csv), "--format", "json",
+                 "--no-track"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    expected, _ = fit_lc_v1([len(r["output_2"]) - len(r["output_1"]) for r in rows], difficulty,
+                            [p - 1 for p in prefs])
+    assert row["lc_win_rate_v1"] == pytest.approx(100 * expected)
+    out_file = tmp_path / "o.json"
+    out_file.write_text(json.dumps([{"instruction": "q", "output": "x", "generator": "m"}]))
+    assert main(["judge", "--outputs", str(out_file), "--baseline", str(out_file), "--instruction-difficulty",
+                 str(csv), "--no-track"]) == 2
+    assert "--instruction-difficulty applies to --annotations" in capsys.readouterr().err
