@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from judges.stats.rankings import Comparison, comparison_arrays, bootstrap_rows, models_of, to_elo
+from judges.stats.rankings import Comparison, bootstrap_rows, comparison_arrays, models_of, to_elo
 
 STYLE_FEATURES = ("length", "headers", "bold", "lists")
 _CODE = re.compile(r"```.*?```", re.DOTALL)

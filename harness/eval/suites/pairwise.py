@@ -3,12 +3,12 @@ Bradley-Terry ranking when several generators are judged at once."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from harness.config.suite_options import PairwiseOptions
 from harness.eval.suite import Suite, SuiteResult, always
 from harness.eval.suites.common import check_baseline, eval_items, judge_rows, user_side, with_samples
 from judges.pairwise import pairwise_judge
-import dataclasses
-
 from judges.stats.rankings import Comparison, bt_ratings
 from judges.stats.style import style_controlled_bt, style_covariates
 

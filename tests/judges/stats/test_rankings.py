@@ -8,8 +8,8 @@ from scipy.special import expit
 
 from judges.stats.rankings import (
     Comparison,
-    bradley_terry,
     bootstrap_rows,
+    bradley_terry,
     bt_ratings,
     comparisons_from_pairs,
     to_elo,
