@@ -124,7 +124,8 @@ def alpaca_metrics(rows: Sequence[dict], *, length: Callable[[str], float] = len
 
     win_rate = mean(preference - 1) over valid rows, standard_error its SE clustered by row id
     (the ddof-1 SE when ids are distinct),
-    lc_win_rate / lc_standard_error the one-model LC fit; first_position_rate = the
+    lc_win_rate / lc_standard_error the one-model LC fit, lc_win_rate_v1 AlpacaEval's v1 GLM without
+    a difficulty term (judges.stats.lc_v1), length_one_sided its one-sign share; first_position_rate = the
     mean probability the judge gave to output 1 over every judged order.
     """
     valid = [r for r in rows if r["preference"] is not None]
@@ -132,7 +133,8 @@ def alpaca_metrics(rows: Sequence[dict], *, length: Callable[[str], float] = len
     if not valid:
         return metrics
     scored = score_annotations(as_annotations(rows, length), n_bootstrap=n_bootstrap, seed=seed)[0]
-    for key in ("win_rate", "standard_error", "lc_win_rate", "lc_standard_error"):
+    for key in ("win_rate", "standard_error", "lc_win_rate", "lc_standard_error", "lc_win_rate_v1",
+                "length_one_sided"):
         if scored[key] is not None:
             metrics[key] = scored[key] / 100.0  # AlpacaEval reports percent; harness uses fractions
     # P(output 1) per judged order: the baseline's p in baseline_first, the model's in candidate_first.

@@ -168,7 +168,7 @@ def _v1_columns(generator: str, rows: list[Annotation], difficulty: dict[int, fl
     if share is not None and share >= ONE_SIDED:
         warnings.warn(f"{generator}: {100 * share:.0f}% of its length differences with the baseline have one "
                       "sign, so its length-controlled win rate extrapolates the fitted length curve to "
-                      "equal lengths", stacklevel=2)
+                      "equal lengths", stacklevel=3)
     return {"lc_win_rate_v1": 100.0 * rate, "length_one_sided": None if share is None else 100.0 * share}
 
 

@@ -264,6 +264,8 @@ def test_alpaca_lc_is_fitted_jointly_over_generators(tmp_path, capsys):
     joint = {r["generator"]: r for r in score_annotations(as_annotations(judged))}
     for name in ("a", "b"):
         assert abs(rows[name]["lc_win_rate"] - joint[name]["lc_win_rate"] / 100) < 1e-9
+        # AlpacaEval's v1 GLM with the joint fit's γ as instruction difficulty, beside it.
+        assert abs(rows[name]["lc_win_rate_v1"] - joint[name]["lc_win_rate_v1"] / 100) < 1e-9
 
 
 def test_annotations_with_instruction_difficulty(tmp_path, capsys):
