@@ -292,3 +292,24 @@ def test_annotations_with_instruction_difficulty(tmp_path, capsys):
     assert main(["judge", "--outputs", str(out_file), "--baseline", str(out_file), "--instruction-difficulty",
                  str(csv), "--no-track"]) == 2
     assert "--instruction-difficulty applies to --annotations" in capsys.readouterr().err
+
+
+def test_report_on_a_judged_suite_with_several_samples(tmp_path, capsys):
+    """Issue 13 item 3: `eval.generation.n=2` on a judged suite gives two judgments rows per prompt (one per
+    sample, with its index); `harness report` aborted with "duplicate prompt id", now pairs on the
+    per-prompt mean over samples."""
+    results = str(tmp_path / "results")
+    assert main(["judge", "--model", "toy://micro", "--suite", "single", "--set", "eval.generation.n=2",
+                 "--set", "eval.generation.temperature=1.0", "--set", "eval.single.limit=4",
+                 "--set", "eval.single.data=toy://arith-eval", "--set", "eval.generation.max_new_tokens=4",
+                 "--format", "json", "--results-dir", results]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["n"] == 8 and "mean_score_se" in row
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("judge").experiment_id])
+    local = Path(client.download_artifacts(run.info.run_id, "judgments/single.jsonl", str(tmp_path)))
+    rows = [json.loads(line) for line in local.read_text().splitlines()]
+    assert sorted((r["id"], r["sample"]) for r in rows) == sorted({(r["id"], s) for r in rows for s in (0, 1)})
+    assert main(["report", "judge", "--results-dir", results, "--out", str(tmp_path / "report"),
+                 "--format", "md"]) == 0
+    assert "single" in (tmp_path / "report" / "report.md").read_text()
