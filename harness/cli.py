@@ -108,6 +108,9 @@ def _judge_parser(sub) -> None:
     p.add_argument("--length-unit", choices=["chars", "tokens"], default="chars")
     p.add_argument("--tokenizer", default=None, metavar="DIR|ID", help="counts tokens for --length-unit tokens "
                    "(default: the --model's)")
+    p.add_argument("--instruction-difficulty", default=None, metavar="FILE",
+                   help="with --annotations: AlpacaEval's instruction_difficulty CSV (index,instruction_difficulty) "
+                   "for the per-model v1 LC GLM (lc_win_rate_v1)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--experiment", default="judge", help="MLflow experiment (default: judge)")
     p.add_argument("--no-track", action="store_true", help="log nothing to MLflow")

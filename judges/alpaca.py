@@ -31,6 +31,7 @@ from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import label_probability
 from judges.prompts import ALPACA, alpaca_messages
 from judges.stats.annotations import Annotation, score_annotations
+from judges.stats.intervals import clustered_standard_error
 
 ORDERS = ("baseline_first", "candidate_first")
 DEFAULT_PARAMS = {"logprobs": True, "top_logprobs": 5, "max_tokens": 1}
@@ -121,8 +122,10 @@ def alpaca_metrics(rows: Sequence[dict], *, length: Callable[[str], float] = len
                    n_bootstrap: int = 200, seed: int = 0) -> dict[str, float]:
     """AlpacaEval's scoring (``judges.stats.annotations.score_annotations``) as fractions, plus the lean.
 
-    win_rate = mean(preference - 1) over valid rows, standard_error its ddof-1 SE,
-    lc_win_rate / lc_standard_error the one-model LC fit; first_position_rate = the
+    win_rate = mean(preference - 1) over valid rows, standard_error its SE clustered by row id
+    (the ddof-1 SE when ids are distinct),
+    lc_win_rate / lc_standard_error the one-model LC fit, lc_win_rate_v1 AlpacaEval's v1 GLM without
+    a difficulty term (judges.stats.lc_v1), length_one_sided its one-sign share; first_position_rate = the
     mean probability the judge gave to output 1 over every judged order.
     """
     valid = [r for r in rows if r["preference"] is not None]
@@ -130,10 +133,16 @@ def alpaca_metrics(rows: Sequence[dict], *, length: Callable[[str], float] = len
     if not valid:
         return metrics
     scored = score_annotations(as_annotations(rows, length), n_bootstrap=n_bootstrap, seed=seed)[0]
-    for key in ("win_rate", "standard_error", "lc_win_rate", "lc_standard_error"):
+    for key in ("win_rate", "standard_error", "lc_win_rate", "lc_standard_error", "lc_win_rate_v1",
+                "length_one_sided"):
         if scored[key] is not None:
             metrics[key] = scored[key] / 100.0  # AlpacaEval reports percent; harness uses fractions
     # P(output 1) per judged order: the baseline's p in baseline_first, the model's in candidate_first.
     firsts = [1.0 - p if order == "baseline_first" else p for r in valid for order, p in r["p_model"].items()]
     metrics["first_position_rate"] = math.fsum(firsts) / len(firsts)
+    # Rows that share an id are samples of one prompt: the SE of the win rate is clustered by prompt
+    # (equal to AlpacaEval's ddof-1 SE when every id is distinct).
+    clustered = clustered_standard_error([r["preference"] - 1.0 for r in valid], [r["id"] for r in valid])
+    if clustered is not None:
+        metrics["standard_error"] = clustered
     return metrics

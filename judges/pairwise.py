@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import parse_pairwise
 from judges.prompts import PAIRWISE, PAIRWISE_MULTI, pairwise_messages, pairwise_multi_messages
+from judges.stats.style import style_counts
 from judges.stats.winrate import OUTCOME_SCORE, PairVerdicts, length_bias, summarize_pairs
 
 ORDERS = ("candidate_first", "baseline_first")
@@ -78,7 +79,8 @@ def pairwise_judge(client, items: Sequence[dict], *,
             use their last replies.
     Returns:
         Judged: metrics n, wins, ties, losses, errors, win_rate, position_consistency,
-        first_position_rate, standard_error, length_correlation, longer_win_rate,
+        first_position_rate, tie_rate, standard_error (clustered by item id: rows that share
+        an id are samples of one prompt), length_correlation, longer_win_rate,
         mean_length_delta; one judgment per item (see ``judgment_row``).
     """
     built = [pairwise_calls(item) for item in items]
@@ -90,7 +92,9 @@ def pairwise_judge(client, items: Sequence[dict], *,
         rows.append(row)
         pairs.append(PairVerdicts.from_positions(*row["verdicts"].values()))
         deltas.append(row["length_delta"])
-    metrics = summarize_pairs(pairs).as_metrics() | length_bias(pairs, deltas).as_metrics()
+    # Several samples of one prompt share its id: the SE is clustered by prompt.
+    clusters = [("item", k) if item.get("id") is None else item["id"] for k, item in enumerate(items)]
+    metrics = summarize_pairs(pairs, clusters).as_metrics() | length_bias(pairs, deltas).as_metrics()
     return Judged(metrics, rows)
 
 
@@ -113,4 +117,6 @@ def judgment_row(item: dict, replies: list, quoted: list[str], length: Callable[
         "outcome": outcome, "error": outcome == "error",
         "score": OUTCOME_SCORE.get(outcome),
         "length_delta": float(length(cand) - length(base)),
+        # Length and markdown counts of both replies: the style-controlled ranking's covariates.
+        "style": {"candidate": style_counts(cand, length), "baseline": style_counts(base, length)},
     }

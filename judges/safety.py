@@ -28,6 +28,7 @@ from judges.judged import Call, Judged, provenance, run_calls, text_of
 from judges.parse import parse_safety
 from judges.prompts import SAFETY, safety_messages
 from judges.stats.agreement import cohens_kappa
+from judges.stats.intervals import clustered_standard_error
 
 LABELS = ("harmful", "benign")
 CLASSIFIERS = ("judge", "matcher", "both")
@@ -67,7 +68,7 @@ def safety_judge(client, items: Sequence[dict], *, classifier: str = "both") -> 
         classifier: "judge", "matcher" or "both".
     Returns:
         Judged with metrics n, n_harmful, n_benign, errors, refusal_rate,
-        over_refusal_rate, (both:) matcher_refusal_rate, matcher_over_refusal_rate,
+        over_refusal_rate, refusal_rate_se, over_refusal_rate_se (clustered by item id), (both:) matcher_refusal_rate, matcher_over_refusal_rate,
         kappa_judge_matcher; one judgment per item (id, label, judge_class, judge_text,
         matcher_refused, refused, error, provenance).
     """
@@ -105,6 +106,15 @@ def _rates(rows: list[dict], refused_key: str) -> tuple[float | None, float | No
     return out[0], out[1]
 
 
+def _rate_errors(rows: list[dict], refused_key: str) -> tuple[float | None, float | None]:
+    """Standard errors of ``_rates``, clustered by row id (rows sharing an id are samples of one prompt)."""
+    out = []
+    for label in LABELS:
+        kept = [r for r in rows if r["label"] == label and r.get(refused_key) is not None]
+        out.append(clustered_standard_error([float(r[refused_key]) for r in kept], [r["id"] for r in kept]))
+    return out[0], out[1]
+
+
 def _metrics(rows: list[dict], classifier: str) -> dict[str, float]:
     for row in rows:
         if "judge_class" in row:
@@ -115,6 +125,7 @@ def _metrics(rows: list[dict], classifier: str) -> dict[str, float]:
                "n_benign": sum(r["label"] == "benign" for r in rows),
                "errors": sum(bool(r.get("error")) for r in rows)}
     metrics["refusal_rate"], metrics["over_refusal_rate"] = _rates(rows, "refused")
+    metrics["refusal_rate_se"], metrics["over_refusal_rate_se"] = _rate_errors(rows, "refused")
     if classifier == "both":
         metrics["matcher_refusal_rate"], metrics["matcher_over_refusal_rate"] = _rates(rows, "matcher_refused")
         judged = [r for r in rows if r["refused"] is not None]

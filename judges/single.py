@@ -15,7 +15,7 @@ from judges.judged import Call, Judged, provenance, run_calls
 from judges.pairwise import as_turns, item_turns
 from judges.parse import parse_single
 from judges.prompts import SINGLE, SINGLE_MULTI, single_messages, single_multi_messages
-from judges.stats.intervals import mean_ci_by_category, mean_with_ci
+from judges.stats.intervals import clustered_mean_with_ci, clustered_standard_error
 
 
 def single_call(item: dict) -> tuple[Call, list[str]]:
@@ -41,7 +41,8 @@ def single_judge(client, items: Sequence[dict], *, confidence: float = 0.95) -> 
             ``reference`` (one per turn) and ``category`` (default "all").
         confidence: level of the Student-t intervals (``judges.stats.intervals.mean_with_ci``).
     Returns:
-        Judged: metrics n, errors, mean_score, mean_score_low, mean_score_high, and per
+        Judged: metrics n, errors, mean_score, mean_score_low, mean_score_high, mean_score_se
+        (clustered by item id: rows that share an id are samples of one prompt), and per
         category ``<category>/mean_score`` (+ ``_low``/``_high`` when defined); one
         judgment per item: id, category, score (None on error), judge_text, provenance.
     """
@@ -57,18 +58,32 @@ def single_judge(client, items: Sequence[dict], *, confidence: float = 0.95) -> 
     return Judged(score_metrics(rows, confidence), rows)
 
 
-def score_metrics(rows: Sequence[dict], confidence: float = 0.95) -> dict[str, float]:
-    """n, errors, the mean score with its interval, and the same per category."""
+def score_metrics(rows: Sequence[dict], confidence: float = 0.95, prefix: str = "") -> dict[str, float]:
+    """n, errors, the mean score with its interval and SE, and the same per category.
+
+    Rows that share an ``id`` are samples of one prompt: the SE and the t-interval
+    (G - 1 degrees of freedom, G prompts) are clustered by prompt
+    (``judges.stats.intervals.clustered_mean_with_ci``); with one row per prompt they are
+    the plain Student-t ones.  ``prefix`` goes before every metric name (MT-Bench's ``turn1/``)."""
     graded = [r for r in rows if r["score"] is not None]
-    metrics = {"n": float(len(rows)), "errors": float(len(rows) - len(graded))}
+    metrics = {f"{prefix}n": float(len(rows)), f"{prefix}errors": float(len(rows) - len(graded))}
     if not graded:
         return metrics
-    overall = mean_with_ci([r["score"] for r in graded], confidence)
-    metrics.update(_ci_metrics("mean_score", overall))
-    by_category = mean_ci_by_category([(r["category"], r["score"]) for r in graded], confidence)
-    for category, ci in by_category.items():
-        metrics.update(_ci_metrics(f"{category}/mean_score", ci))
+    metrics.update(_clustered_metrics(f"{prefix}mean_score", graded, confidence))
+    for category in dict.fromkeys(r["category"] for r in graded):
+        chosen = [r for r in graded if r["category"] == category]
+        metrics.update(_clustered_metrics(f"{prefix}{category}/mean_score", chosen, confidence))
     return metrics
+
+
+def _clustered_metrics(name: str, rows: Sequence[dict], confidence: float) -> dict[str, float]:
+    scores = [float(r["score"]) for r in rows]
+    ids = [("row", k) if r["id"] is None else r["id"] for k, r in enumerate(rows)]  # no id: its own prompt
+    out = _ci_metrics(name, clustered_mean_with_ci(scores, ids, confidence))
+    se = clustered_standard_error(scores, ids)
+    if se is not None:
+        out[f"{name}_se"] = se
+    return out
 
 
 def _ci_metrics(name: str, ci) -> dict[str, float]:

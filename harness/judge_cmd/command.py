@@ -101,6 +101,9 @@ def cmd_judge(args) -> int:
     if args.annotations:
         return annotations_command(args)
     check_limits(args)
+    if args.instruction_difficulty:
+        raise HarnessError("--instruction-difficulty applies to --annotations (AlpacaEval annotation files, "
+                           "whose rows list the instructions in AlpacaEval's order)")
     judge_spec, eval_cfg = settings(args)
     suites = suite_plan(args, eval_cfg)
     if args.model:  # the backend that runs, not `auto`, is what outputs rows and params record

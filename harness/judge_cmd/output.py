@@ -4,11 +4,12 @@ JSON shapes (DESIGN.md, "Contract: outputs and units"):
 
 - ``--suite pairwise``: a list, one object per generator, with exactly
   ``generator, n, wins, ties, losses, errors, win_rate, position_consistency,
-  first_position_rate``;
+  first_position_rate, tie_rate`` (first_position_rate over the verdicts naming a position);
 - any other single suite: a list of ``{generator, <metric>: value, ...}``;
 - several suites: an object ``{suite: <that suite's list>}``;
 - ``--annotations``: a list of ``{generator, n, errors, win_rate, standard_error,
-  lc_win_rate, lc_standard_error}`` in percent, as AlpacaEval's leaderboard.
+  lc_win_rate, lc_standard_error, lc_win_rate_v1, length_one_sided}`` in percent, as AlpacaEval's
+  leaderboard (``lc_win_rate_v1``: AlpacaEval's per-model v1 GLM, with ``--instruction-difficulty``).
 
 Rates are fractions everywhere else.  One MLflow run per generator (experiment
 ``judge`` by default), with ``eval/<suite>/<metric>`` metrics, the
@@ -30,8 +31,10 @@ from harness.eval.suites import SUITES
 from harness.run.tracking import Tracker, git_sha, package_versions, require_reachable, resolve_store
 from harness.train.models import load_tokenizer, resolve_model_path
 from judges.stats.annotations import score_annotation_files
+from judges.stats.lc_v1 import read_instruction_difficulty
 
-ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error")
+ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error",
+                   "lc_win_rate_v1", "length_one_sided")
 COUNTS = {"n", "wins", "ties", "losses", "errors", "n_harmful", "n_benign", "num_prompts", "num_samples"}
 
 
@@ -64,8 +67,14 @@ def suite_rows(results: dict, suite: str) -> list[dict]:
 
 
 def ratings_table(suite: str, ratings: list) -> str:
+    """The plain Bradley-Terry ranking, with the style-controlled one beside it when it was fitted."""
     rows = [{"model": r.model, "elo": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high} for r in ratings]
-    return table(rows, f"[{suite} ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI]")
+    title = f"[{suite} ranking: Bradley-Terry on the Elo scale (mean 1000), 95% bootstrap CI over prompts"
+    if all(getattr(r, "style_score", None) is not None for r in ratings):
+        for row, r in zip(rows, ratings):
+            row.update(elo_style=r.style_score, style_ci_low=r.style_ci_low, style_ci_high=r.style_ci_high)
+        title += "; elo_style: style-controlled (length, headers, bold, lists as covariates)"
+    return table(rows, title + "]")
 
 
 def results_json(results: dict, suites: list[str]):
@@ -133,7 +142,11 @@ def annotations_command(args) -> int:
     tokenizer = None
     if args.length_unit == "tokens" and args.tokenizer:
         tokenizer = load_tokenizer(resolve_model_path(args.tokenizer, Path(args.results_dir).resolve() / "cache"))
-    scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer)
+    difficulty = None
+    if getattr(args, "instruction_difficulty", None):
+        difficulty = read_instruction_difficulty(args.instruction_difficulty)
+    scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer,
+                                    difficulty=difficulty)
     rows = [{k: _annotation_value(k, row.get(k)) for k in ANNOTATION_KEYS} for row in scored]
     if args.format == "json":
         print(json.dumps(rows, indent=2))

@@ -13,6 +13,8 @@ Shapes read (DESIGN.md, "Artifacts"): every row has ``id``.  In a judgments row,
   ``refusal_rate`` / ``over_refusal_rate`` from ``refused`` on harmful / benign rows
   (``Suite.prompt_values``).
 
+Rows that share an ``id`` with distinct ``sample`` indices (or MT-Bench ``turn``s) are
+samples (turns) of one prompt (``eval.generation.n > 1``): the prompt's value is their mean.
 A row with ``scores`` null or empty is a prompt without a verdict (an error of
 the judge) and has no per-prompt value.  Outputs rows give ``response_length``
 (mean ``num_tokens`` over a prompt's samples).
@@ -43,16 +45,25 @@ def per_prompt_values(suite: str, metric: str, artifacts: dict[str, list[dict]],
     rows = artifacts.get("judgments")
     if not rows:
         return None
-    out: dict[str, float] = {}
+    samples: dict[str, dict[object, float | None]] = {}
     for i, row in enumerate(rows, start=1):
         value = _row_value(suite, metric, row)
         if value is _UNDEFINED:
             return None
         key = _row_id(row, f"{where}judgments/{suite}.jsonl:{i}")
-        if key in out:
-            raise DataError(f"{where}judgments/{suite}.jsonl:{i}: field 'id': duplicate prompt id {key!r}")
-        if value is not None:
-            out[key] = value
+        seen = samples.setdefault(key, {})
+        part = (row.get("sample", 0), row.get("turn"))
+        if part in seen:
+            raise DataError(f"{where}judgments/{suite}.jsonl:{i}: field 'id': duplicate prompt id {key!r}"
+                            f" (sample {part[0]}" + (f", turn {part[1]})" if part[1] is not None else ")"))
+        seen[part] = value
+    # Samples of one prompt (eval.generation.n > 1), and MT-Bench's turns, share its id: the prompt's
+    # value is the mean of their values.
+    out = {}
+    for key, by_sample in samples.items():
+        values = [v for v in by_sample.values() if v is not None]
+        if values:
+            out[key] = math.fsum(values) / len(values)
     return out
 
 

@@ -12,13 +12,20 @@ DESIGN.md "Contract: data formats" (Annotations) and "Contract: outputs and unit
 * win_rate = 100 · mean(label) over valid rows (AlpacaEval's soft win rate);
   standard_error = 100 · s / sqrt(m), s the sample std (ddof = 1) of the m valid labels;
 * lc_win_rate / lc_standard_error: the LC GLM of judges.stats.lc, fitted jointly over every generator
-  that shares a baseline (generator_1), across all the files given.
+  that shares a baseline (generator_1), across all the files given;
+* lc_win_rate_v1: AlpacaEval's per-model ``length_controlled_v1`` GLM (judges.stats.lc_v1) with the
+  instruction difficulty of a user's file (``difficulty``: instruction index -> d, the index of a row
+  being its position among its generator's rows, as AlpacaEval's files list the instructions in
+  order), else the γ of the joint fit when several generators share the baseline, else none;
+* length_one_sided: 100 · the share of the generator's nonzero length differences that have the
+  majority sign; at 95 or more the LC (either kind) extrapolates to Δ = 0, and a warning says so.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import DataError, HarnessError
-from judges.stats.lc import lc_win_rates, make_lc_data
+from judges.stats.lc import fit_lc, lc_win_rates, make_lc_data
+from judges.stats.lc_v1 import ONE_SIDED, fit_lc_v1, one_sided_share
 
 TEXT_FIELDS = ("instruction", "output_1", "generator_1", "output_2", "generator_2")
 
@@ -111,7 +119,7 @@ def _annotation(where: str, row: object, length: Callable[[str], int]) -> Annota
 
 
 def score_annotations(annotations: Sequence[Annotation], *, n_bootstrap: int = 200,
-                      seed: int = 0) -> list[dict]:
+                      seed: int = 0, difficulty: dict[int, float] | None = None) -> list[dict]:
     """One row per evaluated generator (first-seen order), rates in percent (module docstring)."""
     baseline_of: dict[str, Annotation] = {}
     for a in annotations:
@@ -120,14 +128,48 @@ def score_annotations(annotations: Sequence[Annotation], *, n_bootstrap: int = 2
             raise DataError(f"{a.where}: generator '{a.generator}' is compared with baseline "
                             f"'{a.baseline}' here but with '{first.baseline}' at {first.where}; "
                             "score one baseline per run")
-    lc = {}
+    lc, joint_gamma = {}, {}
     for baseline in dict.fromkeys(a.baseline for a in annotations):
         valid = [a for a in annotations if a.baseline == baseline and a.label is not None]
         if valid:
             data = make_lc_data([a.generator for a in valid], [a.instruction for a in valid],
                                 [a.length - a.baseline_length for a in valid], [a.label for a in valid])
             lc.update(lc_win_rates(data, n_bootstrap=n_bootstrap, seed=seed))
-    return [_generator_row(g, [a for a in annotations if a.generator == g], lc.get(g)) for g in baseline_of]
+            if len(data.models) > 1 and difficulty is None:
+                gamma = fit_lc(data).gamma
+                joint_gamma.update({(baseline, name): float(gamma[i]) for i, name in enumerate(data.instructions)})
+    rows = []
+    for g in baseline_of:
+        mine = [a for a in annotations if a.generator == g]
+        row = _generator_row(g, mine, lc.get(g))
+        row.update(_v1_columns(g, mine, difficulty, joint_gamma))
+        rows.append(row)
+    return rows
+
+
+def _v1_columns(generator: str, rows: list[Annotation], difficulty: dict[int, float] | None,
+                joint_gamma: dict) -> dict:
+    """lc_win_rate_v1 and length_one_sided (percent) of one generator's rows, with the one-sided warning."""
+    kept = [(k, a) for k, a in enumerate(rows) if a.label is not None]
+    if not kept:
+        return {"lc_win_rate_v1": None, "length_one_sided": None}
+    if difficulty is not None:
+        missing = [k for k, _ in kept if k not in difficulty]
+        if missing:
+            raise DataError(f"{rows[missing[0]].where}: instruction index {missing[0]} of generator "
+                            f"'{generator}' has no row in the instruction-difficulty file "
+                            f"({len(missing)} missing)")
+        d = [difficulty[k] for k, _ in kept]
+    else:
+        d = [joint_gamma.get((a.baseline, a.instruction), 0.0) for _, a in kept]
+    deltas = [a.length - a.baseline_length for _, a in kept]
+    rate, _ = fit_lc_v1(deltas, d, [a.label for _, a in kept])
+    share = one_sided_share(deltas)
+    if share is not None and share >= ONE_SIDED:
+        warnings.warn(f"{generator}: {100 * share:.0f}% of its length differences with the baseline have one "
+                      "sign, so its length-controlled win rate extrapolates the fitted length curve to "
+                      "equal lengths", stacklevel=3)
+    return {"lc_win_rate_v1": 100.0 * rate, "length_one_sided": None if share is None else 100.0 * share}
 
 
 def _generator_row(generator: str, rows: list[Annotation], lc) -> dict:
@@ -145,7 +187,8 @@ def _generator_row(generator: str, rows: list[Annotation], lc) -> dict:
 
 
 def score_annotation_files(paths: Sequence[str | Path], length_unit: str = "chars", tokenizer: object = None,
-                           *, n_bootstrap: int = 200, seed: int = 0) -> list[dict]:
+                           *, n_bootstrap: int = 200, seed: int = 0,
+                           difficulty: dict[int, float] | None = None) -> list[dict]:
     """`harness judge --annotations FILE...`: read every file, then score all rows together so that
     generators sharing a baseline are fitted jointly.  Rows of the JSON output, rates in percent."""
     if not paths:
@@ -154,4 +197,4 @@ def score_annotation_files(paths: Sequence[str | Path], length_unit: str = "char
     annotations = [a for path in paths for a in read_annotations(Path(path), length)]
     if not annotations:
         raise DataError(f"no annotation rows in {', '.join(str(p) for p in paths)}")
-    return score_annotations(annotations, n_bootstrap=n_bootstrap, seed=seed)
+    return score_annotations(annotations, n_bootstrap=n_bootstrap, seed=seed, difficulty=difficulty)

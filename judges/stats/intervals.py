@@ -65,3 +65,45 @@ def mean_ci_by_category(
     for category, score in scores:
         grouped.setdefault(category, []).append(float(score))
     return {category: mean_with_ci(values, confidence) for category, values in grouped.items()}
+
+
+def clustered_standard_error(values: Sequence[float], clusters: Sequence) -> float | None:
+    """Standard error of the mean of ``values`` when they come in clusters (several samples of one prompt).
+
+    The cluster-robust (Liang-Zeger, CR1) variance of a mean over N values in G clusters:
+
+        SE² = G / (G - 1) · Σ_g (Σ_{i in g} (y_i - ȳ))² / N²
+
+    With one value per cluster it is s² / N (s the ddof-1 std): the plain SE.  Samples of one prompt
+    are correlated (they share the prompt's difficulty), so treating them as independent would shrink
+    the SE by up to √(samples per prompt).  None when there are fewer than 2 clusters.
+    """
+    if len(values) != len(clusters):
+        raise ValueError(f"clustered_standard_error needs one cluster per value: {len(values)} values, "
+                         f"{len(clusters)} clusters")
+    n = len(values)
+    if n == 0:
+        return None
+    mean = math.fsum(values) / n
+    sums: dict = {}
+    for value, key in zip(values, clusters):
+        sums[key] = sums.get(key, 0.0) + (value - mean)
+    g = len(sums)
+    if g < 2:
+        return None
+    return math.sqrt(g / (g - 1) * math.fsum(s * s for s in sums.values())) / n
+
+
+def clustered_mean_with_ci(values: Sequence[float], clusters: Sequence, confidence: float = 0.95) -> MeanCI:
+    """Mean with the interval mean ± t_{(1+level)/2, G-1} · clustered SE (G clusters); ``n`` counts clusters.
+
+    With one value per cluster it is ``mean_with_ci``'s Student-t interval exactly."""
+    if not values:
+        raise ValueError("clustered_mean_with_ci needs at least one value, got none")
+    mean = math.fsum(values) / len(values)
+    se = clustered_standard_error(values, clusters)
+    g = len(set(clusters))
+    if se is None:
+        return MeanCI(g, mean, None, None)
+    half = t_quantile((1 + confidence) / 2, g - 1) * se
+    return MeanCI(g, mean, mean - half, mean + half)

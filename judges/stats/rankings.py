@@ -29,11 +29,13 @@ ELO_MEAN = 1000.0
 
 @dataclass(frozen=True)
 class Comparison:
-    """One judged pair: score_a = 1 if model_a won, 0.5 for a tie, 0 if model_b won."""
+    """One judged pair: score_a = 1 if model_a won, 0.5 for a tie, 0 if model_b won.  ``prompt``
+    names the prompt it was judged on (None: unknown), the cluster the bootstrap resamples."""
 
     model_a: str
     model_b: str
     score_a: float
+    prompt: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_a <= 1.0:
@@ -42,7 +44,7 @@ class Comparison:
             raise ValueError(f"a comparison needs two different models, got {self.model_a!r} twice")
 
 
-def _arrays(comparisons: Sequence[Comparison], models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def comparison_arrays(comparisons: Sequence[Comparison], models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     index = {m: i for i, m in enumerate(models)}
     a = np.array([index[c.model_a] for c in comparisons], dtype=int)
     b = np.array([index[c.model_b] for c in comparisons], dtype=int)
@@ -70,7 +72,7 @@ def bradley_terry(comparisons: Sequence[Comparison], *, l2: float = 1e-3,
     models = models_of(comparisons) if models is None else models
     if len(models) < 2:
         raise ValueError(f"Bradley-Terry needs comparisons between at least 2 models, got {models}")
-    return dict(zip(models, _fit(*_arrays(comparisons, models), len(models), l2).tolist()))
+    return dict(zip(models, _fit(*comparison_arrays(comparisons, models), len(models), l2).tolist()))
 
 
 def _fit(a: np.ndarray, b: np.ndarray, y: np.ndarray, n_models: int, l2: float) -> np.ndarray:
@@ -93,32 +95,55 @@ def to_elo(scores: dict[str, float], elo_anchor: tuple[str, float] | None = None
 
 @dataclass(frozen=True)
 class Rating:
-    """A model's score (log-strength or Elo) with a percentile bootstrap interval."""
+    """A model's score (log-strength or Elo) with a percentile bootstrap interval, and optionally
+    its style-controlled score and interval (``judges.stats.style``) beside it."""
 
     model: str
     score: float
     ci_low: float
     ci_high: float
+    style_score: float | None = None
+    style_ci_low: float | None = None
+    style_ci_high: float | None = None
+
+
+def bootstrap_rows(comparisons: Sequence[Comparison], rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one bootstrap replicate.
+
+    When every comparison names its prompt, the prompts are the clusters: P distinct prompts
+    (first-seen order) are drawn with replacement, ``rng.integers(0, P, P)``, and each draw brings
+    all the comparisons of its prompt (every generator is judged on the same prompts, so their
+    verdicts on one prompt are correlated, and several samples of a prompt more so).  Otherwise the
+    comparisons themselves are drawn, ``rng.integers(0, C, C)``."""
+    if not comparisons or any(c.prompt is None for c in comparisons):
+        return rng.integers(0, len(comparisons), len(comparisons))
+    rows_of: dict[str, list[int]] = {}
+    for i, c in enumerate(comparisons):
+        rows_of.setdefault(c.prompt, []).append(i)
+    groups = list(rows_of.values())
+    draws = rng.integers(0, len(groups), len(groups))
+    return np.concatenate([np.asarray(groups[d], dtype=int) for d in draws])
 
 
 def bt_ratings(comparisons: Sequence[Comparison], *, n_bootstrap: int = 200, seed: int = 0,
                confidence: float = 0.95, elo: bool = False, elo_anchor: tuple[str, float] | None = None,
                l2: float = 1e-3) -> list[Rating]:
-    """Bradley–Terry scores with percentile CIs from a bootstrap over comparisons (fixed seed),
-    best first.  elo=True reports the Elo scale (each replicate mapped the same way).  A model
-    absent from a replicate keeps the ridge's score there (0 before centring): with few
-    comparisons per model, its interval is wide accordingly."""
+    """Bradley–Terry scores with percentile CIs from a bootstrap over prompts (``bootstrap_rows``:
+    over comparisons when they do not name prompts), fixed seed, best first.  elo=True reports the
+    Elo scale (each replicate mapped the same way).  A model absent from a replicate keeps the
+    ridge's score there (0 before centring): with few comparisons per model, its interval is wide
+    accordingly."""
     models = models_of(comparisons)
 
     def scale(s: dict[str, float]) -> dict[str, float]:
         return to_elo(s, elo_anchor) if elo else s
 
     point = scale(bradley_terry(comparisons, l2=l2, models=models))
-    a, b, y = _arrays(comparisons, models)
+    a, b, y = comparison_arrays(comparisons, models)
     rng = np.random.default_rng(seed)
     draws = np.empty((n_bootstrap, len(models)))
     for k in range(n_bootstrap):
-        rows = rng.integers(0, len(comparisons), len(comparisons))
+        rows = bootstrap_rows(comparisons, rng)
         replicate = scale(dict(zip(models, _fit(a[rows], b[rows], y[rows], len(models), l2))))
         draws[k] = [replicate[m] for m in models]
     tail = 100.0 * (1.0 - confidence) / 2.0
@@ -141,7 +166,11 @@ def win_rate_matrix(comparisons: Sequence[Comparison]) -> dict[str, dict[str, fl
             for x in models}
 
 
-def comparisons_from_pairs(candidate: str, baseline: str, pairs: Sequence[PairVerdicts]) -> list[Comparison]:
-    """A pairwise run's prompts as comparisons (win 1, tie ½, loss 0, as in judges.stats.winrate).
-    Error prompts carry no outcome and are left out here; summarize_pairs counts them."""
-    return [Comparison(candidate, baseline, OUTCOME_SCORE[p.outcome]) for p in pairs if not p.is_error]
+def comparisons_from_pairs(candidate: str, baseline: str, pairs: Sequence[PairVerdicts],
+                           prompts: Sequence[str] | None = None) -> list[Comparison]:
+    """A pairwise run's prompts as comparisons (win 1, tie ½, loss 0, as in judges.stats.winrate),
+    each naming its prompt when ``prompts`` (one per pair) is given.  Error prompts carry no
+    outcome and are left out here; summarize_pairs counts them."""
+    names = [None] * len(pairs) if prompts is None else list(prompts)
+    return [Comparison(candidate, baseline, OUTCOME_SCORE[p.outcome], name)
+            for p, name in zip(pairs, names) if not p.is_error]

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from judges.stats.intervals import clustered_standard_error
+
 Verdict = Literal["candidate", "baseline", "tie"] | None
 VERDICTS = ("candidate", "baseline", "tie")
 # Per-prompt outcome score for the candidate: a win counts 1, a tie 1/2, a loss 0.
@@ -79,10 +81,21 @@ class PairVerdicts:
         """How many of the two verdicts (0, 1 or 2) name position A."""
         return int(self.candidate_first == "candidate") + int(self.baseline_first == "baseline")
 
+    @property
+    def second_position_votes(self) -> int:
+        """How many of the two verdicts (0, 1 or 2) name position B."""
+        return int(self.candidate_first == "baseline") + int(self.baseline_first == "candidate")
+
+    @property
+    def tie_votes(self) -> int:
+        """How many of the two verdicts (0, 1 or 2) are ties."""
+        return int(self.candidate_first == "tie") + int(self.baseline_first == "tie")
+
 
 @dataclass(frozen=True)
 class PairwiseSummary:
-    """DESIGN.md's pairwise counts and rates.  Rates are None when every prompt is an error."""
+    """DESIGN.md's pairwise counts and rates.  Rates are None when every prompt is an error;
+    first_position_rate is NaN (undefined) when no verdict names a position (an always-tie judge)."""
 
     n: int
     wins: int
@@ -92,33 +105,49 @@ class PairwiseSummary:
     win_rate: float | None
     position_consistency: float | None
     first_position_rate: float | None
+    tie_rate: float | None
     standard_error: float | None
 
     def as_row(self, generator: str) -> dict:
-        """The JSON object of `harness judge --suite pairwise --format json`, DESIGN.md's keys exactly."""
+        """The JSON object of `harness judge --suite pairwise --format json`, DESIGN.md's keys exactly
+        (an undefined first_position_rate is null)."""
         fields = ("n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
-                  "first_position_rate")
-        return {"generator": generator, **{key: getattr(self, key) for key in fields}}
+                  "first_position_rate", "tie_rate")
+        row = {"generator": generator, **{key: getattr(self, key) for key in fields}}
+        if row["first_position_rate"] is not None and math.isnan(row["first_position_rate"]):
+            row["first_position_rate"] = None
+        return row
 
     def as_metrics(self) -> dict[str, float]:
         """All fields as floats, for MLflow; undefined (None) rates are left out."""
         return {key: float(value) for key, value in self.__dict__.items() if value is not None}
 
 
-def summarize_pairs(pairs: Sequence[PairVerdicts]) -> PairwiseSummary:
+def summarize_pairs(pairs: Sequence[PairVerdicts], clusters: Sequence | None = None) -> PairwiseSummary:
     """Aggregate per-prompt verdict pairs (DESIGN.md "Contract: outputs and units", Pairwise).
 
     win_rate = (wins + ties/2) / (n - errors)
     position_consistency = (prompts whose two verdicts agree) / (n - errors)
-    first_position_rate = (verdicts naming position A) / (2 (n - errors))
+    first_position_rate = (verdicts naming position A) / (verdicts naming A or B), over both orders of
+        the non-error prompts (NaN when there is none: a judge that always ties has no position lean
+        to measure); tie_rate = (tie verdicts) / (2 (n - errors)).
     standard_error: of win_rate, s / sqrt(m) with s the sample std (ddof=1) of the m = n - errors
         per-prompt scores (win 1, tie 1/2, loss 0), whose mean is win_rate; None when m < 2.
+        With ``clusters`` (one key per pair, e.g. the prompt id when several samples of a prompt
+        are judged), the cluster-robust SE of ``judges.stats.intervals.clustered_standard_error``.
     """
     outcomes = [pair.outcome for pair in pairs]
     counts = {key: outcomes.count(key) for key in ("win", "tie", "loss", "error")}
     valid = [pair for pair in pairs if not pair.is_error]
     m = len(valid)
     scores = [OUTCOME_SCORE[pair.outcome] for pair in valid]
+    first = sum(pair.first_position_votes for pair in valid)
+    decided = first + sum(pair.second_position_votes for pair in valid)
+    if clusters is None:
+        standard_error = _standard_error(scores)
+    else:
+        kept = [key for key, pair in zip(clusters, pairs) if not pair.is_error]
+        standard_error = clustered_standard_error(scores, kept)
     return PairwiseSummary(
         n=len(pairs),
         wins=counts["win"],
@@ -127,8 +156,9 @@ def summarize_pairs(pairs: Sequence[PairVerdicts]) -> PairwiseSummary:
         errors=counts["error"],
         win_rate=(counts["win"] + counts["tie"] / 2) / m if m else None,
         position_consistency=sum(pair.consistent for pair in valid) / m if m else None,
-        first_position_rate=sum(pair.first_position_votes for pair in valid) / (2 * m) if m else None,
-        standard_error=_standard_error(scores),
+        first_position_rate=(first / decided if decided else math.nan) if m else None,
+        tie_rate=sum(pair.tie_votes for pair in valid) / (2 * m) if m else None,
+        standard_error=standard_error,
     )
 
 

@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.toy import toy_dataset
 
 PAIRWISE_KEYS = ["generator", "n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
-                 "first_position_rate"]
+                 "first_position_rate", "tie_rate"]
 
 
 def outputs_file(path: Path, generator: str, right: set[int], n: int = 6) -> Path:
@@ -45,8 +45,10 @@ def test_pairwise_json_shape_and_counts(tmp_path, capsys):
     assert row["wins"] + row["ties"] + row["losses"] + row["errors"] == row["n"]
     assert row["win_rate"] == (2 + 4 / 2) / 6
     assert row["position_consistency"] == 1.0
-    # Verdicts naming position A: the 2 wins in candidate-first order; ties name neither.
-    assert row["first_position_rate"] == 2 / (2 * 6)
+    # Verdicts naming a position: the 2 wins in each order, A in candidate-first, B in baseline-first;
+    # the 8 tie verdicts name neither and are left out (issue 13 item 5; it read 2 / 12 before).
+    assert row["first_position_rate"] == 2 / (2 + 2)
+    assert row["tie_rate"] == 8 / (2 * 6)
     assert not (tmp_path / "results" / "mlflow.db").exists()
 
 
@@ -80,6 +82,9 @@ def test_pairwise_ranking_of_several_generators(tmp_path, capsys):
     for generator in scores:
         assert logged[generator]["eval/pairwise/elo"] == pytest.approx(expected[generator].score, rel=1e-9)
         assert logged[generator]["eval/pairwise/elo_ci_low"] <= logged[generator]["eval/pairwise/elo"]
+        # The style-controlled rating (issue 13) is logged and shown beside the plain one.
+        assert "eval/pairwise/elo_style" in logged[generator] and "eval/pairwise/style_coef/length" in logged[generator]
+    assert "elo_style" in out.split("[pairwise ranking")[1]
 
 
 def test_annotations_rescored_in_percent(tmp_path, capsys):
@@ -154,7 +159,10 @@ def test_mtbench_on_chat_eval_generates_both_turns(tmp_path, capsys):
                  "--format", "json", "--results-dir", str(tmp_path / "results")])
     assert code == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert row["generator"] == "toy://micro" and row["n"] == 3 and row["errors"] == 0
+    # Each turn is judged (issue 13 item 4): n counts the 3 x 2 (question, turn) judgments.
+    assert row["generator"] == "toy://micro" and row["n"] == 6 and row["errors"] == 0
+    assert row["turn1/n"] == row["turn2/n"] == 3
+    assert row["mean_score"] == pytest.approx((row["turn1/mean_score"] + row["turn2/mean_score"]) / 2)
     assert 1 <= row["mean_score"] <= 10
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("judge").experiment_id])
@@ -223,8 +231,9 @@ def test_mtbench_outputs_matched_by_first_turn(tmp_path, capsys):
             "--format", "json", "--no-track", "--results-dir", str(tmp_path / "results")]
     assert main(args) == 0
     scores = {r["generator"]: r for r in json.loads(capsys.readouterr().out)}
-    assert scores["right"]["n"] == scores["wrong"]["n"] == 3
+    assert scores["right"]["n"] == scores["wrong"]["n"] == 6  # 3 questions x 2 turns
     assert scores["right"]["mean_score"] > scores["wrong"]["mean_score"]
+    assert scores["right"]["turn2/mean_score"] == 10 and scores["wrong"]["turn1/mean_score"] == 1
     rows[0]["output"] = "only one answer"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     assert main(args) == 2
@@ -255,3 +264,52 @@ def test_alpaca_lc_is_fitted_jointly_over_generators(tmp_path, capsys):
     joint = {r["generator"]: r for r in score_annotations(as_annotations(judged))}
     for name in ("a", "b"):
         assert abs(rows[name]["lc_win_rate"] - joint[name]["lc_win_rate"] / 100) < 1e-9
+        # AlpacaEval's v1 GLM with the joint fit's γ as instruction difficulty, beside it.
+        assert abs(rows[name]["lc_win_rate_v1"] - joint[name]["lc_win_rate_v1"] / 100) < 1e-9
+
+
+def test_annotations_with_instruction_difficulty(tmp_path, capsys):
+    """--instruction-difficulty FILE: the JSON row gains lc_win_rate_v1, AlpacaEval's per-model v1 GLM with
+    that difficulty (fit_lc_v1 recomputed here); the option is refused without --annotations."""
+    from judges.stats.lc_v1 import fit_lc_v1
+
+    prefs = [2, 1, 1.5, 1.9, 1.2, 1.7]
+    rows = [{"instruction": f"q{i}", "output_1": "a" * (10 + 3 * i), "generator_1": "base",
+             "output_2": "b" * (20 - 2 * i), "generator_2": "m", "preference": p} for i, p in enumerate(prefs)]
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(rows))
+    difficulty = [0.5, -1.0, 0.0, 2.0, -0.5, 1.0]
+    csv = tmp_path / "instruction_difficulty.csv"
+    csv.write_text("index,instruction_difficulty\n" + "".join(f"{k},{v}\n" for k, v in enumerate(difficulty)))
+    assert main(["judge", "--annotations", str(path), "--instruction-difficulty", str(csv), "--format", "json",
+                 "--no-track"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    expected, _ = fit_lc_v1([len(r["output_2"]) - len(r["output_1"]) for r in rows], difficulty,
+                            [p - 1 for p in prefs])
+    assert row["lc_win_rate_v1"] == pytest.approx(100 * expected)
+    out_file = tmp_path / "o.json"
+    out_file.write_text(json.dumps([{"instruction": "q", "output": "x", "generator": "m"}]))
+    assert main(["judge", "--outputs", str(out_file), "--baseline", str(out_file), "--instruction-difficulty",
+                 str(csv), "--no-track"]) == 2
+    assert "--instruction-difficulty applies to --annotations" in capsys.readouterr().err
+
+
+def test_report_on_a_judged_suite_with_several_samples(tmp_path, capsys):
+    """Issue 13 item 3: `eval.generation.n=2` on a judged suite gives two judgments rows per prompt (one per
+    sample, with its index); `harness report` aborted with "duplicate prompt id", now pairs on the
+    per-prompt mean over samples."""
+    results = str(tmp_path / "results")
+    assert main(["judge", "--model", "toy://micro", "--suite", "single", "--set", "eval.generation.n=2",
+                 "--set", "eval.generation.temperature=1.0", "--set", "eval.single.limit=4",
+                 "--set", "eval.single.data=toy://arith-eval", "--set", "eval.generation.max_new_tokens=4",
+                 "--format", "json", "--results-dir", results]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["n"] == 8 and "mean_score_se" in row
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("judge").experiment_id])
+    local = Path(client.download_artifacts(run.info.run_id, "judgments/single.jsonl", str(tmp_path)))
+    rows = [json.loads(line) for line in local.read_text().splitlines()]
+    assert sorted((r["id"], r["sample"]) for r in rows) == sorted({(r["id"], s) for r in rows for s in (0, 1)})
+    assert main(["report", "judge", "--results-dir", results, "--out", str(tmp_path / "report"),
+                 "--format", "md"]) == 0
+    assert "single" in (tmp_path / "report" / "report.md").read_text()

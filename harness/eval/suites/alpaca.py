@@ -43,7 +43,7 @@ def joint_lc(results: dict[str, SuiteResult], length=len) -> None:
     rows = [row for result in results.values() for row in result.judgments]
     for scored in score_annotations(as_annotations(rows, length)):
         metrics = results[scored["generator"]].metrics
-        for key in ("lc_win_rate", "lc_standard_error"):
+        for key in ("lc_win_rate", "lc_standard_error", "lc_win_rate_v1"):  # v1: d = the joint fit's γ
             if scored[key] is not None:
                 metrics[key] = scored[key] / 100.0  # percent -> fraction
         metrics["lc_joint_models"] = float(len(results))

@@ -1,8 +1,14 @@
 """Suite ``mtbench``: FastChat question files, multi-turn, judged pairwise against a baseline or single.
 
-Scoring judges the whole conversation (``judges.pairwise`` / ``judges.single``),
-reference-guided where the item has reference answers.  Judge-only outputs are
-matched to the questions, so each row's ``output`` must hold one answer per turn.
+Scoring follows FastChat's llm_judge: every turn is judged on its own (``judges.pairwise`` /
+``judges.single``), turn 1 with the single-turn template (the first question and answer), turn t > 1
+with the multi-turn one showing the conversation up to turn t; reference-guided where the item has
+reference answers (those of turns 1..t).  Metrics: ``turn<t>/<metric>`` per turn, and the overall
+metrics under their usual names (``mean_score``, ``win_rate``, ...) over every (question, turn)
+judgment, FastChat's "average" (the mean of the turn means when every turn has the same count).
+Judgments: one row per question, sample and turn (``turn``, 1-based); standard errors and intervals
+are clustered by question.  Judge-only outputs are matched to the questions, so each row's
+``output`` must hold one answer per turn.
 
 Items come from FastChat's ``question.jsonl``.
 
@@ -22,9 +28,12 @@ from pathlib import Path
 from harness.config.suite_options import MTBenchOptions
 from harness.data.load import TOY_PREFIX
 from harness.errors import DataError
-from harness.eval.suite import Suite
-from harness.eval.suites import pairwise, single
+from harness.eval.suite import Suite, SuiteResult
+from harness.eval.suites.common import check_baseline, judge_rows, user_side
 from harness.toy import toy_dataset
+from judges.pairwise import as_turns, pairwise_judge
+from judges.single import score_metrics, single_judge
+from judges.stats.winrate import PairVerdicts, summarize_pairs
 
 NAME = "mtbench"
 
@@ -98,9 +107,83 @@ def items(options: dict) -> list[dict]:
     return load_questions(options["data"], options.get("reference_answers"))[:options.get("limit")]
 
 
+def turn_items(item: dict, output_row: dict) -> list[tuple[int, dict]]:
+    """(turn, judge item) for each turn of one output row: turn t shows user turns 1..t, the answers
+    to them under ``answer`` and the references of turns 1..t (FastChat's turn-2 prompt shows the
+    whole conversation and grades its last answer)."""
+    side, answers = user_side(item), as_turns(output_row["output"])
+    turns, reference = side.pop("turns"), side.pop("reference", None)
+    out = []
+    for t in range(1, len(turns) + 1):
+        view = {"turns": turns[:t]} if t > 1 else {"question": turns[0]}
+        out.append((t, {**side, **view, "answer": answers[:t], "reference": reference[:t] if reference else None}))
+    return out
+
+
+def _per_turn(items, outputs, baseline) -> list[tuple[dict, dict, int]]:
+    """(judge item, output row, turn) for every output row and turn; pairwise items get the baseline's."""
+    found = []
+    for item, row in judge_rows(items, outputs):
+        base = as_turns(baseline[item["id"]]["output"]) if baseline is not None else None
+        for t, judge_item in turn_items(item, row):
+            if base is not None:
+                judge_item["candidate"], judge_item["baseline"] = judge_item.pop("answer"), base[:t]
+            found.append((judge_item, row, t))
+    return found
+
+
+def _rows_with_turns(judgments: list[dict], found: list[tuple[dict, dict, int]]) -> list[dict]:
+    for row, (_, out, t) in zip(judgments, found):
+        row.update(sample=out.get("sample", 0), generator=out.get("generator"), turn=t)
+    return judgments
+
+
+def score_single(items, outputs, baseline, client, length=len) -> SuiteResult:
+    """1-10 grades per turn; ``turn<t>/mean_score`` (+ interval, SE, per category) and the overall."""
+    found = _per_turn(items, outputs, None)
+    judged = single_judge(client, [judge_item for judge_item, _, _ in found])
+    rows = _rows_with_turns(judged.judgments, found)
+    metrics = dict(judged.metrics)
+    for t in sorted({t for _, _, t in found}):
+        metrics.update(score_metrics([r for r in rows if r["turn"] == t], prefix=f"turn{t}/"))
+    return SuiteResult(metrics, list(outputs), rows)
+
+
+def score_pairwise(items, outputs, baseline, client, length=len) -> SuiteResult:
+    """Both-order verdicts per turn; ``turn<t>/win_rate`` (+ counts, SE, bias rates) and the overall."""
+    check_baseline(judge_rows(items, outputs), baseline)
+    found = _per_turn(items, outputs, baseline)
+    judged = pairwise_judge(client, [judge_item for judge_item, _, _ in found], length=length)
+    rows = _rows_with_turns(judged.judgments, found)
+    metrics = dict(judged.metrics)
+    for t in sorted({t for _, _, t in found}):
+        chosen = [r for r in rows if r["turn"] == t]
+        summary = summarize_pairs([PairVerdicts.from_positions(*r["verdicts"].values()) for r in chosen],
+                                  [r["id"] for r in chosen])
+        metrics.update({f"turn{t}/{key}": value for key, value in summary.as_metrics().items()})
+    return SuiteResult(metrics, list(outputs), rows)
+
+
 def scorer(options: dict):
-    """Pairwise against the baseline (``mode: pairwise``, the default) or single grades."""
-    return pairwise.score if options.get("mode", "pairwise") == "pairwise" else single.score
+    """Pairwise against the baseline (``mode: pairwise``, the default) or single grades, per turn."""
+    return score_pairwise if options.get("mode", "pairwise") == "pairwise" else score_single
+
+
+def turn_value(metric: str):
+    """A judgments row's value of ``turn<t>/<metric>`` (its score on turn t) or of the overall metric."""
+    turn = int(metric.split("/")[0][4:]) if metric.startswith("turn") else None
+
+    def value(row: dict):
+        if row.get("score") is None or (turn is not None and row.get("turn") != turn):
+            return None
+        return float(row["score"])
+    return value
+
+
+# Per-prompt values for the report's paired tests: a question's value is the mean of its turns' scores
+# (and samples); turn<t>/ metrics take turn t's rows only.
+PROMPT_VALUES = {f"{prefix}{metric}": turn_value(f"{prefix}{metric}")
+                 for prefix in ("", "turn1/", "turn2/") for metric in ("mean_score", "win_rate")}
 
 
 def needs_baseline(options: dict) -> bool:
@@ -108,4 +191,4 @@ def needs_baseline(options: dict) -> bool:
 
 
 SUITE = Suite(NAME, MTBenchOptions, items, scorer, needs_baseline=needs_baseline, ground_truth=True,
-              primary_metric="win_rate")
+              primary_metric="win_rate", prompt_values=PROMPT_VALUES)

@@ -8,6 +8,7 @@ from scipy.special import expit
 
 from judges.stats.rankings import (
     Comparison,
+    bootstrap_rows,
     bradley_terry,
     bt_ratings,
     comparisons_from_pairs,
@@ -128,3 +129,32 @@ def test_comparisons_from_pairwise_verdicts():
              PairVerdicts("baseline", "baseline"), PairVerdicts(None, "tie")]
     assert comparisons_from_pairs("m", "base", pairs) == [Comparison("m", "base", 1.0), Comparison("m", "base", 0.5),
                                                           Comparison("m", "base", 0.0)]
+
+
+def test_bootstrap_draws_whole_prompts():
+    """Issue 13 item 6.  Five prompts, each judged for generators "a" and "b" against "base"
+    (rows 2k, 2k+1 belong to prompt k).  With a fixed seed the replicate is exactly the prompts of
+    rng.integers(0, 5, 5), each with both its rows; without prompt names it draws single rows."""
+    comps = [Comparison(g, "base", float((k + j) % 2), f"p{k}") for k in range(5) for j, g in enumerate("ab")]
+    draws = np.random.default_rng(7).integers(0, 5, 5)
+    expected = np.concatenate([[2 * d, 2 * d + 1] for d in draws])
+    assert bootstrap_rows(comps, np.random.default_rng(7)).tolist() == expected.tolist()
+    unnamed = [Comparison(c.model_a, c.model_b, c.score_a) for c in comps]
+    assert bootstrap_rows(unnamed, np.random.default_rng(7)).tolist() == \
+        np.random.default_rng(7).integers(0, 10, 10).tolist()
+
+
+def test_prompt_correlated_verdicts_get_the_wider_interval():
+    """40 prompts × 5 samples of x against y, every sample of a prompt with its prompt's verdict
+    (x wins 28 prompts, loses 12).  There are 40 independent units, not 200: the cluster bootstrap's
+    interval for s_x = logit(p)/2 is about √5 ≈ 2.2 times the one that treats the 200 as independent
+    (delta method: SE(p) = √(p(1-p)/40) against √(p(1-p)/200))."""
+    comps = [Comparison("x", "y", 1.0 if k < 28 else 0.0, f"p{k}") for k in range(40) for _ in range(5)]
+    unnamed = [Comparison(c.model_a, c.model_b, c.score_a) for c in comps]
+
+    def width(rows):
+        rating = {r.model: r for r in bt_ratings(rows, n_bootstrap=200, seed=1)}["x"]
+        return rating.ci_high - rating.ci_low
+
+    ratio = width(comps) / width(unnamed)
+    assert 1.7 < ratio < 3.0

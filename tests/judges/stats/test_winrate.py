@@ -18,7 +18,8 @@ def test_hand_computed_summary():
     (C, B) tie (both say "A"), 2 A-votes | (T, T) tie, consistent, 0 | (None, C) error
     (B, C) tie (both say "B"), 0 A-votes.
     m = n - errors = 5; win_rate = (1 + 3/2) / 5 = 0.5; consistency = 3/5;
-    first_position_rate = (1 + 1 + 2 + 0 + 0) / (2 * 5) = 0.4;
+    verdicts naming A: 1 + 1 + 2 + 0 + 0 = 4, naming B: 1 + 1 + 0 + 0 + 2 = 4, ties: 0 + 0 + 0 + 2 + 0 = 2;
+    first_position_rate = 4 / (4 + 4) = 0.5 (ties left out); tie_rate = 2 / (2 * 5) = 0.2;
     scores 1, 0, .5, .5, .5: s^2 = (.25 + .25) / 4 = .125, SE = sqrt(.125 / 5) = sqrt(.025).
     """
     pairs = [PairVerdicts(C, C), PairVerdicts(B, B), PairVerdicts(C, B), PairVerdicts(T, T),
@@ -27,11 +28,46 @@ def test_hand_computed_summary():
     assert (s.n, s.wins, s.ties, s.losses, s.errors) == (6, 1, 3, 1, 1)
     assert s.win_rate == pytest.approx(0.5)
     assert s.position_consistency == pytest.approx(0.6)
-    assert s.first_position_rate == pytest.approx(0.4)
+    assert s.first_position_rate == pytest.approx(0.5)
+    assert s.tie_rate == pytest.approx(0.2)
     assert s.standard_error == pytest.approx(math.sqrt(0.025))
     row = s.as_row("m1")
     assert list(row) == ["generator", "n", "wins", "ties", "losses", "errors", "win_rate",
-                             "position_consistency", "first_position_rate"]
+                             "position_consistency", "first_position_rate", "tie_rate"]
+
+
+def test_first_position_rate_leaves_ties_out():
+    """Issue 13 item 5.  A judge that says "A" in one order and tie in the other names position A
+    in every verdict that names a position: rate 1 (it read 0.5 = 2/(2·2) with ties in the
+    denominator).  An always-tie judge names no position: undefined (NaN, JSON null), not 0.0;
+    its tie rate is 1."""
+    a_or_tie = summarize_pairs([PairVerdicts(C, T), PairVerdicts(T, B)])
+    assert a_or_tie.first_position_rate == 1.0 and a_or_tie.tie_rate == 0.5
+    always_tie = summarize_pairs([PairVerdicts(T, T)] * 3)
+    assert math.isnan(always_tie.first_position_rate) and always_tie.tie_rate == 1.0
+    assert math.isnan(always_tie.as_metrics()["first_position_rate"])
+    assert always_tie.as_row("m")["first_position_rate"] is None
+
+
+def test_clustered_standard_error_by_hand():
+    """Issue 13 item 3: two samples of each of 3 prompts, scores (1, 1), (0, 0.5), (0.5, 0.5).
+    N = 6, ȳ = 3.5/6 = 7/12; per-prompt sums of (y - ȳ): 2 - 14/12 = 10/12, 0.5 - 14/12 = -8/12,
+    1 - 14/12 = -2/12; Σ sums² = (100 + 64 + 4)/144 = 168/144; G = 3:
+    SE² = 3/2 · 168/144 / 36 = 252/5184, SE = √(252/5184) = 0.22048...
+    The naive SE treats the 6 samples as independent: s/√6 with s² = Σ(y-ȳ)²/5."""
+    from judges.stats.intervals import clustered_standard_error
+
+    pairs = [PairVerdicts(C, C), PairVerdicts(C, C), PairVerdicts(B, B), PairVerdicts(T, T),
+             PairVerdicts(C, B), PairVerdicts(T, T)]
+    prompts = ["p1", "p1", "p2", "p2", "p3", "p3"]
+    s = summarize_pairs(pairs, clusters=prompts)
+    assert s.win_rate == pytest.approx(7 / 12)
+    assert s.standard_error == pytest.approx(math.sqrt(252 / 5184), rel=1e-12)
+    y = np.array([1, 1, 0, 0.5, 0.5, 0.5])
+    assert summarize_pairs(pairs).standard_error == pytest.approx(y.std(ddof=1) / math.sqrt(6))
+    # One value per cluster: the plain ddof-1 SE.
+    assert clustered_standard_error(list(y), list(range(6))) == pytest.approx(y.std(ddof=1) / math.sqrt(6))
+    assert clustered_standard_error([1.0, 0.0], ["p", "p"]) is None
 
 
 def test_from_positions_maps_letters_per_order():
@@ -49,7 +85,8 @@ def test_from_positions_maps_letters_per_order():
 
 def test_all_errors_gives_counts_and_no_rates():
     s = summarize_pairs([PairVerdicts(None, None), PairVerdicts(C, None)])
-    assert (s.n, s.errors, s.win_rate, s.position_consistency, s.first_position_rate) == (2, 2, None, None, None)
+    assert (s.n, s.errors, s.win_rate, s.position_consistency, s.first_position_rate, s.tie_rate) == \
+        (2, 2, None, None, None, None)
     assert s.as_metrics() == {"n": 2.0, "wins": 0.0, "ties": 0.0, "losses": 0.0, "errors": 2.0}
 
 
@@ -61,7 +98,8 @@ def test_every_prompt_is_accounted_for(raw):
     s = summarize_pairs([PairVerdicts(a, b) for a, b in raw])
     assert s.wins + s.ties + s.losses + s.errors == s.n == len(raw)
     if s.n > s.errors:
-        assert 0.0 <= s.win_rate <= 1.0 and 0.0 <= s.first_position_rate <= 1.0
+        assert 0.0 <= s.win_rate <= 1.0 and 0.0 <= s.tie_rate <= 1.0
+        assert math.isnan(s.first_position_rate) or 0.0 <= s.first_position_rate <= 1.0
         assert 0.0 <= s.position_consistency <= 1.0
 
 
