@@ -4,12 +4,14 @@ JSON shapes (DESIGN.md, "Contract: outputs and units"):
 
 - ``--suite pairwise``: a list, one object per generator, with exactly
   ``generator, n, wins, ties, losses, errors, win_rate, position_consistency,
-  first_position_rate, tie_rate`` (first_position_rate over the verdicts naming a position);
+  first_position_rate`` (first_position_rate over the verdicts naming a position; ``tie_rate``
+  is logged to MLflow beside it);
 - any other single suite: a list of ``{generator, <metric>: value, ...}``;
 - several suites: an object ``{suite: <that suite's list>}``;
 - ``--annotations``: a list of ``{generator, n, errors, win_rate, standard_error,
-  lc_win_rate, lc_standard_error, lc_win_rate_v1, length_one_sided}`` in percent, as AlpacaEval's
-  leaderboard (``lc_win_rate_v1``: AlpacaEval's per-model v1 GLM, with ``--instruction-difficulty``).
+  lc_win_rate, lc_standard_error}`` in percent, as AlpacaEval's leaderboard; with
+  ``--instruction-difficulty`` also ``lc_win_rate_v1`` (AlpacaEval's per-model v1 GLM) and
+  ``length_one_sided``.
 
 Rates are fractions everywhere else.  One MLflow run per generator (experiment
 ``judge`` by default), with ``eval/<suite>/<metric>`` metrics, the
@@ -33,8 +35,10 @@ from harness.train.models import load_tokenizer, resolve_model_path
 from judges.stats.annotations import score_annotation_files
 from judges.stats.lc_v1 import read_instruction_difficulty
 
-ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error",
-                   "lc_win_rate_v1", "length_one_sided")
+# The contract's keys (DESIGN.md); the v1 GLM's keys join them when --instruction-difficulty asks for it.
+ANNOTATION_KEYS = ("generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error")
+V1_KEYS = ("lc_win_rate_v1", "length_one_sided")
+NOT_PERCENT = {"n", "errors"}
 COUNTS = {"n", "wins", "ties", "losses", "errors", "n_harmful", "n_benign", "num_prompts", "num_samples"}
 
 
@@ -147,7 +151,8 @@ def annotations_command(args) -> int:
         difficulty = read_instruction_difficulty(args.instruction_difficulty)
     scored = score_annotation_files(args.annotations, length_unit=args.length_unit, tokenizer=tokenizer,
                                     difficulty=difficulty)
-    rows = [{k: _annotation_value(k, row.get(k)) for k in ANNOTATION_KEYS} for row in scored]
+    keys = ANNOTATION_KEYS + (V1_KEYS if difficulty is not None else ())
+    rows = [{k: _annotation_value(k, row.get(k)) for k in keys} for row in scored]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
@@ -158,7 +163,7 @@ def annotations_command(args) -> int:
         for row in rows:
             run_id = tracker.create_run(experiment, row["generator"], _common_tags(args, row["generator"]))
             tracker.log_params(run_id, {"length_unit": args.length_unit})
-            metrics = {k: (v / 100 if k != "n" and k != "errors" else v) for k, v in row.items()
+            metrics = {k: (v if k in NOT_PERCENT else v / 100) for k, v in row.items()
                        if k != "generator" and v is not None}
             tracker.log_metrics(run_id, {f"eval/alpaca/{k}": v for k, v in metrics.items()})
             tracker.set_status(run_id, "FINISHED")

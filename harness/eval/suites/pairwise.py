@@ -13,9 +13,10 @@ from judges.stats.rankings import Comparison, bt_ratings
 from judges.stats.style import style_controlled_bt, style_covariates
 
 NAME = "pairwise"
-# The JSON row of `harness judge --suite pairwise` (DESIGN.md, "Contract: outputs and units").
+# The JSON row of `harness judge --suite pairwise`, exactly the contract's keys (DESIGN.md, "Contract:
+# outputs and units"); tie_rate, which the contract names beside first_position_rate, is an MLflow metric.
 JSON_KEYS = ("generator", "n", "wins", "ties", "losses", "errors", "win_rate", "position_consistency",
-             "first_position_rate", "tie_rate")
+             "first_position_rate")
 RANKING_BASELINE = "baseline"
 
 
