@@ -182,7 +182,7 @@ def test_fastchat_model_answers_are_read_as_they_are(tmp_path, capsys):
                  "--set", f"eval.mtbench.data={questions}", "--allow-toy-judge", "--no-track", "--format", "json")
     assert code == 0, capsys.readouterr().err
     [result] = json.loads(capsys.readouterr().out)
-    assert result["generator"] == "model-a" and result["n"] == 2
+    assert result["generator"] == "model-a" and result["n"] == 4  # 2 questions x 2 turns, judged per turn
 
 
 def test_a_broken_fastchat_answer_names_the_line_and_field(tmp_path, capsys):
