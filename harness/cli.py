@@ -102,6 +102,8 @@ def _judge_parser(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="FILE", help="the baseline's outputs (pairwise, alpaca)")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (default: embedded toy judge)")
     p.add_argument("--judge-model", default=None)
+    p.add_argument("--leaderboard", default=None, metavar="CSV",
+                   help="also write AlpacaEval's leaderboard columns (alpaca suite or --annotations)")
     p.add_argument("--allow-toy-judge", action="store_true",
                    help="let the embedded toy judge score items outside the toy world (it ties on them; tests only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="judge.KEY=VALUE")

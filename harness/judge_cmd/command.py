@@ -31,7 +31,8 @@ from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, check_suites, pairwise
 from harness.judge_cmd.candidates import candidates_from_files, candidates_from_model
 from harness.judge_cmd.judging import across_generators, judge_all, length_of
-from harness.judge_cmd.output import annotations_command, print_results, track_results
+from harness.judge_cmd.output import (alpaca_leaderboard, annotations_command, print_results, track_results,
+                                      write_leaderboard)
 from harness.serve.toy_judge import check_toy_items
 
 # ---------------------------------------------------------------- settings
@@ -101,6 +102,9 @@ def cmd_judge(args) -> int:
     if args.annotations:
         return annotations_command(args)
     check_limits(args)
+    if args.leaderboard and "alpaca" not in (args.suite or []):
+        raise HarnessError("--leaderboard: AlpacaEval's leaderboard columns come from the alpaca suite; add "
+                           "--suite alpaca (or score --annotations files)")
     if args.instruction_difficulty:
         raise HarnessError("--instruction-difficulty applies to --annotations (AlpacaEval annotation files, "
                            "whose rows list the instructions in AlpacaEval's order)")
@@ -116,6 +120,8 @@ def cmd_judge(args) -> int:
     results, provenance = judge_all(candidates, suites, eval_cfg, judge_spec, args.baseline, cache_dir, length)
     rankings = across_generators(results, suites, length)
     print_results(results, suites, args.format, rankings)
+    if args.leaderboard:
+        write_leaderboard(args.leaderboard, alpaca_leaderboard(results, length))
     if not args.no_track:
         track_results(args, results, provenance, judge_spec, eval_cfg)
     return 0

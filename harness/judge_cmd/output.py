@@ -26,6 +26,8 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from harness.config.spec import flatten
 from harness.console import table
 from harness.eval.suite import suite_options
@@ -153,6 +155,9 @@ def annotations_command(args) -> int:
                                     difficulty=difficulty)
     keys = ANNOTATION_KEYS + (V1_KEYS if difficulty is not None else ())
     rows = [{k: _annotation_value(k, row.get(k)) for k in keys} for row in scored]
+    if args.leaderboard:
+        write_leaderboard(args.leaderboard, [leaderboard_row(r["generator"], r, r["n"], r.get("avg_length"))
+                                             for r in scored])
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
@@ -168,6 +173,40 @@ def annotations_command(args) -> int:
             tracker.log_metrics(run_id, {f"eval/alpaca/{k}": v for k, v in metrics.items()})
             tracker.set_status(run_id, "FINISHED")
     return 0
+
+
+# AlpacaEval's leaderboard CSV: the model's name as the (unnamed) index column, then these, rates in percent.
+LEADERBOARD_COLUMNS = ("win_rate", "standard_error", "n_total", "avg_length", "length_controlled_winrate",
+                       "lc_standard_error")
+
+
+def leaderboard_row(generator: str, percent: dict, n_total: int, avg_length: float | None) -> dict:
+    """One leaderboard row from AlpacaEval-style scores in percent (``win_rate``, ``lc_win_rate``, ...)."""
+    return {"": generator, "win_rate": percent.get("win_rate"), "standard_error": percent.get("standard_error"),
+            "n_total": n_total, "avg_length": avg_length,
+            "length_controlled_winrate": percent.get("lc_win_rate"),
+            "lc_standard_error": percent.get("lc_standard_error")}
+
+
+def write_leaderboard(path: str, rows: list[dict]) -> None:
+    """Write AlpacaEval's leaderboard columns, best length-controlled win rate first, as their tooling reads it."""
+    frame = pd.DataFrame(rows, columns=["", *LEADERBOARD_COLUMNS]).set_index("")
+    frame = frame.sort_values("length_controlled_winrate", ascending=False, na_position="last")
+    frame.to_csv(path)
+    log(f"leaderboard: {path} ({len(frame)} models)")
+
+
+def alpaca_leaderboard(results: dict, length) -> list[dict]:
+    """Leaderboard rows of the ``alpaca`` suite's results (fractions -> percent; length in ``--length-unit``)."""
+    rows = []
+    for generator, plan in results.items():
+        result = plan["alpaca"]
+        percent = {k: 100.0 * v for k, v in result.metrics.items()
+                   if k in ("win_rate", "standard_error", "lc_win_rate", "lc_standard_error") and v is not None}
+        lengths = [length(o["output"]) for o in result.outputs if isinstance(o.get("output"), str)]
+        rows.append(leaderboard_row(generator, percent, int(result.metrics.get("n", len(lengths))),
+                                    sum(lengths) / len(lengths) if lengths else None))
+    return rows
 
 
 def _annotation_value(key: str, value):

@@ -183,6 +183,7 @@ def _generator_row(generator: str, rows: list[Annotation], lc) -> dict:
         "standard_error": 100.0 * float(labels.std(ddof=1) / math.sqrt(m)) if m > 1 else None,
         "lc_win_rate": 100.0 * lc.lc_win_rate if lc else None,
         "lc_standard_error": 100.0 * lc.lc_standard_error if lc and lc.lc_standard_error is not None else None,
+        "avg_length": float(np.mean([a.length for a in rows])) if rows else None,  # the leaderboard's column
     }
 
 

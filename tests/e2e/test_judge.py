@@ -103,6 +103,48 @@ def test_annotations_rescored_in_percent(tmp_path, capsys):
     assert abs(row["lc_win_rate"] - 60.0) < 1e-4
 
 
+def test_annotations_leaderboard_csv_has_alpacaevals_columns(tmp_path, capsys):
+    """--leaderboard CSV: AlpacaEval's columns, the model as the unnamed index, the JSON's numbers."""
+    import pandas as pd
+
+    rows = [{"instruction": f"q{i}", "output_1": "a" * 10, "generator_1": "base", "output_2": "b" * (4 + i),
+             "generator_2": name, "preference": p}
+            for name, prefs in (("m", [2, 1, 2, 2]), ("k", [1, 1, 2, 1])) for i, p in enumerate(prefs)]
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(rows))
+    csv = tmp_path / "leaderboard.csv"
+    assert main(["judge", "--annotations", str(path), "--format", "json", "--no-track", "--leaderboard", str(csv)]) == 0
+    scored = {r["generator"]: r for r in json.loads(capsys.readouterr().out)}
+    board = pd.read_csv(csv, index_col=0)
+    assert list(board.columns) == ["win_rate", "standard_error", "n_total", "avg_length",
+                                   "length_controlled_winrate", "lc_standard_error"]
+    assert csv.read_text().startswith(",win_rate,")  # the unnamed index column, as AlpacaEval writes it
+    assert list(board.index) == sorted(scored, key=lambda g: -scored[g]["lc_win_rate"])
+    for name in ("m", "k"):
+        assert board.loc[name, "win_rate"] == pytest.approx(scored[name]["win_rate"], rel=1e-5)
+        assert board.loc[name, "length_controlled_winrate"] == pytest.approx(scored[name]["lc_win_rate"], rel=1e-5)
+        assert board.loc[name, "n_total"] == 4 and board.loc[name, "avg_length"] == (4 + 5 + 6 + 7) / 4
+    assert board.loc["m", "win_rate"] == pytest.approx(75.0)
+
+
+def test_alpaca_suite_leaderboard_and_its_refusal_elsewhere(tmp_path, capsys):
+    import pandas as pd
+
+    cand = outputs_file(tmp_path / "cand.jsonl", "cand", {0, 1, 2, 3})
+    base = outputs_file(tmp_path / "base.json", "base", {0, 1})
+    csv = tmp_path / "lb.csv"
+    common = ["--outputs", str(cand), "--baseline", str(base), "--format", "json", "--no-track",
+              "--results-dir", str(tmp_path / "results"), "--leaderboard", str(csv)]
+    assert main(["judge", *common, "--suite", "alpaca"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    board = pd.read_csv(csv, index_col=0)
+    assert board.loc["cand", "win_rate"] == pytest.approx(100 * row["win_rate"], rel=1e-5)
+    lengths = [len(json.loads(line)["output"]) for line in cand.read_text().splitlines()]
+    assert board.loc["cand", "n_total"] == 6 and board.loc["cand", "avg_length"] == pytest.approx(sum(lengths) / 6)
+    assert main(["judge", *common, "--suite", "pairwise"]) == 2
+    assert "--leaderboard: AlpacaEval's leaderboard columns come from the alpaca suite" in capsys.readouterr().err
+
+
 def sweep_spec(tmp_path: Path) -> Path:
     spec = {
         "name": "judged", "results_dir": str(tmp_path / "results"), "model": "toy://micro",

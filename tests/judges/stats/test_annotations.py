@@ -10,8 +10,8 @@ from harness.errors import DataError, HarnessError
 from judges.stats.annotations import preference_label, score_annotation_files
 from judges.stats.lc import lc_win_rates, make_lc_data
 
-KEYS = ["generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error", "lc_win_rate_v1",
-        "length_one_sided"]
+KEYS = ["generator", "n", "errors", "win_rate", "standard_error", "lc_win_rate", "lc_standard_error", "avg_length",
+        "lc_win_rate_v1", "length_one_sided"]
 
 
 def _row(instruction, out1, out2, preference, generator="m", baseline="base"):
@@ -131,5 +131,5 @@ def test_all_rows_invalid_reports_errors_without_rates(tmp_path):
     path = _write(tmp_path / "a.json", [_row("q1", "a", "b", None), _row("q2", "a", "b", "x")])
     assert score_annotation_files([path]) == [{"generator": "m", "n": 2, "errors": 2, "win_rate": None,
                                                "standard_error": None, "lc_win_rate": None,
-                                               "lc_standard_error": None,
+                                               "lc_standard_error": None, "avg_length": 1.0,
                                                "lc_win_rate_v1": None, "length_one_sided": None}]
