@@ -72,7 +72,9 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     axes = {}
     for exp in experiments:
         trials = rows[(rows["experiment"] == exp) & (rows["kind"] == "trial")]
-        axes[exp] = frame.axes_and_levels(trials, frame.sweep_spec(client, runs, exp))
+        declared = frame.axes_and_levels(trials, frame.sweep_spec(client, runs, exp))
+        finished = trials[trials["status"] == "FINISHED"]
+        axes[exp] = {**declared, **frame.config_axes(finished, declared)}
     data = ReportData(experiments, runs, rows, axes)
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in rows.iterrows():
@@ -114,9 +116,15 @@ def experiment_tables(data: ReportData, exp: str, scores: dict, refs: dict, b: i
     if len(models):
         t = model_table(exp, models, metrics, scores, refs.get(MODEL_AXIS), b)
         tables += [t] if t else []
-    if "base" in set(finished["label"]):
-        evaluated = finished[finished["kind"].isin(["base", "trial", "stage"])]
-        t = model_table(exp, evaluated, metrics, scores, "base", b, axis=VS_BASE_AXIS)
+    bases = finished[finished["kind"] == "base"]
+    labels = dict(zip(bases.index, frame.differences(bases, frame.base_key)))
+    for i, base in bases.iterrows():
+        # each base is compared only with the runs evaluated as it was (same prompts, same decoding)
+        same = [frame.same_eval(r, base) for _, r in finished.iterrows()]
+        evaluated = finished[finished["kind"].isin(["trial", "stage"]) & pd.Series(same, index=finished.index)]
+        evaluated = pd.concat([finished.loc[[i]], evaluated])
+        fixed = labels[i] if len(bases) > 1 else {}
+        t = model_table(exp, evaluated, metrics, scores, base["label"], b, axis=VS_BASE_AXIS, fixed=fixed)
         tables += [t] if t else []
     return tables
 

@@ -71,12 +71,13 @@ def axis_tables(rows: pd.DataFrame, axes: dict[str, list[str]], metrics: list[st
 
 
 def model_table(experiment: str, rows: pd.DataFrame, metrics: list[str], prompt_scores: dict,
-                reference: str | None, b: int = stats.DEFAULT_B, axis: str = MODEL_AXIS) -> AxisTable | None:
+                reference: str | None, b: int = stats.DEFAULT_B, axis: str = MODEL_AXIS,
+                fixed: dict | None = None) -> AxisTable | None:
     """One row per model (judge-only runs, or every evaluated row of a sweep), compared to ``reference``."""
     groups = [_group(label, rows[rows["label"] == label], metrics, prompt_scores) for label in rows["label"]]
     if len(groups) < 2:
         return None
-    return build_table(experiment, axis, {}, groups, metrics, reference, b)
+    return build_table(experiment, axis, fixed or {}, groups, metrics, reference, b)
 
 
 def _group(level: str, rows: pd.DataFrame, metrics: list[str], prompt_scores: dict) -> Group:
