@@ -14,7 +14,7 @@ from tests.run.test_sweep import write_spec
 
 @pytest.mark.slow
 @pytest.mark.parametrize("second", [["train", "--set", "stages.sft.train.max_steps=2", "--set", "eval.arith.limit=5"],
-                                    ["sweep", "--set", "train.max_steps=2"]])
+                                    ["sweep", "--set", "stages.sft.train.max_steps=2"]])
 def test_report_never_pools_configurations(tmp_path, second):
     spec = write_spec(tmp_path)
     assert main(["sweep", str(spec)]) == 0

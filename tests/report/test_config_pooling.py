@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.report import write_report
@@ -29,18 +29,27 @@ def _run(client, exp_id, parent, trial_id, params, n_prompts, rate, rng):
     client.set_terminated(run_id, "FINISHED")
 
 
+def _parent(client, exp_id, name, root: Path) -> str:
+    """A sweep parent run with its resolved spec (ablate: method.beta), as harness logs it."""
+    parent = client.create_run(exp_id, run_name=name, tags={"harness.role": "sweep"}).info.run_id
+    path = root / "resolved_spec.yaml"
+    path.write_text(yaml.safe_dump({"name": "qs", "ablate": {"method.beta": [0.1, 0.5]}, "seeds": [0]}))
+    client.log_artifact(parent, str(path))
+    return parent
+
+
 def _store(root: Path, second: str) -> Store:
     """A sweep (beta 0.1/0.5, seed 0, max_steps 1200, 500 prompts, base), then ``second``: "train" or "sweep"."""
     store = Store(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
     client = MlflowClient(store.tracking_uri)
     exp_id = client.create_experiment("qs", artifact_location=(root / "artifacts").as_uri())
     rng = np.random.default_rng(7)
-    parent = client.create_run(exp_id, run_name="sweep-a", tags={"harness.role": "sweep"}).info.run_id
+    parent = _parent(client, exp_id, "sweep-a", root)
     for beta, h in (("0.1", "aaaaaaa1"), ("0.5", "aaaaaaa2")):
         _run(client, exp_id, parent, f"beta{beta}-seed0-{h}", {"method.beta": beta, "train.seed": "0",
              "train.max_steps": "1200", "eval.arith.limit": "500"}, 500, 0.3, rng)
     _run(client, exp_id, parent, "base", {"eval.arith.limit": "500", "train.max_steps": "1200"}, 500, 0.1, rng)
-    parent = client.create_run(exp_id, run_name="sweep-b", tags={"harness.role": "sweep"}).info.run_id
+    parent = _parent(client, exp_id, "sweep-b", root)
     if second == "train":  # harness train --set train.max_steps=30 --set eval.arith.limit=50: one trial + base
         _run(client, exp_id, parent, "seed0-bbbbbbb1", {"method.beta": "0.1", "train.seed": "0",
              "train.max_steps": "30", "eval.arith.limit": "50"}, 50, 0.2, rng)
