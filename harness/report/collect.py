@@ -10,7 +10,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.report import frame
-from harness.report.compare import MODEL_AXIS, AxisTable, axis_tables, model_table
+from harness.report.compare import MODEL_AXIS, AxisTable, Policy, axis_tables, model_table
 from harness.report.per_prompt import per_prompt_values
 from harness.report.stats import DEFAULT_B
 from harness.run.tracking import Store
@@ -31,6 +31,7 @@ class ReportData:
     runs: pd.DataFrame  # every run of the experiments
     rows: pd.DataFrame  # report rows (frame.report_rows)
     axes: dict[str, dict[str, list[str]]]  # experiment -> axis column -> levels
+    policies: dict[str, Policy] = field(default_factory=dict)  # experiment -> report.primary / margins
     tables: list[AxisTable] = field(default_factory=list)
     artifacts: dict[str, dict] = field(default_factory=dict)  # run_id -> suite -> {judgments, outputs}
     histories: dict[str, dict[str, list]] = field(default_factory=dict)  # run label -> key -> [(step, v)]
@@ -69,13 +70,15 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     rows = frame.report_rows(runs)
     if rows.empty:
         raise HarnessError(f"experiment(s) {experiments} have no trial or evaluated runs yet")
-    axes = {}
+    axes, policies = {}, {}
     for exp in experiments:
         trials = rows[(rows["experiment"] == exp) & (rows["kind"] == "trial")]
-        declared = frame.axes_and_levels(trials, frame.sweep_spec(client, runs, exp))
+        spec = frame.sweep_spec(client, runs, exp)
+        policies[exp] = report_policy(spec)
+        declared = frame.axes_and_levels(trials, spec)
         finished = trials[trials["status"] == "FINISHED"]
         axes[exp] = {**declared, **frame.config_axes(finished, declared)}
-    data = ReportData(experiments, runs, rows, axes)
+    data = ReportData(experiments, runs, rows, axes, policies=policies)
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in rows.iterrows():
             data.artifacts[row["run_id"]] = frame.suite_artifacts(row["artifact_uri"], row["label"], Path(tmp) / str(i))
@@ -86,6 +89,14 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     for exp in experiments:
         data.tables += experiment_tables(data, exp, scores, refs, b)
     return data
+
+
+def report_policy(spec: dict | None) -> Policy:
+    """The spec's ``report.primary`` and ``report.equivalence_margin`` (defaults without a logged spec)."""
+    section = (spec or {}).get("report") or {}
+    primary = section.get("primary")
+    return Policy(tuple(primary) if primary is not None else None,
+                  {k: float(v) for k, v in (section.get("equivalence_margin") or {}).items()})
 
 
 def prompt_scores(data: ReportData) -> dict[tuple[str, str], dict[str, float]]:
@@ -111,10 +122,11 @@ def experiment_tables(data: ReportData, exp: str, scores: dict, refs: dict, b: i
     finished = rows[rows["status"] == "FINISHED"]
     metrics = outcome_metrics(finished)
     trials = finished[finished["kind"] == "trial"]
-    tables = axis_tables(trials, data.axes[exp], metrics, scores, refs, b) if len(trials) else []
+    policy = data.policies.get(exp)
+    tables = axis_tables(trials, data.axes[exp], metrics, scores, refs, b, policy) if len(trials) else []
     models = finished[finished["kind"] == "model"]
     if len(models):
-        t = model_table(exp, models, metrics, scores, refs.get(MODEL_AXIS), b)
+        t = model_table(exp, models, metrics, scores, refs.get(MODEL_AXIS), b, policy=policy)
         tables += [t] if t else []
     bases = finished[finished["kind"] == "base"]
     labels = dict(zip(bases.index, frame.differences(bases, frame.base_key)))
@@ -124,7 +136,8 @@ def experiment_tables(data: ReportData, exp: str, scores: dict, refs: dict, b: i
         evaluated = finished[finished["kind"].isin(["trial", "stage"]) & pd.Series(same, index=finished.index)]
         evaluated = pd.concat([finished.loc[[i]], evaluated])
         fixed = labels[i] if len(bases) > 1 else {}
-        t = model_table(exp, evaluated, metrics, scores, base["label"], b, axis=VS_BASE_AXIS, fixed=fixed)
+        t = model_table(exp, evaluated, metrics, scores, base["label"], b, axis=VS_BASE_AXIS, fixed=fixed,
+                        policy=policy)
         tables += [t] if t else []
     return tables
 

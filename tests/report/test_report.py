@@ -187,27 +187,26 @@ def _independent_bootstrap(d, b, seed):
 
 
 @pytest.mark.parametrize("metric,key", [("eval/arith/pass_at_1", "scores"), ("eval/arith/response_length", "lengths")])
-def test_paired_bootstrap_over_prompts(report, metric, key):
+def test_seed_paired_t_over_matched_seeds(report, metric, key):
+    """3 seeds on both sides, the same seeds: the t-test of the per-seed differences (scipy's ttest_rel)."""
     truth, csv = report["truth"], report["csv"]
     comps = _rows(csv, "method.beta", "comparison", metric)
     ids = [f"q{i}" for i in range(N_PROMPTS)]
 
-    def level(beta):
-        return np.array([np.mean([truth[key][(beta, s)][i] for s in SEEDS]) for i in ids])
+    def seed_means(beta):
+        return np.array([np.mean([truth[key][(beta, s)][i] for i in ids]) for s in SEEDS])
 
     for beta in ("0.5", "0.9"):
-        d = level(beta) - level("0.1")
-        observed, (low, high), p = _independent_bootstrap(d, B, seed=98765)
+        a, r = seed_means(beta), seed_means("0.1")
+        res = sps.ttest_rel(a, r)
+        ci = res.confidence_interval(0.95)
         row = comps.loc[beta]
-        assert row["test"] == f"paired bootstrap (B={B})" and row["n"] == N_PROMPTS
-        assert row["diff"] == pytest.approx(observed, rel=1e-9)
-        se = d.std(ddof=1) / math.sqrt(len(d))
-        assert row["ci_low"] == pytest.approx(low, abs=0.25 * se)
-        assert row["ci_high"] == pytest.approx(high, abs=0.25 * se)
-        # Monte Carlo error of a bootstrap p with B = 2000 is at most sqrt(.25/2000) ~ 0.011.
-        assert row["p"] == pytest.approx(p, abs=0.035)
+        assert row["test"] == "seed-paired t (3 seeds)" and row["n"] == N_PROMPTS
+        assert row["diff"] == pytest.approx((a - r).mean(), rel=1e-9)
+        assert row["p"] == pytest.approx(res.pvalue, rel=1e-9)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
     if metric.endswith("pass_at_1"):
-        assert comps.loc["0.5", "p"] < 0.01 < comps.loc["0.9", "p"]
+        assert comps.loc["0.5", "p"] < 0.05
 
 
 def _hand_holm(p):
@@ -219,24 +218,34 @@ def _hand_holm(p):
     return adjusted
 
 
-def test_holm_across_each_table(report):
+def test_holm_over_the_primary_family_and_bh_over_the_rest(report):
+    """Holm's family is the headline metric (arith: pass_at_1) x levels of a table; the rest get BH, labelled."""
     csv = report["csv"]
     comps = csv[csv["row_type"] == "comparison"]
     assert len(set(comps["table"])) >= 3
     for _, table in comps.groupby("table"):
-        tested = table.dropna(subset=["p"])
-        assert list(tested["p_holm"]) == pytest.approx(_hand_holm(list(tested["p"])), rel=1e-12)
+        primary = table[table["family"] == "primary"].dropna(subset=["p"])
+        assert list(primary["p_holm"]) == pytest.approx(_hand_holm(list(primary["p"])), rel=1e-12)
+        secondary = table[table["family"] == "secondary"].dropna(subset=["p"])
+        assert list(secondary["p_bh"]) == pytest.approx(list(sps.false_discovery_control(secondary["p"])), rel=1e-12)
+        assert secondary["p_holm"].isna().all() and primary["p_bh"].isna().all()
     beta = comps[comps["axis"] == "method.beta"]
-    assert len(beta) == 2 * 3  # two levels x three metrics, all in one Holm family
+    assert set(beta.loc[beta["family"] == "primary", "metric"]) == {"eval/arith/pass_at_1"}
+    assert (beta["family"] == "primary").sum() == 2  # two levels x one primary metric
+    assert set(comps[comps["axis"] == "model"]["family"]) == {"primary"}  # pairwise: win_rate is its headline
 
 
 def test_judge_only_models_and_base_comparison(report):
     truth, csv = report["truth"], report["csv"]
     row = _rows(csv, "model", "comparison", "eval/pairwise/win_rate", experiment="judge").loc["modelB"]
     d = truth["judge"]["modelB"] - truth["judge"]["modelA"]
-    observed, _, p = _independent_bootstrap(d, B, seed=4242)
+    observed, (low, high), _ = _independent_bootstrap(d, B, seed=4242)
     assert row["reference"] == "modelA" and row["diff"] == pytest.approx(observed)
-    assert row["p"] == pytest.approx(p, abs=0.035)
+    assert row["test"] == f"paired bootstrap (B={B})" and "conditional on the trained checkpoint" in row["note"]
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, abs=0.25 * se), pytest.approx(high, abs=0.25 * se))
+    # p: the paired t over prompts, no 1/(B+1) floor
+    assert row["p"] == pytest.approx(sps.ttest_rel(truth["judge"]["modelB"], truth["judge"]["modelA"]).pvalue, rel=1e-9)
     vs_base = _rows(csv, "run (vs base)", "comparison", "eval/arith/pass_at_1").loc["beta0.5-seed1"]
     d = np.array([truth["scores"][("0.5", 1)][f"q{i}"] - truth["base_scores"][f"q{i}"] for i in range(N_PROMPTS)])
     assert vs_base["diff"] == pytest.approx(d.mean())
