@@ -130,9 +130,10 @@ def build_table(experiment: str, axis: str, fixed: dict, groups: list[Group], me
                           "ci_low": low, "ci_high": high, "ci_note": note})
             if g is not ref and s.n and len(_values(ref, m)):
                 c, note = compare(g, ref, m, b)
-                if not note and not math.isnan(c.diff) and abs(c.diff - (s.mean - stats.summarize(
-                        _values(ref, m)).mean)) > 1e-9 * max(1.0, abs(c.diff)):
-                    note = "differs from the level means' difference (computed on the prompts both levels share)"
+                level_diff = s.mean - stats.summarize(_values(ref, m)).mean
+                if not math.isnan(c.diff) and abs(c.diff - level_diff) > 1e-9 * max(1.0, abs(c.diff)):
+                    note = "; ".join(x for x in (f"over the {c.n} prompts both levels share, so it differs from "
+                                                 f"the level means' difference ({level_diff:.3g})", note) if x)
                 margin = policy.margins.get(m)
                 comps.append({"level": g.level, "metric": m, "diff": c.diff, "ci_low": c.ci_low,
                               "ci_high": c.ci_high, "test": c.test, "n": c.n, "p": c.p, "se": c.se, "df": c.df,
