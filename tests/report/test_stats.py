@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.report import stats
+from harness.report import planning, stats
 from harness.report.compare import Group, build_table, compare
 
 METRIC = "eval/arith/pass_at_1"
@@ -112,3 +112,30 @@ def test_a_difference_over_shared_prompts_says_so():
     row = t.comparisons.iloc[0]
     assert row["n"] == 3 and row["diff"] == pytest.approx(1 / 3)  # mean over q1..q3 of (1,0,1) - (1,0,0)
     assert "shared prompts" in row["note"] or "share" in row["note"]
+
+
+def test_power_matches_the_two_sample_closed_form():
+    """No seed or interaction variance, one seed: the two-sample mean.  n per group to detect δ at α = 0.05
+    (two-sided), power 0.8, is n = 2σ²(z_0.975 + z_0.8)²/δ² (e.g. σ = 0.5, δ = 0.05: 2·0.25·7.849/0.0025 = 1569.8
+    -> 1570), and the MDE of n per group is (z_0.975 + z_0.8)·σ·√(2/n)."""
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
+    d = planning.Design(seed=0.0, interaction=0.0, residual=0.25)
+    assert planning.z_sum() == pytest.approx(z, rel=1e-12)
+    assert d.prompts_needed(0.05, seeds=1) == math.ceil(2 * 0.25 * z**2 / 0.05**2) == 1570
+    assert d.mde(1, 500) == pytest.approx(z * 0.5 * math.sqrt(2 / 500), rel=1e-12)
+    # with seed variance: Var(D) = 2σ²_seed/S + (σ²_int + 2σ²_res/S)/P, solved for S and P
+    d = planning.Design(seed=0.0004, interaction=0.01, residual=0.2)
+    s = d.seeds_needed(0.05, prompts=500)
+    assert d.mde(s, 500) <= 0.05 < d.mde(s - 1, 500)
+    p = d.prompts_needed(0.05, seeds=5)
+    assert d.mde(5, p) <= 0.05 < d.mde(5, p - 1)
+    assert d.prompts_needed(0.01, seeds=1) == math.inf  # 2σ²_seed alone exceeds (δ/z)²
+
+
+def test_variance_components_recover_a_simulated_design():
+    """x[s, i] = prompt effect (sd 0.2) + seed effect (sd 0.05) + noise (sd 0.1), 20 seeds x 2000 prompts."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.2, 2000)[None, :] + rng.normal(0, 0.05, (20, 1)) + rng.normal(0, 0.1, (20, 2000))
+    c = planning.components(x)
+    assert c.prompt == pytest.approx(0.04, rel=0.1) and c.residual == pytest.approx(0.01, rel=0.05)
+    assert c.seed == pytest.approx(0.0025, rel=0.6)  # 20 seeds: a rough estimate of the seed part
