@@ -61,7 +61,7 @@ def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
 
 
 def collect(store: Store, experiments: list[str], references: dict[str, str] | None = None,
-            b: int = DEFAULT_B) -> ReportData:
+            b: int = DEFAULT_B, target_effect: float | None = None) -> ReportData:
     client = frame.client_for(store)
     runs = frame.runs_frame(client, experiments)
     if runs.empty:
@@ -74,7 +74,7 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     for exp in experiments:
         trials = rows[(rows["experiment"] == exp) & (rows["kind"] == "trial")]
         spec = frame.sweep_spec(client, runs, exp)
-        policies[exp] = report_policy(spec)
+        policies[exp] = report_policy(spec, target_effect)
         declared = frame.axes_and_levels(trials, spec)
         finished = trials[trials["status"] == "FINISHED"]
         axes[exp] = {**declared, **frame.config_axes(finished, declared)}
@@ -91,12 +91,12 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     return data
 
 
-def report_policy(spec: dict | None) -> Policy:
+def report_policy(spec: dict | None, target_effect: float | None = None) -> Policy:
     """The spec's ``report.primary`` and ``report.equivalence_margin`` (defaults without a logged spec)."""
     section = (spec or {}).get("report") or {}
     primary = section.get("primary")
     return Policy(tuple(primary) if primary is not None else None,
-                  {k: float(v) for k, v in (section.get("equivalence_margin") or {}).items()})
+                  {k: float(v) for k, v in (section.get("equivalence_margin") or {}).items()}, target_effect)
 
 
 def prompt_scores(data: ReportData) -> dict[tuple[str, str], dict[str, float]]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.eval.suites import SUITES
-from harness.report import stats
+from harness.report import planning, stats
 from harness.report.per_prompt import reproduces
 
 MODEL_AXIS = "model"
@@ -32,8 +32,10 @@ class AxisTable:
     reference: str
     levels: list[str]
     cells: pd.DataFrame  # level, metric, n, mean, std, ci_low, ci_high
-    comparisons: pd.DataFrame  # level, metric, diff, ci_low, ci_high, test, n, p, p_holm
+    comparisons: pd.DataFrame  # level, metric, diff, ci_low, ci_high, test, n, p, p_holm, p_bh, family, ...
     notes: list[str] = field(default_factory=list)
+    variance: pd.DataFrame | None = None  # VARIANCE_COLUMNS: a level's prompt / seed / residual components
+    plan: pd.DataFrame | None = None  # PLAN_COLUMNS: power and planning of the primary comparisons
 
     @property
     def title(self) -> str:
@@ -50,6 +52,7 @@ class Policy:
 
     primary: tuple[str, ...] | None = None
     margins: dict[str, float] = field(default_factory=dict)
+    target_effect: float | None = None  # ``--plan EFFECT``: the effect the planning table sizes for
 
     def is_primary(self, metric: str) -> bool:
         if self.primary is not None:
@@ -118,9 +121,10 @@ def build_table(experiment: str, axis: str, fixed: dict, groups: list[Group], me
     levels = [g.level for g in groups]
     reference = levels[0] if reference is None else reference
     ref = next(g for g in groups if g.level == reference)
-    cells, comps = [], []
+    cells, comps, plans, variance = [], [], [], []
     for g in groups:
         for m in metrics:
+            variance += _variance(g, m)
             values = _values(g, m)
             s = stats.summarize(values)
             low, high, note = s.ci_low, s.ci_high, ""
@@ -129,17 +133,7 @@ def build_table(experiment: str, axis: str, fixed: dict, groups: list[Group], me
             cells.append({"level": g.level, "metric": m, "n": s.n, "mean": s.mean, "std": s.std,
                           "ci_low": low, "ci_high": high, "ci_note": note})
             if g is not ref and s.n and len(_values(ref, m)):
-                c, note = compare(g, ref, m, b)
-                level_diff = s.mean - stats.summarize(_values(ref, m)).mean
-                if not math.isnan(c.diff) and abs(c.diff - level_diff) > 1e-9 * max(1.0, abs(c.diff)):
-                    note = "; ".join(x for x in (f"over the {c.n} prompts both levels share, so it differs from "
-                                                 f"the level means' difference ({level_diff:.3g})", note) if x)
-                margin = policy.margins.get(m)
-                comps.append({"level": g.level, "metric": m, "diff": c.diff, "ci_low": c.ci_low,
-                              "ci_high": c.ci_high, "test": c.test, "n": c.n, "p": c.p, "se": c.se, "df": c.df,
-                              "family": "primary" if policy.is_primary(m) else "secondary", "note": note,
-                              "margin": margin if margin is not None else math.nan,
-                              "p_tost": stats.tost(c, margin) if margin is not None else math.nan})
+                comps.append(_comparison_row(g, ref, m, s.mean, b, policy, plans))
     columns = ["level", "metric", "diff", "ci_low", "ci_high", "test", "n", "p", "se", "df", "family", "note",
                "margin", "p_tost"]
     comparisons = pd.DataFrame(comps, columns=columns)
@@ -151,7 +145,57 @@ def build_table(experiment: str, axis: str, fixed: dict, groups: list[Group], me
             comparisons.loc[rows, col] = adjust(comparisons.loc[rows, "p"].tolist())
     cells = pd.DataFrame(cells, columns=["level", "metric", "n", "mean", "std", "ci_low", "ci_high", "ci_note"])
     cells = cells[cells["n"] > 0].reset_index(drop=True)
-    return AxisTable(experiment, axis, fixed, reference, levels, cells, comparisons)
+    return AxisTable(experiment, axis, fixed, reference, levels, cells, comparisons,
+                     variance=pd.DataFrame(variance, columns=VARIANCE_COLUMNS),
+                     plan=pd.DataFrame(plans, columns=PLAN_COLUMNS))
+
+
+VARIANCE_COLUMNS = ["level", "metric", "seeds", "prompts", "prompt_var", "seed_var", "residual_var"]
+PLAN_COLUMNS = ["level", "metric", "seeds", "prompts", "mde", "target_effect", "prompts_needed", "seeds_needed"]
+
+
+def _variance(g: Group, metric: str) -> list[dict]:
+    """The level's variance components of ``metric`` on the prompts all its runs have (none without scores)."""
+    runs = run_prompt_scores(g, metric)
+    if runs is None:
+        return []
+    shared = sorted(set.intersection(*(set(v) for v in runs)))
+    if len(shared) < 2:
+        return []
+    c = planning.components([[v[k] for k in shared] for v in runs])
+    return [{"level": g.level, "metric": metric, "seeds": c.seeds, "prompts": c.prompts, "prompt_var": c.prompt,
+             "seed_var": c.seed, "residual_var": c.residual}]
+
+
+def _plan(level: str, metric: str, scored, target: float | None) -> dict:
+    """MDE of this comparison's design (S = the fewer seeds, P shared prompts) and what ``target`` needs
+    (default: half the MDE)."""
+    a, r = scored
+    d = planning.design(a, r)
+    seeds, prompts = min(len(a), len(r)), a.shape[1]
+    mde = d.mde(seeds, prompts)
+    effect = target if target is not None else mde / 2
+    return {"level": level, "metric": metric, "seeds": seeds, "prompts": prompts, "mde": mde,
+            "target_effect": effect, "prompts_needed": d.prompts_needed(effect, seeds) if effect > 0 else math.nan,
+            "seeds_needed": d.seeds_needed(effect, prompts) if effect > 0 else math.nan}
+
+
+def _comparison_row(g: Group, ref: Group, m: str, level_mean: float, b: int, policy: Policy, plans: list) -> dict:
+    """One comparisons row of ``g`` against ``ref`` (and its planning row, for a primary metric, into ``plans``)."""
+    c, note, scored = compare_tables(g, ref, m, b)
+    if scored is not None and policy.is_primary(m):
+        plans.append(_plan(g.level, m, scored, policy.target_effect))
+    level_diff = level_mean - stats.summarize(_values(ref, m)).mean
+    if not math.isnan(c.diff) and abs(c.diff - level_diff) > 1e-9 * max(1.0, abs(c.diff)):
+        shared = (f"over the {c.n} prompts both levels share, so it differs from the level means' "
+                  f"difference ({level_diff:.3g})")
+        note = f"{shared}; {note}" if note else shared
+    margin = policy.margins.get(m)
+    return {"level": g.level, "metric": m, "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high,
+            "test": c.test, "n": c.n, "p": c.p, "se": c.se, "df": c.df,
+            "family": "primary" if policy.is_primary(m) else "secondary", "note": note,
+            "margin": margin if margin is not None else math.nan,
+            "p_tost": stats.tost(c, margin) if margin is not None else math.nan}
 
 
 RATE_SUFFIXES = ("_rate", "accuracy", "position_consistency")
@@ -171,6 +215,12 @@ def _values(g: Group, metric: str) -> list[float]:
 
 
 def compare(g: Group, ref: Group, metric: str, b: int) -> tuple[stats.Comparison, str]:
+    """``compare_tables`` without the score tables."""
+    c, note, _ = compare_tables(g, ref, metric, b)
+    return c, note
+
+
+def compare_tables(g: Group, ref: Group, metric: str, b: int):
     """The difference ``g - ref`` of ``metric`` with the interval its replicates allow, and a note.
 
     With per-prompt scores on both sides (every run reproduces its logged value):
@@ -179,23 +229,25 @@ def compare(g: Group, ref: Group, metric: str, b: int) -> tuple[stats.Comparison
     over seeds and prompts; one seed on a side -> the paired bootstrap over
     prompts, conditional on the checkpoint(s).  Without per-prompt scores,
     Welch over seeds.  All on the prompts every run of both levels has.
+    Returns (comparison, note, (treatment, reference) score tables or None).
     """
     a, r = run_prompt_scores(g, metric), run_prompt_scores(ref, metric)
     if a is None or r is None:
-        return stats.welch(_values(g, metric), _values(ref, metric)), ""
+        return stats.welch(_values(g, metric), _values(ref, metric)), "", None
     shared = sorted(set.intersection(*(set(v) for v in a + r)))
     if not shared:
-        return stats.Comparison(math.nan, math.nan, math.nan, math.nan, "none (no shared prompts)", 0), ""
+        return stats.Comparison(math.nan, math.nan, math.nan, math.nan, "none (no shared prompts)", 0), "", None
     A = np.array([[v[k] for k in shared] for v in a])
     R = np.array([[v[k] for k in shared] for v in r])
     if len(A) >= 2 and len(R) >= 2:
         sa, sr = _seeds(g), _seeds(ref)
         if sa is not None and sa == sr:
-            order_a, order_r = np.argsort(sa), np.argsort(sr)
-            return stats.seed_paired_t(A[order_a], R[order_r]), ""
-        return stats.crossed_bootstrap(A, R, b=b), ""
+            A, R = A[np.argsort(sa)], R[np.argsort(sr)]
+            return stats.seed_paired_t(A, R), "", (A, R)
+        return stats.crossed_bootstrap(A, R, b=b), "", (A, R)
     c = stats.paired_bootstrap(A.mean(axis=0), R.mean(axis=0), b=b)
-    return c, "conditional on the trained checkpoint(s): one seed, so seed-to-seed variance is not in the interval"
+    note = "conditional on the trained checkpoint(s): one seed, so seed-to-seed variance is not in the interval"
+    return c, note, (A, R)
 
 
 def _seeds(g: Group) -> list[str] | None:

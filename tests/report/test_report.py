@@ -73,7 +73,8 @@ def build_store(root: Path) -> tuple[Store, dict]:
     exp_id = client.create_experiment("synth", artifact_location=(root / "artifacts" / "synth").as_uri())
     parent = client.create_run(exp_id, run_name="sweep-s1", tags={"harness.sweep_id": "s1", "harness.role": "sweep"})
     parent_id = parent.info.run_id
-    spec = {"name": "synth", "ablate": {"method.beta": [0.1, 0.5, 0.9]}, "seeds": SEEDS}
+    spec = {"name": "synth", "ablate": {"method.beta": [0.1, 0.5, 0.9]}, "seeds": SEEDS,
+            "report": {"equivalence_margin": {"eval/arith/response_length": 1.0}}}
     _log_jsonl(client, parent_id, [], "x/empty.jsonl")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "resolved_spec.yaml").write_text(yaml.safe_dump(spec))
@@ -135,7 +136,7 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     store, truth = build_store(root)
     out = root / "out"
-    markdown = write_report(store, ["synth", "judge"], out, "all")
+    markdown = write_report(store, ["synth", "judge"], out, "all", plan=0.1)
     csv = pd.read_csv(out / "report.csv", dtype={"level": str})
     return {"store": store, "truth": truth, "out": out, "md": markdown, "csv": csv}
 
@@ -336,3 +337,22 @@ def test_judge_metric_figures_are_drawn(tmp_path):
     page = (out / "report.html").read_text()
     for name in ("frontier-win_rate-kl", "alpaca-raw-vs-lc", "pass_at_k-arith"):
         assert f'<figure id="{name}">' in page
+
+
+def test_tost_against_scipy_and_the_report_says_what_it_controls(report):
+    """report.equivalence_margin {response_length: 1.0}: TOST = max of scipy's one-sided t-tests of the per-seed
+    differences against -1 (greater) and +1 (less); the markdown names the error rates and their families."""
+    truth, csv, md = report["truth"], report["csv"], report["md"]
+    comps = _rows(csv, "method.beta", "comparison", "eval/arith/response_length")
+    ids = [f"q{i}" for i in range(N_PROMPTS)]
+    for beta in ("0.5", "0.9"):
+        d = np.array([np.mean([truth["lengths"][(beta, s)][i] - truth["lengths"][("0.1", s)][i] for i in ids])
+                      for s in SEEDS])
+        expected = max(sps.ttest_1samp(d, -1.0, alternative="greater").pvalue,
+                       sps.ttest_1samp(d, 1.0, alternative="less").pvalue)
+        assert comps.loc[beta, "p_tost"] == pytest.approx(expected, rel=1e-9)
+    assert comps["margin"].eq(1.0).all() and "p (TOST, ±margin)" in md
+    assert "family-wise error rate over the 2 primary comparisons" in md and "false discovery rate" in md
+    assert "Where the noise comes from" in md and "Power and planning" in md
+    plan = csv[(csv["row_type"] == "plan") & (csv["axis"] == "method.beta")]
+    assert set(plan["metric"]) == {"eval/arith/pass_at_1"} and (plan["target_effect"] == 0.1).all()
