@@ -26,6 +26,9 @@ from harness.errors import HarnessError
 from harness.run.tracking import Store, _param_value, _quiet_mlflow
 
 SEED_PARAM = "params.train.seed"
+# Params that say where or how fast a run went, not what it computed: never a reason to split a level.
+NOT_CONFIG = ("results_dir", "tracking.", "resources.", "report.", "judge.concurrency", "judge.max_retries",
+              "judge.timeout_s", "judge.api_key_env")
 LABEL_KEYS = ("tags.harness.generator", "tags.harness.model", "params.generator", "params.model")
 
 
@@ -227,7 +230,8 @@ def config_axes(trials: pd.DataFrame, axes: dict[str, list[str]]) -> dict[str, l
     becomes one more axis, so those runs are other rows of other tables (named
     by what differs in the table title), never extra seeds of a level.
     """
-    params = [c for c in trials.columns if c.startswith("params.") and c != SEED_PARAM and c not in axes]
+    params = [c for c in trials.columns if c.startswith("params.") and c != SEED_PARAM and c not in axes
+              and not c[len("params."):].startswith(NOT_CONFIG)]
     keys = list(axes)
     groups = trials.groupby([trials[k].fillna("") for k in keys], dropna=False) if keys else [(None, trials)]
     varying = set()

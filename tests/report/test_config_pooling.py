@@ -89,3 +89,17 @@ def test_a_sweep_with_set_is_another_table_not_more_seeds(tmp_path):
     # the base was evaluated the same way both times: one base, compared with all four trials on 500 prompts
     vs_base = csv[(csv["axis"] == "run (vs base)") & (csv["row_type"] == "comparison")]
     assert set(vs_base["reference"]) == {"base"} and len(vs_base) == 4 and set(vs_base["n"]) == {500}
+
+
+def test_where_a_run_was_logged_does_not_split_a_level():
+    """Two seeds of one configuration, logged from different results_dir / tracking settings: one level of 2 seeds."""
+    import pandas as pd
+
+    from harness.report.frame import config_axes
+
+    trials = pd.DataFrame({"params.method.beta": ["0.1", "0.1"], "params.train.seed": ["0", "1"],
+                           "params.results_dir": ["a", "b"], "params.tracking.uri": ["x", "y"],
+                           "params.train.max_steps": ["20", "20"]})
+    assert config_axes(trials, {"params.method.beta": ["0.1"]}) == {}
+    trials.loc[1, "params.train.max_steps"] = "30"
+    assert config_axes(trials, {"params.method.beta": ["0.1"]}) == {"params.train.max_steps": ["20", "30"]}
