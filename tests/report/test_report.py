@@ -292,6 +292,10 @@ def test_cli_reference_and_bad_reference(tmp_path, capsys):
     beta = csv[(csv["axis"] == "method.beta") & (csv["row_type"] == "comparison")]
     assert set(beta["reference"]) == {"0.5"} and set(beta["level"]) == {"0.1", "0.9"}
     assert "| method.beta" in capsys.readouterr().out
+    assert main(args + ["--plan", "0.05"]) == 0
+    plan = pd.read_csv(tmp_path / "o" / "report.csv", dtype={"level": str}).query("row_type == 'plan'")
+    assert len(plan) and (plan["target_effect"] == 0.05).all() and plan["prompts_needed"].notna().all()
+    assert "Power and planning" in capsys.readouterr().out
     assert main(args + ["--reference", "method.beta=0.7"]) == 2
     assert "no such level" in capsys.readouterr().err
     assert main(args + ["--reference", "lora.rank=8"]) == 2
