@@ -11,7 +11,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.report import frame
 from harness.report.compare import MODEL_AXIS, AxisTable, Policy, axis_tables, model_table
-from harness.report.per_prompt import per_prompt_values
+from harness.report.per_prompt import per_prompt_values, sampling_variance
 from harness.report.stats import DEFAULT_B
 from harness.run.tracking import Store
 
@@ -100,7 +100,8 @@ def report_policy(spec: dict | None, target_effect: float | None = None) -> Poli
 
 
 def prompt_scores(data: ReportData) -> dict[tuple[str, str], dict[str, float]]:
-    """``(run_id, metric) -> {prompt id: value}`` for every eval metric a run's artifacts decompose."""
+    """``(run_id, metric) -> {prompt id: value}`` for every eval metric a run's artifacts decompose, and
+    ``(run_id, metric, "sampling") -> sampling variance`` where prompts have several samples."""
     out = {}
     metrics = outcome_metrics(data.rows)
     for _, row in data.rows.iterrows():
@@ -114,6 +115,9 @@ def prompt_scores(data: ReportData) -> dict[tuple[str, str], dict[str, float]]:
                 values = per_prompt_values(parts[1], parts[2], suite_arts, where)
                 if values is not None:
                     out[(row["run_id"], metric)] = values
+                    sampling = sampling_variance(parts[2], suite_arts)
+                    if sampling is not None:
+                        out[(row["run_id"], metric, "sampling")] = sampling
     return out
 
 

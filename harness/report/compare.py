@@ -69,6 +69,7 @@ class Group:
     level: str
     rows: pd.DataFrame
     prompts: list[dict[str, dict[str, float] | None]]  # per run: metric -> {id: value} or None
+    sampling: list[dict[str, float | None]] = field(default_factory=list)  # per run: metric -> sampling variance
 
 
 def axis_tables(rows: pd.DataFrame, axes: dict[str, list[str]], metrics: list[str], prompt_scores: dict,
@@ -105,7 +106,8 @@ def model_table(experiment: str, rows: pd.DataFrame, metrics: list[str], prompt_
 
 def _group(level: str, rows: pd.DataFrame, metrics: list[str], prompt_scores: dict) -> Group:
     prompts = [{m: prompt_scores.get((rid, m)) for m in metrics} for rid in rows["run_id"]]
-    return Group(level, rows, prompts)
+    sampling = [{m: prompt_scores.get((rid, m, "sampling")) for m in metrics} for rid in rows["run_id"]]
+    return Group(level, rows, prompts, sampling)
 
 
 def build_table(experiment: str, axis: str, fixed: dict, groups: list[Group], metrics: list[str],
@@ -150,7 +152,7 @@ def build_table(experiment: str, axis: str, fixed: dict, groups: list[Group], me
                      plan=pd.DataFrame(plans, columns=PLAN_COLUMNS))
 
 
-VARIANCE_COLUMNS = ["level", "metric", "seeds", "prompts", "prompt_var", "seed_var", "residual_var"]
+VARIANCE_COLUMNS = ["level", "metric", "seeds", "prompts", "prompt_var", "seed_var", "residual_var", "sampling_var"]
 PLAN_COLUMNS = ["level", "metric", "seeds", "prompts", "mde", "target_effect", "prompts_needed", "seeds_needed"]
 
 
@@ -163,8 +165,11 @@ def _variance(g: Group, metric: str) -> list[dict]:
     if len(shared) < 2:
         return []
     c = planning.components([[v[k] for k in shared] for v in runs])
+    sampling = [run.get(metric) for run in g.sampling]
+    known = sampling and all(v is not None for v in sampling)
     return [{"level": g.level, "metric": metric, "seeds": c.seeds, "prompts": c.prompts, "prompt_var": c.prompt,
-             "seed_var": c.seed, "residual_var": c.residual}]
+             "seed_var": c.seed, "residual_var": c.residual,
+             "sampling_var": sum(sampling) / len(sampling) if known else math.nan}]
 
 
 def _plan(level: str, metric: str, scored, target: float | None) -> dict:

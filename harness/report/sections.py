@@ -99,13 +99,16 @@ def table_blocks(t: AxisTable, plan: bool = False) -> list[Block]:
     if t.variance is not None and len(t.variance):
         out.append(Block("p", "Where the noise comes from (variance of one run's per-prompt scores, method of "
                               "moments): prompt, seed and residual (seed x prompt, including sampling) components; "
-                              "with one seed the prompt column holds all of it."))
+                              "with one seed the prompt column holds all of it. Sampling: the mean over prompts of "
+                              "s²/n over a prompt's n > 1 samples (decoding noise; with one seed it is inside the "
+                              "prompt column)."))
         v = t.variance
         out.append(Block("table", pd.DataFrame({
             t.axis: v["level"], "metric": v["metric"], "seeds": v["seeds"], "prompts": v["prompts"],
             "prompt var": [fmt_number(x, 5) for x in v["prompt_var"]],
             "seed var": [fmt_number(x, 5) for x in v["seed_var"]],
-            "residual var": [fmt_number(x, 5) for x in v["residual_var"]]})))
+            "residual var": [fmt_number(x, 5) for x in v["residual_var"]],
+            "of which sampling": [fmt_number(x, 5) for x in v["sampling_var"]]})))
     if plan and t.plan is not None and len(t.plan):
         p = t.plan
         out.append(Block("p", "Power and planning (primary comparisons; normal approximation, two-sided α = 0.05, "

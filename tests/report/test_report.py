@@ -101,6 +101,7 @@ def build_store(root: Path) -> tuple[Store, dict]:
             truth["pass"][(beta, seed)], truth["length"][(beta, seed)] = pass1, length
             truth["val"][(beta, seed)] = val
             truth["scores"][(beta, seed)] = {j["id"]: np.mean(j["scores"]) for j in judgments}
+            truth.setdefault("samples", {})[(beta, seed)] = [j["scores"] for j in judgments]
             truth.setdefault("lengths", {})[(beta, seed)] = {
                 f"q{i}": np.mean([o["num_tokens"] for o in outputs if o["id"] == f"q{i}"]) for i in range(N_PROMPTS)}
     base = _trial(client, exp_id, parent_id, "base", {"model": "toy://tiny"})
@@ -360,3 +361,14 @@ def test_tost_against_scipy_and_the_report_says_what_it_controls(report):
     assert "Where the noise comes from" in md and "Power and planning" in md
     plan = csv[(csv["row_type"] == "plan") & (csv["axis"] == "method.beta")]
     assert set(plan["metric"]) == {"eval/arith/pass_at_1"} and (plan["target_effect"] == 0.1).all()
+
+
+def test_sampling_component_from_the_samples_of_each_prompt(report):
+    """Each arith prompt has 4 samples: sampling var = mean over prompts of s²/4 (ddof 1), averaged over seeds."""
+    csv, truth = report["csv"], report["truth"]
+    v = csv[(csv["row_type"] == "variance") & (csv["axis"] == "method.beta")
+            & (csv["metric"] == "eval/arith/pass_at_1")].set_index("level")
+    for beta in BETAS:
+        per_seed = [np.mean([np.var(s, ddof=1) / 4 for s in truth["samples"][(beta, seed)]]) for seed in SEEDS]
+        assert v.loc[beta, "sampling_var"] == pytest.approx(np.mean(per_seed), rel=1e-9)
+    assert _rows(csv, "method.beta", "variance", "eval/arith/response_length")["sampling_var"].isna().all()
