@@ -1,11 +1,15 @@
-"""Per-axis comparison tables: every metric by level, differences to a reference level, tests, Holm.
+"""Per-axis comparison tables: every metric by level, differences to a reference level, tests, multiplicity.
 
 A table holds one ablation axis with every other axis fixed (one table per
 combination of the other axes' levels), so a difference is never confounded
-with another axis.  Replicates of a level are its seeds.  A difference uses
-the paired bootstrap over prompts when every run on both sides has per-prompt
-scores that reproduce its logged metric (``per_prompt``); otherwise Welch's
-t-test over seeds.  Holm's correction runs over all comparisons of one table.
+with another axis.  Replicates of a level are its seeds, and only runs that
+differ in the seed alone (``frame.config_axes``).  A difference (``compare``)
+uses per-prompt scores when every run on both sides reproduces its logged
+metric (``per_prompt``): the seed-paired t with matched seeds, the crossed
+bootstrap with other seeds, the paired bootstrap over prompts with one seed
+(conditional on the checkpoints); otherwise Welch's t-test over seeds.  Holm
+runs over the primary family (``Policy``: primary metrics x levels of a
+table), Benjamini-Hochberg over the rest.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The report's estimators: replicate summaries, Welch's t-test, the paired bootstrap, Holm.
+"""The report's estimators: replicate summaries, Welch, the paired bootstrap over prompts, the
+seed-paired t and crossed bootstrap over seeds and prompts, variance components, Holm, BH, TOST.
 
 Pure functions of numpy arrays; every interval is two-sided 95% unless a
 caller passes another ``level``.  Student-t quantiles and the t-interval come
