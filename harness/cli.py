@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["md", "html", "csv", "all"], default="md")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--reference", action="append", default=[], metavar="AXIS=LEVEL")
+    p.add_argument("--plan", nargs="?", type=float, const=0.0, default=None, metavar="EFFECT",
+                   help="add power and planning: the minimum detectable effect of each primary comparison "
+                        "and the prompts or seeds needed for EFFECT (default: half that MDE)")
     p.add_argument("--results-dir", default="results")
     _common(p)
 

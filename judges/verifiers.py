@@ -8,12 +8,15 @@ working) never count, whatever their form.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 # A sign counts only when it does not join two words or numbers ("3-5" is 3 and 5,
 # "x-1" is 1).  Thousands separators must come in complete groups of three
 # ("1,234,567"; "12,34" is two numbers).  A number never starts right after a
-# digit or a dot, so "1.2.3" is 1.2, not 1.2 and .3.
+# digit or a dot, so "1.2.3" is 1.2, not 1.2 and .3.  Scientific notation is one
+# number ("1e5" is 100000, "2.5E-3" is 0.0025), never its exponent alone (which
+# read "1e5" as 5); the exponent is capped at three digits to bound the text.
 _NUMBER = re.compile(
     r"""
     (?:(?<![\w.])(?P<sign>[-+\u2212]))?
@@ -22,14 +25,17 @@ _NUMBER = re.compile(
         (?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?
       | \.\d+
     )
+    (?:[eE](?P<exp>[-+]?\d{1,3})(?!\d))?
     """,
     re.VERBOSE,
 )
 
 
-def _normalize(sign: str | None, body: str) -> str:
-    """Canonical text of a number: no commas, no '+', no leading/trailing zeros, no '-0'."""
+def _normalize(sign: str | None, body: str, exponent: str | None = None) -> str:
+    """Canonical text of a number: no commas, no '+', no exponent, no leading/trailing zeros, no '-0'."""
     body = body.replace(",", "")
+    if exponent is not None:
+        body = format(Decimal(body).scaleb(int(exponent)), "f")
     integer, _, fraction = body.partition(".")
     integer = integer.lstrip("0") or "0"
     fraction = fraction.rstrip("0")
@@ -42,13 +48,14 @@ def extract_number(text: str) -> str | None:
     """The last number in ``text``, normalized; None if there is none.
 
     Handles integers, signs, decimals and thousands separators:
-    "so 1,234.50 apples" -> "1234.5", "+007" -> "7", "-3.0" -> "-3", ".5" -> "0.5".
+    "so 1,234.50 apples" -> "1234.5", "+007" -> "7", "-3.0" -> "-3", ".5" -> "0.5",
+    "1e5" -> "100000", "2.5E-3" -> "0.0025".
     """
     matches = list(_NUMBER.finditer(text))
     if not matches:
         return None
     last = matches[-1]
-    return _normalize(last.group("sign"), last.group("body"))
+    return _normalize(last.group("sign"), last.group("body"), last.group("exp"))
 
 
 def check_answer(output: str, answer: str | float) -> bool:

@@ -114,8 +114,12 @@ def data_uris(stage: StageSpec) -> list[str]:
 
 
 def sweep_id(spec: Spec) -> str:
-    """12 hex of the sha256 of the whole resolved spec."""
-    return digest(spec.model_dump(mode="json"), 12)
+    """12 hex of the sha256 of the whole resolved spec (a default ``report`` section left out, so the
+    ``report.*`` keys added in December 2026 did not change the ids of existing sweeps)."""
+    dumped = spec.model_dump(mode="json")
+    if dumped.get("report") == type(spec.report)().model_dump(mode="json"):
+        del dumped["report"]
+    return digest(dumped, 12)
 
 
 def stage_key(stage: StageSpec, input_model_key: str, data_fingerprint: str) -> str:

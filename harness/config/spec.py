@@ -147,6 +147,12 @@ class JudgeSpec(_Model):
                                                      "outside the toy world, where it can only tie; for tests")
 
 
+class ReportSpec(_Model):
+    primary: list[str] | None = Field(None, description="metrics whose comparisons form the multiplicity "
+                                                          "family; null: each suite's headline metric")
+    equivalence_margin: dict[str, PosFloat] = Field({}, description="metric -> margin for TOST equivalence")
+
+
 class TrackingSpec(_Model):
     uri: str | None = Field(None, description="null: sqlite:///<results_dir>/mlflow.db")
     artifact_root: str | None = Field(None, description="null: <results_dir>/artifacts")
@@ -231,6 +237,7 @@ class Spec(_Model):
     seeds: Annotated[list[int], Field(min_length=1)] = Field([0], description="null/absent: [train.seed]")
     stages: list[StageConfig] | None = None
     tracking: TrackingSpec = TrackingSpec()
+    report: ReportSpec = ReportSpec()
 
     _raw: dict = PrivateAttr(default_factory=dict)
     _file: str = PrivateAttr(default="spec")

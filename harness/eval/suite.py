@@ -69,6 +69,9 @@ class Suite:
     For the report's per-prompt values (``harness.report.per_prompt``): ``primary_metric``
     is the metric whose per-prompt value is the mean of a judgments row's scores, and
     ``prompt_values`` maps a metric to its per-prompt value read from a field of the row.
+    ``headline_metric``: the suite's headline (its default ``report.primary`` metric,
+    whose comparisons form the report's multiplicity family); ``headline`` falls
+    back to ``primary_metric``.
     """
 
     name: str
@@ -85,6 +88,11 @@ class Suite:
     rank: Callable[[dict[str, SuiteResult]], list] | None = None
     primary_metric: str | None = None
     prompt_values: Mapping[str, Callable[[dict], float | None]] = field(default_factory=dict)
+    headline_metric: str | None = None
+
+    @property
+    def headline(self) -> str | None:
+        return self.headline_metric or self.primary_metric
 
     def score(self, options: dict, items, outputs, baseline, client, length=len) -> SuiteResult:
         """Run the scorer and add ``response_length``: the mean over output rows of their

@@ -22,16 +22,18 @@ ARTIFACT_DIR = "report"
 
 
 def write_report(store: Store, experiments: list[str], out_dir: Path, fmt: str = "md",
-                 references: list[str] | None = None, b: int = DEFAULT_B, log_artifacts: bool = True) -> str:
+                 references: list[str] | None = None, b: int = DEFAULT_B, log_artifacts: bool = True,
+                 plan: float | None = None) -> str:
     """Write the report's files into ``out_dir`` and return its markdown.
 
     Files: ``report.md`` + ``plots/*.png`` (md), ``report.html`` (html, images
     embedded), ``report.csv`` (every level and comparison) + ``runs.csv`` (csv).
     With ``log_artifacts`` they are also logged under ``report/`` on each
-    experiment's sweep parent run(s).
+    experiment's sweep parent run(s).  ``plan`` (``--plan``): add the power and
+    planning tables, sized for that effect (0: half of each comparison's MDE).
     """
-    data = collect(store, experiments, parse_references(references or []), b)
-    content = blocks(data, b)
+    data = collect(store, experiments, parse_references(references or []), b, plan or None)
+    content = blocks(data, b, plan is not None)
     markdown = to_markdown(content)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -70,5 +72,6 @@ def command(args) -> int:
     """``harness report``: write the report files and print the markdown (or the chosen format)."""
     store = resolve_store(args.tracking_uri, None, None, args.results_dir)
     out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
-    print(write_report(store, args.experiments, out, args.format, args.reference), end="")
+    print(write_report(store, args.experiments, out, args.format, args.reference,
+                       plan=getattr(args, "plan", None)), end="")
     return 0

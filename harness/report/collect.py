@@ -10,8 +10,8 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.report import frame
-from harness.report.compare import MODEL_AXIS, AxisTable, axis_tables, model_table
-from harness.report.per_prompt import per_prompt_values
+from harness.report.compare import MODEL_AXIS, AxisTable, Policy, axis_tables, model_table
+from harness.report.per_prompt import per_prompt_values, sampling_variance
 from harness.report.stats import DEFAULT_B
 from harness.run.tracking import Store
 
@@ -31,6 +31,7 @@ class ReportData:
     runs: pd.DataFrame  # every run of the experiments
     rows: pd.DataFrame  # report rows (frame.report_rows)
     axes: dict[str, dict[str, list[str]]]  # experiment -> axis column -> levels
+    policies: dict[str, Policy] = field(default_factory=dict)  # experiment -> report.primary / margins
     tables: list[AxisTable] = field(default_factory=list)
     artifacts: dict[str, dict] = field(default_factory=dict)  # run_id -> suite -> {judgments, outputs}
     histories: dict[str, dict[str, list]] = field(default_factory=dict)  # run label -> key -> [(step, v)]
@@ -60,7 +61,7 @@ def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
 
 
 def collect(store: Store, experiments: list[str], references: dict[str, str] | None = None,
-            b: int = DEFAULT_B) -> ReportData:
+            b: int = DEFAULT_B, target_effect: float | None = None) -> ReportData:
     client = frame.client_for(store)
     runs = frame.runs_frame(client, experiments)
     if runs.empty:
@@ -69,11 +70,15 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     rows = frame.report_rows(runs)
     if rows.empty:
         raise HarnessError(f"experiment(s) {experiments} have no trial or evaluated runs yet")
-    axes = {}
+    axes, policies = {}, {}
     for exp in experiments:
         trials = rows[(rows["experiment"] == exp) & (rows["kind"] == "trial")]
-        axes[exp] = frame.axes_and_levels(trials, frame.sweep_spec(client, runs, exp))
-    data = ReportData(experiments, runs, rows, axes)
+        spec = frame.sweep_spec(client, runs, exp)
+        policies[exp] = report_policy(spec, target_effect)
+        declared = frame.axes_and_levels(trials, spec)
+        finished = trials[trials["status"] == "FINISHED"]
+        axes[exp] = {**declared, **frame.config_axes(finished, declared)}
+    data = ReportData(experiments, runs, rows, axes, policies=policies)
     with tempfile.TemporaryDirectory() as tmp:
         for i, row in rows.iterrows():
             data.artifacts[row["run_id"]] = frame.suite_artifacts(row["artifact_uri"], row["label"], Path(tmp) / str(i))
@@ -86,8 +91,17 @@ def collect(store: Store, experiments: list[str], references: dict[str, str] | N
     return data
 
 
+def report_policy(spec: dict | None, target_effect: float | None = None) -> Policy:
+    """The spec's ``report.primary`` and ``report.equivalence_margin`` (defaults without a logged spec)."""
+    section = (spec or {}).get("report") or {}
+    primary = section.get("primary")
+    return Policy(tuple(primary) if primary is not None else None,
+                  {k: float(v) for k, v in (section.get("equivalence_margin") or {}).items()}, target_effect)
+
+
 def prompt_scores(data: ReportData) -> dict[tuple[str, str], dict[str, float]]:
-    """``(run_id, metric) -> {prompt id: value}`` for every eval metric a run's artifacts decompose."""
+    """``(run_id, metric) -> {prompt id: value}`` for every eval metric a run's artifacts decompose, and
+    ``(run_id, metric, "sampling") -> sampling variance`` where prompts have several samples."""
     out = {}
     metrics = outcome_metrics(data.rows)
     for _, row in data.rows.iterrows():
@@ -101,6 +115,9 @@ def prompt_scores(data: ReportData) -> dict[tuple[str, str], dict[str, float]]:
                 values = per_prompt_values(parts[1], parts[2], suite_arts, where)
                 if values is not None:
                     out[(row["run_id"], metric)] = values
+                    sampling = sampling_variance(parts[2], suite_arts)
+                    if sampling is not None:
+                        out[(row["run_id"], metric, "sampling")] = sampling
     return out
 
 
@@ -109,14 +126,22 @@ def experiment_tables(data: ReportData, exp: str, scores: dict, refs: dict, b: i
     finished = rows[rows["status"] == "FINISHED"]
     metrics = outcome_metrics(finished)
     trials = finished[finished["kind"] == "trial"]
-    tables = axis_tables(trials, data.axes[exp], metrics, scores, refs, b) if len(trials) else []
+    policy = data.policies.get(exp)
+    tables = axis_tables(trials, data.axes[exp], metrics, scores, refs, b, policy) if len(trials) else []
     models = finished[finished["kind"] == "model"]
     if len(models):
-        t = model_table(exp, models, metrics, scores, refs.get(MODEL_AXIS), b)
+        t = model_table(exp, models, metrics, scores, refs.get(MODEL_AXIS), b, policy=policy)
         tables += [t] if t else []
-    if "base" in set(finished["label"]):
-        evaluated = finished[finished["kind"].isin(["base", "trial", "stage"])]
-        t = model_table(exp, evaluated, metrics, scores, "base", b, axis=VS_BASE_AXIS)
+    bases = finished[finished["kind"] == "base"]
+    labels = dict(zip(bases.index, frame.differences(bases, frame.base_key)))
+    for i, base in bases.iterrows():
+        # each base is compared only with the runs evaluated as it was (same prompts, same decoding)
+        same = [frame.same_eval(r, base) for _, r in finished.iterrows()]
+        evaluated = finished[finished["kind"].isin(["trial", "stage"]) & pd.Series(same, index=finished.index)]
+        evaluated = pd.concat([finished.loc[[i]], evaluated])
+        fixed = labels[i] if len(bases) > 1 else {}
+        t = model_table(exp, evaluated, metrics, scores, base["label"], b, axis=VS_BASE_AXIS, fixed=fixed,
+                        policy=policy)
         tables += [t] if t else []
     return tables
 

@@ -26,6 +26,9 @@ from harness.errors import HarnessError
 from harness.run.tracking import Store, _param_value, _quiet_mlflow
 
 SEED_PARAM = "params.train.seed"
+# Params that say where or how fast a run went, not what it computed: never a reason to split a level.
+NOT_CONFIG = ("results_dir", "tracking.", "resources.", "report.", "judge.concurrency", "judge.max_retries",
+              "judge.timeout_s", "judge.api_key_env")
 LABEL_KEYS = ("tags.harness.generator", "tags.harness.model", "params.generator", "params.model")
 
 
@@ -72,6 +75,13 @@ def trial_config(trial_id: str) -> str:
     return match.group(1) if match else trial_id
 
 
+def base_config(row: pd.Series) -> str:
+    """What a ``base`` run's results depend on: the model and the eval settings (``model``, ``data.eval``,
+    ``eval.*`` params), as one string; a sweep with other training settings evaluates the same base."""
+    keys = sorted(k for k in row.index if isinstance(k, str) and base_key(k) and isinstance(row[k], str))
+    return "base|" + "|".join(f"{k}={row[k]}" for k in keys)
+
+
 def latest_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with one run per (experiment, trial configuration): the newest FINISHED one, else the newest.
 
@@ -79,10 +89,13 @@ def latest_trials(runs: pd.DataFrame) -> pd.DataFrame:
     whole axis, say) log the trials they share twice, with the same
     configuration hash and, through the caches, the same results; a report
     counts each trial once (``trial_config``), under the newer run's id.  Runs
-    nested under a dropped trial run (its stages) go with it.
+    nested under a dropped trial run (its stages) go with it.  ``base`` runs are
+    one per ``base_config``: a base evaluated on other prompts (``--set
+    eval.arith.limit=50``) is another row, not a replacement.
     """
     trial_id = column(runs, "tags.harness.trial_id")
-    config = trial_id.map(lambda t: trial_config(t) if isinstance(t, str) else None)
+    config = pd.Series([(base_config(r) if t == "base" else trial_config(t)) if isinstance(t, str) else None
+                        for t, (_, r) in zip(trial_id, runs.iterrows())], index=runs.index, dtype=object)
     trials = pd.DataFrame({"run_id": runs["run_id"], "experiment": runs["experiment"], "trial": config,
                            "finished": runs["status"] == "FINISHED", "start": runs["start_time"]})[trial_id.notna()]
     keep = (trials.sort_values(["finished", "start"], ascending=False)
@@ -122,10 +135,32 @@ def report_rows(runs: pd.DataFrame) -> pd.DataFrame:
     runs.loc[judge_only, "kind"] = "model"
     rows = runs[runs["kind"].notna()].copy()
     rows["label"] = [_label(r) for _, r in rows.iterrows()]
+    for _, bases in rows[rows["kind"] == "base"].groupby("experiment"):
+        if len(bases) > 1:
+            rows.loc[bases.index, "label"] = [
+                "base (" + ", ".join(f"{k}={v}" for k, v in d.items()) + ")" for d in differences(bases, base_key)]
     order = {"base": 0, "trial": 1, "stage": 1, "model": 1}
     rows["_order"] = rows["kind"].map(order)
     rows = rows.sort_values(["experiment", "_order", "label"]).drop(columns="_order")
     return rows.reset_index(drop=True)
+
+
+def base_key(col: str) -> bool:
+    """The params ``base_config`` reads."""
+    return col in ("params.model", "params.data.eval") or col.startswith("params.eval.")
+
+
+def differences(rows: pd.DataFrame, keep=lambda col: True) -> list[dict[str, str]]:
+    """Per row, ``{key: value}`` for each param (``keep(col)``) whose value is not the same in all ``rows``."""
+    cols = [c for c in rows.columns if c.startswith("params.") and keep(c) and rows[c].fillna("").nunique() > 1]
+    return [{c[len("params."):]: r[c] for c in cols} for _, r in rows.iterrows()]
+
+
+def same_eval(row: pd.Series, base: pd.Series) -> bool:
+    """Whether ``row`` was evaluated as ``base`` was: equal on every eval param both runs logged."""
+    cols = [c for c in base.index if isinstance(c, str) and c.startswith("params.") and base_key(c)
+            and isinstance(base[c], str) and isinstance(row.get(c), str)]
+    return all(row[c] == base[c] for c in cols)
 
 
 def _label(row: pd.Series) -> str:
@@ -183,6 +218,28 @@ def axes_and_levels(trials: pd.DataFrame, spec: dict | None) -> dict[str, list[s
         if len(present) > 1:
             out[col] = sorted(present, key=_numeric_key)
     return out
+
+
+def config_axes(trials: pd.DataFrame, axes: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Params that differ between trials sharing every level of ``axes``, seed aside: axis -> levels.
+
+    A level pools only runs whose configuration differs in the seed alone.  A
+    ``harness train --set stages.sft.train.max_steps=30`` (or a sweep with
+    ``--set train.max_steps=20``) into an experiment logs runs at the same
+    ablation levels but another configuration; each param in which they differ
+    becomes one more axis, so those runs are other rows of other tables (named
+    by what differs in the table title), never extra seeds of a level.
+    """
+    params = [c for c in trials.columns if c.startswith("params.") and c != SEED_PARAM and c not in axes
+              and not c[len("params."):].startswith(NOT_CONFIG)]
+    keys = list(axes)
+    groups = trials.groupby([trials[k].fillna("") for k in keys], dropna=False) if keys else [(None, trials)]
+    varying = set()
+    for _, group in groups:
+        for col in params:
+            if group[col].nunique() > 1:  # a run that did not log the param does not count as differing
+                varying.add(col)
+    return {col: sorted(set(trials[col].dropna()), key=_numeric_key) for col in sorted(varying)}
 
 
 def _numeric_key(value: str):

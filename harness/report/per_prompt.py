@@ -122,3 +122,24 @@ def reproduces(values: dict[str, float], logged: float) -> bool:
 def response_lengths(outputs: list[dict] | None) -> list[float]:
     """Every sample's ``num_tokens`` (for the length distribution plot); empty when not logged."""
     return [float(r["num_tokens"]) for r in outputs or [] if r.get("num_tokens") is not None]
+
+
+def sampling_variance(metric: str, artifacts: dict[str, list[dict]]) -> float | None:
+    """Mean over prompts of the variance of a prompt's value from its own n > 1 samples: s²_i / n_i.
+
+    Only for a metric whose per-prompt value is the mean of a judgments row's
+    ``scores`` list (pass_at_1, or a suite's primary metric); None otherwise or
+    with one sample per prompt.  It is the decoding (and judging) noise that
+    the residual variance component holds.
+    """
+    if not (metric == "pass_at_1" or metric.endswith("win_rate") or metric == "mean_score"):
+        return None
+    parts = []
+    for row in artifacts.get("judgments") or []:
+        scores = row.get("scores")
+        if not isinstance(scores, list) or len(scores) < 2:
+            return None
+        values = [float(v) for v in scores]
+        mean = math.fsum(values) / len(values)
+        parts.append(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+    return math.fsum(parts) / len(parts) if parts else None

@@ -17,17 +17,28 @@ WIN_RATES = ("eval/pairwise/win_rate", "eval/alpaca/win_rate", "eval/mtbench/win
 
 
 def method_statement(b: int = DEFAULT_B) -> str:
-    return ("How to read this: a level's value is the mean over its seeds; [low, high] is the 95% t-interval "
-            "over seeds (mean ± t(0.975, n-1)·s/√n), shown only with 2+ seeds. Each difference is level minus "
-            "the reference level. It is tested with a paired bootstrap over prompts when every run on both "
-            f"sides has per-prompt scores (judgments/ or outputs/ artifacts) that reproduce its logged metric. "
-            f"The bootstrap uses B={b}, seed {DEFAULT_SEED}, a percentile CI and a two-sided p from the shifted "
-            "null, and the per-prompt scores of a level are averaged over its seeds. Otherwise the test is "
-            "Welch's t-test over seeds, with Welch-Satterthwaite df, which needs 2+ seeds per level. "
-            "p (Holm) is Holm's step-down correction across all comparisons of the table.")
+    return (
+        "How to read this. A level's value is the mean over its seeds; [low, high] is the 95% t-interval over "
+        "seeds (mean ± t(0.975, n-1)·s/√n), shown with 2+ seeds; for a rate it is clipped to [0, 1] and marked †. "
+        "Only runs whose configuration differs in the seed alone are seeds of one level; runs that differ in "
+        "anything else are other tables, named in the title by what differs. Each difference is level minus "
+        "the reference level, on the prompts both levels share (a note says when that differs from the level "
+        "means), with per-prompt scores when every run has them (judgments/ or outputs/ artifacts that "
+        "reproduce its logged metric). With 2+ seeds per level and the same seeds on both sides: the seed-paired "
+        "t on the per-seed differences (S-1 df; it covers seed-to-seed variance, conditional on the prompts, "
+        "and with 2-5 seeds it is wide because it has only S-1 df, which is what those seeds support). With 2+ "
+        "seeds and different seeds: a crossed bootstrap that resamples prompts (shared by both levels) and, per "
+        f"level, seeds (B={b}, seed {DEFAULT_SEED}), studentized with Satterthwaite df. With one seed on a side: "
+        "a paired bootstrap over prompts (percentile CI, p from the paired t over prompts), conditional on the "
+        "trained checkpoint(s): seed-to-seed variance is not in it. Without per-prompt scores: Welch's t-test "
+        "over seeds (2+ seeds per level). No p-value has a bootstrap floor. Multiplicity: p (Holm) controls the "
+        "family-wise error rate at the table level over the primary family, the primary metrics (report.primary; "
+        "default each suite's headline metric) x the table's levels; every other comparison is secondary, with "
+        "p (BH), Benjamini-Hochberg's false discovery rate over the table's secondary comparisons. p (TOST) "
+        "tests equivalence within ±report.equivalence_margin (two one-sided tests with the same SE and df).")
 
 
-def blocks(data: ReportData, b: int = DEFAULT_B) -> list[Block]:
+def blocks(data: ReportData, b: int = DEFAULT_B, plan: bool = False) -> list[Block]:
     out = [Block("h1", "Report: " + ", ".join(data.experiments)), Block("p", method_statement(b)),
            Block("h2", "Runs"), Block("table", runs_table(data))]
     excluded = data.rows[data.rows["status"] != "FINISHED"]
@@ -36,7 +47,7 @@ def blocks(data: ReportData, b: int = DEFAULT_B) -> list[Block]:
         out.append(Block("p", "Not in the statistics (not finished): "
                          + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) + "."))
     for table in data.tables:
-        out += table_blocks(table)
+        out += table_blocks(table, plan)
     cost = cost_table(data)
     if len(cost):
         out += [Block("h2", "Cost"), Block("table", cost)]
@@ -72,24 +83,68 @@ def _with_se(value, se) -> str:
     return f"{fmt_number(value)} ± {fmt_number(se)}"
 
 
-def table_blocks(t: AxisTable) -> list[Block]:
+def table_blocks(t: AxisTable, plan: bool = False) -> list[Block]:
     out = [Block("h2", t.title), Block("p", f"Reference level: {t.reference}.")]
-    cells = t.cells.assign(value=[fmt_interval(m, lo, hi) for m, lo, hi in
-                                  zip(t.cells["mean"], t.cells["ci_low"], t.cells["ci_high"])])
+    marks = ["†" if isinstance(n, str) and n else "" for n in t.cells["ci_note"]]
+    cells = t.cells.assign(value=[fmt_interval(m, lo, hi) + mark for m, lo, hi, mark in
+                                  zip(t.cells["mean"], t.cells["ci_low"], t.cells["ci_high"], marks)])
     wide = cells.pivot(index="level", columns="metric", values="value").reindex(t.levels).dropna(how="all")
     n = cells.groupby("level")["n"].max().reindex(wide.index)
     wide.insert(0, "seeds", n.astype(int))
     out.append(Block("table", wide.reset_index().rename(columns={"level": t.axis}).fillna("")))
+    if any(marks):
+        out.append(Block("p", "† the t-interval over seeds left [0, 1] and is clipped to it (a rate cannot leave it)."))
     if len(t.comparisons):
-        c = t.comparisons
-        out.append(Block("p", f"Differences to {t.axis} = {t.reference} (95% CI); p adjusted by Holm "
-                              f"over the {c['p'].notna().sum()} tested comparisons of this table."))
+        out += _comparison_blocks(t)
+    if t.variance is not None and len(t.variance):
+        out.append(Block("p", "Where the noise comes from (variance of one run's per-prompt scores, method of "
+                              "moments): prompt, seed and residual (seed x prompt, including sampling) components; "
+                              "with one seed the prompt column holds all of it. Sampling: the mean over prompts of "
+                              "s²/n over a prompt's n > 1 samples (decoding noise; with one seed it is inside the "
+                              "prompt column)."))
+        v = t.variance
         out.append(Block("table", pd.DataFrame({
-            t.axis: c["level"], "metric": c["metric"],
-            "difference [95% CI]": [fmt_interval(d, lo, hi) for d, lo, hi in zip(c["diff"], c["ci_low"], c["ci_high"])],
-            "test": c["test"], "n": c["n"], "p": [fmt_p(p) for p in c["p"]],
-            "p (Holm)": [fmt_p(p) for p in c["p_holm"]]})))
+            t.axis: v["level"], "metric": v["metric"], "seeds": v["seeds"], "prompts": v["prompts"],
+            "prompt var": [fmt_number(x, 5) for x in v["prompt_var"]],
+            "seed var": [fmt_number(x, 5) for x in v["seed_var"]],
+            "residual var": [fmt_number(x, 5) for x in v["residual_var"]],
+            "of which sampling": [fmt_number(x, 5) for x in v["sampling_var"]]})))
+    if plan and t.plan is not None and len(t.plan):
+        p = t.plan
+        out.append(Block("p", "Power and planning (primary comparisons; normal approximation, two-sided α = 0.05, "
+                              "power 0.8, from the measured variance components): the minimum detectable effect "
+                              "with these seeds and prompts, and the prompts (at these seeds) or seeds (at these "
+                              "prompts) a target effect needs; inf: not reachable by that alone."))
+        out.append(Block("table", pd.DataFrame({
+            t.axis: p["level"], "metric": p["metric"], "seeds": p["seeds"], "prompts": p["prompts"],
+            "MDE (80% power)": [fmt_number(x) for x in p["mde"]],
+            "target effect": [fmt_number(x) for x in p["target_effect"]],
+            "prompts needed": [fmt_number(x) if math.isfinite(x) else "inf" for x in p["prompts_needed"]],
+            "seeds needed": [fmt_number(x) if math.isfinite(x) else "inf" for x in p["seeds_needed"]]})))
     return out
+
+
+def _comparison_blocks(t: AxisTable) -> list[Block]:
+    c = t.comparisons
+    primary = c[c["family"] == "primary"]
+    metrics = sorted(set(primary["metric"]))
+    text = (f"Differences to {t.axis} = {t.reference} (95% CI). p (Holm): family-wise error rate over the "
+            f"{primary['p'].notna().sum()} primary comparisons of this table ({', '.join(metrics) or 'none'} x levels); "
+            f"p (BH): false discovery rate over its {c.loc[c['family'] == 'secondary', 'p'].notna().sum()} "
+            "secondary comparisons.")
+    columns = {
+        t.axis: c["level"], "metric": c["metric"], "family": c["family"],
+        "difference [95% CI]": [fmt_interval(d, lo, hi) for d, lo, hi in zip(c["diff"], c["ci_low"], c["ci_high"])],
+        "test": c["test"], "n": c["n"], "p": [fmt_p(p) for p in c["p"]],
+        "p (Holm)": [fmt_p(p) if f == "primary" else "" for p, f in zip(c["p_holm"], c["family"])],
+        "p (BH)": [fmt_p(p) if f == "secondary" else "" for p, f in zip(c["p_bh"], c["family"])]}
+    if c["margin"].notna().any():
+        columns["p (TOST, ±margin)"] = [f"{fmt_p(p)} (±{fmt_number(m)})" if not math.isnan(m) else ""
+                                        for p, m in zip(c["p_tost"], c["margin"])]
+    notes = c["note"].fillna("")
+    if (notes != "").any():
+        columns["note"] = notes
+    return [Block("p", text), Block("table", pd.DataFrame(columns))]
 
 
 def cost_table(data: ReportData) -> pd.DataFrame:
@@ -163,12 +218,16 @@ def _pass_at_k(rows: pd.DataFrame, suite: str) -> dict[str, dict[int, float]]:
 
 
 def tidy_csv(data: ReportData) -> pd.DataFrame:
-    """Every level cell and comparison of every table, one row each (``row_type`` level|comparison)."""
+    """Every level cell and comparison of every table, one row each (``row_type`` level|comparison), and
+    each level's variance components (``variance``) and primary comparisons' planning (``plan``)."""
     frames = []
     for t in data.tables:
         info = {"experiment": t.experiment, "table": t.title, "axis": t.axis, "reference": t.reference}
         frames.append(t.cells.assign(row_type="level", **info))
         frames.append(t.comparisons.assign(row_type="comparison", **info))
+        for kind, extra in (("variance", t.variance), ("plan", t.plan)):
+            if extra is not None and len(extra):
+                frames.append(extra.assign(row_type=kind, **info))
     if not frames:
         return pd.DataFrame(columns=["experiment", "table", "axis", "reference", "row_type", "level", "metric"])
     front = ["experiment", "table", "axis", "reference", "row_type", "level", "metric"]

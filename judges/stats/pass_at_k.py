@@ -40,7 +40,9 @@ def mean_pass_at_k(per_item: Sequence[tuple[int, int]], k: int) -> tuple[float, 
         k: as in ``pass_at_k``; every item needs n >= k.
     Returns:
         (mean, standard_error) with standard_error = s / sqrt(m), s the sample
-        standard deviation (ddof = 1) of the m per-item estimates; 0.0 when m = 1.
+        standard deviation (ddof = 1) of the m per-item estimates; NaN when m = 1
+        (one item has no spread to estimate it from; until December 2026 this read 0.0,
+        a standard error of a certain value).
 
     This SE covers only the sampling of items (the items' own estimates are
     treated as fixed).  For n = k = 1 the estimates are 0/1 and it reduces to
@@ -53,6 +55,6 @@ def mean_pass_at_k(per_item: Sequence[tuple[int, int]], k: int) -> tuple[float, 
     m = len(values)
     mean = math.fsum(values) / m
     if m == 1:
-        return mean, 0.0
+        return mean, math.nan
     variance = math.fsum((v - mean) ** 2 for v in values) / (m - 1)
     return mean, math.sqrt(variance / m)

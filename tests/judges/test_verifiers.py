@@ -60,3 +60,14 @@ def test_check_answer(output, answer, correct):
 def test_check_answer_rejects_answer_without_number():
     with pytest.raises(ValueError, match="'abc'"):
         check_answer("3", "abc")
+
+
+@pytest.mark.parametrize("text,number", [("1e5", "100000"), ("the answer is 2.5E-3", "0.0025"), ("-1e-2", "-0.01"),
+                                         ("1,000e2", "100000"), ("3 eggs", "3"), ("7e", "7")])
+def test_scientific_notation_is_one_number(text, number):
+    """Until December 2026 "1e5" read as 5 (its exponent): the last number is the whole mantissa-and-exponent."""
+    assert extract_number(text) == number
+
+
+def test_exponent_alone_is_not_the_answer():
+    assert not check_answer("1e5", "5") and check_answer("1e5", 100000)

@@ -73,7 +73,8 @@ def build_store(root: Path) -> tuple[Store, dict]:
     exp_id = client.create_experiment("synth", artifact_location=(root / "artifacts" / "synth").as_uri())
     parent = client.create_run(exp_id, run_name="sweep-s1", tags={"harness.sweep_id": "s1", "harness.role": "sweep"})
     parent_id = parent.info.run_id
-    spec = {"name": "synth", "ablate": {"method.beta": [0.1, 0.5, 0.9]}, "seeds": SEEDS}
+    spec = {"name": "synth", "ablate": {"method.beta": [0.1, 0.5, 0.9]}, "seeds": SEEDS,
+            "report": {"equivalence_margin": {"eval/arith/response_length": 1.0}}}
     _log_jsonl(client, parent_id, [], "x/empty.jsonl")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "resolved_spec.yaml").write_text(yaml.safe_dump(spec))
@@ -100,6 +101,7 @@ def build_store(root: Path) -> tuple[Store, dict]:
             truth["pass"][(beta, seed)], truth["length"][(beta, seed)] = pass1, length
             truth["val"][(beta, seed)] = val
             truth["scores"][(beta, seed)] = {j["id"]: np.mean(j["scores"]) for j in judgments}
+            truth.setdefault("samples", {})[(beta, seed)] = [j["scores"] for j in judgments]
             truth.setdefault("lengths", {})[(beta, seed)] = {
                 f"q{i}": np.mean([o["num_tokens"] for o in outputs if o["id"] == f"q{i}"]) for i in range(N_PROMPTS)}
     base = _trial(client, exp_id, parent_id, "base", {"model": "toy://tiny"})
@@ -135,7 +137,7 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     store, truth = build_store(root)
     out = root / "out"
-    markdown = write_report(store, ["synth", "judge"], out, "all")
+    markdown = write_report(store, ["synth", "judge"], out, "all", plan=0.1)
     csv = pd.read_csv(out / "report.csv", dtype={"level": str})
     return {"store": store, "truth": truth, "out": out, "md": markdown, "csv": csv}
 
@@ -187,27 +189,26 @@ def _independent_bootstrap(d, b, seed):
 
 
 @pytest.mark.parametrize("metric,key", [("eval/arith/pass_at_1", "scores"), ("eval/arith/response_length", "lengths")])
-def test_paired_bootstrap_over_prompts(report, metric, key):
+def test_seed_paired_t_over_matched_seeds(report, metric, key):
+    """3 seeds on both sides, the same seeds: the t-test of the per-seed differences (scipy's ttest_rel)."""
     truth, csv = report["truth"], report["csv"]
     comps = _rows(csv, "method.beta", "comparison", metric)
     ids = [f"q{i}" for i in range(N_PROMPTS)]
 
-    def level(beta):
-        return np.array([np.mean([truth[key][(beta, s)][i] for s in SEEDS]) for i in ids])
+    def seed_means(beta):
+        return np.array([np.mean([truth[key][(beta, s)][i] for i in ids]) for s in SEEDS])
 
     for beta in ("0.5", "0.9"):
-        d = level(beta) - level("0.1")
-        observed, (low, high), p = _independent_bootstrap(d, B, seed=98765)
+        a, r = seed_means(beta), seed_means("0.1")
+        res = sps.ttest_rel(a, r)
+        ci = res.confidence_interval(0.95)
         row = comps.loc[beta]
-        assert row["test"] == f"paired bootstrap (B={B})" and row["n"] == N_PROMPTS
-        assert row["diff"] == pytest.approx(observed, rel=1e-9)
-        se = d.std(ddof=1) / math.sqrt(len(d))
-        assert row["ci_low"] == pytest.approx(low, abs=0.25 * se)
-        assert row["ci_high"] == pytest.approx(high, abs=0.25 * se)
-        # Monte Carlo error of a bootstrap p with B = 2000 is at most sqrt(.25/2000) ~ 0.011.
-        assert row["p"] == pytest.approx(p, abs=0.035)
+        assert row["test"] == "seed-paired t (3 seeds)" and row["n"] == N_PROMPTS
+        assert row["diff"] == pytest.approx((a - r).mean(), rel=1e-9)
+        assert row["p"] == pytest.approx(res.pvalue, rel=1e-9)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
     if metric.endswith("pass_at_1"):
-        assert comps.loc["0.5", "p"] < 0.01 < comps.loc["0.9", "p"]
+        assert comps.loc["0.5", "p"] < 0.05
 
 
 def _hand_holm(p):
@@ -219,24 +220,34 @@ def _hand_holm(p):
     return adjusted
 
 
-def test_holm_across_each_table(report):
+def test_holm_over_the_primary_family_and_bh_over_the_rest(report):
+    """Holm's family is the headline metric (arith: pass_at_1) x levels of a table; the rest get BH, labelled."""
     csv = report["csv"]
     comps = csv[csv["row_type"] == "comparison"]
     assert len(set(comps["table"])) >= 3
     for _, table in comps.groupby("table"):
-        tested = table.dropna(subset=["p"])
-        assert list(tested["p_holm"]) == pytest.approx(_hand_holm(list(tested["p"])), rel=1e-12)
+        primary = table[table["family"] == "primary"].dropna(subset=["p"])
+        assert list(primary["p_holm"]) == pytest.approx(_hand_holm(list(primary["p"])), rel=1e-12)
+        secondary = table[table["family"] == "secondary"].dropna(subset=["p"])
+        assert list(secondary["p_bh"]) == pytest.approx(list(sps.false_discovery_control(secondary["p"])), rel=1e-12)
+        assert secondary["p_holm"].isna().all() and primary["p_bh"].isna().all()
     beta = comps[comps["axis"] == "method.beta"]
-    assert len(beta) == 2 * 3  # two levels x three metrics, all in one Holm family
+    assert set(beta.loc[beta["family"] == "primary", "metric"]) == {"eval/arith/pass_at_1"}
+    assert (beta["family"] == "primary").sum() == 2  # two levels x one primary metric
+    assert set(comps[comps["axis"] == "model"]["family"]) == {"primary"}  # pairwise: win_rate is its headline
 
 
 def test_judge_only_models_and_base_comparison(report):
     truth, csv = report["truth"], report["csv"]
     row = _rows(csv, "model", "comparison", "eval/pairwise/win_rate", experiment="judge").loc["modelB"]
     d = truth["judge"]["modelB"] - truth["judge"]["modelA"]
-    observed, _, p = _independent_bootstrap(d, B, seed=4242)
+    observed, (low, high), _ = _independent_bootstrap(d, B, seed=4242)
     assert row["reference"] == "modelA" and row["diff"] == pytest.approx(observed)
-    assert row["p"] == pytest.approx(p, abs=0.035)
+    assert row["test"] == f"paired bootstrap (B={B})" and "conditional on the trained checkpoint" in row["note"]
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, abs=0.25 * se), pytest.approx(high, abs=0.25 * se))
+    # p: the paired t over prompts, no 1/(B+1) floor
+    assert row["p"] == pytest.approx(sps.ttest_rel(truth["judge"]["modelB"], truth["judge"]["modelA"]).pvalue, rel=1e-9)
     vs_base = _rows(csv, "run (vs base)", "comparison", "eval/arith/pass_at_1").loc["beta0.5-seed1"]
     d = np.array([truth["scores"][("0.5", 1)][f"q{i}"] - truth["base_scores"][f"q{i}"] for i in range(N_PROMPTS)])
     assert vs_base["diff"] == pytest.approx(d.mean())
@@ -282,6 +293,10 @@ def test_cli_reference_and_bad_reference(tmp_path, capsys):
     beta = csv[(csv["axis"] == "method.beta") & (csv["row_type"] == "comparison")]
     assert set(beta["reference"]) == {"0.5"} and set(beta["level"]) == {"0.1", "0.9"}
     assert "| method.beta" in capsys.readouterr().out
+    assert main(args + ["--plan", "0.05"]) == 0
+    plan = pd.read_csv(tmp_path / "o" / "report.csv", dtype={"level": str}).query("row_type == 'plan'")
+    assert len(plan) and (plan["target_effect"] == 0.05).all() and plan["prompts_needed"].notna().all()
+    assert "Power and planning" in capsys.readouterr().out
     assert main(args + ["--reference", "method.beta=0.7"]) == 2
     assert "no such level" in capsys.readouterr().err
     assert main(args + ["--reference", "lora.rank=8"]) == 2
@@ -313,3 +328,33 @@ def test_judge_metric_figures_are_drawn(tmp_path):
     page = (out / "report.html").read_text()
     for name in ("frontier-win_rate-kl", "alpaca-raw-vs-lc", "pass_at_k-arith"):
         assert f'<figure id="{name}">' in page
+
+
+def test_tost_against_scipy_and_the_report_says_what_it_controls(report):
+    """report.equivalence_margin {response_length: 1.0}: TOST = max of scipy's one-sided t-tests of the per-seed
+    differences against -1 (greater) and +1 (less); the markdown names the error rates and their families."""
+    truth, csv, md = report["truth"], report["csv"], report["md"]
+    comps = _rows(csv, "method.beta", "comparison", "eval/arith/response_length")
+    ids = [f"q{i}" for i in range(N_PROMPTS)]
+    for beta in ("0.5", "0.9"):
+        d = np.array([np.mean([truth["lengths"][(beta, s)][i] - truth["lengths"][("0.1", s)][i] for i in ids])
+                      for s in SEEDS])
+        expected = max(sps.ttest_1samp(d, -1.0, alternative="greater").pvalue,
+                       sps.ttest_1samp(d, 1.0, alternative="less").pvalue)
+        assert comps.loc[beta, "p_tost"] == pytest.approx(expected, rel=1e-9)
+    assert comps["margin"].eq(1.0).all() and "p (TOST, ±margin)" in md
+    assert "family-wise error rate over the 2 primary comparisons" in md and "false discovery rate" in md
+    assert "Where the noise comes from" in md and "Power and planning" in md
+    plan = csv[(csv["row_type"] == "plan") & (csv["axis"] == "method.beta")]
+    assert set(plan["metric"]) == {"eval/arith/pass_at_1"} and (plan["target_effect"] == 0.1).all()
+
+
+def test_sampling_component_from_the_samples_of_each_prompt(report):
+    """Each arith prompt has 4 samples: sampling var = mean over prompts of s²/4 (ddof 1), averaged over seeds."""
+    csv, truth = report["csv"], report["truth"]
+    v = csv[(csv["row_type"] == "variance") & (csv["axis"] == "method.beta")
+            & (csv["metric"] == "eval/arith/pass_at_1")].set_index("level")
+    for beta in BETAS:
+        per_seed = [np.mean([np.var(s, ddof=1) / 4 for s in truth["samples"][(beta, seed)]]) for seed in SEEDS]
+        assert v.loc[beta, "sampling_var"] == pytest.approx(np.mean(per_seed), rel=1e-9)
+    assert _rows(csv, "method.beta", "variance", "eval/arith/response_length")["sampling_var"].isna().all()

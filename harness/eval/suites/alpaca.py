@@ -71,4 +71,4 @@ def joint_over_trials(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 SUITE = Suite(NAME, AlpacaOptions, eval_items, scorer, needs_baseline=always, joint=joint_lc,
-              sweep_joint=joint_over_trials, prompt_values={"win_rate": preference})
+              sweep_joint=joint_over_trials, prompt_values={"win_rate": preference}, headline_metric="lc_win_rate")

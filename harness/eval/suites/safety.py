@@ -72,4 +72,5 @@ def check(options: dict, items: list[dict]) -> None:
 
 
 SUITE = Suite(NAME, SafetyOptions, items, scorer, needs_judge=needs_judge, ground_truth=True, check=check,
-              prompt_values={"refusal_rate": refused("harmful"), "over_refusal_rate": refused("benign")})
+              prompt_values={"refusal_rate": refused("harmful"), "over_refusal_rate": refused("benign")},
+              headline_metric="refusal_rate")

@@ -62,6 +62,7 @@ def test_mean_pass_at_1_single_sample_is_binomial_se():
 
 
 def test_mean_pass_at_k_single_item_and_empty():
-    assert mean_pass_at_k([(8, 2)], 1) == (pytest.approx(0.25), 0.0)
+    mean, se = mean_pass_at_k([(8, 2)], 1)
+    assert mean == pytest.approx(0.25) and math.isnan(se)  # one item: the SE is undefined, not 0
     with pytest.raises(ValueError, match="at least one"):
         mean_pass_at_k([], 1)
