@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compare trials: per-axis tables with CIs, tests and plots")
     p.add_argument("experiments", nargs="+")
     p.add_argument("--out", default=None, help="directory for report files (default results/reports/NAME)")
-    p.add_argument("--format", choices=["md", "html", "csv", "all"], default="md")
+    p.add_argument("--format", choices=["md", "html", "csv", "md+html", "all"], default="md+html",
+                   help="which files to write (default md+html; all adds report.csv and runs.csv)")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--reference", action="append", default=[], metavar="AXIS=LEVEL")
     p.add_argument("--plan", nargs="?", type=float, const=0.0, default=None, metavar="EFFECT",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.console import say
 from harness.report.collect import collect, parse_references
 from harness.report.frame import client_for, parent_runs
 from harness.report.render import figures, to_html, to_markdown
@@ -17,7 +18,8 @@ from harness.report.sections import blocks, runs_table, tidy_csv
 from harness.report.stats import DEFAULT_B
 from harness.run.tracking import Store, resolve_store
 
-FORMATS = {"md": ("md",), "html": ("html",), "csv": ("csv",), "all": ("md", "html", "csv")}
+FORMATS = {"md": ("md",), "html": ("html",), "csv": ("csv",), "md+html": ("md", "html"), "all": ("md", "html", "csv")}
+DEFAULT_FORMAT = "md+html"
 ARTIFACT_DIR = "report"
 
 
@@ -53,7 +55,7 @@ def write_report(store: Store, experiments: list[str], out_dir: Path, fmt: str =
         written.append(out_dir / "report.csv")
         tidy_csv(data).to_csv(written[-1], index=False)
         written.append(out_dir / "runs.csv")
-        runs_table(data).to_csv(written[-1], index=False)
+        runs_table(data, numeric=True).to_csv(written[-1], index=False)
     if log_artifacts:
         _log_to_parents(store, data, out_dir, written)
     return markdown
@@ -74,4 +76,6 @@ def command(args) -> int:
     out = Path(args.out) if args.out else Path(args.results_dir) / "reports" / "-".join(args.experiments)
     print(write_report(store, args.experiments, out, args.format, args.reference,
                        plan=getattr(args, "plan", None)), end="")
+    names = {"md": "report.md (+ plots/)", "html": "report.html", "csv": "report.csv, runs.csv"}
+    say(f"report written to {out.resolve()}: {', '.join(names[k] for k in FORMATS[args.format])}")
     return 0

@@ -13,6 +13,8 @@ left alone).  Each report row is one of
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import os
 import re
@@ -47,7 +49,10 @@ def runs_frame(client, experiments: list[str]) -> pd.DataFrame:
     for name in experiments:
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            raise HarnessError(f"experiment {name!r} not found in {client.tracking_uri}")
+            names = [e.name for e in client.search_experiments() if e.name != "Default"]
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (experiments: {', '.join(names) or 'none'})"
+            raise HarnessError(f"experiment {name!r} not found in {client.tracking_uri}{hint}")
         for run in client.search_runs([exp.experiment_id], max_results=50_000):
             info = run.info
             record = {"experiment": name, "run_id": info.run_id, "run_name": info.run_name,

@@ -58,8 +58,11 @@ def blocks(data: ReportData, b: int = DEFAULT_B, plan: bool = False) -> list[Blo
     return out
 
 
-def runs_table(data: ReportData) -> pd.DataFrame:
-    """One row per report row: status, its axis levels, seed, and final metrics (``± se`` where logged)."""
+def runs_table(data: ReportData, numeric: bool = False) -> pd.DataFrame:
+    """One row per report row: status, its axis levels, seed, and final metrics (``± se`` where logged).
+
+    ``numeric`` (runs.csv): each metric a number, its standard error in a ``<metric>_se`` column beside it.
+    """
     rows = data.rows
     out = pd.DataFrame({"run": rows["label"], "kind": rows["kind"], "status": rows["status"]})
     if len(data.experiments) > 1:
@@ -70,6 +73,11 @@ def runs_table(data: ReportData) -> pd.DataFrame:
         out[name] = rows[col].where(rows["kind"] == "trial", "").fillna("")
     for metric in outcome_metrics(rows, counts=True):
         se = rows.get(f"metrics.{metric}_se")
+        if numeric:
+            out[metric] = pd.to_numeric(rows[f"metrics.{metric}"], errors="coerce").to_numpy()
+            if se is not None:
+                out[f"{metric}_se"] = pd.to_numeric(se, errors="coerce").to_numpy()
+            continue
         out[metric] = [_with_se(v, None if se is None else se.iloc[i]) for i, v in enumerate(rows[f"metrics.{metric}"])]
     errors = rows.get("tags.harness.error")
     if errors is not None and errors.notna().any():

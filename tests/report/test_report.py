@@ -303,6 +303,24 @@ def test_cli_reference_and_bad_reference(tmp_path, capsys):
     assert "not an ablation axis" in capsys.readouterr().err
     assert main(["report", "nope", "--tracking-uri", store.tracking_uri]) == 2
     assert "experiment 'nope' not found" in capsys.readouterr().err
+    assert main(["report", "synt", "--tracking-uri", store.tracking_uri, "--out", str(tmp_path / "o2")]) == 2
+    assert "experiment 'synt' not found" in (err := capsys.readouterr().err) and "did you mean 'synth'?" in err
+
+
+def test_default_format_writes_markdown_and_html_and_says_where(tmp_path, capsys):
+    store, _ = build_store(tmp_path)
+    out = tmp_path / "o"
+    assert main(["report", "synth", "--tracking-uri", store.tracking_uri, "--out", str(out)]) == 0
+    assert (out / "report.md").is_file() and (out / "report.html").is_file() and not (out / "report.csv").exists()
+    assert f"report written to {out.resolve()}: report.md (+ plots/), report.html" in capsys.readouterr().err
+
+
+def test_runs_csv_holds_numbers_with_standard_errors_beside_them(report):
+    runs = pd.read_csv(report["out"] / "runs.csv")
+    assert runs["eval/arith/pass_at_1"].dtype == float
+    assert not runs["eval/arith/pass_at_1"].astype(str).str.contains("±").any()
+    trial = runs[runs["run"] == "beta0.1-seed0"].iloc[0]
+    assert trial["eval/arith/pass_at_1"] == pytest.approx(report["truth"]["pass"][("0.1", 0)])
 
 
 def test_judge_metric_figures_are_drawn(tmp_path):
