@@ -54,22 +54,25 @@ def test_grad_accum_matches_one_big_batch_sft(micro, normalization):
     """batch_size b x grad_accum k must give the same update as batch_size k*b (DESIGN.md).
 
     Response lengths differ between examples, so a per-micro-batch token mean
-    would give a different update; only step-wide normalization matches.
+    would give a different update; only step-wide normalization matches.  The
+    micro-batches are uneven (3, 3, 2), so for ``sequence`` a per-micro-batch mean
+    averaged over micro-batches would weight the last two examples 1/6 instead of 1/8.
     """
     path, tok = micro
     examples = _examples(tok, "toy://arith-sft", "sft", 8)
     assert len({len(e.response_ids) for e in examples}) > 1
     params = {**METHODS["sft"].params, "loss_normalization": normalization}
-    _assert_same_update(path, tok, "sft", params, examples, (8, 1), (2, 4))
+    _assert_same_update(path, tok, "sft", params, examples, (8, 1), (3, 3))
 
 
 def test_grad_accum_matches_one_big_batch_dpo(micro):
+    """8 pairs as one batch and as uneven micro-batches of 3, 3 and 2 give the same update."""
     path, tok = micro
-    examples = _examples(tok, "toy://arith-pairs", "pairs", 6)
+    examples = _examples(tok, "toy://arith-pairs", "pairs", 8)
     ref = torch.randn(len(examples), 4, dtype=torch.float64).abs().neg()
     ref[:, 1] = torch.tensor([len(e.chosen_ids) for e in examples], dtype=torch.float64)
     ref[:, 3] = torch.tensor([len(e.rejected_ids) for e in examples], dtype=torch.float64)
-    _assert_same_update(path, tok, "dpo", dict(METHODS["dpo"].params), examples, (6, 1), (3, 2), ref)
+    _assert_same_update(path, tok, "dpo", dict(METHODS["dpo"].params), examples, (8, 1), (3, 3), ref)
 
 
 def _independent_mean_nll(model, examples) -> float:
