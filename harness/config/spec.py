@@ -143,6 +143,8 @@ class JudgeSpec(_Model):
     max_retries: NonNegInt = 4
     timeout_s: PosFloat = 60.0
     temperature: NonNegFloat = 0.0
+    # A suite whose judge requests fail more often than this (or all of them) is an error, not a result.
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
 class TrackingSpec(_Model):
