@@ -124,7 +124,12 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
     if found and found.info.status == "FINISHED" and not ctx.force:
         ctx.echo(f"skip {trial.id} (finished run {found.info.run_id})")
         return SKIPPED
-    if found:
+    # A trial trained in its own run (no stages:) that trains again would log steps 1.. over the old ones.
+    fresh = (found is not None and not isinstance(trial, _BaseTrial) and not trial.spec.stages
+             and _retrains(ctx, _stage_keys(ctx, trial)[-1], found))
+    if fresh:
+        ctx.tracker.client.delete_run(found.info.run_id)
+    if found and not fresh:
         run_id = found.info.run_id
         ctx.tracker.set_status(run_id, "RUNNING")
     else:
@@ -149,7 +154,7 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
         ctx.tracker.set_status(run_id, "FAILED")
         ctx.echo(f"FAILED {trial.id}: {message}")
         return message
-    if found and "harness.error" in found.data.tags:
+    if found and not fresh and "harness.error" in found.data.tags:
         ctx.tracker.client.delete_tag(run_id, "harness.error")  # the resumed trial succeeded
     ctx.tracker.set_status(run_id, "FINISHED")
     return None
@@ -174,10 +179,10 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     key = model_identity(path)
     multi = bool(trial.spec.stages)
     model = tokenizer = None
-    for i, stage in enumerate(trial.stages):
+    for i, (stage, stage_id) in enumerate(zip(trial.stages, _stage_keys(ctx, trial))):
         last = i == len(trial.stages) - 1
-        run_id = _stage_run(ctx, trial_run, trial, stage) if multi else trial_run
-        input_key, key = key, stage_key(stage, key, data_fingerprint(stage))
+        run_id = _stage_run(ctx, trial_run, trial, stage, stage_id) if multi else trial_run
+        input_key, key = key, stage_id
         persist = not (last and stage.train.save == "none")
         model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
         if persist:
@@ -190,6 +195,22 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
     # Not saved (train.save: none): no checkpoint, only the trained model in memory.
     _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path if persist else None, model, tokenizer, trial)
+
+
+def _stage_keys(ctx: SweepContext, trial: Trial) -> list[str]:
+    """Each stage's cache key, in order: a hash of its config, its input model's key and its data."""
+    key, keys = model_identity(resolve_model_path(trial.spec.model, ctx.cache_dir)), []
+    for stage in trial.stages:
+        key = stage_key(stage, key, data_fingerprint(stage))
+        keys.append(key)
+    return keys
+
+
+def _retrains(ctx: SweepContext, key: str, run) -> bool:
+    """Whether the stage ``key`` trains again (forced, or not cached) into ``run``, which already holds
+    training metrics: then a fresh run takes its place, so that every metric history is one series."""
+    trains = ctx.force or ctx.stages.meta(key) is None
+    return trains and any(k.startswith("train/") for k in run.data.metrics)
 
 
 def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str, input_key: str, key: str,
@@ -262,9 +283,13 @@ def _find_trial_run(ctx: SweepContext, trial_id: str):
                                                     "harness.sweep_id": ctx.sweep_id})
 
 
-def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage) -> str:
-    """The nested run of one stage, reused when the trial resumes."""
+def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage, key: str) -> str:
+    """The nested run of one stage, reused when the trial resumes, unless the stage (cache key ``key``)
+    trains again over logged training metrics (``_retrains``): then the old run is deleted and a fresh one made."""
     found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
+    if found and _retrains(ctx, key, found):
+        ctx.tracker.client.delete_run(found.info.run_id)
+        found = None
     if found:
         ctx.tracker.set_status(found.info.run_id, "RUNNING")
         return found.info.run_id

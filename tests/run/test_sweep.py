@@ -260,3 +260,52 @@ def test_missing_model_fails_before_training(tmp_path, capsys, model, needle):
     spec = write_spec(tmp_path, model=model)
     assert main(["sweep", str(spec)]) == 2
     assert needle in capsys.readouterr().err
+
+
+def _histories(tmp_path: Path, key: str = "train/loss") -> dict[str, list[int]]:
+    """Active run name -> the steps of its ``key`` history, in logged order (get_metric_history)."""
+    client, found = runs(tmp_path)
+    return {r.info.run_name: [m.step for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                                       key=lambda m: m.timestamp)]
+            for r in found if key in r.data.metrics}
+
+
+def _interrupt_after(monkeypatch, stop_step: int):
+    """Ctrl-C (KeyboardInterrupt) inside the first trained stage, right after it logged step ``stop_step``."""
+    from harness.run import sweep
+
+    real = sweep.train_stage
+
+    def interrupted(stage, path, input_key, cache_dir, log, *args, **kwargs):
+        def log_then_stop(metrics, step):
+            log(metrics, step)
+            if step == stop_step:
+                raise KeyboardInterrupt
+
+        return real(stage, path, input_key, cache_dir, log_then_stop, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_stage", interrupted)
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["one-stage", "stages"])
+def test_rerun_and_force_keep_one_monotone_metric_history(tmp_path, monkeypatch, staged):
+    """Interrupted at step 2 of 4, resumed, then forced: each active run's train/loss history is 1, 2, 3, 4
+    once (issue 17 item 7), and no run is duplicated: a retrained stage's old run is replaced, not reused."""
+    train = {"batch_size": 4, "max_length": 64, "max_steps": 4, "log_every": 1, "lr": 1e-3}
+    sft = {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}, "train": train}
+    layout = {"stages": [sft]} if staged else {"stages": None, "method": sft["method"], "train": train,
+                                                 "data": {"train": "toy://arith-sft", "fraction": 0.01}}
+    spec = write_spec(tmp_path, ablate={}, eval={"suites": []}, **layout)
+    _interrupt_after(monkeypatch, 2)
+    assert main(["sweep", str(spec)]) == 130
+    assert list(_histories(tmp_path).values()) == [[1, 2]]
+    monkeypatch.undo()
+    n_runs = len(runs(tmp_path)[1])
+    for extra in ([], ["--force"]):
+        assert main(["sweep", str(spec), *extra]) == 0
+        histories = _histories(tmp_path)
+        assert list(histories.values()) == [[1, 2, 3, 4]], histories
+        assert len(runs(tmp_path)[1]) == n_runs
+        _, found = runs(tmp_path)
+        trials = [r for r in found if "harness.trial_id" in r.data.tags]
+        assert len(trials) == 1 and trials[0].info.status == "FINISHED"
