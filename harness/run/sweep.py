@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from harness.cache import digest
 from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
-from harness.errors import HarnessError
+from harness.errors import HarnessError, NonFiniteError
 from harness.eval.suite import Suite
 from harness.eval.suites import SUITES
 from harness.methods.registry import METHODS
@@ -184,7 +184,12 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
         run_id = _stage_run(ctx, trial_run, trial, stage, stage_id) if multi else trial_run
         input_key, key = key, stage_id
         persist = not (last and stage.train.save == "none")
-        model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+        try:
+            model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+        except Exception:
+            if multi:  # the stage's own run says so too, not only the trial's
+                ctx.tracker.set_status(run_id, "FAILED")
+            raise
         if persist:
             path = str(ctx.stages.model_dir(key))
         if multi and not last and stage.eval.after == "every_stage":
@@ -230,10 +235,13 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
     if METHODS[stage.method.name].kl_estimator:
         ctx.tracker.set_tags(run_id, {"harness.kl_estimator": METHODS[stage.method.name].kl_estimator})
     ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
-    model, tokenizer, result = train_stage(
-        stage, path, input_key, ctx.cache_dir,
-        lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
-        log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+    try:
+        model, tokenizer, result = train_stage(
+            stage, path, input_key, ctx.cache_dir,
+            lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
+            log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"stage {stage.name} ({stage.method.name}): {exc}") from exc
     model = merged(model, path)  # path: the stage's input (a QLoRA adapter merges into it unquantized)
     if persist:
         save_checkpoint(model, tokenizer, ctx.stages.model_dir(key))

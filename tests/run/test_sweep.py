@@ -309,3 +309,40 @@ def test_rerun_and_force_keep_one_monotone_metric_history(tmp_path, monkeypatch,
         _, found = runs(tmp_path)
         trials = [r for r in found if "harness.trial_id" in r.data.tags]
         assert len(trials) == 1 and trials[0].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["one-stage", "stages"])
+def test_non_finite_loss_fails_the_trial_naming_stage_and_step(tmp_path, monkeypatch, capsys, staged):
+    """A NaN from the model's forward at step 2 (fault campaign, NaN and inf): the trial is FAILED with
+    the stage and step named, nothing is cached, no run is left RUNNING, and a clean re-run finishes
+    with one monotone history."""
+    from harness.train import loop
+
+    train = {"batch_size": 4, "max_length": 64, "max_steps": 3, "log_every": 1, "lr": 1e-3}
+    sft = {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}, "train": train}
+    layout = {"stages": [sft]} if staged else {"stages": None, "method": sft["method"], "train": train,
+                                                 "data": {"train": "toy://arith-sft", "fraction": 0.01}}
+    spec = write_spec(tmp_path, ablate={}, eval={"suites": []}, **layout)
+    real, calls = loop.forward_method, []
+
+    def poisoned(*args, **kwargs):
+        numerators, metrics, tokens = real(*args, **kwargs)
+        calls.append(1)
+        return (numerators * float("nan") if len(calls) == 2 else numerators), metrics, tokens
+
+    monkeypatch.setattr(loop, "forward_method", poisoned)
+    assert main(["sweep", str(spec)]) == 1
+    err = capsys.readouterr().err
+    name = "sft" if staged else "main"  # a spec without stages: trains one stage named main
+    assert f"stage {name} (sft): non-finite loss (nan) at step 2 of 3" in err, err[-600:]
+    client, found = runs(tmp_path)
+    assert {r.info.status for r in found} == {"FAILED"}  # parent, trial and (with stages) the stage's run
+    trial = next(r for r in found if "harness.trial_id" in r.data.tags)
+    assert "at step 2 of 3" in trial.data.tags["harness.error"]
+    assert not list((tmp_path / "results" / "cache").rglob("meta.json"))  # no stage cache entry was completed
+    assert list(_histories(tmp_path).values()) == [[1]]  # step 2 was never logged, nor applied
+
+    monkeypatch.undo()
+    assert main(["sweep", str(spec)]) == 0
+    assert list(_histories(tmp_path).values()) == [[1, 2, 3]]
+    assert {r.info.status for r in runs(tmp_path)[1]} == {"FINISHED"}

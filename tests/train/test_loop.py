@@ -233,3 +233,21 @@ def test_step_denominator_by_hand():
     pairs = [[EncodedPair([1], [2, 3], [4])] * 3]
     assert step_denominator(METHODS["dpo"], dict(METHODS["dpo"].params), pairs) == 3.0
     assert step_denominator(sft, sft_params, [[Encoded([1], [])]]) == 1.0
+
+
+def test_non_finite_gradient_stops_before_the_update(micro):
+    """A finite loss with an infinite gradient stops at step 1, naming it, and leaves the weights as they were."""
+    from harness.errors import NonFiniteError
+
+    path, tok = micro
+    examples = _examples(tok, "toy://arith-sft", "sft", 4)
+    model = load_model(path, torch.float64)
+    before = [p.detach().clone() for p in model.parameters()]
+    next(model.parameters()).register_hook(lambda g: g * float("inf"))
+    cfg = TrainConfig(lr=1e-2, batch_size=4, grad_accum=1, max_steps=2, shuffle=False, scheduler="constant",
+                      warmup_ratio=0.0, max_grad_norm=1.0)
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient norm \((inf|nan)\) at step 1 of 2"):
+        train(model, METHODS["sft"], dict(METHODS["sft"].params),
+              ExampleSet(examples, tok.pad_token_id), cfg, Callbacks(progress=False))
+    for a, b in zip(before, model.parameters()):
+        assert torch.equal(a, b)
