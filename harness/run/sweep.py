@@ -68,6 +68,9 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
         for suite in swept_suites(work):
             if suite.sweep_joint is not None:
                 joint_metrics(ctx, suite)
+    except KeyboardInterrupt:
+        ctx.tracker.set_status(parent, "KILLED")
+        raise
     finally:
         ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
@@ -147,6 +150,11 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
             _evaluate_base(ctx, run_id, trial.spec)
         else:
             _run_stages(ctx, run_id, trial)
+    except KeyboardInterrupt:  # Ctrl-C: mark the run so that the next sweep resumes it, then stop
+        ctx.tracker.set_tags(run_id, {"harness.error": "interrupted (Ctrl-C)"})
+        ctx.tracker.set_status(run_id, "KILLED")
+        ctx.echo(f"interrupted {trial.id}: run {run_id} marked KILLED; the next sweep resumes it")
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure marks the trial FAILED and the sweep goes on
         message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
         ctx.tracker.set_tags(run_id, {"harness.error": message[:5000]})
@@ -186,9 +194,9 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
         persist = not (last and stage.train.save == "none")
         try:
             model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
-        except Exception:
+        except BaseException as exc:
             if multi:  # the stage's own run says so too, not only the trial's
-                ctx.tracker.set_status(run_id, "FAILED")
+                ctx.tracker.set_status(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         if persist:
             path = str(ctx.stages.model_dir(key))
