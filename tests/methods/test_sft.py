@@ -12,7 +12,6 @@ from harness.methods import (
     iw_sft_loss,
     off_target_probs,
     self_normalized_weights,
-    sft_loss,
     target_mask,
     token_logps,
 )

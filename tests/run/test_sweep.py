@@ -335,7 +335,7 @@ def test_non_finite_loss_fails_the_trial_naming_stage_and_step(tmp_path, monkeyp
     err = capsys.readouterr().err
     name = "sft" if staged else "main"  # a spec without stages: trains one stage named main
     assert f"stage {name} (sft): non-finite loss (nan) at step 2 of 3" in err, err[-600:]
-    client, found = runs(tmp_path)
+    _, found = runs(tmp_path)
     assert {r.info.status for r in found} == {"FAILED"}  # parent, trial and (with stages) the stage's run
     trial = next(r for r in found if "harness.trial_id" in r.data.tags)
     assert "at step 2 of 3" in trial.data.tags["harness.error"]
