@@ -122,6 +122,7 @@ def test_sigkill_anywhere_then_rerun_to_the_same_result(tmp_path):
 
         rng = random.Random(17)
         tried = survived = repeats = 0
+        phases = []  # the last line the sweep printed before each kill
         for round_ in range(KILL_POINTS):
             judge.answered.clear()
             work = tmp_path / f"round{round_}"
@@ -137,6 +138,7 @@ def test_sigkill_anywhere_then_rerun_to_the_same_result(tmp_path):
                 assert code == 0, "\n".join(sweep.lines)
                 continue
             tried += 1
+            phases.append(sweep.lines[-1].strip()[:40] if sweep.lines else "(before any output)")
             check_caches(work)
             before = {t: s for t, s in trial_state(work).items() if s[1] == "FINISHED"}  # raises on duplicates
             again = Sweep(spec, work)
@@ -148,6 +150,6 @@ def test_sigkill_anywhere_then_rerun_to_the_same_result(tmp_path):
             repeats += sum(max(0, n - reference_calls[k]) for k, n in judge.answered.items())
             survived += 1
         print(f"kill -9 campaign: {tried} kill points tried, {survived} survived; {repeats} judge replies "
-              f"repeated beyond the uninterrupted run's; uninterrupted run {full_s:.1f}s")
+              f"repeated beyond the uninterrupted run's; uninterrupted run {full_s:.1f}s; killed after: {phases}")
         assert tried >= 1
         assert repeats <= 8 * tried  # at most the replies in flight (judge.concurrency 8) when a kill landed
