@@ -9,6 +9,7 @@ so nothing lands in ``./mlruns``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -82,6 +83,34 @@ def _whole(write):
     return whole
 
 
+def _create_sqlite_whole(uri: str) -> None:
+    """Create a new sqlite store's tables in a temporary file, then link it into place.
+
+    MLflow migrates a new store in many steps; a process killed in between left a file
+    that every later open failed on ("table _alembic_tmp_experiments already exists").
+    ``os.link`` fails if the store appeared meanwhile (another process made it): that one is kept.
+    """
+    from mlflow.store.db.utils import _initialize_tables
+    from sqlalchemy import create_engine
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not uri.startswith("sqlite:///") or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".mlflow-new-", suffix=".db", delete=False) as f:
+        tmp = Path(f.name)
+    try:
+        engine = create_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Tracker:
     """The run-tree operations harness needs, on an explicit ``MlflowClient``; writes are whole (``_whole``)."""
 
@@ -90,6 +119,7 @@ class Tracker:
 
         _quiet_mlflow()  # after the import, which sets mlflow's own log level
 
+        _create_sqlite_whole(store.tracking_uri)
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)
 
