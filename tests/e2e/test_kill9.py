@@ -115,6 +115,7 @@ def test_sigkill_anywhere_then_rerun_to_the_same_result(tmp_path):
         ref = Sweep(write_spec(ref_dir, server.base_url), ref_dir)
         assert ref.finish(600) == 0, "\n".join(ref.lines)
         full_s = time.monotonic() - started
+        first_output_s = ref.times[0] - started  # imports and startup: kills before it are all alike
         expected = final_metrics(ref_dir)
         assert len(expected) == 2 and all(m.get("eval/pairwise/n") == 3 for m in expected.values()), expected
 
@@ -129,8 +130,11 @@ def test_sigkill_anywhere_then_rerun_to_the_same_result(tmp_path):
             work.mkdir()
             spec = write_spec(work, server.base_url)
             sweep = Sweep(spec, work)
-            try:  # one kill at a seeded moment of the run: startup, training, saving, generation, judging
-                sweep.proc.wait(timeout=rng.uniform(0.5, full_s))
+            # One kill at a seeded moment: every 4th round during startup, the others after the first output
+            # (training, saving, generation, judging, MLflow and cache writes).
+            try:
+                delay = rng.uniform(0.5, first_output_s) if round_ % 4 == 0 else rng.uniform(first_output_s, full_s)
+                sweep.proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 sweep.proc.send_signal(signal.SIGKILL)
             code = sweep.finish(30)
