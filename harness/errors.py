@@ -16,3 +16,7 @@ class SpecError(HarnessError):
 
 class DataError(HarnessError):
     """An invalid data file or row."""
+
+
+class NonFiniteError(HarnessError):
+    """Training produced a NaN or infinite loss or gradient; the message names the step."""

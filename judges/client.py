@@ -44,6 +44,7 @@ from judges.cache import ReplyCache, request_key
 log = logging.getLogger(__name__)
 PLACEHOLDER_KEY = "EMPTY"
 RETRY_AFTER_MAX_S = 60.0  # a Retry-After longer than this is not waited out in full
+GAVE_UP_SHOWN = 3  # "gave up" warnings printed per client; later failures are only counted
 FATAL_STATUS = {401: "the api key was rejected", 403: "access denied", 404: "model or URL not found"}
 
 
@@ -66,6 +67,11 @@ class ClientStats:
 
     def as_metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
+
+    @property
+    def requests(self) -> int:
+        """Requests asked for: cache hits plus those sent (each sent request's first call is not a retry)."""
+        return self.cache_hits + self.calls - self.retries
 
 
 @dataclass
@@ -124,6 +130,7 @@ class JudgeClient:
         self.default_params = dict(default_params or {})
         self.cache = ReplyCache(cache_dir) if cache_dir is not None else None
         self.stats = ClientStats()
+        self.last_failure = ""
         self._loop = None
         self._client: openai.AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -169,8 +176,27 @@ class JudgeClient:
             if not outcome.retryable:
                 break
         self.stats.failures += 1
-        log.warning("judge request gave up after %d call(s): %s", attempt + 1, outcome.reason)
+        self.last_failure = outcome.reason
+        # A dead endpoint fails every request: print the first few, count the rest (check_failures says it).
+        if self.stats.failures <= GAVE_UP_SHOWN:
+            log.warning("judge request gave up after %d call(s): %s%s", attempt + 1, outcome.reason,
+                        " (further failures are counted, not printed)" if self.stats.failures == GAVE_UP_SHOWN
+                        else "")
         return None
+
+    def check_failures(self, max_error_rate: float, what: str) -> None:
+        """Raise when every request failed, or more than ``max_error_rate`` of them (judge.max_error_rate).
+
+        A judge that cannot be reached is not a result: its verdicts would all be errors."""
+        failed, asked = self.stats.failures, self.stats.requests
+        if not failed or (failed < asked and failed <= max_error_rate * asked):
+            return
+        unreachable = self.last_failure in ("APIConnectionError", "APITimeoutError")
+        how = (f"the judge endpoint {self.base_url} is unreachable ({self.last_failure})" if unreachable
+               else f"last failure: {self.last_failure}")
+        share = "all" if failed == asked else f"{failed / asked:.0%}, above judge.max_error_rate {max_error_rate}"
+        raise HarnessError(f"{what}: {failed} of {asked} judge requests failed ({share}) with model "
+                           f"{self.model!r}; {how}")
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: min(cap, base x 2^(attempt-1)) x uniform(0.5, 1)."""
@@ -227,6 +253,9 @@ def served_model(base_url: str, api_key: str | None, timeout_s: float) -> str:
         with openai.OpenAI(base_url=base_url, api_key=api_key or PLACEHOLDER_KEY, max_retries=0,
                            timeout=min(timeout_s, 30.0)) as c:
             models = [m.id for m in c.models.list()]
+    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        raise HarnessError(f"the judge endpoint {base_url} is unreachable ({type(exc).__name__}): "
+                           f"is a server running there? (judge.base_url / --judge-url)") from exc
     except openai.OpenAIError as exc:
         raise HarnessError(f"judge.model is null and {base_url}/models could not be listed "
                            f"({type(exc).__name__}); set judge.model") from exc

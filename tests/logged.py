@@ -3,7 +3,7 @@
 A trained stage logs ``train/optimizer_steps`` (at its last step), and
 ``train/reference_passes`` / ``train/reward_passes`` (the passes it ran rather
 than read from a cache, at step 0).  Summing every logged value over every run
-counts the work of all sweeps on the store so far; the difference across a
+counts the work of all sweeps on the store so far (deleted runs included); the difference across a
 command is that command's work.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 
@@ -24,7 +25,8 @@ def logged_total(results_dir: Path, key: str) -> float:
     client = MlflowClient(f"sqlite:///{db}")
     total = 0.0
     for exp in client.search_experiments():
-        for run in client.search_runs([exp.experiment_id], max_results=10_000):
+        # Deleted runs too: a stage that trains again replaces its run, and the old run's work still happened.
+        for run in client.search_runs([exp.experiment_id], max_results=10_000, run_view_type=ViewType.ALL):
             if key in run.data.metrics:
                 total += sum(m.value for m in client.get_metric_history(run.info.run_id, key))
     return total

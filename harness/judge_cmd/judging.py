@@ -65,6 +65,7 @@ def _judge_one(suite, options, items, outputs, baseline_rows, baseline_path, jud
         origin = {"judge_endpoint": url, "judge_model": client.model}
     result = entry.score(options, items, outputs, baseline, client, length)
     if client is not None:
+        client.check_failures(judge_spec.max_error_rate, f"suite {suite}")
         result.metrics.update({f"judge_{k}": float(v) for k, v in client.stats.as_metrics().items()})
     return result, origin
 

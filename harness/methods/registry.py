@@ -43,7 +43,8 @@ KL_K1_RESPONSES = ("k1 on the dataset responses: batch mean over chosen and reje
 KL_KTO_Z0 = ("kto z0: max(0, mean over the step's mismatched prompt/completion pairs of "
              "log pi - log pi_ref), detached")
 
-# Learning-rate defaults follow TRL's trainers (DESIGN.md, train.lr).
+# Learning-rate defaults (DESIGN.md, train.lr): TRL 1.16's SFTConfig (2e-5) and DPO/KTO/CPO/ORPOConfig (1e-6);
+# rm keeps 1e-5, deliberately below RewardConfig's 1e-4 (README, Deliberate differences).
 SFT_LR, RM_LR, PREFERENCE_LR = 2e-5, 1e-5, 1e-6
 
 

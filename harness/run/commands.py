@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from harness.config.grid import dry_run_lines, expand_trials, single_trial
 from harness.config.spec import load_spec
 from harness.console import say
@@ -24,7 +26,10 @@ def sweep(args) -> int:
     if args.max_parallel > 1:
         say("note: --max-parallel (one trial per GPU) is not available in this version; "
             "trials run one at a time")
-    summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say)
+    try:
+        summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say)
+    except KeyboardInterrupt:
+        return _interrupted(args, "sweep")
     return _finish(summary)
 
 
@@ -34,8 +39,21 @@ def train(args) -> int:
     if spec.ablate or len(spec.seeds) > 1:
         say(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
     trials = [single_trial(spec, fingerprint)]
-    summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=say)
+    try:
+        summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=say)
+    except KeyboardInterrupt:
+        return _interrupted(args, "train")
     return _finish(summary)
+
+
+def _interrupted(args, command: str) -> int:
+    """Ctrl-C: the interrupted trial is marked KILLED; say how to go on (exit code 130, as the shell's)."""
+    again = ["harness", command, args.spec] + [a for o in args.overrides for a in ("--set", o)]
+    if args.tracking_uri:
+        again += ["--tracking-uri", args.tracking_uri]
+    what = "finished trials are skipped, the interrupted one resumes" if command == "sweep" else "it trains again"
+    say(f"interrupted; to resume: {shlex.join(again)} ({what})")
+    return 130
 
 
 def _finish(summary) -> int:

@@ -202,7 +202,8 @@ def suite_baseline(ctx: SweepContext, suite, options, items, generation, ref, de
 
 def judge_identity(judge_spec: JudgeSpec) -> dict:
     """The judge settings that decide verdicts (not concurrency or timeouts)."""
-    return judge_spec.model_dump(exclude={"concurrency", "timeout_s", "api_key_env", "allow_toy_judge"})
+    return judge_spec.model_dump(exclude={"concurrency", "timeout_s", "api_key_env", "allow_toy_judge",
+                                          "max_error_rate"})
 
 
 def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: Policy, serving: Serving,
@@ -223,7 +224,8 @@ def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: 
     client = ctx.judge.client() if SUITES[suite].needs_judge(options) else None
     length = length_function(options.get("length_unit", "chars"), tokenizer)
     result = SUITES[suite].score(options, items, outputs, baseline, client, length)
-    if client is not None:
+    if client is not None:  # raises before the eval cache is written, so a re-run judges again
+        client.check_failures(ctx.spec.judge.max_error_rate, f"eval.{suite} of trial {trial_id}")
         result.metrics.update({f"judge_{k}": float(v) for k, v in client.stats.as_metrics().items()})
     if model_key == ref.key:
         result.metrics["kl"] = 0.0  # the policy is the reference: every log-ratio is exactly 0

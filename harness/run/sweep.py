@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from harness.cache import digest
 from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
-from harness.errors import HarnessError
+from harness.errors import HarnessError, NonFiniteError
 from harness.eval.suite import Suite
 from harness.eval.suites import SUITES
 from harness.methods.registry import METHODS
@@ -68,6 +68,9 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
         for suite in swept_suites(work):
             if suite.sweep_joint is not None:
                 joint_metrics(ctx, suite)
+    except KeyboardInterrupt:
+        ctx.tracker.set_status(parent, "KILLED")
+        raise
     finally:
         ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
@@ -124,7 +127,12 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
     if found and found.info.status == "FINISHED" and not ctx.force:
         ctx.echo(f"skip {trial.id} (finished run {found.info.run_id})")
         return SKIPPED
-    if found:
+    # A trial trained in its own run (no stages:) that trains again would log steps 1.. over the old ones.
+    fresh = (found is not None and not isinstance(trial, _BaseTrial) and not trial.spec.stages
+             and _retrains(ctx, _stage_keys(ctx, trial)[-1], found))
+    if fresh:
+        ctx.tracker.client.delete_run(found.info.run_id)
+    if found and not fresh:
         run_id = found.info.run_id
         ctx.tracker.set_status(run_id, "RUNNING")
     else:
@@ -142,6 +150,11 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
             _evaluate_base(ctx, run_id, trial.spec)
         else:
             _run_stages(ctx, run_id, trial)
+    except KeyboardInterrupt:  # Ctrl-C: mark the run so that the next sweep resumes it, then stop
+        ctx.tracker.set_tags(run_id, {"harness.error": "interrupted (Ctrl-C)"})
+        ctx.tracker.set_status(run_id, "KILLED")
+        ctx.echo(f"interrupted {trial.id}: run {run_id} marked KILLED; the next sweep resumes it")
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure marks the trial FAILED and the sweep goes on
         message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
         ctx.tracker.set_tags(run_id, {"harness.error": message[:5000]})
@@ -149,7 +162,7 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
         ctx.tracker.set_status(run_id, "FAILED")
         ctx.echo(f"FAILED {trial.id}: {message}")
         return message
-    if found and "harness.error" in found.data.tags:
+    if found and not fresh and "harness.error" in found.data.tags:
         ctx.tracker.client.delete_tag(run_id, "harness.error")  # the resumed trial succeeded
     ctx.tracker.set_status(run_id, "FINISHED")
     return None
@@ -174,12 +187,17 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     key = model_identity(path)
     multi = bool(trial.spec.stages)
     model = tokenizer = None
-    for i, stage in enumerate(trial.stages):
+    for i, (stage, stage_id) in enumerate(zip(trial.stages, _stage_keys(ctx, trial))):
         last = i == len(trial.stages) - 1
-        run_id = _stage_run(ctx, trial_run, trial, stage) if multi else trial_run
-        input_key, key = key, stage_key(stage, key, data_fingerprint(stage))
+        run_id = _stage_run(ctx, trial_run, trial, stage, stage_id) if multi else trial_run
+        input_key, key = key, stage_id
         persist = not (last and stage.train.save == "none")
-        model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+        try:
+            model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+        except BaseException as exc:
+            if multi:  # the stage's own run says so too, not only the trial's
+                ctx.tracker.set_status(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
         if persist:
             path = str(ctx.stages.model_dir(key))
         if multi and not last and stage.eval.after == "every_stage":
@@ -190,6 +208,22 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
     # Not saved (train.save: none): no checkpoint, only the trained model in memory.
     _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path if persist else None, model, tokenizer, trial)
+
+
+def _stage_keys(ctx: SweepContext, trial: Trial) -> list[str]:
+    """Each stage's cache key, in order: a hash of its config, its input model's key and its data."""
+    key, keys = model_identity(resolve_model_path(trial.spec.model, ctx.cache_dir)), []
+    for stage in trial.stages:
+        key = stage_key(stage, key, data_fingerprint(stage))
+        keys.append(key)
+    return keys
+
+
+def _retrains(ctx: SweepContext, key: str, run) -> bool:
+    """Whether the stage ``key`` trains again (forced, or not cached) into ``run``, which already holds
+    training metrics: then a fresh run takes its place, so that every metric history is one series."""
+    trains = ctx.force or ctx.stages.meta(key) is None
+    return trains and any(k.startswith("train/") for k in run.data.metrics)
 
 
 def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str, input_key: str, key: str,
@@ -209,10 +243,13 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
     if METHODS[stage.method.name].kl_estimator:
         ctx.tracker.set_tags(run_id, {"harness.kl_estimator": METHODS[stage.method.name].kl_estimator})
     ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
-    model, tokenizer, result = train_stage(
-        stage, path, input_key, ctx.cache_dir,
-        lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
-        log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+    try:
+        model, tokenizer, result = train_stage(
+            stage, path, input_key, ctx.cache_dir,
+            lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
+            log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"stage {stage.name} ({stage.method.name}): {exc}") from exc
     model = merged(model, path)  # path: the stage's input (a QLoRA adapter merges into it unquantized)
     if persist:
         save_checkpoint(model, tokenizer, ctx.stages.model_dir(key))
@@ -266,9 +303,13 @@ def _find_trial_run(ctx: SweepContext, trial_id: str):
                                                     "harness.sweep_id": ctx.sweep_id})
 
 
-def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage) -> str:
-    """The nested run of one stage, reused when the trial resumes."""
+def _stage_run(ctx: SweepContext, trial_run: str, trial: Trial, stage, key: str) -> str:
+    """The nested run of one stage, reused when the trial resumes, unless the stage (cache key ``key``)
+    trains again over logged training metrics (``_retrains``): then the old run is deleted and a fresh one made."""
     found = ctx.tracker.find_run(ctx.experiment_id, {"mlflow.parentRunId": trial_run, "harness.stage": stage.name})
+    if found and _retrains(ctx, key, found):
+        ctx.tracker.client.delete_run(found.info.run_id)
+        found = None
     if found:
         ctx.tracker.set_status(found.info.run_id, "RUNNING")
         return found.info.run_id

@@ -9,12 +9,15 @@ so nothing lands in ``./mlruns``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -59,14 +62,65 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _whole(write):
+    """Run a store write to its end even when Ctrl-C arrives during it, then raise KeyboardInterrupt.
+
+    An interrupt inside SQLAlchemy logs a database error and can leave half a batch;
+    held for the few milliseconds a write takes, it lands between writes instead.
+    """
+    @functools.wraps(write)
+    def whole(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return write(*args, **kwargs)  # signals are delivered to the main thread only
+        held = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        try:
+            return write(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if held:
+                raise KeyboardInterrupt
+
+    return whole
+
+
+def _create_sqlite_whole(uri: str) -> None:
+    """Create a new sqlite store's tables in a temporary file, then link it into place.
+
+    MLflow migrates a new store in many steps; a process killed in between left a file
+    that every later open failed on ("table _alembic_tmp_experiments already exists").
+    ``os.link`` fails if the store appeared meanwhile (another process made it): that one is kept.
+    """
+    from mlflow.store.db.utils import _initialize_tables
+    from sqlalchemy import create_engine
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not uri.startswith("sqlite:///") or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".mlflow-new-", suffix=".db", delete=False) as f:
+        tmp = Path(f.name)
+    try:
+        engine = create_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Tracker:
-    """The run-tree operations harness needs, on an explicit ``MlflowClient``."""
+    """The run-tree operations harness needs, on an explicit ``MlflowClient``; writes are whole (``_whole``)."""
 
     def __init__(self, store: Store):
         from mlflow.tracking import MlflowClient
 
         _quiet_mlflow()  # after the import, which sets mlflow's own log level
 
+        _create_sqlite_whole(store.tracking_uri)
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)
 
@@ -85,21 +139,25 @@ class Tracker:
                                        order_by=["attributes.start_time DESC"])
         return runs[0] if runs else None
 
+    @_whole
     def create_run(self, experiment_id: str, name: str, tags: dict, parent_id: str | None = None) -> str:
         tags = dict(tags)
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
         return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
+    @_whole
     def set_status(self, run_id: str, status: str) -> None:
         self.client.update_run(run_id, status=status)
         if status in ("FINISHED", "FAILED", "KILLED"):
             self.client.set_terminated(run_id, status=status)
 
+    @_whole
     def set_tags(self, run_id: str, tags: dict) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v))
 
+    @_whole
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
 
@@ -108,6 +166,7 @@ class Tracker:
         for i in range(0, len(new), 100):
             self.client.log_batch(run_id, params=new[i : i + 100])
 
+    @_whole
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
         import time
 
@@ -118,6 +177,7 @@ class Tracker:
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
+    @_whole
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from harness.console import StepLines
+from harness.errors import NonFiniteError
 from harness.methods.registry import MethodEntry
 from harness.train.forward import step_denominator
 from harness.train.inputs import ExampleSet, StepInputs, StepState, batch_inputs
@@ -98,6 +99,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
                                         [i for mb in micro_batches for i in mb], state, accelerator.device)
         metrics, step_tokens = _optimizer_step(model, method, params, data, micro_batches, inputs, accelerator,
                                                cfg, want_logs)
+        _check_finite(metrics, step, len(plan))  # before the update: the weights stay the last finite ones
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -119,6 +121,15 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
             model.train()
     model.eval()
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
+
+
+def _check_finite(metrics: dict, step: int, steps: int) -> None:
+    """Stop at the first NaN or infinite loss or gradient norm (every process sees the same reduced values)."""
+    for name, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
+        if not math.isfinite(metrics[name]):
+            raise NonFiniteError(f"non-finite {what} ({metrics[name]}) at step {step} of {steps}; "
+                                 "no update was applied (try a lower train.lr or train.max_grad_norm, "
+                                 "or check the data)")
 
 
 def peak_memory_mb(device) -> float:

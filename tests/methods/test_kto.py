@@ -38,9 +38,26 @@ def test_kto_gradcheck_and_kl_is_constant():
     pol, ref, desirable = _kto_inputs(1, b=5)
     inputs = (pol.clone().requires_grad_(True), ref.clone().requires_grad_(True))
     assert torch.autograd.gradcheck(lambda p, r: kto_loss(KtoLogps(p, r, desirable, 0.2), beta=0.5)[0], inputs)
-    # z0 is detached: the estimate is a float, so no gradient can flow through it.
-    policy_kl = torch.tensor([-1.0, -2.0], requires_grad=True)
-    assert isinstance(kto_kl_estimate(policy_kl, torch.tensor([-1.5, -3.0]), []), float)
+
+
+def test_kl_estimate_is_a_constant_in_the_gradient():
+    """z0 from the policy's own mismatched log-probs carries no gradient, checked analytically.
+
+    z0 = max(0, mean((-1 - -1.5), (-2 - -3))) = 0.75.  With z0 constant and x = beta (r - z0),
+    d/dr [1 - sigma(x)] = -beta sigma(x)(1 - sigma(x)) (desirable) and
+    d/dr [1 - sigma(-x)] = +beta sigma(x)(1 - sigma(x)) (undesirable); nothing reaches policy_kl.
+    """
+    beta = 0.5
+    policy_kl = torch.tensor([-1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    pol, ref, desirable = _kto_inputs(2, b=6)
+    pol.requires_grad_(True)
+    z0 = kto_kl_estimate(policy_kl, torch.tensor([-1.5, -3.0], dtype=torch.float64), [])
+    loss = kto_loss(KtoLogps(pol, ref, desirable, z0), beta=beta)[0].sum()
+    grad_pol, grad_kl = torch.autograd.grad(loss, [pol, policy_kl], allow_unused=True)
+    assert grad_kl is None or not grad_kl.any()
+    x = beta * ((pol - ref).detach().numpy() - 0.75)
+    slope = beta * _sigmoid(x) * (1 - _sigmoid(x))
+    np.testing.assert_allclose(grad_pol.numpy(), np.where(desirable.numpy(), -slope, slope), rtol=1e-12)
 
 
 def test_kl_estimate_by_hand():

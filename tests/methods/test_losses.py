@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from harness.data.tokenization import Encoded
 from harness.methods import (
     PairLogps,
     SftLogps,
@@ -19,6 +20,8 @@ from harness.methods import (
     token_logps,
     with_sft_weight,
 )
+from harness.methods.registry import METHODS
+from harness.train.forward import step_denominator
 
 LOG2 = math.log(2)
 
@@ -106,22 +109,38 @@ class _ToyLM(nn.Module):
 
 
 def _accumulated_grads(model, ids, loss_mask, splits, normalization):
+    """Gradients of micro-batches ``splits``, each divided by harness's ``step_denominator`` for the step."""
     model.zero_grad()
     masks = [target_mask(loss_mask[s]) for s in splits]
-    # The step's denominator, computed here by hand: all target tokens, or all rows.
-    denom = sum(float(m.sum()) for m in masks) if normalization == "token" else sum(m.shape[0] for m in masks)
+    # step_denominator reads examples; give each row one response token per target.
+    batches = [[Encoded([0], [0] * int(row.sum())) for row in mask] for mask in masks]
+    denom = step_denominator(METHODS["sft"], {"loss_normalization": normalization}, batches)
     for s, mask in zip(splits, masks):
         per_example, _ = sft_loss(SftLogps(token_logps(model(ids[s]), ids[s]), mask), normalization=normalization)
         (per_example.sum() / denom).backward()
     return [p.grad.clone() for p in model.parameters()]
 
 
+def _one_batch_grads(model, ids, loss_mask, normalization):
+    """The big batch's gradient, written out here: float64 log-softmax, all tokens' mean or mean of row means."""
+    model.zero_grad()
+    logp = torch.log_softmax(model(ids)[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    mask = loss_mask[:, 1:].double()
+    if normalization == "token":
+        loss = -(logp * mask).sum() / mask.sum()
+    else:
+        loss = (-(logp * mask).sum(1) / mask.sum(1)).mean()
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
 @pytest.mark.parametrize("normalization", ["token", "sequence"])
 def test_grad_accumulation_equals_one_big_batch(normalization):
-    """Step normalization: micro-batches divided by the step's denominator give the big batch's gradient.
+    """Step normalization: micro-batches divided by ``step_denominator`` give the big batch's gradient.
 
-    Rows have 4, 1, 6 and 2 target tokens, so a per-micro-batch token mean would
-    weight tokens differently (checked as a negative control below).
+    Rows have 4, 1, 6 and 2 target tokens and the splits are uneven, so a
+    per-micro-batch token mean, or a per-micro-batch row mean averaged over
+    micro-batches, would weight tokens differently (checked as a negative control below).
     """
     torch.manual_seed(0)
     model = _ToyLM().double()
@@ -129,23 +148,25 @@ def test_grad_accumulation_equals_one_big_batch(normalization):
     loss_mask = torch.zeros(4, 8, dtype=torch.long)
     for row, (start, end) in enumerate([(3, 7), (6, 7), (2, 8), (5, 7)]):
         loss_mask[row, start:end] = 1
-    big = _accumulated_grads(model, ids, loss_mask, [slice(0, 4)], normalization)
+    big = _one_batch_grads(model, ids, loss_mask, normalization)
     for splits in (
+        [slice(0, 4)],
         [slice(0, 2), slice(2, 4)],
         [slice(0, 1), slice(1, 4)],
+        [slice(0, 3), slice(3, 4)],
         [slice(i, i + 1) for i in range(4)],
     ):
         micro = _accumulated_grads(model, ids, loss_mask, splits, normalization)
         for a, b in zip(big, micro):
             torch.testing.assert_close(a, b, atol=1e-13, rtol=0)
 
-    if normalization == "token":  # naive per-micro-batch token means differ
-        model.zero_grad()
-        for s in [slice(0, 1), slice(1, 4)]:
-            mask = target_mask(loss_mask[s])
-            per_example, _ = sft_loss(SftLogps(token_logps(model(ids[s]), ids[s]), mask))
-            (per_example.sum() / mask.sum() / 2).backward()
-        assert not torch.allclose(model.head.bias.grad, big[-1], atol=1e-6)
+    model.zero_grad()  # naive per-micro-batch means, averaged over the micro-batches, differ
+    for s in [slice(0, 1), slice(1, 4)]:
+        mask = target_mask(loss_mask[s])
+        per_example, _ = sft_loss(SftLogps(token_logps(model(ids[s]), ids[s]), mask), normalization=normalization)
+        denom = mask.sum() if normalization == "token" else mask.shape[0]
+        (per_example.sum() / denom / 2).backward()
+    assert not torch.allclose(model.head.bias.grad, big[-1], atol=1e-6)
 
 
 # ---------------------------------------------------------------- DPO

@@ -12,7 +12,6 @@ from harness.methods import (
     iw_sft_loss,
     off_target_probs,
     self_normalized_weights,
-    sft_loss,
     target_mask,
     token_logps,
 )
@@ -136,11 +135,14 @@ def test_self_normalized_weights():
         self_normalized_weights(torch.log(torch.zeros(3)))
 
 
-def test_iw_sft_scales_sft_numerators():
+@pytest.mark.parametrize("normalization", ["token", "sequence"])
+def test_iw_sft_scales_sft_numerators(normalization):
+    """w_i times the example's NLL numerator, against float64 numpy: -log p_y summed, or its row mean."""
     logits, ids, mask = _inputs(3)
     tlp = token_logps(logits, ids)
     w = torch.tensor([0.5, 2.0, 0.5], dtype=torch.float64)
-    got, metrics = iw_sft_loss(SftLogps(tlp, mask, weights=w), normalization="sequence")
-    base, _ = sft_loss(SftLogps(tlp, mask), normalization="sequence")
-    torch.testing.assert_close(got, w * base)
+    got, metrics = iw_sft_loss(SftLogps(tlp, mask, weights=w), normalization=normalization)
+    p, _ = _np_target_p(logits, ids)
+    expected = w.numpy() * _np_reduce(-np.log(p), mask, normalization)
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-12)
     assert metrics["weight_max"].item() == 2.0

@@ -277,3 +277,89 @@ def test_missing_model_fails_before_training(tmp_path, capsys, model, needle):
     spec = write_spec(tmp_path, model=model)
     assert main(["sweep", str(spec)]) == 2
     assert needle in capsys.readouterr().err
+
+
+def _histories(tmp_path: Path, key: str = "train/loss") -> dict[str, list[int]]:
+    """Active run name -> the steps of its ``key`` history, in logged order (get_metric_history)."""
+    client, found = runs(tmp_path)
+    return {r.info.run_name: [m.step for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                                       key=lambda m: m.timestamp)]
+            for r in found if key in r.data.metrics}
+
+
+def _interrupt_after(monkeypatch, stop_step: int):
+    """Ctrl-C (KeyboardInterrupt) inside the first trained stage, right after it logged step ``stop_step``."""
+    from harness.run import sweep
+
+    real = sweep.train_stage
+
+    def interrupted(stage, path, input_key, cache_dir, log, *args, **kwargs):
+        def log_then_stop(metrics, step):
+            log(metrics, step)
+            if step == stop_step:
+                raise KeyboardInterrupt
+
+        return real(stage, path, input_key, cache_dir, log_then_stop, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_stage", interrupted)
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["one-stage", "stages"])
+def test_rerun_and_force_keep_one_monotone_metric_history(tmp_path, monkeypatch, staged):
+    """Interrupted at step 2 of 4, resumed, then forced: each active run's train/loss history is 1, 2, 3, 4
+    once (issue 17 item 7), and no run is duplicated: a retrained stage's old run is replaced, not reused."""
+    train = {"batch_size": 4, "max_length": 64, "max_steps": 4, "log_every": 1, "lr": 1e-3}
+    sft = {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}, "train": train}
+    layout = {"stages": [sft]} if staged else {"stages": None, "method": sft["method"], "train": train,
+                                                 "data": {"train": "toy://arith-sft", "fraction": 0.01}}
+    spec = write_spec(tmp_path, ablate={}, eval={"suites": []}, **layout)
+    _interrupt_after(monkeypatch, 2)
+    assert main(["sweep", str(spec)]) == 130
+    assert list(_histories(tmp_path).values()) == [[1, 2]]
+    monkeypatch.undo()
+    n_runs = len(runs(tmp_path)[1])
+    for extra in ([], ["--force"]):
+        assert main(["sweep", str(spec), *extra]) == 0
+        histories = _histories(tmp_path)
+        assert list(histories.values()) == [[1, 2, 3, 4]], histories
+        assert len(runs(tmp_path)[1]) == n_runs
+        _, found = runs(tmp_path)
+        trials = [r for r in found if "harness.trial_id" in r.data.tags]
+        assert len(trials) == 1 and trials[0].info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["one-stage", "stages"])
+def test_non_finite_loss_fails_the_trial_naming_stage_and_step(tmp_path, monkeypatch, capsys, staged):
+    """A NaN from the model's forward at step 2 (fault campaign, NaN and inf): the trial is FAILED with
+    the stage and step named, nothing is cached, no run is left RUNNING, and a clean re-run finishes
+    with one monotone history."""
+    from harness.train import loop
+
+    train = {"batch_size": 4, "max_length": 64, "max_steps": 3, "log_every": 1, "lr": 1e-3}
+    sft = {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}, "train": train}
+    layout = {"stages": [sft]} if staged else {"stages": None, "method": sft["method"], "train": train,
+                                                 "data": {"train": "toy://arith-sft", "fraction": 0.01}}
+    spec = write_spec(tmp_path, ablate={}, eval={"suites": []}, **layout)
+    real, calls = loop.forward_method, []
+
+    def poisoned(*args, **kwargs):
+        numerators, metrics, tokens = real(*args, **kwargs)
+        calls.append(1)
+        return (numerators * float("nan") if len(calls) == 2 else numerators), metrics, tokens
+
+    monkeypatch.setattr(loop, "forward_method", poisoned)
+    assert main(["sweep", str(spec)]) == 1
+    err = capsys.readouterr().err
+    name = "sft" if staged else "main"  # a spec without stages: trains one stage named main
+    assert f"stage {name} (sft): non-finite loss (nan) at step 2 of 3" in err, err[-600:]
+    _, found = runs(tmp_path)
+    assert {r.info.status for r in found} == {"FAILED"}  # parent, trial and (with stages) the stage's run
+    trial = next(r for r in found if "harness.trial_id" in r.data.tags)
+    assert "at step 2 of 3" in trial.data.tags["harness.error"]
+    assert not list((tmp_path / "results" / "cache").rglob("meta.json"))  # no stage cache entry was completed
+    assert list(_histories(tmp_path).values()) == [[1]]  # step 2 was never logged, nor applied
+
+    monkeypatch.undo()
+    assert main(["sweep", str(spec)]) == 0
+    assert list(_histories(tmp_path).values()) == [[1, 2, 3]]
+    assert {r.info.status for r in runs(tmp_path)[1]} == {"FINISHED"}

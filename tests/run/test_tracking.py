@@ -26,3 +26,33 @@ def test_absolute_sqlite_path_is_kept(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path}/abs.db"
     assert resolve_store(uri, None, None, "results").tracking_uri == uri
+
+
+def test_a_store_cut_off_while_being_created_is_not_left_behind(tmp_path, monkeypatch):
+    """Found by the kill -9 campaign: a sweep killed while MLflow migrated a new sqlite store left a file
+    that every later command failed on.  The store is now created aside and linked into place whole."""
+    import mlflow.store.db.utils as db_utils
+    import pytest
+
+    from harness.run.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = resolve_store(None, None, None, str(tmp_path / "results"))
+
+    def killed(engine):  # what SIGKILL left: a migration's scratch table, the migrations not run
+        from sqlalchemy import text
+
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(db_utils, "_upgrade_db", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Tracker(store).experiment("first")
+    monkeypatch.undo()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(store)
+    experiment = tracker.experiment("second")
+    run_id = tracker.create_run(experiment, "r", {"k": "v"})
+    assert tracker.client.get_run(run_id).data.tags["k"] == "v"
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["mlflow.db"]  # no temporary store left

@@ -55,22 +55,25 @@ def test_grad_accum_matches_one_big_batch_sft(micro, normalization):
     """batch_size b x grad_accum k must give the same update as batch_size k*b (DESIGN.md).
 
     Response lengths differ between examples, so a per-micro-batch token mean
-    would give a different update; only step-wide normalization matches.
+    would give a different update; only step-wide normalization matches.  The
+    micro-batches are uneven (3, 3, 2), so for ``sequence`` a per-micro-batch mean
+    averaged over micro-batches would weight the last two examples 1/6 instead of 1/8.
     """
     path, tok = micro
     examples = _examples(tok, "toy://arith-sft", "sft", 8)
     assert len({len(e.response_ids) for e in examples}) > 1
     params = {**METHODS["sft"].params, "loss_normalization": normalization}
-    _assert_same_update(path, tok, "sft", params, examples, (8, 1), (2, 4))
+    _assert_same_update(path, tok, "sft", params, examples, (8, 1), (3, 3))
 
 
 def test_grad_accum_matches_one_big_batch_dpo(micro):
+    """8 pairs as one batch and as uneven micro-batches of 3, 3 and 2 give the same update."""
     path, tok = micro
-    examples = _examples(tok, "toy://arith-pairs", "pairs", 6)
+    examples = _examples(tok, "toy://arith-pairs", "pairs", 8)
     ref = torch.randn(len(examples), 4, dtype=torch.float64).abs().neg()
     ref[:, 1] = torch.tensor([len(e.chosen_ids) for e in examples], dtype=torch.float64)
     ref[:, 3] = torch.tensor([len(e.rejected_ids) for e in examples], dtype=torch.float64)
-    _assert_same_update(path, tok, "dpo", dict(METHODS["dpo"].params), examples, (6, 1), (3, 2), ref)
+    _assert_same_update(path, tok, "dpo", dict(METHODS["dpo"].params), examples, (8, 1), (3, 3), ref)
 
 
 def _independent_mean_nll(model, examples) -> float:
@@ -255,3 +258,21 @@ def test_step_lines_also_come_after_quiet_spells():
     assert lines.line(2, 0.69) == "train dpo: step 2/100 (2%) loss 0.6900, 0.06 it/s, ETA 1519 s"
     now[0] = 40.0
     assert lines.line(3, 0.68) is None and lines.line(50, 0.5).startswith("train dpo: step 50/100")
+
+
+def test_non_finite_gradient_stops_before_the_update(micro):
+    """A finite loss with an infinite gradient stops at step 1, naming it, and leaves the weights as they were."""
+    from harness.errors import NonFiniteError
+
+    path, tok = micro
+    examples = _examples(tok, "toy://arith-sft", "sft", 4)
+    model = load_model(path, torch.float64)
+    before = [p.detach().clone() for p in model.parameters()]
+    next(model.parameters()).register_hook(lambda g: g * float("inf"))
+    cfg = TrainConfig(lr=1e-2, batch_size=4, grad_accum=1, max_steps=2, shuffle=False, scheduler="constant",
+                      warmup_ratio=0.0, max_grad_norm=1.0)
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient norm \((inf|nan)\) at step 1 of 2"):
+        train(model, METHODS["sft"], dict(METHODS["sft"].params),
+              ExampleSet(examples, tok.pad_token_id), cfg, Callbacks(progress=False))
+    for a, b in zip(before, model.parameters()):
+        assert torch.equal(a, b)

@@ -183,3 +183,91 @@ def test_reward_trainer_parity(world, tmp_path):
     assert float(ours["rewards/accuracy"]) == pytest.approx(theirs["accuracy"], rel=REL)
     assert float(ours["rewards/margin"]) == pytest.approx(theirs["margin"], rel=REL, abs=1e-7)
     assert float(ours["rewards/mean"]) == pytest.approx(theirs["mean_reward"], rel=REL, abs=1e-7)
+
+
+def test_conservative_dpo_is_not_trl_sigmoid(world, tmp_path):
+    """A deliberate difference (README): TRL 1.16's ``sigmoid`` loss ignores ``label_smoothing``.
+
+    TRL applies ε only to ``robust`` and ``exo_pair``, so DPOTrainer(sigmoid, ε=0.2) gives plain DPO,
+    -mean log σ(z); harness's ``dpo`` at ε=0.2 is conservative DPO, mean(-(1-ε) log σ(z) - ε log σ(-z)).
+    Both sides are checked against the formula on harness's margins, z = β·h (rewards/margin = mean z).
+    """
+    beta, eps = 0.5, 0.2
+    theirs_smoothed, _ = _trl_dpo(world, _string_rows(), "sigmoid", beta, eps)
+    theirs_plain, _ = _trl_dpo(world, _string_rows(), "sigmoid", beta, 0.0)
+    ours_plain, _ = _harness(world, _string_rows(), "dpo", {"beta": beta}, tmp_path)
+    ours_smoothed, _ = _harness(world, _string_rows(), "dpo", {"beta": beta, "label_smoothing": eps}, tmp_path)
+    assert theirs_smoothed == pytest.approx(theirs_plain, rel=1e-7)  # TRL ignores ε for sigmoid
+    assert ours_plain == pytest.approx(theirs_plain, rel=REL)
+    # -(1-ε) log σ(z) - ε log σ(-z) = -log σ(z) + ε z for every z, so the means differ by ε · mean(z).
+    _, ours = _harness(world, _string_rows(), "dpo", {"beta": beta}, tmp_path)
+    assert ours_smoothed == pytest.approx(ours_plain + eps * ours["rewards/margin"], rel=REL)
+    assert abs(ours_smoothed - theirs_smoothed) > 0.01
+
+
+def _uneven_rows():
+    """Chosen answers of 1 to 30 characters, so per-example and batch token means differ."""
+    return [{"prompt": f"Q: {a}+{b}=", "chosen": f" {a + b}" * (1 + 7 * i), "rejected": f" {a + b - 1}"}
+            for i, (a, b) in enumerate(SUMS)]
+
+
+def test_orpo_nll_reduction_differs_from_trl(world, tmp_path):
+    """A deliberate difference (README): ORPO's NLL reduction.
+
+    TRL's ORPOTrainer (like the original code) takes one token mean of the chosen NLL over the whole
+    batch, prompt included; harness takes each example's token mean and averages over examples
+    (``nll_on_prompt: true``).  The odds-ratio term is the same, so the losses differ by exactly the
+    NLL terms, and TRL's is checked against a batch token mean computed here from the model's logits.
+    """
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    path, tok, _ = world
+    beta = 0.1
+    rows = _uneven_rows()
+    args = ORPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=len(rows), beta=beta,
+                      report_to=[], use_cpu=True, bf16=False, max_length=512, seed=0, remove_unused_columns=False)
+    trainer = ORPOTrainer(model=load_model(path), args=args, train_dataset=datasets.Dataset.from_list(rows),
+                          processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        theirs_loss = float(trainer.compute_loss(trainer.model, batch))
+    theirs_nll = trainer._stored_metrics["train"]["nll_loss"][-1]
+    ours_loss, ours = _harness(world, rows, "orpo", {"beta": beta, "nll_on_prompt": True}, tmp_path)
+
+    file = tmp_path / "uneven.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, _ = encode_pairs(tok, load_rows(str(file), "pairs"), 512)
+    model = load_model(path).eval()
+    token_nlls, per_example = [], []
+    with torch.no_grad():
+        for ex in examples:
+            ids = torch.tensor([ex.prompt_ids + ex.chosen_ids])
+            logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+            nll = -logp.gather(-1, ids[0, 1:, None])[:, 0]
+            token_nlls.append(nll)
+            per_example.append(float(nll.mean()))
+    batch_mean = float(torch.cat(token_nlls).mean())
+    example_mean = sum(per_example) / len(per_example)
+    assert theirs_nll == pytest.approx(batch_mean, rel=REL)
+    assert ours["nll"] == pytest.approx(example_mean, rel=REL)
+    assert ours_loss - ours["nll"] == pytest.approx(theirs_loss - theirs_nll, rel=REL, abs=1e-6)
+    assert abs(batch_mean - example_mean) > 1e-3
+
+
+def test_default_learning_rates_against_trl():
+    """registry's lr defaults: TRL 1.16's for SFT and the preference family; rm's 1e-5 is a documented
+    difference from RewardConfig's 1e-4 (README, "Deliberate differences")."""
+    from pathlib import Path
+
+    from trl.experimental.cpo import CPOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    from harness.methods.registry import PREFERENCE_LR, RM_LR, SFT_LR
+
+    assert SFT_LR == trl.SFTConfig.learning_rate
+    for config in (trl.DPOConfig, trl.KTOConfig, CPOConfig, ORPOConfig):
+        assert PREFERENCE_LR == config.learning_rate, config.__name__
+    assert (RM_LR, trl.RewardConfig.learning_rate) == (1e-5, 1e-4)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "RewardConfig's 1e-4" in readme
