@@ -145,8 +145,9 @@ class JudgeSpec(_Model):
     temperature: NonNegFloat = 0.0
     allow_toy_judge: bool = Field(False, description="let the embedded toy judge (base_url null) score items "
                                                      "outside the toy world, where it can only tie; for tests")
-    # A suite whose judge requests fail more often than this (or all of them) is an error, not a result.
-    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.1, description="a suite whose judge requests fail more often than this (or all of them) is an error, "
+                         "not a result")
 
 
 class ReportSpec(_Model):
