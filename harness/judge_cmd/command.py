@@ -33,7 +33,7 @@ from harness.judge_cmd.candidates import candidates_from_files, candidates_from_
 from harness.judge_cmd.judging import across_generators, judge_all, length_of
 from harness.judge_cmd.output import (alpaca_leaderboard, annotations_command, print_results, track_results,
                                       write_leaderboard)
-from harness.serve.toy_judge import check_toy_items
+from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 
 # ---------------------------------------------------------------- settings
 
@@ -77,7 +77,7 @@ def suite_plan(args, eval_cfg) -> list[str]:
 
 def check_toy_judge(candidates: dict, suites: list[str], eval_cfg, judge_spec: JudgeSpec, allowed: bool) -> None:
     """The embedded toy judge (no ``judge.base_url``) scores only toy-world items (``check_toy_items``)."""
-    if allowed or judge_spec.allow_toy_judge or judge_spec.base_url is not None or judge_spec.backend != "openai":
+    if allowed or not guards_toy_judge(judge_spec):
         return
     judged = {}
     for suite in suites:

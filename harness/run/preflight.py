@@ -18,7 +18,7 @@ from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, check_suites, limited_items
 from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind
-from harness.serve.toy_judge import check_toy_items
+from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 from harness.toy import TOY_MODELS, is_toy, toy_name
 from harness.train.stages import check_hardware
 
@@ -79,8 +79,7 @@ def check_eval(eval_cfg, rows_of) -> None:
 
 def check_judge_data(spec, eval_cfgs) -> None:
     """The embedded toy judge (``judge.base_url`` null) scores only toy-world items (``check_toy_items``)."""
-    judge = spec.judge
-    if judge.allow_toy_judge or judge.base_url is not None or judge.backend != "openai":
+    if not guards_toy_judge(spec.judge):
         return
     judged = {}
     for eval_cfg in eval_cfgs:

@@ -156,6 +156,12 @@ def knows_item(item: dict) -> bool:
     return safety_label(text) is not None or arith_truth(text) is not None
 
 
+def guards_toy_judge(judge_spec) -> bool:
+    """Whether items must be checked: the judge is the embedded toy judge (``judge.base_url`` null, backend
+    openai) and ``judge.allow_toy_judge`` is off."""
+    return judge_spec.base_url is None and judge_spec.backend == "openai" and not judge_spec.allow_toy_judge
+
+
 def check_toy_items(items_by_suite: dict[str, list[dict]], how_to_allow: str) -> None:
     """Refuse suites whose items the toy world has no truth for: the toy judge could only tie on them,
     which reads as a win rate of 0.5 and a grade of 5 for every model.  ``how_to_allow`` names the switch."""
