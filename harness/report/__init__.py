@@ -55,7 +55,7 @@ def write_report(store: Store, experiments: list[str], out_dir: Path, fmt: str =
         written.append(out_dir / "report.csv")
         tidy_csv(data).to_csv(written[-1], index=False)
         written.append(out_dir / "runs.csv")
-        runs_table(data, numeric=True).to_csv(written[-1], index=False)
+        runs_table(data, numeric=True, columns="all").to_csv(written[-1], index=False)
     if log_artifacts:
         _log_to_parents(store, data, out_dir, written)
     return markdown

@@ -21,8 +21,9 @@ VS_BASE_AXIS = "run (vs base)"
 COUNT_METRICS = ("num_prompts", "n", "errors", "wins", "ties", "losses", "n_harmful", "n_benign")
 COMPANION_SUFFIXES = ("_se", "_low", "_high", "standard_error")
 # Bookkeeping about how a metric was computed (judge calls, cache hits, the joint LC fit's
-# size and its joint SE), not an outcome: shown in the runs table only.
-BOOKKEEPING_PREFIXES = ("judge_", "lc_joint_models", "lc_standard_error_joint")
+# size and its joint SE, the style-controlled fit's coefficients), not an outcome: shown with the
+# counts in the report's "Counts and judge bookkeeping" table and in runs.csv, never compared.
+BOOKKEEPING_PREFIXES = ("judge_", "lc_joint_models", "lc_standard_error_joint", "style_coef")
 
 
 @dataclass
@@ -55,7 +56,7 @@ def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
     """
     names = [c[len("metrics."):] for c in rows.columns
              if c.startswith(("metrics.eval/", "metrics.val/")) and rows[c].notna().any()]
-    leaf = lambda n: n.rsplit("/", 1)[-1]
+    leaf = lambda n: n.split("/")[2] if n.count("/") >= 2 else n.rsplit("/", 1)[-1]  # eval/<suite>/<this>[/...]
     return sorted(n for n in names if not n.endswith(COMPANION_SUFFIXES)
                   and (counts or (leaf(n) not in COUNT_METRICS and not leaf(n).startswith(BOOKKEEPING_PREFIXES))))
 

@@ -51,6 +51,13 @@ def blocks(data: ReportData, b: int = DEFAULT_B, plan: bool = False) -> list[Blo
     cost = cost_table(data)
     if len(cost):
         out += [Block("h2", "Cost"), Block("table", cost)]
+    counts = runs_table(data, columns="bookkeeping")
+    if len(counts.columns) > 3:
+        out += [Block("h2", "Counts and judge bookkeeping"),
+                Block("p", "Per run: counts (prompts, wins, ties, errors, ...) and how the metrics were computed "
+                           "(judge calls, cache hits, tokens, retries, fit sizes and coefficients). They are "
+                           "not outcomes, so the tables above leave them out; runs.csv has them too."),
+                Block("table", counts)]
     figs = [f for f in figures(data) if f is not None]
     if figs:
         out.append(Block("h2", "Figures"))
@@ -58,20 +65,37 @@ def blocks(data: ReportData, b: int = DEFAULT_B, plan: bool = False) -> list[Blo
     return out
 
 
-def runs_table(data: ReportData, numeric: bool = False) -> pd.DataFrame:
+def runs_table(data: ReportData, numeric: bool = False, columns: str = "outcomes") -> pd.DataFrame:
     """One row per report row: status, its axis levels, seed, and final metrics (``± se`` where logged).
 
-    ``numeric`` (runs.csv): each metric a number, its standard error in a ``<metric>_se`` column beside it.
+    ``columns``: ``outcomes`` (the report's Runs table: the metrics the per-axis tables compare,
+    ``outcome_metrics``), ``bookkeeping`` (run and status, then the counts and judge bookkeeping that
+    leaves out) or ``all``.  ``numeric`` (runs.csv): each metric a number, its standard error in a
+    ``<metric>_se`` column beside it.
     """
     rows = data.rows
     out = pd.DataFrame({"run": rows["label"], "kind": rows["kind"], "status": rows["status"]})
     if len(data.experiments) > 1:
         out.insert(0, "experiment", rows["experiment"])
+    outcomes = outcome_metrics(rows)
+    metrics = {"outcomes": outcomes, "all": outcome_metrics(rows, counts=True),
+               "bookkeeping": [m for m in outcome_metrics(rows, counts=True) if m not in outcomes]}[columns]
+    if columns == "bookkeeping":
+        return _metric_columns(out, rows, metrics, numeric)
     axis_cols = sorted({c for axes in data.axes.values() for c in axes})
     for col in axis_cols + (["params.train.seed"] if "params.train.seed" in rows.columns else []):
         name = "seed" if col == "params.train.seed" else col[len("params."):]
         out[name] = rows[col].where(rows["kind"] == "trial", "").fillna("")
-    for metric in outcome_metrics(rows, counts=True):
+    out = _metric_columns(out, rows, metrics, numeric)
+    errors = rows.get("tags.harness.error")
+    if errors is not None and errors.notna().any():
+        out["error"] = errors.fillna("").str.slice(0, 80)
+    return out
+
+
+def _metric_columns(out: pd.DataFrame, rows: pd.DataFrame, metrics: list[str], numeric: bool) -> pd.DataFrame:
+    """``out`` with a column per metric (``value ± se`` as text, or numbers with a ``<metric>_se`` column)."""
+    for metric in metrics:
         se = rows.get(f"metrics.{metric}_se")
         if numeric:
             out[metric] = pd.to_numeric(rows[f"metrics.{metric}"], errors="coerce").to_numpy()
@@ -79,9 +103,6 @@ def runs_table(data: ReportData, numeric: bool = False) -> pd.DataFrame:
                 out[f"{metric}_se"] = pd.to_numeric(se, errors="coerce").to_numpy()
             continue
         out[metric] = [_with_se(v, None if se is None else se.iloc[i]) for i, v in enumerate(rows[f"metrics.{metric}"])]
-    errors = rows.get("tags.harness.error")
-    if errors is not None and errors.notna().any():
-        out["error"] = errors.fillna("").str.slice(0, 80)
     return out
 
 
@@ -174,8 +195,11 @@ def cost_table(data: ReportData) -> pd.DataFrame:
 
 
 def figures(data: ReportData):
+    families, estimators = training_families(data)
     for key in TRAINING_KEYS[:3]:
-        yield plots.training_curves(data.histories, key)
+        ylabels = ({family: plots.estimator_label(key, estimator) for family, estimator in estimators.items()}
+                   if key == "train/kl" else None)
+        yield plots.training_curves(data.histories, key, families, ylabels)
     for t in data.tables:
         yield plots.metric_by_level(t, list(dict.fromkeys(t.cells["metric"])))
     finished = data.rows[data.rows["status"] == "FINISHED"]
@@ -187,13 +211,32 @@ def figures(data: ReportData):
              for _, r in finished.iterrows()}, suite)
 
 
+def training_families(data: ReportData) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Each training run's loss family (its ``harness.method`` tag: one curve panel per method), and
+    each family's KL estimator (its runs' ``harness.kl_estimator`` tag; several are joined)."""
+    runs = training_runs(data.runs)
+    multi = len(data.experiments) > 1
+    families, estimators = {}, {}
+    for _, r in runs.iterrows():
+        method = r.get("tags.harness.method")
+        family = method if isinstance(method, str) else "runs"
+        families[run_key(r, multi)] = family
+        tag = r.get("tags.harness.kl_estimator")
+        if isinstance(tag, str):
+            known = estimators.get(family)
+            estimators[family] = tag if known in (None, tag) else f"{known}; {tag}"
+        else:
+            estimators.setdefault(family, None)
+    return families, estimators
+
+
 def _frontier_figures(data: ReportData, rows: pd.DataFrame):
     win = next((m for m in WIN_RATES if f"metrics.{m}" in rows.columns), None)
     if win:
         kl = {r["label"]: final_kl(data, r, win.split("/")[1]) for _, r in rows.iterrows()}
         points = {k: (v, float(rows.loc[rows["label"] == k, f"metrics.{win}"].iloc[0])) for k, v in kl.items()
                   if v is not None}
-        yield plots.scatter(points, "KL to the reference", win, "frontier-win_rate-kl",
+        yield plots.scatter(points, "KL to the reference (k1 log-ratio, can be < 0)", win, "frontier-win_rate-kl",
                             f"Reward/KL frontier: {win} against the KL to the reference, per run.")
     if {"metrics.eval/alpaca/win_rate", "metrics.eval/alpaca/lc_win_rate"} <= set(rows.columns):
         points = {r["label"]: (float(r["metrics.eval/alpaca/win_rate"]), float(r["metrics.eval/alpaca/lc_win_rate"]))

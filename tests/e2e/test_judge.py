@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -354,3 +355,33 @@ def test_report_on_a_judged_suite_with_several_samples(tmp_path, capsys):
     assert main(["report", "judge", "--results-dir", results, "--out", str(tmp_path / "report"),
                  "--format", "md"]) == 0
     assert "single" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_report_of_judge_only_runs_keeps_bookkeeping_out_of_the_main_tables(tmp_path, capsys):
+    """Issue 18: a judge-only experiment's Runs table listed ~25 columns, most of them judge counters,
+    counts and the style fit's coefficients.  The Runs and per-model tables now hold the outcomes (the rule
+    the sweep's per-axis tables use, ``outcome_metrics``); the rest is in "Counts and judge bookkeeping"
+    and in runs.csv."""
+    results = str(tmp_path / "results")
+    strong = outputs_file(tmp_path / "strong.jsonl", "strong", {0, 1, 2, 3})
+    weak = outputs_file(tmp_path / "weak.jsonl", "weak", {0, 1, 2})
+    base = outputs_file(tmp_path / "base.json", "base", {0, 1})
+    assert main(["judge", "--outputs", str(strong), str(weak), "--baseline", str(base), "--suite", "pairwise",
+                 "--results-dir", results]) == 0
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["report", "judge", "--results-dir", results, "--out", str(out), "--format", "all"]) == 0
+    md = capsys.readouterr().out
+    sections = {s.split("\n", 1)[0]: s for s in md.split("\n## ")[1:]}
+    bookkeeping = ("judge_calls", "judge_cache_hits", "judge_prompt_tokens", "style_coef/length",
+                   "/wins |", "/n |", "/errors |")
+    for title in ("Runs", "judge: model"):
+        header = sections[title].split("\n| ", 1)[1].split("\n", 1)[0]
+        assert "eval/pairwise/win_rate" in header and "eval/pairwise/position_consistency" in header
+        assert not any(b in "| " + header for b in bookkeeping), header
+        assert header.count("|") <= 13  # run/model + a dozen outcomes, not ~25 columns
+    counts = sections["Counts and judge bookkeeping"]
+    assert all(b.strip(" |") in counts for b in bookkeeping)
+    runs = pd.read_csv(out / "runs.csv")
+    assert {"eval/pairwise/judge_calls", "eval/pairwise/wins", "eval/pairwise/win_rate"} <= set(runs.columns)
+    assert runs.set_index("run").loc["strong", "eval/pairwise/wins"] == 2
