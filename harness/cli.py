@@ -108,6 +108,10 @@ def _judge_parser(sub) -> None:
     p.add_argument("--judge-model", default=None)
     p.add_argument("--leaderboard", default=None, metavar="CSV",
                    help="also write AlpacaEval's leaderboard columns (alpaca suite or --annotations)")
+    p.add_argument("--fastchat-judgments", default=None, metavar="DIR",
+                   help="with --suite mtbench: also write the judgments as FastChat does, to "
+                   "DIR/model_judgment/<judge>_single.jsonl (or _pair.jsonl), DIR being FastChat's data/mt_bench, "
+                   "so its show_result.py reads them")
     p.add_argument("--allow-toy-judge", action="store_true",
                    help="let the embedded toy judge score items outside the toy world (it ties on them; tests only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="judge.KEY=VALUE")

@@ -7,6 +7,9 @@
   one result per ``generator`` (``harness.judge_cmd.candidates``);
 - ``--annotations FILE...``: re-score AlpacaEval annotation files, no judge calls.
 
+``--leaderboard CSV`` also writes AlpacaEval's leaderboard, ``--fastchat-judgments DIR``
+the mtbench judgments in FastChat's ``model_judgment`` layout (``harness.judge_cmd.fastchat``).
+
 Results are printed (``--format table|json``; with json, stdout holds only the
 JSON) and logged to MLflow, experiment ``judge`` unless ``--experiment``, one
 run per generator, unless ``--no-track`` (``harness.judge_cmd.output``).
@@ -28,11 +31,18 @@ from harness.config.spec_io import parse_override, set_key
 from harness.errors import HarnessError, SpecError
 from harness.eval.backends import resolved
 from harness.eval.suite import suite_options
-from harness.eval.suites import SUITES, check_suites, pairwise
+from harness.eval.suites import SUITES, check_suites, mtbench, pairwise
 from harness.judge_cmd.candidates import candidates_from_files, candidates_from_model
+from harness.judge_cmd.fastchat import fastchat_rows, write_fastchat_judgments
 from harness.judge_cmd.judging import across_generators, judge_all, length_of
-from harness.judge_cmd.output import (alpaca_leaderboard, annotations_command, print_results, track_results,
-                                      write_leaderboard)
+from harness.judge_cmd.output import (
+    alpaca_leaderboard,
+    annotations_command,
+    log,
+    print_results,
+    track_results,
+    write_leaderboard,
+)
 from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 
 # ---------------------------------------------------------------- settings
@@ -100,11 +110,17 @@ def check_limits(args) -> None:
 def cmd_judge(args) -> int:
     cache_dir = Path(args.results_dir).resolve() / "cache"
     if args.annotations:
+        if args.fastchat_judgments:
+            raise HarnessError("--fastchat-judgments: annotation files hold no MT-Bench judgments; use it with "
+                               "--outputs or --model and --suite mtbench")
         return annotations_command(args)
     check_limits(args)
     if args.leaderboard and "alpaca" not in (args.suite or []):
         raise HarnessError("--leaderboard: AlpacaEval's leaderboard columns come from the alpaca suite; add "
                            "--suite alpaca (or score --annotations files)")
+    if args.fastchat_judgments and mtbench.NAME not in (args.suite or []):
+        raise HarnessError("--fastchat-judgments: FastChat's model_judgment files hold MT-Bench judgments; add "
+                           "--suite mtbench")
     if args.instruction_difficulty:
         raise HarnessError("--instruction-difficulty applies to --annotations (AlpacaEval annotation files, "
                            "whose rows list the instructions in AlpacaEval's order)")
@@ -122,6 +138,11 @@ def cmd_judge(args) -> int:
     print_results(results, suites, args.format, rankings)
     if args.leaderboard:
         write_leaderboard(args.leaderboard, alpaca_leaderboard(results, length))
+    if args.fastchat_judgments:
+        mode = suite_options(eval_cfg, mtbench.NAME).get("mode", "pairwise")
+        rows = fastchat_rows(candidates, results, args.baseline, mode)
+        path = write_fastchat_judgments(args.fastchat_judgments, rows, mode)
+        log(f"FastChat judgments: {path} ({len(rows)} rows)")
     if not args.no_track:
         track_results(args, results, provenance, judge_spec, eval_cfg)
     return 0

@@ -120,8 +120,11 @@ def turn_items(item: dict, output_row: dict) -> list[tuple[int, dict]]:
     return out
 
 
-def _per_turn(items, outputs, baseline) -> list[tuple[dict, dict, int]]:
-    """(judge item, output row, turn) for every output row and turn; pairwise items get the baseline's."""
+def per_turn_items(items, outputs, baseline) -> list[tuple[dict, dict, int]]:
+    """(judge item, output row, turn) for every output row and turn; pairwise items get the baseline's.
+
+    The order is that of the judgments rows, so a caller can rebuild each row's judge request
+    (``harness.judge_cmd.fastchat`` does, for FastChat's ``user_prompt``)."""
     found = []
     for item, row in judge_rows(items, outputs):
         base = as_turns(baseline[item["id"]]["output"]) if baseline is not None else None
@@ -140,7 +143,7 @@ def _rows_with_turns(judgments: list[dict], found: list[tuple[dict, dict, int]])
 
 def score_single(items, outputs, baseline, client, length=len) -> SuiteResult:
     """1-10 grades per turn; ``turn<t>/mean_score`` (+ interval, SE, per category) and the overall."""
-    found = _per_turn(items, outputs, None)
+    found = per_turn_items(items, outputs, None)
     judged = single_judge(client, [judge_item for judge_item, _, _ in found])
     rows = _rows_with_turns(judged.judgments, found)
     metrics = dict(judged.metrics)
@@ -152,7 +155,7 @@ def score_single(items, outputs, baseline, client, length=len) -> SuiteResult:
 def score_pairwise(items, outputs, baseline, client, length=len) -> SuiteResult:
     """Both-order verdicts per turn; ``turn<t>/win_rate`` (+ counts, SE, bias rates) and the overall."""
     check_baseline(judge_rows(items, outputs), baseline)
-    found = _per_turn(items, outputs, baseline)
+    found = per_turn_items(items, outputs, baseline)
     judged = pairwise_judge(client, [judge_item for judge_item, _, _ in found], length=length)
     rows = _rows_with_turns(judged.judgments, found)
     metrics = dict(judged.metrics)
