@@ -14,7 +14,6 @@ left alone).  Each report row is one of
 from __future__ import annotations
 
 import difflib
-
 import json
 import os
 import re
