@@ -46,13 +46,20 @@ class SweepSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def trial_count(n: int, with_base: bool) -> str:
+    """``2 trials + base``: the grid's trials, and the base trial that ``eval.include_base`` adds to them
+    (so that the closing ``3 ran`` adds up)."""
+    return f"{n} trial{'' if n == 1 else 's'}" + (" + base" if with_base else "")
+
+
 def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
               progress: bool = True, echo=print) -> SweepSummary:
     """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
     preflight(spec, trials)
     work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
     ctx = open_context(spec, trial_names(work), tracking_uri, force, progress, echo)
-    echo(f"experiment {spec.name!r}: {len(trials)} trial(s); store {ctx.tracker.store.tracking_uri}")
+    echo(f"experiment {spec.name!r}: {trial_count(len(trials), spec.eval.include_base)}; "
+         f"store {ctx.tracker.store.tracking_uri}")
     parent = _parent_run(ctx)
     summary = SweepSummary()
     work = baselines_first(work, ctx.trial_ids)

@@ -364,3 +364,16 @@ def test_non_finite_loss_fails_the_trial_naming_stage_and_step(tmp_path, monkeyp
     assert main(["sweep", str(spec)]) == 0
     assert list(_histories(tmp_path).values()) == [[1, 2, 3]]
     assert {r.info.status for r in runs(tmp_path)[1]} == {"FINISHED"}
+
+
+def test_the_sweep_counts_its_trials_and_the_base(default_sweep, capsys):
+    """Issue 18: the sweep said `2 trial(s)` and then `3 ran` (the base trial is the third); it now says
+    `2 trials + base`, and the closing count adds up to it.  A re-sweep skips all three and adds no run."""
+    _, spec, _ = default_sweep
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert main(["sweep", str(spec)]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "experiment 'sweeptest': 2 trials + base; store sqlite:///" in said
+    assert "0 ran, 3 skipped, 0 failed" in said
