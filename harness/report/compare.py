@@ -101,8 +101,12 @@ def axis_tables(rows: pd.DataFrame, axes: dict[str, list[str]], metrics: list[st
 def model_table(experiment: str, rows: pd.DataFrame, metrics: list[str], prompt_scores: dict,
                 reference: str | None, b: int = stats.DEFAULT_B, axis: str = MODEL_AXIS,
                 fixed: dict | None = None, policy: Policy | None = None) -> AxisTable | None:
-    """One row per model (judge-only runs, or every evaluated row of a sweep), compared to ``reference``."""
-    groups = [_group(label, rows[rows["label"] == label], metrics, prompt_scores) for label in rows["label"]]
+    """One row per model (judge-only runs, or every evaluated row of a sweep), compared to ``reference``.
+
+    A model judged by several ``harness judge`` commands (one suite each) has several runs under one
+    label: they are one level, each metric taken from the runs that logged it."""
+    groups = [_group(label, rows[rows["label"] == label], metrics, prompt_scores)
+              for label in dict.fromkeys(rows["label"])]
     if len(groups) < 2:
         return None
     return build_table(experiment, axis, fixed or {}, groups, metrics, reference, b, policy)

@@ -1,8 +1,9 @@
 """``harness ls [EXPERIMENT]``: what is in the tracking store, without opening the MLflow UI.
 
 Without an experiment: one row per experiment (trials by status, the newest start).  With one:
-one row per trial run, newest first, with its status, sweep, headline metrics (``eval/<suite>/<metric>``
-without standard errors and judge counters) and checkpoint path (``harness.checkpoint``).
+one row per trial run (or ``harness judge`` run, one per generator), newest first, with its status,
+sweep, headline metrics (``eval/<suite>/<metric>`` without standard errors and judge counters) and
+checkpoint path (``harness.checkpoint``).
 """
 
 from __future__ import annotations
@@ -33,14 +34,24 @@ def headline(metrics: dict) -> dict:
     return out
 
 
+def listed_runs(tracker: Tracker, experiment_id: str) -> list:
+    """The experiment's trial runs (``harness.trial_id``) and judge-only runs (``harness judge``, tag
+    ``harness.role = judge``), newest first."""
+    found = []
+    for query in ("tags.`harness.trial_id` != ''", "tags.`harness.role` = 'judge'"):
+        found += tracker.client.search_runs([experiment_id], query, max_results=50000)
+    return sorted(found, key=lambda r: r.info.start_time or 0, reverse=True)
+
+
 def trial_rows(tracker: Tracker, experiment_id: str) -> list[dict]:
-    runs = tracker.client.search_runs([experiment_id], "tags.`harness.trial_id` != ''", max_results=50000,
-                                      order_by=["attributes.start_time DESC"])
+    """One row per trial (or judged generator, its sweep shown as ``judge``)."""
     rows = []
-    for run in runs:
+    for run in listed_runs(tracker, experiment_id):
         tags = run.data.tags
-        rows.append({"trial": tags["harness.trial_id"], "status": run.info.status,
-                     "sweep": tags.get("harness.sweep_id", "-"), "started": _when(run.info.start_time),
+        judged = "harness.trial_id" not in tags
+        rows.append({"trial": tags.get("harness.generator", run.info.run_name) if judged else tags["harness.trial_id"],
+                     "status": run.info.status, "sweep": "judge" if judged else tags.get("harness.sweep_id", "-"),
+                     "started": _when(run.info.start_time),
                      **headline(run.data.metrics), "checkpoint": tags.get("harness.checkpoint", "-")})
     return rows
 
@@ -48,8 +59,7 @@ def trial_rows(tracker: Tracker, experiment_id: str) -> list[dict]:
 def experiment_rows(tracker: Tracker) -> list[dict]:
     rows = []
     for exp in tracker.client.search_experiments():
-        runs = tracker.client.search_runs([exp.experiment_id], "tags.`harness.trial_id` != ''", max_results=50000,
-                                          order_by=["attributes.start_time DESC"])
+        runs = listed_runs(tracker, exp.experiment_id)
         if not runs:
             continue
         counts = Counter(r.info.status for r in runs)

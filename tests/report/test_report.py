@@ -376,3 +376,24 @@ def test_sampling_component_from_the_samples_of_each_prompt(report):
         per_seed = [np.mean([np.var(s, ddof=1) / 4 for s in truth["samples"][(beta, seed)]]) for seed in SEEDS]
         assert v.loc[beta, "sampling_var"] == pytest.approx(np.mean(per_seed), rel=1e-9)
     assert _rows(csv, "method.beta", "variance", "eval/arith/response_length")["sampling_var"].isna().all()
+
+
+def test_a_model_judged_by_two_commands_is_one_row(tmp_path):
+    """`harness judge --suite alpaca` then `--suite mtbench` on the same generator leave two runs with one
+    label; the report stopped on "Index contains duplicate entries".  They are one model row now, each
+    metric from the run that logged it."""
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
+    client = MlflowClient(store.tracking_uri)
+    exp_id = client.create_experiment("judge", artifact_location=(tmp_path / "artifacts").as_uri())
+    for name, metric, value in [("my-model", "eval/alpaca/win_rate", 0.6), ("my-model", "eval/mtbench/win_rate", 0.4),
+                                ("other", "eval/alpaca/win_rate", 0.5), ("other", "eval/mtbench/win_rate", 0.45)]:
+        run_id = client.create_run(exp_id, run_name=name, tags={"harness.role": "judge",
+                                                                "harness.generator": name}).info.run_id
+        client.log_metric(run_id, metric, value)
+        client.set_terminated(run_id, "FINISHED")
+    out = tmp_path / "out"
+    write_report(store, ["judge"], out, "csv", log_artifacts=False)
+    cells = pd.read_csv(out / "report.csv").query("row_type == 'level'").set_index(["level", "metric"])
+    assert cells.loc[("my-model", "eval/alpaca/win_rate"), "mean"] == 0.6
+    assert cells.loc[("my-model", "eval/mtbench/win_rate"), "mean"] == 0.4
+    assert (cells.loc["my-model", "n"] == 1).all()  # one run per metric, not two "seeds"

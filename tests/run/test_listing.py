@@ -53,3 +53,22 @@ def test_ls_of_an_unknown_experiment_names_the_ones_there(tmp_path, capsys):
     assert main(["ls", "quik", "--results-dir", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert "no experiment 'quik'" in err and "(did you mean 'quick'? experiments: quick)" in err
+
+
+def test_ls_lists_judge_only_runs_by_generator(tmp_path, capsys):
+    """`harness judge` logs one run per generator (tag harness.role=judge, no trial id); `harness ls`
+    said "none" for such an experiment.  It lists them, sweep column `judge`."""
+    tracker = _store(tmp_path)
+    exp = tracker.experiment("judge")
+    for generator, win in (("my-model", 0.7), ("other", 0.4)):
+        run = tracker.create_run(exp, generator, {"harness.role": "judge", "harness.generator": generator})
+        tracker.log_metrics(run, {"eval/pairwise/win_rate": win, "eval/pairwise/judge_calls": 12.0})
+        tracker.set_status(run, "FINISHED")
+    results = ["--results-dir", str(tmp_path / "results"), "--format", "json"]
+    assert main(["ls", *results]) == 0
+    listed = {e["experiment"]: e for e in json.loads(capsys.readouterr().out)}
+    assert listed["judge"]["trials"] == 2 and listed["quick"]["trials"] == 2
+    assert main(["ls", "judge", *results]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted((r["trial"], r["sweep"], r["pairwise/win_rate"]) for r in rows) == [("my-model", "judge", 0.7),
+                                                                                       ("other", "judge", 0.4)]
