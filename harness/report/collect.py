@@ -56,9 +56,13 @@ def outcome_metrics(rows: pd.DataFrame, counts: bool = False) -> list[str]:
     """
     names = [c[len("metrics."):] for c in rows.columns
              if c.startswith(("metrics.eval/", "metrics.val/")) and rows[c].notna().any()]
-    leaf = lambda n: n.split("/")[2] if n.count("/") >= 2 else n.rsplit("/", 1)[-1]  # eval/<suite>/<this>[/...]
-    return sorted(n for n in names if not n.endswith(COMPANION_SUFFIXES)
-                  and (counts or (leaf(n) not in COUNT_METRICS and not leaf(n).startswith(BOOKKEEPING_PREFIXES))))
+    return sorted(n for n in names if not n.endswith(COMPANION_SUFFIXES) and (counts or is_outcome(n)))
+
+
+def is_outcome(name: str) -> bool:
+    """Not a count (``eval/mtbench/turn1/n``) and no part bookkeeping (``eval/pairwise/style_coef/length``)."""
+    parts = name.split("/")[1:]
+    return parts[-1] not in COUNT_METRICS and not any(p.startswith(BOOKKEEPING_PREFIXES) for p in parts)
 
 
 def collect(store: Store, experiments: list[str], references: dict[str, str] | None = None,

@@ -125,9 +125,12 @@ def test_bookkeeping_metrics_are_not_outcomes():
 
     names = ["eval/pairwise/win_rate", "eval/pairwise/judge_calls", "eval/pairwise/judge_cache_hits",
              "eval/alpaca/lc_win_rate", "eval/alpaca/lc_joint_models", "eval/alpaca/lc_standard_error_joint",
-             "eval/arith/num_prompts", "eval/arith/pass_at_1_se"]
+             "eval/arith/num_prompts", "eval/arith/pass_at_1_se", "eval/pairwise/style_coef/length",
+             "eval/mtbench/turn1/n", "eval/mtbench/turn1/wins", "eval/mtbench/turn1/win_rate",
+             "eval/single/math/mean_score"]
     rows = pd.DataFrame([[1.0] * len(names)], columns=[f"metrics.{n}" for n in names])
-    assert outcome_metrics(rows) == ["eval/alpaca/lc_win_rate", "eval/pairwise/win_rate"]
+    assert outcome_metrics(rows) == ["eval/alpaca/lc_win_rate", "eval/mtbench/turn1/win_rate", "eval/pairwise/win_rate",
+                                     "eval/single/math/mean_score"]
     assert "eval/pairwise/judge_calls" in outcome_metrics(rows, counts=True)
 
 
