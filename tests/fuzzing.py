@@ -48,6 +48,6 @@ def json_values(leaves=SCALAR, max_leaves: int = 8):
 def assert_user_error(exc: BaseException, *names: str) -> None:
     """``exc`` is a HarnessError whose message's first line names one of ``names`` (a file, key or path)."""
     if not isinstance(exc, HarnessError):
-        raise AssertionError(f"not a user error: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(f"not a user error: {type(exc).__name__}: {exc}") from exc  # noqa: TRY004 - a test failure
     first = str(exc).splitlines()[0] if str(exc) else ""
     assert any(n in first for n in names), f"the error names none of {names}: {first!r}"

@@ -215,8 +215,8 @@ def _check_sft(data: dict) -> list[str]:
         problems = _check_messages(data["messages"], "messages", last_assistant=True)
         if not problems and data["messages"][0]["role"] == "assistant":
             # the prompt is every turn before the first assistant turn (TRL's rule): there must be one
-            return ["field 'messages[0]': the conversation starts with an assistant turn; put the user (or "
-                    "system) turn it answers before it"]
+            return [("field 'messages[0]': the conversation starts with an assistant turn; put the user (or "
+                     "system) turn it answers before it")]
         return problems
     if _present(data, "text") and not _present(data, "prompt") and not _present(data, "completion"):
         text = data["text"]

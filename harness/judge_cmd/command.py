@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from harness.cache import writable_dir
 from harness.config.problems import format_problems, pydantic_problems
 from harness.config.spec import EvalSpec, JudgeSpec
 from harness.config.spec_io import parse_override, set_key
@@ -31,8 +32,13 @@ from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, check_suites, pairwise
 from harness.judge_cmd.candidates import candidates_from_files, candidates_from_model
 from harness.judge_cmd.judging import across_generators, judge_all, length_of
-from harness.judge_cmd.output import (alpaca_leaderboard, annotations_command, print_results, track_results,
-                                      write_leaderboard)
+from harness.judge_cmd.output import (
+    alpaca_leaderboard,
+    annotations_command,
+    print_results,
+    track_results,
+    write_leaderboard,
+)
 from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 
 # ---------------------------------------------------------------- settings
@@ -102,6 +108,7 @@ def cmd_judge(args) -> int:
     if args.annotations:
         return annotations_command(args)
     check_limits(args)
+    writable_dir(cache_dir.parent, "--results-dir")  # the judge cache (and the default store) live there
     if args.leaderboard and "alpaca" not in (args.suite or []):
         raise HarnessError("--leaderboard: AlpacaEval's leaderboard columns come from the alpaca suite; add "
                            "--suite alpaca (or score --annotations files)")
