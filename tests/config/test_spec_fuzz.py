@@ -23,7 +23,7 @@ from harness.config.spec import Spec, load_spec
 from harness.errors import SpecError
 from tests.fuzzing import SCALAR, TEXT, assert_user_error, fuzz_settings, json_values
 
-EXAMPLES = 150
+EXAMPLES = 100
 
 ONE_METHOD = {"name": "exp", "model": "toy://tiny", "method": {"name": "dpo"}, "data": {"train": "toy://arith-pairs"}}
 STAGED = {"name": "exp", "model": "toy://tiny", "eval": {"suites": ["arith"]},

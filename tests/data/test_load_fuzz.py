@@ -28,7 +28,7 @@ from harness.errors import DataError
 from tests.data.test_tokenization import build_tokenizer
 from tests.fuzzing import SCALAR, TEXT, assert_user_error, fuzz_settings, json_values
 
-EXAMPLES = 40
+EXAMPLES = 30
 
 ROLE = st.one_of(st.sampled_from(["system", "user", "assistant"]), TEXT)
 MESSAGE = st.one_of(

@@ -39,7 +39,7 @@ LOGPROB = st.one_of(st.floats(-50, 0), st.floats(allow_nan=True, allow_infinity=
 TOP = st.dictionaries(st.one_of(st.sampled_from(["1", " 2", "2", "m", "M", "[[A]]"]), TEXT), LOGPROB, max_size=4)
 
 
-@fuzz_settings(400)
+@fuzz_settings(200)
 @given(reply=REPLY, candidates=st.lists(REPLY, max_size=3))
 def test_fuzzed_replies_give_a_verdict_of_their_kind_or_none(reply, candidates):
     assert parse_pairwise(reply, candidates) in ("A", "B", "C", None)
@@ -102,7 +102,7 @@ SERIAL = itertools.count()
 
 
 @pytest.mark.parametrize("suite", ["pairwise", "single", "alpaca"])
-@fuzz_settings(25)
+@fuzz_settings(15)
 @given(text=REPLY, logprobs=st.none() | st.lists(st.tuples(TEXT, LOGPROB, TOP), max_size=3))
 def test_fuzzed_replies_over_http_are_verdicts_or_counted_errors(tmp_path, served, suite, text, logprobs):
     judge, url = served
