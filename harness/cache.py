@@ -14,12 +14,15 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from harness.errors import HarnessError
 
 
 def canonical_json(obj: Any) -> str:
@@ -60,6 +63,23 @@ def atomic_path(final: Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """``path``, created if needed, once a probe file could be written in it; else a HarnessError naming ``what``.
+
+    A real write, not ``os.access``: root passes every permission check, yet cannot write
+    below a regular file or on a read-only or full file system.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise HarnessError(f"{what} {path}: cannot write there ({exc.strerror or exc}); fix its permissions "
+                           f"or choose another {what}") from None
+    return path
 
 
 def _jsonl(rows: list[dict], **dumps) -> str:

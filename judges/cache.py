@@ -89,10 +89,14 @@ class ReplyCache:
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, reply: dict) -> None:
-        """Store and commit at once; the same key twice keeps the first (both are valid replies)."""
+        """Store and commit at once; the same key twice keeps the first (both are valid replies).
+
+        The reply is stored as received: a logprob of -inf or NaN (JSON's -Infinity/NaN, which
+        some servers send) is written in the form Python's json reads back, not refused.
+        """
+        text = json.dumps(reply, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO replies (key, reply) VALUES (?, ?)",
-                             (key, canonical_json(reply)))
+            self._db.execute("INSERT OR IGNORE INTO replies (key, reply) VALUES (?, ?)", (key, text))
 
     def __len__(self) -> int:
         with self._lock:

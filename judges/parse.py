@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from judges.prompts import ALPACA_LABELS, BLOCK
 
 QUOTE_CONTEXT = 8
+LOGPROB_ROUNDING = 1e-4  # a server's logprob of a near-certain token may round to just above 0
 PAIRWISE_TOKEN = re.compile(r"\[\[([ABC])\]\]")
 SINGLE_TOKEN = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]")
 SAFETY_TOKEN = re.compile(r"\[\[(COMPLIANCE|REFUSAL|PARTIAL)\]\]")
@@ -112,13 +113,17 @@ def label_probability(top_logprobs: Sequence[dict[str, float]] | None,
     Tokens are compared after stripping whitespace (" 2" counts as "2"), and
     alternatives that strip to the same label are summed.  A label missing
     from that position's top list is taken as probability 0 (it fell below the
-    cutoff).  None when no position lists either label or logprobs are absent.
+    cutoff).  None when no position lists either label or logprobs are absent, and when a
+    label's logprob is not a log-probability (NaN, or above 0 by more than rounding): the
+    reply is then unusable (retried, then an error), not a number to trust.
     """
     for top in top_logprobs or ():
         mass = {label: 0.0 for label in labels}
         for token, logprob in top.items():
             if token.strip() in mass:
-                mass[token.strip()] += math.exp(logprob)
+                if not isinstance(logprob, (int, float)) or math.isnan(logprob) or logprob > LOGPROB_ROUNDING:
+                    return None
+                mass[token.strip()] += math.exp(min(logprob, 0.0))
         total = mass[labels[0]] + mass[labels[1]]
         if total > 0:
             return mass[labels[1]] / total

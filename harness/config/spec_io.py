@@ -70,9 +70,12 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
     """The parsed YAML and its line map; syntax errors name the file and line."""
     file = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8-sig")
     except OSError as e:
         raise SpecError(f"{file}: cannot read the spec ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{file}: not UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                        "save the spec as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=_Loader)
         data = yaml_load(text)

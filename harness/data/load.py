@@ -59,24 +59,45 @@ class Row:
 # ---------------------------------------------------------------- reading files
 
 
+def read_utf8(path: Path, source: str) -> str:
+    """The text of a UTF-8 file (a leading BOM dropped); unreadable or non-UTF-8 bytes are a DataError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{source}: cannot read the file ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{source}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+                        "save the file as UTF-8") from None
+
+
+def jsonl_lines(text: str) -> list[tuple[int, str]]:
+    """(1-based line number, line) of every non-blank line.
+
+    Lines end at ``\n`` only: ``str.splitlines`` would also cut at U+2028 and other
+    separators that JSON allows unescaped inside strings.
+    """
+    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+
+
 def _read_jsonl(path: Path, source: str) -> tuple[list[Row], list[str]]:
     """Parse one JSON value per non-blank line; malformed lines become problems."""
     rows, problems = [], []
-    with path.open(encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                rows.append(Row(source, number, json.loads(text.rstrip("\r\n"))))
-            except json.JSONDecodeError as exc:
-                problems.append(f"{source}:{number}: malformed JSON ({exc.msg} at column {exc.colno})")
+    for number, text in jsonl_lines(read_utf8(path, source)):
+        try:
+            rows.append(Row(source, number, json.loads(text)))
+        except json.JSONDecodeError as exc:
+            problems.append(f"{source}:{number}: malformed JSON ({exc.msg} at column {exc.colno})")
     return rows, problems
 
 
 def _read_json(path: Path, source: str) -> list[Row]:
     """Parse a JSON array of objects; row i gets line i + 1."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_utf8(path, source))
     except json.JSONDecodeError as exc:
         raise DataError(f"{source}:{exc.lineno}: malformed JSON ({exc.msg}: column {exc.colno})") from None
     if not isinstance(value, list):
@@ -191,7 +212,12 @@ def _check_fields(data: dict, prompt_fields: tuple[str, ...], response_fields: t
 
 def _check_sft(data: dict) -> list[str]:
     if _present(data, "messages"):
-        return _check_messages(data["messages"], "messages", last_assistant=True)
+        problems = _check_messages(data["messages"], "messages", last_assistant=True)
+        if not problems and data["messages"][0]["role"] == "assistant":
+            # the prompt is every turn before the first assistant turn (TRL's rule): there must be one
+            return [("field 'messages[0]': the conversation starts with an assistant turn; put the user (or "
+                     "system) turn it answers before it")]
+        return problems
     if _present(data, "text") and not _present(data, "prompt") and not _present(data, "completion"):
         text = data["text"]
         if not isinstance(text, str):

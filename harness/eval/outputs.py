@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.data.load import jsonl_lines, read_utf8
 from harness.errors import DataError
 
 MAX_LISTED = 20
@@ -46,12 +47,10 @@ def _raw_rows(path: Path) -> list[tuple[str, object]]:
     """(where, parsed value) per row of a JSON list or a JSONL file."""
     if not path.is_file():
         raise DataError(f"{path}: outputs file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, str(path))
     if path.suffix.lower() == ".jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        for number, line in jsonl_lines(text):
             try:
                 rows.append((f"{path}:{number}", json.loads(line)))
             except json.JSONDecodeError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from harness.cache import writable_dir
 from harness.config.problems import format_problems, pydantic_problems
 from harness.config.spec import EvalSpec, JudgeSpec
 from harness.config.spec_io import parse_override, set_key
@@ -115,6 +116,7 @@ def cmd_judge(args) -> int:
                                "--outputs or --model and --suite mtbench")
         return annotations_command(args)
     check_limits(args)
+    writable_dir(cache_dir.parent, "--results-dir")  # the judge cache (and the default store) live there
     if args.leaderboard and "alpaca" not in (args.suite or []):
         raise HarnessError("--leaderboard: AlpacaEval's leaderboard columns come from the alpaca suite; add "
                            "--suite alpaca (or score --annotations files)")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.cache import EvalCache, StageCache
+from harness.cache import EvalCache, StageCache, writable_dir
 from harness.config.grid import sweep_id
 from harness.config.spec import JudgeSpec, Spec
 from harness.run.tracking import Tracker, git_sha, package_versions, resolve_store
@@ -68,6 +68,7 @@ class SweepContext:
 def open_context(spec: Spec, trial_ids: dict[str, str], tracking_uri: str | None, force: bool, progress: bool,
                  echo: Callable[[str], None] = print) -> SweepContext:
     """Resolve the store and results paths (absolute, at start) and create the experiment."""
+    writable_dir(Path(spec.results_dir).resolve(), "results_dir")  # one clear line, before any half-made store
     store = resolve_store(tracking_uri, spec.tracking.uri, spec.tracking.artifact_root, spec.results_dir)
     tracker = Tracker(store)
     cache_dir = Path(spec.results_dir).resolve() / "cache"

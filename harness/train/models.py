@@ -14,8 +14,14 @@ import os
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, prepare_model_for_kbit_training
-from peft import set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+    prepare_model_for_kbit_training,
+    set_peft_model_state_dict,
+)
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from harness.cache import atomic_path
@@ -205,11 +211,21 @@ def merged_into(model, base_path: str):
 
 
 def save_checkpoint(model, tokenizer, out_dir: Path) -> Path:
-    """Save an HF-format checkpoint atomically (write next to it, then rename)."""
+    """Save an HF-format checkpoint atomically (write next to it, then rename).
+
+    A write that fails (a full disk, a read-only directory) is a HarnessError naming the
+    checkpoint; the partial copy is removed, so nothing there looks like a checkpoint.
+    safetensors reports its own I/O errors as ``SafetensorError``, not ``OSError``.
+    """
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
-        merged(model).save_pretrained(tmp)  # (a QLoRA stage's model is merged by the caller, which has the base)
-        tokenizer.save_pretrained(tmp)
+    try:
+        with atomic_path(out_dir) as tmp:
+            merged(model).save_pretrained(tmp)  # (a QLoRA stage's model is merged by the caller, which has the base)
+            tokenizer.save_pretrained(tmp)
+    except (OSError, SafetensorError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise HarnessError(f"cannot write the checkpoint {out_dir}: {reason}; free space there (or set "
+                           "results_dir elsewhere) and run the same command again") from exc
     return out_dir
 
 

@@ -83,13 +83,24 @@ def read_annotations(path: Path, length: Callable[[str], int]) -> list[Annotatio
     return [_annotation(where, row, length) for where, row in _raw_rows(path)]
 
 
+def _text(path: Path) -> str:
+    """The file as UTF-8 text (a leading BOM dropped); other bytes are a DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+
+
 def _raw_rows(path: Path) -> list[tuple[str, object]]:
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _text(path)
     if path.suffix.lower() == ".jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # lines end at \n only (str.splitlines also cuts at U+2028, which JSON strings may hold)
+        for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 rows.append((f"{path}:{number}", _parse(line, f"{path}:{number}")))
         return rows

@@ -18,7 +18,7 @@ from harness.train.models import load_model, load_tokenizer
 def micro(tmp_path_factory):
     path = str(toy_model_path("micro", tmp_path_factory.mktemp("cache")))
     tok = load_tokenizer(path)
-    examples = encode_sft(tok, take_fraction(load_rows("toy://arith-sft", "sft"), 0.005, 0)[:6], 64)[0]
+    examples = encode_sft(tok, take_fraction(load_rows("toy://arith-sft", "sft"), 0.005, 0)[:8], 64)[0]
     return path, tok, examples
 
 
@@ -35,9 +35,12 @@ def _step(micro, batch_size, grad_accum, log_weights, normalization="token"):
 
 @pytest.mark.parametrize("normalization", ["token", "sequence"])
 def test_grad_accum_matches_one_big_batch(micro, normalization):
-    weights = torch.tensor([0.5, 2.0, 1.0, 4.0, 0.25, 1.5], dtype=torch.float64)
-    model_a, m_a = _step(micro, 6, 1, weights.log(), normalization)
-    model_b, m_b = _step(micro, 2, 3, weights.log(), normalization)
+    """batch 8 x 1 and batch 3 x 3: uneven micro-batches (3, 3, 2), so per-micro-batch denominators
+    or per-micro-batch weight normalization would give a different loss and update."""
+    weights = torch.tensor([0.5, 2.0, 1.0, 4.0, 0.25, 1.5, 3.0, 0.75], dtype=torch.float64)
+    assert len(micro[2]) == len(weights)
+    model_a, m_a = _step(micro, 8, 1, weights.log(), normalization)
+    model_b, m_b = _step(micro, 3, 3, weights.log(), normalization)
     assert m_a["loss"] == pytest.approx(m_b["loss"], rel=1e-9)
     for a, b in zip(model_a.parameters(), model_b.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
@@ -46,8 +49,8 @@ def test_grad_accum_matches_one_big_batch(micro, normalization):
 def test_loss_is_the_self_normalized_weighted_token_mean(micro):
     """loss = sum_i (w_i / mean w) NLL_i / (step tokens), NLL_i the summed token NLL, computed independently."""
     path, _tok, examples = micro
-    weights = torch.tensor([0.5, 2.0, 1.0, 4.0, 0.25, 1.5], dtype=torch.float64)
-    _, metrics = _step(micro, 2, 3, weights.log())
+    weights = torch.tensor([0.5, 2.0, 1.0, 4.0, 0.25, 1.5, 3.0, 0.75], dtype=torch.float64)
+    _, metrics = _step(micro, 3, 3, weights.log())
     model = load_model(path, torch.float64)
     total, tokens = 0.0, 0
     with torch.no_grad():

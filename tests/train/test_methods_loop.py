@@ -41,18 +41,24 @@ SFT_METHODS = ["dft", "hellinger-sft", "brier-sft"]
 
 @pytest.mark.parametrize("name", PAIR_METHODS + SFT_METHODS)
 def test_grad_accum_matches_one_big_batch(micro, name):
-    """batch 6 x accumulation 1 and batch 2 x accumulation 3 give the same loss and update."""
+    """batch 8 x accumulation 1 and batch 3 x accumulation 3 give the same loss and update.
+
+    The micro-batches are uneven (3, 3, 2): a per-micro-batch mean averaged over the
+    micro-batches would weight the last two examples 1/6 instead of 1/8, so only the
+    step-wide denominator (``step_denominator``) passes.
+    """
     path, tok = micro
     kind = METHODS[name].batch.row_kind
-    examples = _examples(tok, kind, 6)
+    examples = _examples(tok, kind, 8)
+    assert len(examples) == 8
     ref = _fake_ref(examples) if METHODS[name].needs_ref else None
     params = dict(METHODS[name].params)
     if name == "robust":
         params["label_smoothing"] = 0.2
     if name == "hinge":
         params["beta"] = 0.01  # keep every pair inside the hinge (z < 1) so the step has a gradient
-    model_a, result_a = _one_step(path, tok, name, params, examples, 6, 1, ref)
-    model_b, result_b = _one_step(path, tok, name, params, examples, 2, 3, ref)
+    model_a, result_a = _one_step(path, tok, name, params, examples, 8, 1, ref)
+    model_b, result_b = _one_step(path, tok, name, params, examples, 3, 3, ref)
     assert result_a.last_metrics["loss"] == pytest.approx(result_b.last_metrics["loss"], rel=1e-9)
     moved = False
     start = load_model(path, torch.float64)

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from harness.config.suite_options import MTBenchOptions
-from harness.data.load import TOY_PREFIX
+from harness.data.load import TOY_PREFIX, jsonl_lines, read_utf8
 from harness.errors import DataError
 from harness.eval.suite import Suite, SuiteResult
 from harness.eval.suites.common import check_baseline, judge_rows, user_side
@@ -43,12 +43,11 @@ def _jsonl(path: str) -> list[tuple[str, object]]:
     if not file.is_file():
         raise DataError(f"{path}: file not found")
     rows = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    for number, line in jsonl_lines(read_utf8(file, path)):
+        try:
+            rows.append((f"{path}:{number}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     return rows
 
 
