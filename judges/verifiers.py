@@ -75,3 +75,13 @@ def check_answer(output: str, answer: str | float) -> bool:
         expected = Fraction(text)
     got = extract_number(output)
     return got is not None and Fraction(got) == expected
+
+
+def verify_arith(output: str, item: dict) -> bool:
+    """The arith verifier on one prompt row: its ``answer`` against the output's last number."""
+    return check_answer(output, item["answer"])
+
+
+# Verifiers by name, for reward sources (``method.reward: {verifier: NAME}``): (output, prompt row) -> correct?
+# A verifier raises ValueError when the row cannot be checked (e.g. no answer to compare against).
+VERIFIERS = {"arith": verify_arith}

@@ -46,6 +46,16 @@ KL_KTO_Z0 = ("kto z0: max(0, mean over the step's mismatched prompt/completion p
 # Learning-rate defaults (DESIGN.md, train.lr): TRL 1.16's SFTConfig (2e-5) and DPO/KTO/CPO/ORPOConfig (1e-6);
 # rm keeps 1e-5, deliberately below RewardConfig's 1e-4 (README, Deliberate differences).
 SFT_LR, RM_LR, PREFERENCE_LR = 2e-5, 1e-5, 1e-6
+ONLINE_LR = 1e-6  # TRL 1.16's GRPOConfig
+
+# Rollout settings every online method shares (TRL 1.16's GRPOConfig defaults, except max_new_tokens: 512
+# there, 64 here for the toy world's short answers).  ``reward`` is required: the spec rules say so.
+ROLLOUT_PARAMS = {"reward": None, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "minibatches": 1}
+# GRPO (Shao et al. 2024) with the DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025) variants, named as
+# TRL 1.16 names them: group_size = num_generations, eps_low/eps_high = epsilon/epsilon_high,
+# advantage_norm = scale_rewards, loss_aggregation = loss_type, mask_truncated = mask_truncated_completions.
+GRPO_PARAMS = {"group_size": 8, "beta": 0.0, "eps_low": 0.2, "eps_high": 0.2, "num_iterations": 1,
+               "advantage_norm": "group", "loss_aggregation": "dapo", "mask_truncated": False}
 
 
 @dataclass(frozen=True)
@@ -60,12 +70,17 @@ class BatchKind:
     audited: bool = False  # a stage logs the pair-data audit (data/audit/*, audit.json)
     scalar_head: bool = False  # trains an LM with a scalar head (a reward model), not a causal LM
     kl_estimator: str | None = None  # what train/kl estimates when the method uses a reference
+    online: bool = False  # trained by the online loop on its own samples (rows: prompts), not the offline loop
 
 
 SFT = BatchKind("sft", "sft", token_normalized=True, packable=True)
 PAIRS = BatchKind("pairs", "pairs", audited=True, kl_estimator=KL_K1_RESPONSES)
 KTO = BatchKind("kto", "kto", kl_estimator=KL_KTO_Z0)
 RM = BatchKind("rm", "pairs", audited=True, scalar_head=True)
+# Online methods read prompt rows ({prompt, answer?, id?}, the eval-row format) and learn from their own samples.
+KL_K3_SAMPLED = ("k3 on the policy's own samples: mean over response tokens of "
+                 "exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (Schulman 2020)")
+GROUPS = BatchKind("groups", "eval", online=True, kl_estimator=KL_K3_SAMPLED)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,8 @@ METHODS: dict[str, MethodEntry] = {
         _pref("hinge", "sum", hinge_loss, ("beta",)),
         _pref("simpo", "mean", simpo_loss, ("beta", "gamma"), needs_ref=False, gamma=0.5),
         _pref("orpo", "mean", orpo_loss, ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
+        MethodEntry("grpo", GROUPS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **GRPO_PARAMS}, loss=grpo_token_losses,
+                    loss_params={"beta": "beta", "eps_low": "eps_low", "eps_high": "eps_high"}),
         _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind=KTO,
               desirable_weight=1.0, undesirable_weight=1.0),
     ]

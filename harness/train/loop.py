@@ -61,7 +61,7 @@ def _scheduler(optimizer, cfg: TrainConfig, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def _accelerated(model, cfg: TrainConfig, total_steps: int):
+def accelerated(model, cfg: TrainConfig, total_steps: int):
     """(accelerator, model, optimizer, scheduler) for ``total_steps`` optimizer steps."""
     # cpu=True on a machine without CUDA: otherwise accelerate ignores a torchrun launch on CPU
     # (distributed type NO, every process trains on everything) instead of using gloo DDP.
@@ -84,7 +84,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     calls = callbacks or Callbacks()
     log = calls.log or (lambda metrics, step: None)
     plan = step_batches(len(data), cfg)
-    accelerator, model, optimizer, scheduler = _accelerated(model, cfg, len(plan))
+    accelerator, model, optimizer, scheduler = accelerated(model, cfg, len(plan))
     model.train()
     tokens_seen, start, metrics, state = 0, time.perf_counter(), {}, StepState()
     bar = tqdm(plan, desc=f"train {method.name}", disable=None if calls.progress else True, unit="step",
@@ -99,7 +99,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
                                         [i for mb in micro_batches for i in mb], state, accelerator.device)
         metrics, step_tokens = _optimizer_step(model, method, params, data, micro_batches, inputs, accelerator,
                                                cfg, want_logs)
-        _check_finite(metrics, step, len(plan))  # before the update: the weights stay the last finite ones
+        check_finite(metrics, step, len(plan))  # before the update: the weights stay the last finite ones
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -123,7 +123,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
 
 
-def _check_finite(metrics: dict, step: int, steps: int) -> None:
+def check_finite(metrics: dict, step: int, steps: int) -> None:
     """Stop at the first NaN or infinite loss or gradient norm (every process sees the same reduced values)."""
     for name, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
         if not math.isfinite(metrics[name]):

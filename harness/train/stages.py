@@ -11,6 +11,7 @@ and ``train/reward_passes`` at step 0, ``train/optimizer_steps`` at the last ste
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,12 @@ from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
 from harness.train.loop import Callbacks, TrainResult, train, validation_fn
 from harness.train.models import (attach_lora, device, load_model, load_tokenizer, quantization_config,
-                                  training_dtype)
+                                  resolve_model_path, training_dtype)
+from harness.train.online import ONLINE_HOOKS, train_online
 from harness.train.plan import TrainConfig
+from harness.train.rewards import reward_source
 from harness.train.reward_model import load_reward_model
+from harness.train.rollout import Prompts, encode_prompts
 
 
 @dataclass
@@ -136,6 +140,8 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact.
     """
     method = METHODS[stage.method.name]
+    if method.batch.online:
+        return train_online_stage(stage, input_path, cache_dir, log, progress)
     params = stage.method.params
     dtype, mixed = check_hardware(stage)
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
@@ -161,4 +167,52 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     validate = validation_fn(method, params, held_out, stage.train.batch_size) if held_out else None
     result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))
     log({"train/optimizer_steps": result.steps}, result.steps)
+    return model, tokenizer, result
+
+
+def load_prompts(stage, tokenizer) -> Prompts:
+    """An online stage's prompt rows ({prompt, answer?, id?}), after data.fraction, encoded for rollouts."""
+    d, params = stage.data, stage.method.params
+    rows = take_fraction(load_rows(d.train, METHODS[stage.method.name].batch.row_kind), d.fraction, d.seed)
+    return encode_prompts(tokenizer, rows, stage.train.max_length, d.max_prompt_length, d.truncation,
+                          params["max_new_tokens"])
+
+
+def online_reference(stage, model, dtype, cache_dir: Path):
+    """What an online stage's KL term compares with: ``ref_model`` when set, else the starting policy
+    (under LoRA the policy with its adapter off; in full fine-tuning a frozen copy made before training)."""
+    if stage.ref_model:
+        return load_model(resolve_model_path(stage.ref_model, cache_dir), dtype).to(device()).eval()
+    if stage.lora.rank > 0:
+        return "adapter"
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: bool = True):
+    """Train an online stage (``harness.train.online``); returns (model with its adapter, tokenizer, result).
+
+    Checked before the first rollout: the prompts load, the reward source loads and can score
+    them (a verifier checks every prompt row), and the reference is frozen.
+    """
+    method = METHODS[stage.method.name]
+    params = stage.method.params
+    dtype, mixed = check_hardware(stage)
+    tokenizer = load_tokenizer(input_path)
+    prompts = load_prompts(stage, tokenizer)
+    reward = reward_source(params["reward"], tokenizer, cache_dir)
+    reward.check(prompts.rows, "method.reward")
+    log(prompts.stats, 0)
+    model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
+    uses_ref = ONLINE_HOOKS[method.batch].uses_reference(params)
+    reference = online_reference(stage, model, dtype, cache_dir) if uses_ref and stage.lora.rank == 0 else None
+    torch.manual_seed(stage.train.seed)  # the adapter's init, as in train_stage
+    lora = stage.lora
+    model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, "CAUSAL_LM")
+    if uses_ref and lora.rank > 0:
+        reference = online_reference(stage, model, dtype, cache_dir)
+    cfg = train_config(stage, mixed)
+    result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
+                          Callbacks(log, None, progress))
+    log({"train/optimizer_steps": result.steps * ONLINE_HOOKS[method.batch].passes(params) * params["minibatches"]},
+        result.steps)
     return model, tokenizer, result

@@ -1,0 +1,77 @@
+"""Reward sources of the online methods (``method.reward``): what scores a rollout's samples.
+
+- ``{verifier: NAME}``: a verifier of ``judges.verifiers.VERIFIERS`` on each
+  sample's text and its prompt row (the arith verifier reads the row's
+  ``answer``): reward 1 if correct, else 0.
+- ``{model: PATH}``: a reward model directory saved by an ``rm`` stage
+  (or ``harness.train.reward_model``), scoring prompt + completion token ids;
+  it must share the policy's tokenizer.
+
+Every source is checked before the first rollout (``check``): a verifier on
+every prompt row, a reward model by loading it and scoring one sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.data.load import Row
+from harness.errors import DataError, HarnessError
+from harness.train.models import device, load_tokenizer, resolve_model_path
+from harness.train.reward_model import check_reward_model, load_reward_model, score_responses
+from judges.verifiers import VERIFIERS
+
+
+@dataclass
+class VerifierReward:
+    """1.0 for a sample its verifier accepts, 0.0 otherwise."""
+
+    name: str
+    passes_rate = True  # the reward is a pass indicator: the loop logs train/pass_rate
+
+    def check(self, rows: list[Row], key: str) -> None:
+        """Every prompt row must be checkable: the verifier given an empty output must not fail on the row."""
+        verify = VERIFIERS[self.name]
+        for row in rows:
+            try:
+                verify("", row.data)
+            except (KeyError, ValueError, TypeError) as exc:
+                what = "field 'answer': missing" if isinstance(exc, KeyError) else str(exc)
+                raise DataError(f"{row.where}: {key}: the {self.name} verifier cannot check this prompt ({what})")
+
+    def score(self, rows: list[Row], prompt_ids, completion_ids, texts: list[str]) -> torch.Tensor:
+        verify = VERIFIERS[self.name]
+        return torch.tensor([float(verify(text, row.data)) for row, text in zip(rows, texts)], dtype=torch.float64)
+
+
+class ModelReward:
+    """The scalar output of a reward model on prompt + completion ids."""
+
+    passes_rate = False
+
+    def __init__(self, path: str, tokenizer, key: str):
+        check_reward_model(path, key)
+        if load_tokenizer(path).get_vocab() != tokenizer.get_vocab():
+            raise HarnessError(f"{key}: the reward model at {path!r} has a different tokenizer than the policy; "
+                               "it must share the policy's tokenizer")
+        self.pad_id = tokenizer.pad_token_id
+        self.model = load_reward_model(path, self.pad_id).to(device()).eval()
+
+    def check(self, rows: list[Row], key: str) -> None:
+        """Loading succeeded in ``__init__``; scoring one sample here shows it runs."""
+        self.score(rows[:1], [[self.pad_id]], [[self.pad_id]], [""])
+
+    def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
+        return score_responses(self.model, prompt_ids, completion_ids, self.pad_id, device())
+
+
+def reward_source(reward: dict, tokenizer, cache_dir: Path, key: str = "method.reward"):
+    """The reward source ``method.reward`` names (a mapping with exactly one of verifier, model, judge)."""
+    if reward.get("verifier") is not None:
+        return VerifierReward(reward["verifier"])
+    if reward.get("model") is not None:
+        return ModelReward(resolve_model_path(reward["model"], cache_dir), tokenizer, f"{key}.model")
+    raise HarnessError(f"{key}: {reward!r} is not available in this version (use verifier or model)")
