@@ -23,6 +23,7 @@ from harness.methods import (
     brier_sft_loss,
     dft_loss,
     dpo_loss,
+    grpo_token_losses,
     hellinger_sft_loss,
     hinge_loss,
     ipo_loss,

@@ -145,6 +145,8 @@ class OnlineTrainer:
         self.pad_id = tokenizer.pad_token_id
         self.calls = callbacks or Callbacks()
         self.reference = reference  # a frozen model, "adapter" (the policy with its adapter off), or None
+        if self.hooks.uses_reference(params) and reference is None:
+            raise ValueError(f"{method.name} with these params needs a reference model")
         torch.manual_seed(cfg.seed)
         plan_cfg = TrainConfig(**{**vars(cfg), "grad_accum": 1})
         self.plan = [mb[0] for mb in step_batches(len(prompts.ids), plan_cfg)]  # prompt indices per iteration

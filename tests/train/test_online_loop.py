@@ -1,0 +1,192 @@
+"""The online loop (harness.train.online): rollout layout, step normalization, stored log-probs, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.data.load import load_rows, take_fraction
+from harness.errors import DataError
+from harness.methods import grpo_token_losses, token_logps
+from harness.methods.registry import METHODS
+from harness.toy import toy_model_path
+from harness.train.loop import Callbacks
+from harness.train.models import load_model, load_tokenizer
+from harness.train.online import OnlineTrainer, Rollout, split
+from harness.train.plan import TrainConfig
+from harness.train.rewards import VerifierReward
+from harness.train.rollout import Samples, completion_logps, encode_prompts, sequence_batch
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    path = toy_model_path("micro", tmp_path_factory.mktemp("cache"))
+    return str(path), load_tokenizer(str(path))
+
+
+def _prompts(tokenizer, n=3, max_new_tokens=6):
+    rows = take_fraction(load_rows("toy://arith-prompts", "eval"), 0.01, 0)[:n]
+    return encode_prompts(tokenizer, rows, 64, None, "keep_end_of_prompt", max_new_tokens)
+
+
+def test_split_is_even_and_keeps_order():
+    assert split(list(range(8)), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert split([5, 1], 4) == [[5], [1]]
+
+
+def test_completion_logps_equal_each_row_alone(micro):
+    """Left-padded prompts and right-padded completions give every row the log-probs it has unpadded."""
+    path, tok = micro
+    model = load_model(path, torch.float64).eval()
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    completions = [[20, 21], [22, 23, 24, 25], [tok.eos_token_id]]
+    batch = sequence_batch(prompts, completions, tok.pad_token_id)
+    with torch.no_grad():
+        logps, logits = completion_logps(model, batch, with_logits=True)
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            ids = torch.tensor([p + c])
+            alone = token_logps(model(input_ids=ids).logits, ids)[0, len(p) - 1:]
+            torch.testing.assert_close(logps[i, : len(c)], alone, rtol=1e-10, atol=1e-10)
+            assert torch.all(logps[i, len(c):] == 0)
+    assert batch.completion_mask.sum(-1).tolist() == [2, 4, 1]
+    assert logits.shape[1] == batch.completion_mask.shape[1] + 1
+
+
+def _trainer(path, tok, prompts, grad_accum, **params):
+    model = load_model(path, torch.float64)
+    method = METHODS["grpo"]
+    params = {**method.params, "group_size": 4, "max_new_tokens": 6, "reward": {"verifier": "arith"}, **params}
+    cfg = TrainConfig(lr=1e-2, batch_size=2, grad_accum=grad_accum, max_steps=1, shuffle=False,
+                      scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
+    reference = load_model(path, torch.float64).eval() if params["beta"] > 0 else None
+    return OnlineTrainer(model, tok, method, params, prompts, cfg, VerifierReward("arith"), reference,
+                         Callbacks(progress=False))
+
+
+def _perturbed(ro: Rollout, with_ref: bool) -> Rollout:
+    """The rollout with advantages of both signs and old/reference log-probs away from the policy's,
+    so that ratios leave the clip range on both sides and every term of the loss is live."""
+    gen = torch.Generator().manual_seed(0)
+    s = ro.samples  # completions cut to 6, 1, 2, ... tokens: ragged rows, whatever the model sampled
+    cut = [c[: 1 + (5 * i + 5) % len(c)] for i, c in enumerate(s.completion_ids)]
+    samples = Samples(s.prompt_index, s.prompt_ids, cut, s.texts, s.truncated)
+    ro = Rollout(samples, ro.rewards, ro.advantages, ro.keep, None, None)
+    n = len(ro.samples)
+    adv = torch.randn(n, generator=gen, dtype=torch.float64)
+    # Computed from the policy itself: the independent computation below reads the same numbers.
+    old = [torch.randn(len(c), generator=gen, dtype=torch.float32) * 0.3 - 2.0 for c in ro.samples.completion_ids]
+    ref = [torch.randn(len(c), generator=gen, dtype=torch.float32) * 0.3 - 2.0 for c in ro.samples.completion_ids]
+    return Rollout(ro.samples, ro.rewards, adv, ro.keep, old, ref if with_ref else None)
+
+
+def _expected_grads(trainer, ro: Rollout, aggregation: str, beta: float) -> list[torch.Tensor]:
+    """The step's gradient computed directly: one forward over every sample, then the aggregation's
+    formula written out (not the loop's numerator/denominator code)."""
+    s = ro.samples
+    index = list(range(len(s)))
+    batch = sequence_batch(s.prompt_ids, s.completion_ids, trainer.pad_id)
+    logps, _ = completion_logps(trainer.model, batch)
+    mask = batch.completion_mask.double()
+    old = torch.zeros_like(logps)
+    ref = torch.zeros_like(logps)
+    for i in index:
+        old[i, : len(s.completion_ids[i])] = ro.old_logps[i].double()
+        if ro.ref_logps is not None:
+            ref[i, : len(s.completion_ids[i])] = ro.ref_logps[i].double()
+    tl, _ = grpo_token_losses(logps, old, ref if beta > 0 else None, ro.advantages, mask, 0.2, 0.28, beta)
+    if aggregation == "grpo":  # mean over sequences of each sequence's token mean
+        loss = ((tl * mask).sum(-1) / mask.sum(-1)).mean()
+    elif aggregation in ("bnpo", "dapo"):  # one token mean over the whole step
+        loss = (tl * mask).sum() / mask.sum()
+    else:  # dr_grpo: token sum over (sequences x max completion length)
+        loss = (tl * mask).sum() / (len(index) * trainer.params["max_new_tokens"])
+    trainer.model.zero_grad()
+    loss.backward()
+    grads = [p.grad.clone() for p in trainer.model.parameters()]
+    trainer.model.zero_grad()
+    return grads
+
+
+@pytest.mark.parametrize("aggregation,beta", [("grpo", 0.0), ("bnpo", 0.0), ("dr_grpo", 0.04), ("dapo", 0.04)])
+def test_grad_accumulation_over_uneven_micro_batches_equals_one_big_step(micro, aggregation, beta):
+    """8 samples as micro-batches of 3, 3 and 2 give the gradient of the whole step computed directly.
+
+    Completion lengths differ, so a per-micro-batch denominator (the mutation this catches) would
+    weight the micro-batches' tokens differently and give another gradient.
+    """
+    path, tok = micro
+    prompts = _prompts(tok, n=2)
+    expected = None
+    for grad_accum in (1, 3):
+        trainer = _trainer(path, tok, prompts, grad_accum, loss_aggregation=aggregation, beta=beta,
+                           eps_high=0.28)
+        ro, _ = trainer.rollout(1, [0, 1])
+        assert len(ro.samples) == 8
+        ro = _perturbed(ro, with_ref=beta > 0)
+        if expected is None:
+            expected = _expected_grads(trainer, ro, aggregation, beta)
+            assert len({len(c) for c in ro.samples.completion_ids}) > 1, "lengths must differ"
+        trainer.model.train()
+        trainer.optimizer_step(ro, list(range(8)), want_logs=False)
+        got = [p.grad for p in trainer.model.parameters()]
+        assert sum(float(g.abs().sum()) for g in got) > 0
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
+
+
+def test_rollout_keeps_the_sampling_policys_logps_when_updates_follow_each_other(micro):
+    """With two minibatches the second update's ratio is against the log-probs stored at sampling
+    time, which differ from the policy's after the first update."""
+    path, tok = micro
+    trainer = _trainer(path, tok, _prompts(tok, n=2), 1, minibatches=2)
+    assert trainer.updates == 2
+    ro, metrics = trainer.rollout(1, [0, 1])
+    assert ro.old_logps is not None and len(ro.old_logps) == 8
+    batch = sequence_batch(ro.samples.prompt_ids, ro.samples.completion_ids, trainer.pad_id)
+    with torch.no_grad():
+        now, _ = completion_logps(trainer.model, batch)
+    for i, old in enumerate(ro.old_logps):
+        torch.testing.assert_close(old.double(), now[i, : len(old)], rtol=1e-6, atol=1e-6)
+    ro = _perturbed(ro, with_ref=False)
+    ro.old_logps = [o.clone() for o in trainer._minibatch(ro, list(range(8)), False)[0].logps.detach().unbind()]
+    trainer.model.train()
+    trainer.optimizer_step(ro, [0, 1, 2, 3], False)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    mb, _ = trainer._minibatch(ro, [4, 5, 6, 7], False)
+    torch.testing.assert_close(mb.old_logps, torch.stack([ro.old_logps[i] for i in [4, 5, 6, 7]]).to(mb.logps))
+    assert not torch.allclose(mb.logps.detach() * mb.mask, mb.old_logps * mb.mask)
+    for key in ("reward/mean", "reward/std", "pass_rate", "zero_signal_groups", "truncated_fraction",
+                "response_length", "advantages/mean", "generation_s"):
+        assert key in metrics, key
+
+
+def test_a_prompt_without_an_answer_is_named_before_any_rollout(tmp_path, micro):
+    _, tok = micro
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "What is 2+2?", "answer": "4"}) + "\n"
+                    + json.dumps({"prompt": "What is 3+3?"}) + "\n"
+                    + json.dumps({"prompt": "What is 1+1?", "answer": "two"}) + "\n")
+    rows = load_rows(str(path), "eval")
+    with pytest.raises(DataError, match=r"prompts.jsonl:2: method.reward: .*field 'answer': missing"):
+        VerifierReward("arith").check(rows, "method.reward")
+    with pytest.raises(DataError, match=r"prompts.jsonl:3: .*no number"):
+        VerifierReward("arith").check([rows[0], rows[2]], "method.reward")
+
+
+def test_prompts_longer_than_the_budget_are_cut_dropped_or_refused(micro):
+    _, tok = micro
+    rows = take_fraction(load_rows("toy://arith-prompts", "eval"), 0.01, 0)[:2]
+    full = encode_prompts(tok, rows, 64, None, "keep_end_of_prompt", 8)
+    longest = max(len(p) for p in full.ids)
+    # The budget: data.max_prompt_length, and no more than train.max_length - max_new_tokens.
+    for max_length, max_prompt in ((64, longest - 1), (longest + 8 - 1, longest + 6)):
+        cut = encode_prompts(tok, rows, max_length, max_prompt, "keep_end_of_prompt", 8)
+        assert cut.stats["data/truncated"] >= 1 and max(len(p) for p in cut.ids) == longest - 1
+        assert [p[-3:] for p in cut.ids] == [p[-3:] for p in full.ids]  # the prompt's end is kept
+    dropped = encode_prompts(tok, rows, 64, longest - 1, "drop", 8)
+    assert dropped.stats["data/dropped"] == len(rows) - len(dropped.rows) >= 1
+    with pytest.raises(DataError, match="data.truncation: error"):
+        encode_prompts(tok, rows, 64, longest - 1, "error", 8)
