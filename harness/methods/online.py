@@ -34,6 +34,9 @@ steps_per_generation equals the grad-accum steps (TRL's default).  Harness
 divides by the optimizer step's own total, so ``batch_size: b, grad_accum: k``
 equals ``batch_size: k*b, grad_accum: 1`` for every aggregation; ``bnpo`` and
 ``dapo`` are therefore the same loss here.
+
+GRPO's KL term follows TRL 1.16's default, not Shao et al.'s plain beta * k3:
+it is weighted by the ratio pi / pi_old (``grpo_token_losses``).
 """
 
 from __future__ import annotations
@@ -96,14 +99,14 @@ def last_response_index(mask: torch.Tensor) -> torch.Tensor:
 def ppo_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
     """PPO per-token rewards [B, T]: r_t = -beta * kl_t on response tokens, plus scores[b] at the last one.
 
-    scores [B] sequence scores; kl [B, T] per-token KL estimates (``kl_per_token``).
-    KL-shaped reward: Ziegler et al. 2019, Eq. 2; Ouyang et al. 2022, Eq. 2.
+    scores [B] sequence scores; kl [B, T] per-token KL estimates (``kl_per_token``).  Detached: rewards
+    are constants of the rollout.  KL-shaped reward: Ziegler et al. 2019, Eq. 2; Ouyang et al. 2022, Eq. 2.
     """
     m = _fmask(mask, kl)
     last = last_response_index(mask)
-    rewards = -beta * kl * m
+    rewards = -beta * kl.detach() * m
     rows = torch.arange(kl.shape[0], device=kl.device)
-    return rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)
+    return rewards.index_put((rows, last), scores.detach().to(rewards.dtype), accumulate=True)
 
 
 @torch.no_grad()
@@ -159,6 +162,7 @@ def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: to
     """
     log_ratio = logps - old_logps.detach()
     ratio = torch.exp(log_ratio)
+    advantages = advantages.detach()
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
     token_losses = torch.maximum(unclipped, clipped) * _fmask(mask, logps)
