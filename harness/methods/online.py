@@ -34,6 +34,9 @@ steps_per_generation equals the grad-accum steps (TRL's default).  Harness
 divides by the optimizer step's own total, so ``batch_size: b, grad_accum: k``
 equals ``batch_size: k*b, grad_accum: 1`` for every aggregation; ``bnpo`` and
 ``dapo`` are therefore the same loss here.
+
+GRPO's KL term follows TRL 1.16's default, not Shao et al.'s plain beta * k3:
+it is weighted by the ratio pi / pi_old (``grpo_token_losses``).
 """
 
 from __future__ import annotations
@@ -96,14 +99,14 @@ def last_response_index(mask: torch.Tensor) -> torch.Tensor:
 def ppo_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
     """PPO per-token rewards [B, T]: r_t = -beta * kl_t on response tokens, plus scores[b] at the last one.
 
-    scores [B] sequence scores; kl [B, T] per-token KL estimates (``kl_per_token``).
-    KL-shaped reward: Ziegler et al. 2019, Eq. 2; Ouyang et al. 2022, Eq. 2.
+    scores [B] sequence scores; kl [B, T] per-token KL estimates (``kl_per_token``).  Detached: rewards
+    are constants of the rollout.  KL-shaped reward: Ziegler et al. 2019, Eq. 2; Ouyang et al. 2022, Eq. 2.
     """
     m = _fmask(mask, kl)
     last = last_response_index(mask)
-    rewards = -beta * kl * m
+    rewards = -beta * kl.detach() * m
     rows = torch.arange(kl.shape[0], device=kl.device)
-    return rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)
+    return rewards.index_put((rows, last), scores.detach().to(rewards.dtype), accumulate=True)
 
 
 @torch.no_grad()
@@ -159,6 +162,7 @@ def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: to
     """
     log_ratio = logps - old_logps.detach()
     ratio = torch.exp(log_ratio)
+    advantages = advantages.detach()
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
     token_losses = torch.maximum(unclipped, clipped) * _fmask(mask, logps)
@@ -241,15 +245,19 @@ def zero_signal_fraction(rewards: torch.Tensor, group_size: int) -> float:
 
 def grpo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None,
                       advantages: torch.Tensor, mask: torch.Tensor, eps_low: float, eps_high: float,
-                      beta: float) -> tuple[torch.Tensor, Metrics]:
-    """GRPO per-token loss [B, T]: -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta * k3(pi, pi_ref).
+                      beta: float, *, kl_ratio_correction: bool = True) -> tuple[torch.Tensor, Metrics]:
+    """GRPO per-token loss [B, T]: -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta * r * k3(pi, pi_ref).
 
     r = exp(log pi - log pi_old) against the stored rollout log-probs; advantages [B] one per sequence.
     Shao et al. 2024, Eq. 3 (with the k3 KL of Eq. 4); asymmetric clipping from Yu et al. 2025 (DAPO);
     term for term TRL 1.16 GRPOTrainer (token-level importance sampling).  0 outside the mask.
+    The KL term is weighted by the (unclipped, differentiable) ratio r, as TRL 1.16 does by default
+    (``use_bias_correction_kl=True``, after DeepSeek-V3.2): samples come from pi_old, and r * k3 makes
+    its value and gradient unbiased for KL(pi || pi_ref).  ``kl_ratio_correction=False`` gives Shao et
+    al.'s plain beta * k3.  The correction changes the gradient even on-policy, where r = 1.
     Metrics (masked token means, detached): ``clip_ratio/low_mean`` (r < 1 - eps_low with A < 0),
     ``clip_ratio/high_mean`` (r > 1 + eps_high with A > 0), ``clip_ratio/region_mean`` (either), and
-    ``kl`` (mean k3) when beta > 0.
+    ``kl`` (mean of the KL term over beta, r * k3 or k3, as TRL logs it) when beta > 0.
     """
     if beta < 0:
         raise ValueError(f"method.beta must be >= 0, got {beta!r}")
@@ -260,6 +268,8 @@ def grpo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: t
     token_losses = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
     if beta > 0:
         kl = kl_per_token(logps, ref_logps.detach(), "k3")
+        if kl_ratio_correction:
+            kl = kl * ratio
         token_losses = token_losses + beta * kl
     token_losses = token_losses * _fmask(mask, logps)
     with torch.no_grad():

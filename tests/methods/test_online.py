@@ -193,7 +193,8 @@ def test_group_advantages_no_norm_and_zero_signal():
 def test_grpo_token_losses_by_hand():
     """eps_low 0.2, eps_high 0.28.  Row 0 (A = +1): r = 1.5 -> clipped at 1.28: -1.28; r = 1: -1.
     Row 1 (A = -1): r = 0.5 -> clipped at 0.8: 0.8; r = 1.5 -> unclipped: 1.5.
-    beta 0.04 with log pi - log pi_ref = ln 2: k3 = 1/2 + ln 2 - 1 on every token."""
+    beta 0.04 with log pi - log pi_ref = ln 2: k3 = 1/2 + ln 2 - 1 on every token, weighted by r = (1.5, 1;
+    0.5, 1.5) as TRL 1.16 does by default (use_bias_correction_kl), mean r = 1.125; unweighted when off."""
     logps = t([[math.log(1.5), 0.0, 9.0], [math.log(0.5), math.log(1.5), 9.0]])
     old, mask, adv = torch.zeros(2, 3, dtype=F64), t([[1, 1, 0], [1, 1, 0]]), t([1.0, -1.0])
     losses, metrics = grpo_token_losses(logps, old, None, adv, mask, 0.2, 0.28, beta=0.0)
@@ -201,11 +202,28 @@ def test_grpo_token_losses_by_hand():
     assert [float(metrics[f"clip_ratio/{k}_mean"]) for k in ("low", "high", "region")] == [0.25, 0.25, 0.5]
     assert "kl" not in metrics
     k3 = 0.5 + math.log(2) - 1
-    losses, metrics = grpo_token_losses(logps, old, logps - math.log(2), adv, mask, 0.2, 0.28, beta=0.04)
+    ref = logps - math.log(2)
+    losses, metrics = grpo_token_losses(logps, old, ref, adv, mask, 0.2, 0.28, beta=0.04)
+    torch.testing.assert_close(losses, t([[-1.28 + 0.04 * k3 * 1.5, -1.0 + 0.04 * k3, 0],
+                                          [0.8 + 0.04 * k3 * 0.5, 1.5 + 0.04 * k3 * 1.5, 0]]))
+    assert float(metrics["kl"]) == pytest.approx(1.125 * k3)
+    losses, metrics = grpo_token_losses(logps, old, ref, adv, mask, 0.2, 0.28, beta=0.04, kl_ratio_correction=False)
     torch.testing.assert_close(losses, t([[-1.28, -1.0, 0], [0.8, 1.5, 0]]) + 0.04 * k3 * mask)
     assert float(metrics["kl"]) == pytest.approx(k3)
     with pytest.raises(ValueError, match="ref_logps"):
         grpo_token_losses(logps, old, None, adv, mask, 0.2, 0.28, beta=0.04)
+
+
+def test_grpo_kl_gradient_on_policy():
+    """On-policy (old = current, r = 1), A = 0, log pi - log pi_ref = ln 2, beta = 0.04.
+    d k3 / d log pi = 1 - exp(log pi_ref - log pi) = 1/2.  With the ratio weight, d (r k3) / d log pi =
+    k3 + 1/2 = ln 2 (dr / d log pi = r = 1): the gradient is 0.04 ln 2; without it, 0.04 / 2."""
+    for correction, expected in ((True, 0.04 * math.log(2)), (False, 0.02)):
+        logps = t([[-1.0]], requires_grad=True)
+        losses, _ = grpo_token_losses(logps, logps.detach(), logps.detach() - math.log(2), t([0.0]), t([[1]]),
+                                      0.2, 0.2, beta=0.04, kl_ratio_correction=correction)
+        losses.sum().backward()
+        assert float(logps.grad) == pytest.approx(expected, rel=1e-12)
 
 
 def test_grpo_aggregations_ragged_batch():
@@ -269,10 +287,10 @@ def test_grad_accumulation_uneven_minibatches_equal_one_big_batch(aggregation, b
         loss = numerators.sum() / denom
         loss.backward()
         total += float(loss.detach())
-        mutant += float(numerators.sum()) / grpo_denominator([mask[s]], aggregation, max_len) / len(splits)
-    assert total == pytest.approx(float(big), rel=1e-12, abs=1e-14)
+        mutant += float(numerators.detach().sum()) / grpo_denominator([mask[s]], aggregation, max_len) / len(splits)
+    assert total == pytest.approx(float(big.detach()), rel=1e-12, abs=1e-14)
     torch.testing.assert_close(leaf.grad, big_grad, rtol=1e-12, atol=1e-14)
-    assert abs(mutant - float(big)) > 1e-3
+    assert abs(mutant - float(big.detach())) > 1e-3
 
 
 # ---------------------------------------------------------------- adaptive KL controller
