@@ -9,6 +9,7 @@ RUNNING one resumes its own child run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
 from dataclasses import dataclass, field
@@ -187,18 +188,23 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     key = model_identity(path)
     multi = bool(trial.spec.stages)
     model = tokenizer = None
+    reward_models: dict[str, str] = {}  # rm stage name -> its saved model, for a later online stage
     for i, (stage, stage_id) in enumerate(zip(trial.stages, _stage_keys(ctx, trial))):
         last = i == len(trial.stages) - 1
         run_id = _stage_run(ctx, trial_run, trial, stage, stage_id) if multi else trial_run
         input_key, key = key, stage_id
         persist = not (last and stage.train.save == "none")
         try:
-            model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+            model, tokenizer = _stage_output(ctx, run_id, trial, with_reward_model(stage, reward_models), path,
+                                             input_key, key, persist, multi)
         except BaseException as exc:
             if multi:  # the stage's own run says so too, not only the trial's
                 ctx.tracker.set_status(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
-        if persist:
+        if METHODS[stage.method.name].batch.scalar_head and not last:
+            # A reward model for a later online stage, not a policy: the next stage starts from `path`.
+            reward_models[stage.name] = str(ctx.stages.model_dir(key))
+        elif persist:
             path = str(ctx.stages.model_dir(key))
         if multi and not last and stage.eval.after == "every_stage":
             _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial, f"{trial.id}/{stage.name}")
@@ -208,6 +214,16 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
     # Not saved (train.save: none): no checkpoint, only the trained model in memory.
     _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path if persist else None, model, tokenizer, trial)
+
+
+def with_reward_model(stage, reward_models: dict[str, str]):
+    """``stage`` with ``method.reward.model`` naming an earlier rm stage replaced by that stage's saved model."""
+    reward = stage.method.params.get("reward") or {}
+    name = reward.get("model")
+    if name not in reward_models:
+        return stage
+    params = {**stage.method.params, "reward": {**reward, "model": reward_models[name]}}
+    return dataclasses.replace(stage, method=dataclasses.replace(stage.method, params=params))
 
 
 def _stage_keys(ctx: SweepContext, trial: Trial) -> list[str]:

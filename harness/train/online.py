@@ -32,9 +32,9 @@ from harness.console import StepLines
 from harness.eval.backends import TransformersGenerator
 from harness.methods import (
     entropy_from_logits,
+    group_advantages,
     grpo_denominator,
     grpo_numerators,
-    group_advantages,
     kl_per_token,
     zero_signal_fraction,
 )

@@ -68,6 +68,23 @@ class ModelReward:
         return score_responses(self.model, prompt_ids, completion_ids, self.pad_id, device())
 
 
+def check_reward_data(reward: dict | None, rows: list[Row], earlier_stages: list[str],
+                      key: str = "method.reward") -> None:
+    """Before anything trains: a verifier can check every prompt row; a reward model that is not an
+    earlier stage's output is a reward-model directory."""
+    if not reward:
+        return
+    if reward.get("verifier") is not None:
+        VerifierReward(reward["verifier"]).check(rows, key)
+    model = reward.get("model")
+    if model is not None and model not in earlier_stages:
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise HarnessError(f"{key}.model: {model!r} is neither a reward-model directory nor the name of an "
+                               f"earlier rm stage (earlier stages: {earlier_stages or 'none'})")
+        check_reward_model(str(path), f"{key}.model")
+
+
 def reward_source(reward: dict, tokenizer, cache_dir: Path, key: str = "method.reward"):
     """The reward source ``method.reward`` names (a mapping with exactly one of verifier, model, judge)."""
     if reward.get("verifier") is not None:

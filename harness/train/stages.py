@@ -25,12 +25,19 @@ from harness.methods.registry import METHODS
 from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
 from harness.train.loop import Callbacks, TrainResult, train, validation_fn
-from harness.train.models import (attach_lora, device, load_model, load_tokenizer, quantization_config,
-                                  resolve_model_path, training_dtype)
+from harness.train.models import (
+    attach_lora,
+    device,
+    load_model,
+    load_tokenizer,
+    quantization_config,
+    resolve_model_path,
+    training_dtype,
+)
 from harness.train.online import ONLINE_HOOKS, train_online
 from harness.train.plan import TrainConfig
-from harness.train.rewards import reward_source
 from harness.train.reward_model import load_reward_model
+from harness.train.rewards import reward_source
 from harness.train.rollout import Prompts, encode_prompts
 
 

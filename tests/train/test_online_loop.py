@@ -163,8 +163,7 @@ def test_rollout_keeps_the_sampling_policys_logps_when_updates_follow_each_other
         assert key in metrics, key
 
 
-def test_a_prompt_without_an_answer_is_named_before_any_rollout(tmp_path, micro):
-    _, tok = micro
+def test_a_prompt_without_an_answer_is_named_before_any_rollout(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"prompt": "What is 2+2?", "answer": "4"}) + "\n"
                     + json.dumps({"prompt": "What is 3+3?"}) + "\n"

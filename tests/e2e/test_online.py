@@ -1,0 +1,109 @@
+"""Online methods end to end through `harness sweep` on toy://micro: stages, reward sources, metrics, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.config.spec import load_spec
+from harness.errors import SpecError
+
+GRPO = {"name": "grpo", "group_size": 4, "max_new_tokens": 6}
+
+
+def _write(tmp_path, name: str, **top) -> str:
+    spec = {"name": name, "results_dir": str(tmp_path / "results"), "model": "toy://micro",
+            "train": {"batch_size": 2, "max_length": 64, "max_steps": 2, "lr": 1e-3, "log_every": 1}, **top}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def _runs(tmp_path, name: str):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_sft_then_rm_then_grpo_with_the_rm_stage_as_reward(tmp_path, capsys):
+    """`stages: [sft, rm, grpo]`: the rm stage's output scores the rollouts; the policy continues from sft."""
+    stages = [
+        {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft", "fraction": 0.002}},
+        {"name": "rm", "method": {"name": "rm"}, "data": {"train": "toy://arith-pairs", "fraction": 0.002}},
+        {"name": "rl", "method": {**GRPO, "reward": {"model": "rm"}, "beta": 0.04},
+         "data": {"train": "toy://arith-prompts", "fraction": 0.01}},
+    ]
+    spec = _write(tmp_path, "online-rm", stages=stages)
+    assert main(["sweep", spec]) == 0
+    client, runs = _runs(tmp_path, "online-rm")
+    by_stage = {r.data.tags.get("harness.stage"): r for r in runs if "harness.stage" in r.data.tags}
+    rl = by_stage["rl"].data
+    for key in ("train/reward/mean", "train/reward/std", "train/reward_raw/mean", "train/kl", "train/entropy",
+                "train/clip_ratio/region_mean", "train/response_length", "train/truncated_fraction",
+                "train/zero_signal_groups", "train/advantages/mean", "train/generation_s", "train/update_s",
+                "data/prompts"):
+        assert key in rl.metrics, key
+    assert "train/pass_rate" not in rl.metrics  # a reward model's score is not a pass indicator
+    assert rl.tags["harness.kl_estimator"].startswith("k3")
+    history = client.get_metric_history(by_stage["rl"].info.run_id, "train/reward/mean")
+    assert [m.step for m in history] == [1, 2]
+    # The RM scores, the policy trained from sft: the trial's checkpoint is a causal LM, not the RM.
+    trial = next(r for r in runs if r.data.tags.get("harness.trial_id") and "harness.stage" not in r.data.tags
+                 and r.data.tags.get("harness.role") != "sweep")
+    config = json.loads((Path(trial.data.tags["harness.checkpoint"]) / "config.json").read_text())
+    assert config["architectures"][0].endswith("ForCausalLM")
+    # A re-run finds the trial finished and trains nothing.
+    capsys.readouterr()
+    assert main(["sweep", spec]) == 0
+    assert "skip " in capsys.readouterr().err
+    _, again = _runs(tmp_path, "online-rm")
+    assert len(again) == len(runs)
+
+
+def test_grpo_with_the_arith_verifier_logs_pass_rate_and_skips_the_reference_at_beta_0(tmp_path):
+    spec = _write(tmp_path, "online-verifier", method={**GRPO, "reward": {"verifier": "arith"}, "minibatches": 2,
+                                                       "num_iterations": 2},
+                  data={"train": "toy://arith-prompts", "fraction": 0.01})
+    assert main(["sweep", spec]) == 0
+    _, runs = _runs(tmp_path, "online-verifier")
+    (trial,) = [r for r in runs if r.data.tags.get("harness.role") != "sweep"]
+    m = trial.data.metrics
+    assert 0.0 <= m["train/pass_rate"] <= 1.0 and m["train/pass_rate"] == m["train/reward/mean"]
+    assert "train/kl" not in m  # beta 0: no reference, no KL term
+    assert m["train/optimizer_steps"] == 2 * 2 * 2  # iterations x num_iterations x minibatches
+
+
+@pytest.mark.parametrize("method,where", [
+    ({"name": "grpo"}, "method.reward"),
+    ({"name": "grpo", "reward": {"verifier": "arith"}, "group_size": 1}, "group_size"),
+    ({"name": "grpo", "reward": {"verifier": "nope"}}, "method.reward.verifier"),
+    ({"name": "grpo", "reward": {"verifier": "arith", "model": "x"}}, "set exactly one"),
+    ({"name": "grpo", "reward": {"verifier": "arith"}, "gamma": 0.5}, "gamma"),
+    ({"name": "grpo", "reward": {"verifier": "arith"}, "temperature": 0.0}, "temperature"),
+    ({"name": "grpo", "reward": {"verifier": "arith"}, "loss_aggregation": "mean"}, "loss_aggregation"),
+])
+def test_bad_online_settings_are_named(tmp_path, method, where):
+    spec = _write(tmp_path, "bad", method=method, data={"train": "toy://arith-prompts"})
+    with pytest.raises(SpecError, match=where):
+        load_spec(spec)
+
+
+def test_an_rm_stage_no_online_stage_uses_must_be_last(tmp_path, capsys):
+    stages = [{"name": "rm", "method": {"name": "rm"}, "data": {"train": "toy://arith-pairs"}},
+              {"name": "rl", "method": {**GRPO, "reward": {"verifier": "arith"}},
+               "data": {"train": "toy://arith-prompts"}}]
+    assert main(["sweep", _write(tmp_path, "rm-unused", stages=stages)]) != 0
+    assert "an rm stage must be the last stage, or the reward source" in capsys.readouterr().err
+
+
+def test_a_reward_model_that_is_neither_a_directory_nor_a_stage_is_named(tmp_path, capsys):
+    spec = _write(tmp_path, "rm-missing", method={**GRPO, "reward": {"model": "rm"}},
+                  data={"train": "toy://arith-prompts"})
+    assert main(["sweep", spec]) != 0
+    assert "method.reward.model: 'rm' is neither a reward-model directory nor the name of an earlier rm stage" \
+        in capsys.readouterr().err
