@@ -393,7 +393,7 @@ def _stage_rules(
     out = []
     if data.train is None:
         out.append(Problem(f"{prefix}data.train", "required (a JSONL/JSON/Parquet path or toy://NAME)"))
-    if method is not None and METHODS[method.name].batch.online and method.reward is None:
+    if method is not None and "reward" in METHODS[method.name].params and method.reward is None:
         out.append(Problem(f"{prefix}method.reward", f"required for {method.name} (e.g. {{verifier: arith}}, "
                                                      "{model: RM_DIR_OR_STAGE} or {judge: pairwise})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:

@@ -237,6 +237,16 @@ def group_advantages(rewards: torch.Tensor, group_size: int, norm: str) -> torch
     return centered / (std + GROUP_STD_EPS)
 
 
+def pair_preferences(rewards: torch.Tensor) -> torch.Tensor:
+    """Online DPO's labels (Guo et al. 2024): rewards [N] of consecutive pairs (two samples of one prompt) ->
+    [N] with +1 for the higher-rewarded sample of each pair, -1 for the other, and 0 for both when tied."""
+    if rewards.dim() != 1 or rewards.numel() % 2:
+        raise ValueError(f"pair_preferences takes an even number of rewards, got shape {tuple(rewards.shape)}")
+    pairs = rewards.view(-1, 2)
+    sign = torch.sign(pairs[:, 0] - pairs[:, 1])
+    return torch.stack([sign, -sign], -1).flatten()
+
+
 def zero_signal_fraction(rewards: torch.Tensor, group_size: int) -> float:
     """Fraction of groups whose rewards are all equal (advantage 0 for every sample: no learning signal)."""
     grouped = _groups(rewards, group_size)

@@ -55,6 +55,9 @@ ROLLOUT_PARAMS = {"reward": None, "max_new_tokens": 64, "temperature": 1.0, "top
 # GRPO (Shao et al. 2024) with the DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025) variants, named as
 # TRL 1.16 names them: group_size = num_generations, eps_low/eps_high = epsilon/epsilon_high,
 # advantage_norm = scale_rewards, loss_aggregation = loss_type, mask_truncated = mask_truncated_completions.
+# Online DPO (Guo et al. 2024) and SPIN (Chen et al. 2024) train the DPO loss on their pairs.
+ONLINE_PAIR_PARAMS = {**PREFERENCE_PARAMS, "label_smoothing": 0.0}
+SPIN_ROLLOUT = {k: v for k, v in ROLLOUT_PARAMS.items() if k != "reward"}  # the data says which is chosen
 GRPO_PARAMS = {"group_size": 8, "beta": 0.0, "eps_low": 0.2, "eps_high": 0.2, "num_iterations": 1,
                "advantage_norm": "group", "loss_aggregation": "dapo", "mask_truncated": False}
 
@@ -82,6 +85,12 @@ RM = BatchKind("rm", "pairs", audited=True, scalar_head=True)
 KL_K3_SAMPLED = ("k3 on the policy's own samples: mean over response tokens of "
                  "exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (Schulman 2020)")
 GROUPS = BatchKind("groups", "eval", online=True, kl_estimator=KL_K3_SAMPLED)
+KL_K1_SAMPLED = ("k1 on the pair's responses, per token: mean over response tokens of log pi - log pi_ref "
+                 "(Schulman 2020)")
+# Online DPO: two samples of each prompt, ordered by the reward source.  SPIN: the policy's sample and the
+# data's own response (SFT rows), the data's chosen.
+SAMPLED_PAIRS = BatchKind("sampled-pairs", "eval", online=True, kl_estimator=KL_K1_SAMPLED)
+SPIN_PAIRS = BatchKind("spin-pairs", "sft", online=True, kl_estimator=KL_K1_SAMPLED)
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,10 @@ METHODS: dict[str, MethodEntry] = {
         _pref("orpo", "mean", orpo_loss, ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
         MethodEntry("grpo", GROUPS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **GRPO_PARAMS}, loss=grpo_token_losses,
                     loss_params={"beta": "beta", "eps_low": "eps_low", "eps_high": "eps_high"}),
+        MethodEntry("online-dpo", SAMPLED_PAIRS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **ONLINE_PAIR_PARAMS}, "sum",
+                    dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
+        MethodEntry("spin", SPIN_PAIRS, True, ONLINE_LR, {**SPIN_ROLLOUT, **ONLINE_PAIR_PARAMS}, "sum",
+                    dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
         _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind=KTO,
               desirable_weight=1.0, undesirable_weight=1.0),
     ]

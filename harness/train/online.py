@@ -20,6 +20,7 @@ denominator, so ``grad_accum`` never changes the update.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,18 +32,29 @@ from harness.config.spec import GenerationSpec
 from harness.console import StepLines
 from harness.eval.backends import TransformersGenerator
 from harness.methods import (
+    PairLogps,
     entropy_from_logits,
     group_advantages,
     grpo_denominator,
     grpo_numerators,
     kl_per_token,
+    pair_preferences,
+    reduce_logps,
+    with_sft_weight,
     zero_signal_fraction,
 )
-from harness.methods.registry import GROUPS, BatchKind, MethodEntry
+from harness.methods.registry import GROUPS, SAMPLED_PAIRS, SPIN_PAIRS, BatchKind, MethodEntry
 from harness.train.loop import Callbacks, TrainResult, accelerated, check_finite, peak_memory_mb
 from harness.train.plan import TrainConfig, step_batches
 from harness.train.precision import autocast
-from harness.train.rollout import Prompts, Samples, completion_logps, sample, sequence_batch
+from harness.train.rollout import (
+    Prompts,
+    Samples,
+    completion_logps,
+    sample,
+    sequence_batch,
+    with_data_responses,
+)
 
 NO_GRAD_CHUNK = 32  # samples per no-grad forward pass (rollout and reference log-probs)
 
@@ -58,17 +70,26 @@ class Minibatch:
     mask: torch.Tensor  # [B, L] completion tokens that count
 
 
+def _keep_untruncated(rewards: torch.Tensor, truncated: torch.Tensor, params: dict) -> torch.Tensor:
+    """1 per sample, or 0 for a truncated one under ``method.mask_truncated``."""
+    return 1.0 - truncated if params.get("mask_truncated") else torch.ones_like(truncated)
+
+
 @dataclass(frozen=True)
 class OnlineHooks:
     """How the online loop runs one batch kind; every function is a thin call into ``harness.methods``."""
 
-    samples_per_prompt: Callable[[dict], int]
+    samples_per_prompt: Callable[[dict], int]  # completions sampled per prompt
     passes: Callable[[dict], int]  # updates per rollout
     uses_reference: Callable[[dict], bool]
     advantages: Callable[[torch.Tensor, dict], torch.Tensor]  # rewards [N] -> advantages [N]
     rollout_metrics: Callable[[torch.Tensor, dict], dict]  # rewards [N] -> detached metrics
     numerators: Callable[[MethodEntry, Minibatch, dict], tuple]  # -> per-sample numerators [B], metrics
     denominator: Callable[[list[torch.Tensor], dict], float]  # the step's micro-batch masks -> denominator
+    keep: Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor] = _keep_untruncated  # rewards, truncated
+    unit: int = 1  # consecutive samples that stay in one minibatch and micro-batch (a pair: 2)
+    with_data_responses: bool = False  # each sample is followed by its prompt's data response (SPIN)
+    kl_estimator: str = "k3"  # train/kl, per token on the samples (the batch kind's kl_estimator says so)
 
 
 def _grpo_numerators(method: MethodEntry, mb: Minibatch, params: dict):
@@ -87,7 +108,63 @@ GRPO_HOOKS = OnlineHooks(
     denominator=lambda masks, p: grpo_denominator(masks, p["loss_aggregation"], p["max_new_tokens"]),
 )
 
-ONLINE_HOOKS: dict[BatchKind, OnlineHooks] = {GROUPS: GRPO_HOOKS}
+def _pair_numerators(method: MethodEntry, mb: Minibatch, params: dict):
+    """The preference loss of each consecutive pair of samples, chosen by the sign of its advantages
+    (``pair_preferences``); a tied pair (its rows masked out) contributes 0 and no metrics."""
+    counts = mb.mask.sum(-1)
+    reduction = method.reduction(params)
+    sums = (mb.logps * mb.mask).sum(-1)
+    policy = reduce_logps(sums, counts, reduction).view(-1, 2)
+    ref = reduce_logps((mb.ref_logps * mb.mask).sum(-1), counts, reduction).view(-1, 2)
+    nll = (-sums / counts.clamp(min=1)).view(-1, 2)  # mean token NLL, for method.sft_weight
+    sign = mb.advantages.view(-1, 2)[:, 0]
+    rows = torch.arange(len(sign), device=sign.device)
+    c = (sign < 0).long()  # the chosen's column: 0 when the first sample is preferred
+    r = 1 - c
+
+    def pairs(keep):
+        return PairLogps(policy[rows, c][keep], policy[rows, r][keep], ref[rows, c][keep], ref[rows, r][keep],
+                         nll[rows, c][keep])
+
+    every = torch.ones_like(sign, dtype=torch.bool)
+    numerators, metrics = method.loss(pairs(every), **method.loss_kwargs(params))
+    numerators = with_sft_weight(numerators, nll[rows, c], params.get("sft_weight", 0.0))
+    live = sign != 0
+    if bool(live.any()) and not bool(live.all()):
+        _, metrics = method.loss(pairs(live), **method.loss_kwargs(params))
+    return numerators * live.to(numerators.dtype), metrics
+
+
+def _pair_denominator(masks: list[torch.Tensor], params: dict) -> float:
+    """The step's untied pairs (a tied pair's rows are masked out)."""
+    rows = sum(int((m.sum(-1) > 0).sum()) for m in masks)
+    return float(max(rows // 2, 1))
+
+
+def _pair_keep(rewards: torch.Tensor, truncated: torch.Tensor, params: dict) -> torch.Tensor:
+    return (pair_preferences(rewards) != 0).to(truncated.dtype)
+
+
+def _pair_metrics(rewards: torch.Tensor, params: dict) -> dict:
+    tied = pair_preferences(rewards).view(-1, 2)[:, 0] == 0
+    return {"tied_pairs": float(tied.sum()), "tie_fraction": float(tied.double().mean())}
+
+
+PAIR_HOOKS = OnlineHooks(
+    samples_per_prompt=lambda p: 2,
+    passes=lambda p: 1,
+    uses_reference=lambda p: True,
+    advantages=lambda rewards, p: pair_preferences(rewards),
+    rollout_metrics=_pair_metrics,
+    numerators=_pair_numerators,
+    denominator=_pair_denominator,
+    keep=_pair_keep,
+    unit=2,
+    kl_estimator="k1",
+)
+SPIN_HOOKS = dataclasses.replace(PAIR_HOOKS, samples_per_prompt=lambda p: 1, with_data_responses=True)
+
+ONLINE_HOOKS: dict[BatchKind, OnlineHooks] = {GROUPS: GRPO_HOOKS, SAMPLED_PAIRS: PAIR_HOOKS, SPIN_PAIRS: SPIN_HOOKS}
 
 
 @dataclass
@@ -122,14 +199,16 @@ def _padded(per_sample: list[torch.Tensor], index: list[int], width: int, device
     return out.to(device)
 
 
-def split(items: list[int], parts: int) -> list[list[int]]:
-    """``items`` cut into ``parts`` contiguous pieces whose sizes differ by at most one (none empty)."""
-    parts = min(parts, len(items))
-    size, extra = divmod(len(items), parts)
+def split(items: list[int], parts: int, unit: int = 1) -> list[list[int]]:
+    """``items`` cut into ``parts`` contiguous pieces whose sizes differ by at most one ``unit``
+    (none empty), never inside a unit (``unit`` consecutive items, e.g. a pair)."""
+    units = [items[i : i + unit] for i in range(0, len(items), unit)]
+    parts = min(parts, len(units))
+    size, extra = divmod(len(units), parts)
     out, start = [], 0
     for k in range(parts):
         end = start + size + (1 if k < extra else 0)
-        out.append(items[start:end])
+        out.append([i for u in units[start:end] for i in u])
         start = end
     return out
 
@@ -171,11 +250,13 @@ class OnlineTrainer:
         with autocast(self.cfg.mixed_precision, self.device):
             samples = sample(TransformersGenerator(self.policy, self.tokenizer),
                              [self.prompts.ids[i] for i in prompt_index], settings)
+        if self.hooks.with_data_responses:
+            samples = with_data_responses(samples, [self.prompts.responses[i] for i in prompt_index], self.tokenizer)
         t1 = time.perf_counter()
         rows = [self.prompts.rows[prompt_index[i]] for i in samples.prompt_index]
         rewards = self.reward.score(rows, samples.prompt_ids, samples.completion_ids, samples.texts).double()
         truncated = torch.tensor(samples.truncated, dtype=torch.float64)
-        keep = 1.0 - truncated if p.get("mask_truncated") else torch.ones_like(truncated)
+        keep = self.hooks.keep(rewards, truncated, p)
         advantages = self.hooks.advantages(rewards, p).double()
         old = ref = None
         if self.updates > 1:
@@ -217,7 +298,7 @@ class OnlineTrainer:
 
     def optimizer_step(self, ro: Rollout, minibatch: list[int], want_logs: bool) -> dict:
         """One optimizer step over ``minibatch`` (sample indices), as ``train.grad_accum`` micro-batches."""
-        micro = split(minibatch, self.cfg.grad_accum)
+        micro = split(minibatch, self.cfg.grad_accum, self.hooks.unit)
         masks = []
         for m in micro:  # the step's denominator needs every micro-batch's mask first
             widths = [len(ro.samples.completion_ids[i]) for i in m]
@@ -237,7 +318,7 @@ class OnlineTrainer:
             if want_logs:
                 metrics["entropy"] = entropy_from_logits(logits.detach(), mb.mask)
                 if mb.ref_logps is not None:
-                    kl = kl_per_token(mb.logps.detach(), mb.ref_logps, "k3")
+                    kl = kl_per_token(mb.logps.detach(), mb.ref_logps, self.hooks.kl_estimator)
                     metrics["kl"] = (kl * mb.mask).sum() / mb.mask.sum().clamp(min=1)
             for k, v in metrics.items():
                 sums[k] += float(v) * len(m)
@@ -252,11 +333,12 @@ class OnlineTrainer:
         t0 = time.perf_counter()
         self.model.train()
         steps, sums = 0, defaultdict(float)
-        order = list(range(len(ro.samples)))
+        unit = self.hooks.unit
         for k in range(self.hooks.passes(self.params)):
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + iteration * 101 + k)
-            shuffled = [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
-            for minibatch in split(shuffled, self.params["minibatches"]):
+            units = torch.randperm(len(ro.samples) // unit, generator=gen).tolist()
+            shuffled = [u * unit + j for u in units for j in range(unit)]
+            for minibatch in split(shuffled, self.params["minibatches"], unit):
                 step_metrics = self.optimizer_step(ro, minibatch, want_logs)
                 check_finite(step_metrics, iteration, len(self.plan))
                 lr = self.scheduler.get_last_lr()[0]

@@ -85,8 +85,28 @@ def check_reward_data(reward: dict | None, rows: list[Row], earlier_stages: list
         check_reward_model(str(path), f"{key}.model")
 
 
-def reward_source(reward: dict, tokenizer, cache_dir: Path, key: str = "method.reward"):
-    """The reward source ``method.reward`` names (a mapping with exactly one of verifier, model, judge)."""
+class DataResponseReward:
+    """SPIN's preference: 1 for a prompt's own data response, 0 for the policy's sample (0 for both, a tie,
+    when the policy reproduced the data response token for token)."""
+
+    passes_rate = False
+
+    def __init__(self, prompts):
+        self.responses = {id(row): tuple(r) for row, r in zip(prompts.rows, prompts.responses)}
+
+    def check(self, rows: list[Row], key: str) -> None:
+        return None
+
+    def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
+        return torch.tensor([float(tuple(c) == self.responses[id(row)]) for row, c in zip(rows, completion_ids)],
+                            dtype=torch.float64)
+
+
+def reward_source(reward: dict | None, tokenizer, cache_dir: Path, prompts=None, key: str = "method.reward"):
+    """The reward source ``method.reward`` names (a mapping with exactly one of verifier, model, judge);
+    None (SPIN): the data's own responses are preferred."""
+    if reward is None:
+        return DataResponseReward(prompts)
     if reward.get("verifier") is not None:
         return VerifierReward(reward["verifier"])
     if reward.get("model") is not None:

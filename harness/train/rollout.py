@@ -17,49 +17,72 @@ from dataclasses import dataclass
 import torch
 
 from harness.data.load import Row
-from harness.data.tokenization import encode_prompt, resolve_max_prompt_length
+from harness.data.tokenization import (
+    encode_prompt,
+    resolve_max_prompt_length,
+    sft_prompt_response,
+    split_prompt_response,
+)
 from harness.errors import DataError
 from harness.methods import token_logps
 
 
 @dataclass
 class Prompts:
-    """A stage's prompt rows, encoded: ``ids[i]`` renders ``rows[i]`` (truncated as ``data.truncation`` says)."""
+    """A stage's prompt rows, encoded: ``ids[i]`` renders ``rows[i]`` (truncated as ``data.truncation`` says);
+    ``responses[i]`` the row's own response ids, for methods that read SFT rows (SPIN), else None."""
 
     rows: list[Row]
     ids: list[list[int]]
     stats: dict
+    responses: list[list[int]] | None = None
+
+
+def _prompt_and_response(tokenizer, row: Row, with_response: bool) -> tuple[list[int], list[int] | None]:
+    if not with_response:
+        return encode_prompt(tokenizer, row.data["prompt"]), None
+    prompt, response = sft_prompt_response(row.data)
+    prompt_ids, (response_ids,), _ = split_prompt_response(tokenizer, prompt, [response])
+    return prompt_ids, response_ids
 
 
 def encode_prompts(tokenizer, rows: list[Row], max_length: int, max_prompt_length: int | None,
-                   truncation: str, max_new_tokens: int) -> Prompts:
+                   truncation: str, max_new_tokens: int, with_responses: bool = False) -> Prompts:
     """Prompt ids of every row; a prompt longer than its budget is cut at its start, dropped or an error.
 
     The budget is ``data.max_prompt_length`` (default half of ``train.max_length``), and no
     more than ``train.max_length - max_new_tokens``, so that prompt plus completion fit.
-    Dropped and truncated prompts are counted (``data/dropped``, ``data/truncated``).
+    ``with_responses``: rows are SFT rows, whose prompt is encoded and whose response is kept
+    (cut to what fits after the prompt).  Dropped and truncated rows are counted
+    (``data/dropped``, ``data/truncated``).
     """
     limit = min(resolve_max_prompt_length(max_length, max_prompt_length), max_length - max_new_tokens)
     if limit < 1:
         raise DataError(f"method.max_new_tokens ({max_new_tokens}) leaves no room for a prompt within "
                         f"train.max_length ({max_length})")
-    kept, ids, truncated, dropped = [], [], 0, 0
+    kept, ids, responses, truncated, dropped = [], [], [], 0, 0
     for row in rows:
-        prompt = encode_prompt(tokenizer, row.data["prompt"])
-        if len(prompt) > limit:
+        prompt, response = _prompt_and_response(tokenizer, row, with_responses)
+        cut = len(prompt) > limit or (response is not None and len(prompt) + len(response) > max_length)
+        if cut:
             if truncation == "error":
                 raise DataError(f"{row.where}: the prompt has {len(prompt)} tokens, more than the {limit} a "
-                                f"rollout allows (data.truncation: error)")
+                                f"rollout allows, or its response does not fit train.max_length "
+                                f"({max_length}) (data.truncation: error)")
             if truncation == "drop":
                 dropped += 1
                 continue
-            prompt, truncated = prompt[-limit:], truncated + 1
+            truncated += 1
+            prompt = prompt[-limit:]
+            response = None if response is None else response[: max_length - len(prompt)]
         kept.append(row)
         ids.append(prompt)
+        responses.append(response)
     if not kept:
         raise DataError(f"{rows[0].source}: every prompt is longer than the {limit} tokens a rollout allows "
                         "(data.truncation: drop)")
-    return Prompts(kept, ids, {"data/prompts": len(kept), "data/truncated": truncated, "data/dropped": dropped})
+    stats = {"data/prompts": len(kept), "data/truncated": truncated, "data/dropped": dropped}
+    return Prompts(kept, ids, stats, responses if with_responses else None)
 
 
 @dataclass
@@ -74,6 +97,21 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.completion_ids)
+
+
+def with_data_responses(samples: Samples, responses: list[list[int]], tokenizer) -> Samples:
+    """Each sample followed by its prompt's data response (SPIN's pairs: the policy's answer, the data's)."""
+    out = Samples([], [], [], [], [])
+    for i in range(len(samples)):
+        response = responses[samples.prompt_index[i]]
+        for c_ids, text, cut in ((samples.completion_ids[i], samples.texts[i], samples.truncated[i]),
+                                 (response, tokenizer.decode(response, skip_special_tokens=True).strip(), False)):
+            out.prompt_index.append(samples.prompt_index[i])
+            out.prompt_ids.append(samples.prompt_ids[i])
+            out.completion_ids.append(list(c_ids))
+            out.texts.append(text)
+            out.truncated.append(cut)
+    return out
 
 
 def sample(generator, prompts: list[list[int]], settings, progress: bool = False) -> Samples:

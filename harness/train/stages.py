@@ -180,9 +180,10 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
 def load_prompts(stage, tokenizer) -> Prompts:
     """An online stage's prompt rows ({prompt, answer?, id?}), after data.fraction, encoded for rollouts."""
     d, params = stage.data, stage.method.params
-    rows = take_fraction(load_rows(d.train, METHODS[stage.method.name].batch.row_kind), d.fraction, d.seed)
+    kind = METHODS[stage.method.name].batch.row_kind
+    rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
     return encode_prompts(tokenizer, rows, stage.train.max_length, d.max_prompt_length, d.truncation,
-                          params["max_new_tokens"])
+                          params["max_new_tokens"], with_responses=kind == "sft")
 
 
 def online_reference(stage, model, dtype, cache_dir: Path):
@@ -206,7 +207,7 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
     dtype, mixed = check_hardware(stage)
     tokenizer = load_tokenizer(input_path)
     prompts = load_prompts(stage, tokenizer)
-    reward = reward_source(params["reward"], tokenizer, cache_dir)
+    reward = reward_source(params.get("reward"), tokenizer, cache_dir, prompts)
     reward.check(prompts.rows, "method.reward")
     log(prompts.stats, 0)
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)

@@ -107,3 +107,29 @@ def test_a_reward_model_that_is_neither_a_directory_nor_a_stage_is_named(tmp_pat
     assert main(["sweep", spec]) != 0
     assert "method.reward.model: 'rm' is neither a reward-model directory nor the name of an earlier rm stage" \
         in capsys.readouterr().err
+
+
+def test_online_dpo_with_a_verifier_and_two_spin_iterations_as_stages(tmp_path):
+    """online-dpo pairs two samples per prompt by the arith verifier (ties skipped and counted); SPIN pairs
+    the policy's sample with the data's response, one stage per iteration."""
+    rollout = {"max_new_tokens": 6}
+    stages = [
+        {"name": "odpo", "method": {"name": "online-dpo", "reward": {"verifier": "arith"}, **rollout},
+         "data": {"train": "toy://arith-prompts", "fraction": 0.01}},
+        {"name": "spin1", "method": {"name": "spin", **rollout}, "data": {"train": "toy://arith-sft",
+                                                                           "fraction": 0.002}},
+        {"name": "spin2", "method": {"name": "spin", **rollout}, "data": {"train": "toy://arith-sft",
+                                                                           "fraction": 0.002}},
+    ]
+    assert main(["sweep", _write(tmp_path, "online-pairs", stages=stages)]) == 0
+    client, runs = _runs(tmp_path, "online-pairs")
+    by_stage = {r.data.tags.get("harness.stage"): r for r in runs if "harness.stage" in r.data.tags}
+    odpo = by_stage["odpo"].data.metrics
+    # A micro model is never right: every pair ties, and nothing is learned from ties.
+    assert odpo["train/tie_fraction"] == 1.0 and odpo["train/tied_pairs"] == 2
+    assert odpo["train/loss"] == 0.0
+    for name in ("spin1", "spin2"):
+        m = by_stage[name].data.metrics
+        assert m["train/tie_fraction"] == 0.0  # a 6-token sample never equals the data response
+        assert m["train/loss"] > 0 and "train/rewards/margin" in m and "train/kl" in m
+        assert by_stage[name].data.tags["harness.kl_estimator"].startswith("k1")

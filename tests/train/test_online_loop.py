@@ -9,7 +9,7 @@ import torch
 
 from harness.data.load import load_rows, take_fraction
 from harness.errors import DataError
-from harness.methods import grpo_token_losses, token_logps
+from harness.methods import grpo_token_losses, pair_preferences, token_logps
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
 from harness.train.loop import Callbacks
@@ -189,3 +189,52 @@ def test_prompts_longer_than_the_budget_are_cut_dropped_or_refused(micro):
     assert dropped.stats["data/dropped"] == len(rows) - len(dropped.rows) >= 1
     with pytest.raises(DataError, match="data.truncation: error"):
         encode_prompts(tok, rows, 64, longest - 1, "error", 8)
+
+
+def test_pair_preferences_by_hand():
+    got = pair_preferences(torch.tensor([1.0, 0.0, 0.5, 0.5, -1.0, 2.0], dtype=torch.float64))
+    assert got.tolist() == [1.0, -1.0, 0.0, 0.0, -1.0, 1.0]
+
+
+def test_split_never_cuts_a_pair():
+    assert split(list(range(8)), 3, unit=2) == [[0, 1, 2, 3], [4, 5], [6, 7]]
+
+
+def test_online_dpo_step_over_uneven_micro_batches_equals_the_dpo_loss_of_its_untied_pairs(micro):
+    """4 pairs (one tied) as micro-batches of 2, 1 and 1 pairs: the gradient of the mean DPO loss over the
+    3 untied pairs, each ordered by its rewards, written out directly with log-sigmoid."""
+    path, tok = micro
+    prompts = _prompts(tok, n=4)
+    beta = 0.1
+    expected = None
+    for grad_accum in (1, 3):
+        model = load_model(path, torch.float64)
+        method = METHODS["online-dpo"]
+        params = {**method.params, "max_new_tokens": 6, "reward": {"verifier": "arith"}, "beta": beta}
+        cfg = TrainConfig(lr=1e-2, batch_size=4, grad_accum=grad_accum, max_steps=1, shuffle=False,
+                          scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
+        trainer = OnlineTrainer(model, tok, method, params, prompts, cfg, VerifierReward("arith"),
+                                load_model(path, torch.float64).eval(), Callbacks(progress=False))
+        ro, _ = trainer.rollout(1, [0, 1, 2, 3])
+        rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.0, 2.0], dtype=torch.float64)
+        ragged = _perturbed(ro, with_ref=True)  # ragged completions and reference log-probs away from the policy's
+        ro = Rollout(ragged.samples, rewards, pair_preferences(rewards),
+                     trainer.hooks.keep(rewards, rewards * 0, params), None, ragged.ref_logps)
+        if expected is None:
+            s = ro.samples
+            batch = sequence_batch(s.prompt_ids, s.completion_ids, trainer.pad_id)
+            logps, _ = completion_logps(trainer.model, batch)
+            policy = (logps * batch.completion_mask).sum(-1)
+            ref = torch.tensor([float(r.double().sum()) for r in ro.ref_logps], dtype=torch.float64)
+            # (chosen, rejected) sample indices by the rewards above; pair (4, 5) is tied
+            z = [beta * ((policy[c] - ref[c]) - (policy[r] - ref[r])) for c, r in ((0, 1), (3, 2), (7, 6))]
+            loss = -sum(torch.nn.functional.logsigmoid(v) for v in z) / 3
+            trainer.model.zero_grad()
+            loss.backward()
+            expected = [p.grad.clone() for p in trainer.model.parameters()]
+            trainer.model.zero_grad()
+        trainer.model.train()
+        metrics = trainer.optimizer_step(ro, list(range(8)), want_logs=False)
+        assert metrics["loss"] == pytest.approx(float(loss.detach()), rel=1e-9)
+        for g, e in zip((p.grad for p in trainer.model.parameters()), expected):
+            torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
