@@ -22,6 +22,7 @@ from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 from harness.toy import TOY_MODELS, is_toy, toy_name
 from harness.train.rewards import check_reward_data
 from harness.train.stages import check_hardware
+from judges.judged import text_of
 
 
 def check_stage_settings(stage) -> None:
@@ -102,6 +103,18 @@ def check_judge_data(spec, eval_cfgs) -> None:
     check_toy_items(judged, "set judge.allow_toy_judge: true")
 
 
+def check_judge_rewards(spec, stages, rows_of) -> None:
+    """An online stage judged by the embedded toy judge must train on toy-world prompts (``check_toy_items``)."""
+    if not guards_toy_judge(spec.judge):
+        return
+    judged = {}
+    for stage in stages:
+        if (stage.method.params.get("reward") or {}).get("judge") is not None:
+            rows = rows_of(stage.data.train, METHODS[stage.method.name].batch.row_kind)
+            judged[f"stages.{stage.name}.method.reward"] = [{"instruction": text_of(r.data["prompt"])} for r in rows]
+    check_toy_items(judged, "set judge.allow_toy_judge: true")
+
+
 def preflight(spec, trials) -> None:
     """Raise a HarnessError naming the first problem; return quietly when all is well."""
     stages = [stage for trial in trials for stage in trial.stages]
@@ -131,3 +144,4 @@ def preflight(spec, trials) -> None:
     for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
         check_eval(eval_cfg, rows_of)
     check_judge_data(spec, [spec.eval] + [stage.eval for stage in stages])
+    check_judge_rewards(spec, stages, rows_of)

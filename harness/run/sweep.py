@@ -35,6 +35,7 @@ from harness.train.models import (
     save_checkpoint,
 )
 from harness.train.reference import data_fingerprint
+from harness.train.rewards import JudgeAccess
 from harness.train.stages import train_stage
 
 
@@ -263,7 +264,8 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
         model, tokenizer, result = train_stage(
             stage, path, input_key, ctx.cache_dir,
             lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
-            log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+            log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name),
+            judge=JudgeAccess(ctx.judge.client, ctx.spec.judge.max_error_rate))
     except NonFiniteError as exc:
         raise NonFiniteError(f"stage {stage.name} ({stage.method.name}): {exc}") from exc
     model = merged(model, path)  # path: the stage's input (a QLoRA adapter merges into it unquantized)

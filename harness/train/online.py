@@ -271,6 +271,7 @@ class OnlineTrainer:
                    "response_length": lengths.mean().item(), "truncated_fraction": truncated.mean().item(),
                    "generation_s": t1 - t0, "scoring_s": time.perf_counter() - t1,
                    **{k: float(v) for k, v in self.hooks.rollout_metrics(rewards, p).items()}}
+        metrics.update(getattr(self.reward, "last_metrics", {}))
         if getattr(self.reward, "passes_rate", False):
             metrics["pass_rate"] = rewards.mean().item()
         return Rollout(samples, rewards, advantages, keep, old, ref), metrics

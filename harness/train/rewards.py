@@ -6,6 +6,9 @@
 - ``{model: PATH}``: a reward model directory saved by an ``rm`` stage
   (or ``harness.train.reward_model``), scoring prompt + completion token ids;
   it must share the policy's tokenizer.
+- ``{judge: pairwise | single}``: the sweep's judge (online DPO): a pair's
+  winner judged in both orders, or each sample's 1-10 grade.
+- no ``method.reward`` (SPIN): the data's own response is preferred.
 
 Every source is checked before the first rollout (``check``): a verifier on
 every prompt row, a reward model by loading it and scoring one sample.
@@ -13,6 +16,7 @@ every prompt row, a reward model by loading it and scoring one sample.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,8 @@ from harness.data.load import Row
 from harness.errors import DataError, HarnessError
 from harness.train.models import device, load_tokenizer, resolve_model_path
 from harness.train.reward_model import check_reward_model, load_reward_model, score_responses
+from judges.pairwise import pairwise_judge
+from judges.single import single_judge
 from judges.verifiers import VERIFIERS
 
 
@@ -85,6 +91,59 @@ def check_reward_data(reward: dict | None, rows: list[Row], earlier_stages: list
         check_reward_model(str(path), f"{key}.model")
 
 
+@dataclass(frozen=True)
+class JudgeAccess:
+    """How a stage reaches the sweep's judge: ``client()`` opens (or reuses) the endpoint; a judge whose failed
+    calls exceed ``max_error_rate`` (judge.max_error_rate) stops the stage."""
+
+    client: Callable[[], object]
+    max_error_rate: float
+
+
+class JudgeReward:
+    """The judge stack as online DPO's reward (judge client: cached, retried).
+
+    ``pairwise``: each pair of samples is judged in both orders (position swap); the winner gets 1 and the
+    other 0, and a tie, or a pair with no verdict after retries, gets 0.5 for both (a tie: skipped).
+    ``single``: each sample's 1-10 grade; a sample with no grade makes its pair a tie.
+    Unjudged pairs are counted (``train/judge_errors``).
+    """
+
+    passes_rate = False
+
+    def __init__(self, mode: str, judge: JudgeAccess | None, key: str):
+        if judge is None:
+            raise HarnessError(f"{key}: a judge reward needs the sweep's judge (run the stage with harness sweep or "
+                               "harness train)")
+        self.mode, self.judge, self.key = mode, judge, key
+        self.last_metrics: dict[str, float] = {}
+
+    def check(self, rows: list[Row], key: str) -> None:
+        return None  # the judge's endpoint and the toy judge's items are checked by the sweep's preflight
+
+    def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
+        client = self.judge.client()
+        prompts = [row.data["prompt"] for row in rows]
+        if self.mode == "pairwise":
+            items = [{"id": f"pair-{k}", "prompt": prompts[2 * k], "candidate": texts[2 * k],
+                      "baseline": texts[2 * k + 1]} for k in range(len(texts) // 2)]
+            judged = pairwise_judge(client, items).judgments
+            first = [0.5 if r["score"] is None else float(r["score"]) for r in judged]
+            rewards = torch.tensor([v for f in first for v in (f, 1.0 - f)], dtype=torch.float64)
+            errors = sum(r["score"] is None for r in judged)
+        else:
+            items = [{"id": f"sample-{k}", "prompt": p, "answer": t} for k, (p, t) in enumerate(zip(prompts, texts))]
+            grades = [r["score"] for r in single_judge(client, items).judgments]
+            pairs = [(grades[k], grades[k + 1]) for k in range(0, len(grades), 2)]
+            unjudged = [a is None or b is None for a, b in pairs]
+            rewards = torch.tensor([0.0 if bad else float(g) for (a, b), bad in zip(pairs, unjudged) for g in (a, b)],
+                                   dtype=torch.float64)
+            errors = sum(unjudged)
+        client.check_failures(self.judge.max_error_rate, f"{self.key} (judge: {self.mode})")
+        self.last_metrics = {"judge_errors": float(errors)}
+        return rewards
+
+
 class DataResponseReward:
     """SPIN's preference: 1 for a prompt's own data response, 0 for the policy's sample (0 for both, a tie,
     when the policy reproduced the data response token for token)."""
@@ -102,13 +161,16 @@ class DataResponseReward:
                             dtype=torch.float64)
 
 
-def reward_source(reward: dict | None, tokenizer, cache_dir: Path, prompts=None, key: str = "method.reward"):
+def reward_source(reward: dict | None, tokenizer, cache_dir: Path, prompts=None, judge: JudgeAccess | None = None,
+                  key: str = "method.reward"):
     """The reward source ``method.reward`` names (a mapping with exactly one of verifier, model, judge);
     None (SPIN): the data's own responses are preferred."""
     if reward is None:
         return DataResponseReward(prompts)
+    if reward.get("judge") is not None:
+        return JudgeReward(reward["judge"], judge, key)
     if reward.get("verifier") is not None:
         return VerifierReward(reward["verifier"])
     if reward.get("model") is not None:
         return ModelReward(resolve_model_path(reward["model"], cache_dir), tokenizer, f"{key}.model")
-    raise HarnessError(f"{key}: {reward!r} is not available in this version (use verifier or model)")
+    raise HarnessError(f"{key}: {reward!r} names no reward source (verifier, model or judge)")

@@ -37,7 +37,7 @@ from harness.train.models import (
 from harness.train.online import ONLINE_HOOKS, train_online
 from harness.train.plan import TrainConfig
 from harness.train.reward_model import load_reward_model
-from harness.train.rewards import reward_source
+from harness.train.rewards import JudgeAccess, reward_source
 from harness.train.rollout import Prompts, encode_prompts
 
 
@@ -141,14 +141,16 @@ def policy_key(stage, input_key: str) -> str:
 
 
 def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,
-                progress: bool = True, log_text=None) -> tuple[object, object, TrainResult]:
+                progress: bool = True, log_text=None, judge: JudgeAccess | None = None
+                ) -> tuple[object, object, TrainResult]:
     """Train one stage from ``input_path``; returns (model with its adapter, tokenizer, result).
 
-    ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact.
+    ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact; ``judge``
+    is the sweep's judge, for an online stage whose reward is a judge.
     """
     method = METHODS[stage.method.name]
     if method.batch.online:
-        return train_online_stage(stage, input_path, cache_dir, log, progress)
+        return train_online_stage(stage, input_path, cache_dir, log, progress, judge)
     params = stage.method.params
     dtype, mixed = check_hardware(stage)
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
@@ -196,7 +198,8 @@ def online_reference(stage, model, dtype, cache_dir: Path):
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: bool = True):
+def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: bool = True,
+                       judge: JudgeAccess | None = None):
     """Train an online stage (``harness.train.online``); returns (model with its adapter, tokenizer, result).
 
     Checked before the first rollout: the prompts load, the reward source loads and can score
@@ -207,7 +210,7 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
     dtype, mixed = check_hardware(stage)
     tokenizer = load_tokenizer(input_path)
     prompts = load_prompts(stage, tokenizer)
-    reward = reward_source(params.get("reward"), tokenizer, cache_dir, prompts)
+    reward = reward_source(params.get("reward"), tokenizer, cache_dir, prompts, judge)
     reward.check(prompts.rows, "method.reward")
     log(prompts.stats, 0)
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)

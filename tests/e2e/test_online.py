@@ -122,7 +122,7 @@ def test_online_dpo_with_a_verifier_and_two_spin_iterations_as_stages(tmp_path):
                                                                            "fraction": 0.002}},
     ]
     assert main(["sweep", _write(tmp_path, "online-pairs", stages=stages)]) == 0
-    client, runs = _runs(tmp_path, "online-pairs")
+    _, runs = _runs(tmp_path, "online-pairs")
     by_stage = {r.data.tags.get("harness.stage"): r for r in runs if "harness.stage" in r.data.tags}
     odpo = by_stage["odpo"].data.metrics
     # A micro model is never right: every pair ties, and nothing is learned from ties.
@@ -133,3 +133,28 @@ def test_online_dpo_with_a_verifier_and_two_spin_iterations_as_stages(tmp_path):
         assert m["train/tie_fraction"] == 0.0  # a 6-token sample never equals the data response
         assert m["train/loss"] > 0 and "train/rewards/margin" in m and "train/kl" in m
         assert by_stage[name].data.tags["harness.kl_estimator"].startswith("k1")
+
+
+def test_online_dpo_judged_pairwise_by_the_toy_judge(tmp_path):
+    """The pairs go to the sweep's judge in both orders; a second trial that differs only in its seed of
+    the data subset reuses nothing, but every judged pair is logged as judged or tied."""
+    spec = _write(tmp_path, "online-judge",
+                  method={"name": "online-dpo", "reward": {"judge": "pairwise"}, "max_new_tokens": 6},
+                  data={"train": "toy://arith-prompts", "fraction": 0.01})
+    assert main(["sweep", spec]) == 0
+    _, runs = _runs(tmp_path, "online-judge")
+    (trial,) = [r for r in runs if r.data.tags.get("harness.role") != "sweep"]
+    m = trial.data.metrics
+    assert m["train/judge_errors"] == 0
+    assert 0.0 <= m["train/tie_fraction"] <= 1.0
+    assert (tmp_path / "results" / "cache" / "judge").exists()
+
+
+def test_a_judge_reward_on_prompts_the_toy_judge_cannot_judge_is_refused(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Write a haiku about autumn."}\n')
+    spec = _write(tmp_path, "online-judge-real", method={"name": "online-dpo", "reward": {"judge": "single"}},
+                  data={"train": str(prompts)})
+    assert main(["sweep", spec]) != 0
+    err = capsys.readouterr().err
+    assert "method.reward: 1 of 1 items are not from the toy world" in err and "judge.base_url" in err

@@ -238,3 +238,21 @@ def test_online_dpo_step_over_uneven_micro_batches_equals_the_dpo_loss_of_its_un
         assert metrics["loss"] == pytest.approx(float(loss.detach()), rel=1e-9)
         for g, e in zip((p.grad for p in trainer.model.parameters()), expected):
             torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["pairwise", "single"])
+def test_judge_reward_orders_each_pair_by_the_judges_verdicts(toy_url, tmp_path, mode):
+    """The real toy judge over HTTP: a correct answer beats a wrong one whichever comes first; two correct
+    answers tie (equal rewards, so the pair is skipped)."""
+    from harness.config.spec import JudgeSpec
+    from harness.data.load import Row
+    from harness.serve.endpoint import judge_client
+    from harness.train.rewards import JudgeAccess, JudgeReward
+
+    spec = JudgeSpec(base_url=toy_url)
+    access = JudgeAccess(lambda: judge_client(spec, toy_url, tmp_path / "judge"), 0.1)
+    row = Row("toy://arith-prompts", 1, {"prompt": [{"role": "user", "content": "What is 12+30?"}], "answer": "42"})
+    texts = ["42", "41", "40", "42", "42", "42"]
+    rewards = JudgeReward(mode, access, "method.reward").score([row] * 6, None, None, texts)
+    prefs = pair_preferences(rewards).tolist()
+    assert prefs == [1.0, -1.0, -1.0, 1.0, 0.0, 0.0]
