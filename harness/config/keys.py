@@ -91,7 +91,7 @@ SUITE_NOTES = {
 }
 # Method parameters (``method.<param>``), by name.
 PARAM_NOTES = {
-    "beta": "the KL / temperature coefficient of the preference loss",
+    "beta": "the KL / temperature coefficient of the loss (GRPO: weight of its k3 KL term; 0 drops it)",
     "gamma": "SimPO's target reward margin",
     "label_smoothing": "the assumed label-noise rate ε (conservative/robust DPO)",
     "sft_weight": "weight of an added SFT (NLL) term on the chosen response",
@@ -107,6 +107,20 @@ PARAM_NOTES = {
     "center_rewards_coefficient": "weight of the penalty that keeps rewards centred at 0",
     "desirable_weight": "KTO's weight of desirable examples",
     "undesirable_weight": "KTO's weight of undesirable examples",
+    # online methods (harness.train.online)
+    "reward": "the reward source: `{verifier: arith}`, `{model: RM_DIR or rm stage name}` or "
+              "`{judge: pairwise | single}`",
+    "max_new_tokens": "tokens sampled per rollout completion at most",
+    "temperature": "the rollouts' sampling temperature (> 0)",
+    "top_p": "the rollouts' nucleus sampling mass",
+    "minibatches": "optimizer steps per pass over one rollout (its samples shuffled and split)",
+    "group_size": "GRPO's samples per prompt (≥ 2)",
+    "eps_low": "lower clip range of the ratio: clip to [1 - eps_low, 1 + eps_high]",
+    "eps_high": "upper clip range of the ratio (DAPO's clip-higher when above eps_low)",
+    "num_iterations": "GRPO's passes (μ) over each rollout",
+    "advantage_norm": "GRPO advantages: group (r - mean) / group std, batch std, or none (Dr. GRPO)",
+    "loss_aggregation": "how token losses become the step loss (TRL's loss_type): grpo, bnpo, dr_grpo, dapo",
+    "mask_truncated": "leave completions cut by max_new_tokens out of the loss",
 }
 BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 
