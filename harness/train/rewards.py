@@ -27,6 +27,7 @@ from harness.errors import DataError, HarnessError
 from harness.train.models import device, load_tokenizer, resolve_model_path
 from harness.train.reward_model import check_reward_model, load_reward_model, score_responses
 from judges.pairwise import pairwise_judge
+from judges.sandbox.runner import check_isolation
 from judges.single import single_judge
 from judges.verifiers import VERIFIERS
 
@@ -39,17 +40,19 @@ class VerifierReward:
     passes_rate = True  # the reward is a pass indicator: the loop logs train/pass_rate
 
     def check(self, rows: list[Row], key: str) -> None:
-        """Every prompt row must be checkable: the verifier given an empty output must not fail on the row."""
-        verify = VERIFIERS[self.name]
+        """Every prompt row must be checkable by the verifier (the code verifier's sandbox must be available)."""
+        verifier = VERIFIERS[self.name]
         for row in rows:
             try:
-                verify("", row.data)
+                verifier.check_row(row.data)
             except (KeyError, ValueError, TypeError) as exc:
-                what = "field 'answer': missing" if isinstance(exc, KeyError) else str(exc)
+                what = f"field {exc.args[0]!r}: missing" if isinstance(exc, KeyError) else str(exc)
                 raise DataError(f"{row.where}: {key}: the {self.name} verifier cannot check this prompt ({what})")
+        if verifier.sandboxed:
+            check_isolation()
 
     def score(self, rows: list[Row], prompt_ids, completion_ids, texts: list[str]) -> torch.Tensor:
-        verify = VERIFIERS[self.name]
+        verify = VERIFIERS[self.name].verify
         return torch.tensor([float(verify(text, row.data)) for row, text in zip(rows, texts)], dtype=torch.float64)
 
 

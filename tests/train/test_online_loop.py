@@ -256,3 +256,15 @@ def test_judge_reward_orders_each_pair_by_the_judges_verdicts(toy_url, tmp_path,
     rewards = JudgeReward(mode, access, "method.reward").score([row] * 6, None, None, texts)
     prefs = pair_preferences(rewards).tolist()
     assert prefs == [1.0, -1.0, -1.0, 1.0, 0.0, 0.0]
+
+
+def test_the_code_verifier_rewards_a_program_that_passes_the_rows_tests():
+    from harness.data.load import Row
+
+    row = Row("prompts.jsonl", 1, {"prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5\n"})
+    texts = ["```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a - b\n"]
+    reward = VerifierReward("code")
+    reward.check([row], "method.reward")
+    assert reward.score([row, row], None, None, texts).tolist() == [1.0, 0.0]
+    with pytest.raises(DataError, match=r"prompts.jsonl:2: method.reward: the code verifier .*'tests'"):
+        reward.check([Row("prompts.jsonl", 2, {"prompt": "Write add."})], "method.reward")
