@@ -269,6 +269,7 @@ class OnlineTrainer:
                    "advantages/mean": advantages.mean().item(),
                    "advantages/std": advantages.std().item() if len(advantages) > 1 else 0.0,
                    "response_length": lengths.mean().item(), "truncated_fraction": truncated.mean().item(),
+                   "completion_tokens": lengths.sum().item(),
                    "generation_s": t1 - t0, "scoring_s": time.perf_counter() - t1,
                    **{k: float(v) for k, v in self.hooks.rollout_metrics(rewards, p).items()}}
         metrics.update(getattr(self.reward, "last_metrics", {}))
@@ -350,7 +351,7 @@ class OnlineTrainer:
                 for key, v in step_metrics.items():
                     sums[key] += v
         metrics.update({k: v / steps for k, v in sums.items()})
-        metrics.update(lr=lr, update_s=time.perf_counter() - t0, optimizer_steps=steps)
+        metrics.update(lr=lr, update_s=time.perf_counter() - t0, updates=steps)
         self.model.eval()
         return metrics
 
@@ -358,17 +359,19 @@ class OnlineTrainer:
         log = self.calls.log or (lambda metrics, step: None)
         total = len(self.plan)
         lines = StepLines(f"train {self.method.name}", total, self.cfg.log_every) if self.calls.progress else None
-        start, metrics, tokens = time.perf_counter(), {}, 0
+        start, metrics, tokens, updates = time.perf_counter(), {}, 0, 0
         for iteration, prompt_index in enumerate(self.plan, start=1):
             want_logs = iteration == 1 or iteration % self.cfg.log_every == 0 or iteration == total
             metrics = self.iterate(iteration, prompt_index, want_logs)
-            tokens += int(metrics["response_length"] * len(prompt_index) * self.hooks.samples_per_prompt(self.params))
+            tokens += int(metrics["completion_tokens"])
+            updates += metrics["updates"]
             if lines is not None:
                 lines.update(iteration, metrics["loss"])
             if want_logs:
                 metrics.update(tokens_seen=tokens, peak_memory_mb=peak_memory_mb(self.device))
                 log({f"train/{k}": v for k, v in metrics.items()}, iteration)
         self.model.eval()
+        log({"train/optimizer_steps": updates}, total)
         return TrainResult(total, tokens, time.perf_counter() - start, metrics)
 
 

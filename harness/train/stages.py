@@ -224,6 +224,4 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
     cfg = train_config(stage, mixed)
     result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
                           Callbacks(log, None, progress))
-    log({"train/optimizer_steps": result.steps * ONLINE_HOOKS[method.batch].passes(params) * params["minibatches"]},
-        result.steps)
     return model, tokenizer, result
