@@ -187,9 +187,22 @@ PARAM_TYPES: dict[str, Any] = {
     "top_p": UnitFloat,
     "advantage_norm": Literal["group", "batch", "none"],
     "loss_aggregation": Literal["grpo", "bnpo", "dr_grpo", "dapo"],
+    "kl_target": PosFloat | None,  # null: a fixed beta
+    "kl_horizon": PosInt,
+    "lam": Annotated[float, Field(ge=0, le=1)],
+    "cliprange": PosFloat,
+    "cliprange_value": PosFloat,
+    "vf_coef": NonNegFloat,
+    "ent_coef": NonNegFloat,
+    "reward_clip": PosFloat | None,  # scores clipped to [-bound, bound]
+    "missing_eos_penalty": float | None,  # subtracted from a truncated completion's score
+    "ppo_epochs": PosInt,
+    "value_model": Literal["separate", "shared_head"],
 }
-# Where one method's param differs from the shared type: GRPO's beta may be 0 (no KL term, its default).
-METHOD_PARAM_TYPES: dict[tuple[str, str], Any] = {("grpo", "beta"): NonNegFloat}
+# Where one method's param differs from the shared type: GRPO's and PPO's beta may be 0 (no KL term);
+# PPO's gamma is a discount in [0, 1] (SimPO's gamma is a margin).
+METHOD_PARAM_TYPES: dict[tuple[str, str], Any] = {("grpo", "beta"): NonNegFloat, ("ppo", "beta"): NonNegFloat,
+                                                  ("ppo", "gamma"): Annotated[float, Field(ge=0, le=1)]}
 
 
 class RewardSpec(_Model):
@@ -215,6 +228,9 @@ class _MethodBase(_Model):
     def _resolve_reduction(self) -> _MethodBase:
         if "logprob_reduction" in type(self).model_fields and self.logprob_reduction is None:
             self.logprob_reduction = METHODS[self.name].default_reduction
+        if getattr(self, "kl_target", None) is not None and self.beta == 0:
+            raise ValueError(f"kl_target: {self.kl_target} adapts beta multiplicatively, so beta: 0 would stay 0; "
+                             "set beta > 0 or kl_target: null")
         return self
 
 

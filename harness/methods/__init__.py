@@ -9,7 +9,7 @@ aggregations, the adaptive KL controller).  ``batches`` holds the typed
 record each loss takes, and ``registry`` the methods.  A trainer never contains method math.
 """
 
-from harness.methods.batches import KtoLogps, PairLogps, PairRewards, SftLogps
+from harness.methods.batches import KtoLogps, PairLogps, PairRewards, PpoTokens, SftLogps
 from harness.methods.kto import kto_kl_estimate, kto_loss, mismatched_partners, step_kl_pairs
 from harness.methods.logprobs import (
     entropy_from_logits,
@@ -18,6 +18,7 @@ from harness.methods.logprobs import (
     sequence_logps,
     target_mask,
     token_counts,
+    token_entropies,
     token_logps,
 )
 from harness.methods.online import (
@@ -34,6 +35,7 @@ from harness.methods.online import (
     last_response_index,
     masked_mean,
     ppo_policy_loss,
+    ppo_token_losses,
     ppo_token_rewards,
     ppo_value_loss,
     whiten,
@@ -70,6 +72,7 @@ __all__ = [
     "KtoLogps",
     "PairLogps",
     "PairRewards",
+    "PpoTokens",
     "SftLogps",
     "brier_sft_loss",
     "dft_loss",
@@ -98,6 +101,7 @@ __all__ = [
     "orpo_loss",
     "pool_rewards",
     "ppo_policy_loss",
+    "ppo_token_losses",
     "ppo_token_rewards",
     "ppo_value_loss",
     "reduce_logps",
@@ -112,6 +116,7 @@ __all__ = [
     "step_kl_pairs",
     "target_mask",
     "token_counts",
+    "token_entropies",
     "token_logps",
     "whiten",
     "with_sft_weight",
