@@ -345,3 +345,12 @@ def test_a_value_model_that_cannot_take_the_lora_rank_is_named(micro):
     with pytest.raises(HarnessError, match=r"lora.rank: 100000 is more than the hidden size \d+ of the value model"):
         check_value_lora("separate", path, LoraSpec(rank=100000))
     check_value_lora("shared_head", path, LoraSpec(rank=100000))  # the head is trained in full
+
+
+def test_under_lora_a_separate_value_model_trains_its_own_adapter_and_head_only(micro):
+    path, tok = micro
+    policy = load_model(path, torch.float32)
+    critic = build_value_model("separate", path, policy, tok.pad_token_id, torch.float32, LoraSpec(rank=4), 0)
+    trained = [n for n, p in critic.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n or "score" in n for n in trained)
+    assert any("score" in n for n in trained)
