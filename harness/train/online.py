@@ -4,18 +4,22 @@ One iteration (``train.max_steps`` of them, or ``train.epochs`` passes over the 
 
 1. take ``train.batch_size`` prompts (a seeded permutation per epoch, as the offline plan);
 2. sample ``n`` completions of each with the policy as it is now (``harness.train.rollout``);
-3. score them with the stage's reward source (``harness.train.rewards``);
+3. score them with the stage's reward source (``harness.train.rewards``), shaped by the method
+   (PPO's missing-EOS penalty and clipping);
 4. with no gradient: the rollout ("old") log-probs, when an update can differ from the sampling
-   policy (more than one pass or minibatch), and the reference log-probs, when the loss uses them;
-5. the method's advantages;
+   policy (more than one pass or minibatch) or the advantages read them (PPO's KL-shaped rewards),
+   the value model's values of the same states (PPO), and the reference log-probs, when used;
+5. the method's advantages: one per sample (GRPO) or one per token, with the value model's returns (PPO);
 6. ``passes`` over the rollout, each cut into ``method.minibatches`` shuffled minibatches, each one
    optimizer step of the method's loss; a minibatch runs as ``train.grad_accum`` micro-batches.
 
 It shares the offline loop's optimizer, schedule, precision, gradient clipping and finiteness
-check (``harness.train.loop``).  Method math lives in ``harness.methods.online``; this module
-reaches it only through a batch kind's ``OnlineHooks``.  Normalization spans the optimizer step as
-in the offline loop: each micro-batch contributes its per-sample numerators divided by the step's
-denominator, so ``grad_accum`` never changes the update.
+check (``harness.train.loop``); a value model (``harness.train.values``) trains in the same
+optimizer step.  Method math lives in ``harness.methods.online``; this module reaches it only
+through a batch kind's ``OnlineHooks`` (``harness.train.online_hooks``).  Normalization spans the
+optimizer step as in the offline loop: each micro-batch contributes its per-sample numerators
+divided by the step's denominator, so ``grad_accum`` never changes the update.  The loop runs in
+one process.
 """
 
 from __future__ import annotations
