@@ -205,10 +205,10 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
     reference is frozen.
     """
     method = METHODS[stage.method.name]
-    hooks = ONLINE_HOOKS[method.batch]
+    online = ONLINE_HOOKS[method.batch]
     params = stage.method.params
     dtype, mixed = check_hardware(stage)
-    value_kind = hooks.value_model(params)
+    value_kind = online.value_model(params)
     if value_kind is not None:
         check_value_lora(value_kind, input_path, stage.lora)
     tokenizer = load_tokenizer(input_path)
@@ -217,7 +217,7 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
     reward.check(prompts.rows, "method.reward")
     log(prompts.stats, 0)
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
-    uses_ref = hooks.uses_reference(params)
+    uses_ref = online.uses_reference(params)
     reference = online_reference(stage, model, dtype, cache_dir) if uses_ref and stage.lora.rank == 0 else None
     torch.manual_seed(stage.train.seed)  # the adapter's init, as in train_stage
     lora = stage.lora
@@ -234,5 +234,5 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
     cfg = train_config(stage, mixed)
     result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
                           Callbacks(log, None, progress), critic)
-    log({"train/optimizer_steps": result.steps * hooks.passes(params) * params["minibatches"]}, result.steps)
+    log({"train/optimizer_steps": result.steps * online.passes(params) * params["minibatches"]}, result.steps)
     return model, tokenizer, result
