@@ -157,7 +157,7 @@ class OnlineTrainer:
     # ---- one rollout
 
     def rollout(self, iteration: int, prompt_index: list[int]) -> tuple[Rollout, dict]:
-        """Sample completions of ``prompt_index`` with the policy as it is now, then ``evaluate`` them."""
+        """Sample completions of ``prompt_index`` with the policy as it is now, then build the ``Rollout`` of them."""
         p = self.params
         settings = GenerationSpec(max_new_tokens=p["max_new_tokens"], temperature=p["temperature"],
                                   top_p=p["top_p"], n=self.hooks.samples_per_prompt(p),
@@ -169,10 +169,10 @@ class OnlineTrainer:
                              [self.prompts.ids[i] for i in prompt_index], settings)
         generation_s = time.perf_counter() - t0
         rows = [self.prompts.rows[prompt_index[i]] for i in samples.prompt_index]
-        ro, metrics = self.evaluate(samples, rows)
+        ro, metrics = self.build_rollout(samples, rows)
         return ro, {**metrics, "generation_s": generation_s}
 
-    def evaluate(self, samples: Samples, rows: list) -> tuple[Rollout, dict]:
+    def build_rollout(self, samples: Samples, rows: list) -> tuple[Rollout, dict]:
         """Score ``samples`` (of prompt ``rows``), then with no gradient the log-probs and values the
         method reads, then its advantages: the ``Rollout`` the updates train on, and its metrics."""
         p = self.params
@@ -183,7 +183,7 @@ class OnlineTrainer:
         keep = 1.0 - truncated if p.get("mask_truncated") else torch.ones_like(truncated)
         scoring_s = time.perf_counter() - t0
         old = ref = values = None
-        if self.updates > 1 or self.hooks.rollout_logps(p):
+        if self.updates > 1 or self.hooks.rollout_logps(p) or self.critic is not None:
             old, values = _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision,
                                       self.critic)
         if self.hooks.uses_reference(p):

@@ -236,7 +236,7 @@ def test_ppo_score_lands_on_the_last_response_token_of_each_sample(micro):
                            missing_eos_penalty=1.0, reward_clip=2.0)
     ro, _ = trainer.rollout(1, [0, 1, 2, 3])
     lengths = [1, 3, 6, 2]
-    ro, metrics = trainer.evaluate(_cut(ro.samples, lengths), [prompts.rows[i] for i in range(4)])
+    ro, metrics = trainer.build_rollout(_cut(ro.samples, lengths), [prompts.rows[i] for i in range(4)])
     scores = [2.0, -1.5, 0.0, -0.75]  # raw - 1, clipped to [-2, 2]
     assert ro.rewards.tolist() == scores
     assert metrics["reward_raw/mean"] == pytest.approx(sum(raw) / 4)
@@ -255,7 +255,7 @@ def test_ppo_empty_response_raises(micro):
     trainer = _ppo_trainer(path, tok, prompts, beta=0.0)
     ro, _ = trainer.rollout(1, [0, 1])
     with pytest.raises(ValueError, match=r"empty response: rows \[1\]"):
-        trainer.evaluate(_cut(ro.samples, [2, 0]), prompts.rows[:2])
+        trainer.build_rollout(_cut(ro.samples, [2, 0]), prompts.rows[:2])
 
 
 @pytest.mark.parametrize("value_model", ["separate", "shared_head"])
@@ -325,7 +325,7 @@ def test_ppo_grad_accumulation_over_uneven_micro_batches_equals_one_big_step(mic
             gen = torch.Generator().manual_seed(0)
             s = ro.samples
             samples = _cut(s, [1 + (5 * i + 5) % len(c) for i, c in enumerate(s.completion_ids)])
-            ro, _ = trainer.evaluate(samples, [prompts.rows[i] for i in range(8)])
+            ro, _ = trainer.build_rollout(samples, [prompts.rows[i] for i in range(8)])
             assert len({len(c) for c in ro.samples.completion_ids}) > 1, "lengths must differ"
             ro.old_logps = [o + 0.3 * torch.randn(len(o), generator=gen) for o in ro.old_logps]
             ro.old_values = ro.old_values + 0.3 * torch.randn(ro.old_values.shape, generator=gen, dtype=torch.float64)
