@@ -228,9 +228,6 @@ class _MethodBase(_Model):
     def _resolve_reduction(self) -> _MethodBase:
         if "logprob_reduction" in type(self).model_fields and self.logprob_reduction is None:
             self.logprob_reduction = METHODS[self.name].default_reduction
-        if getattr(self, "kl_target", None) is not None and self.beta == 0:
-            raise ValueError(f"kl_target: {self.kl_target} adapts beta multiplicatively, so beta: 0 would stay 0; "
-                             "set beta > 0 or kl_target: null")
         return self
 
 
@@ -412,6 +409,10 @@ def _stage_rules(
     if method is not None and METHODS[method.name].batch.online and method.reward is None:
         out.append(Problem(f"{prefix}method.reward", f"required for {method.name} (e.g. {{verifier: arith}}, "
                                                      "{model: RM_DIR_OR_STAGE} or {judge: pairwise})"))
+    if getattr(method, "kl_target", None) is not None and method.beta == 0:
+        out.append(Problem(f"{prefix}method.kl_target", f"adapts beta multiplicatively, so method.beta: 0 would "
+                                                        f"stay 0; set beta > 0 or kl_target: null (value seen: "
+                                                        f"{method.kl_target})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:

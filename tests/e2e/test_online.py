@@ -134,7 +134,7 @@ def test_grpo_with_the_arith_verifier_logs_pass_rate_and_skips_the_reference_at_
     ({"name": "ppo", "reward": {"verifier": "arith"}, "lam": -0.1}, "method.lam"),
     ({"name": "ppo", "reward": {"verifier": "arith"}, "ppo_epochs": 0}, "method.ppo_epochs"),
     ({"name": "ppo", "reward": {"verifier": "arith"}, "reward_clip": 0}, "method.reward_clip"),
-    ({"name": "ppo", "reward": {"verifier": "arith"}, "kl_target": 1.0, "beta": 0.0}, "set beta > 0"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "kl_target": 1.0, "beta": 0.0}, "method.kl_target: adapts beta"),
     ({"name": "ppo", "reward": {"verifier": "arith"}, "group_size": 4}, "group_size"),
 ])
 def test_bad_online_settings_are_named(tmp_path, method, where):
