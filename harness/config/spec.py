@@ -187,9 +187,22 @@ PARAM_TYPES: dict[str, Any] = {
     "top_p": UnitFloat,
     "advantage_norm": Literal["group", "batch", "none"],
     "loss_aggregation": Literal["grpo", "bnpo", "dr_grpo", "dapo"],
+    "kl_target": PosFloat | None,  # null: a fixed beta
+    "kl_horizon": PosInt,
+    "lam": Annotated[float, Field(ge=0, le=1)],
+    "cliprange": PosFloat,
+    "cliprange_value": PosFloat,
+    "vf_coef": NonNegFloat,
+    "ent_coef": NonNegFloat,
+    "reward_clip": PosFloat | None,  # scores clipped to [-bound, bound]
+    "missing_eos_penalty": float | None,  # subtracted from a truncated completion's score
+    "ppo_epochs": PosInt,
+    "value_model": Literal["separate", "shared_head"],
 }
-# Where one method's param differs from the shared type: GRPO's beta may be 0 (no KL term, its default).
-METHOD_PARAM_TYPES: dict[tuple[str, str], Any] = {("grpo", "beta"): NonNegFloat}
+# Where one method's param differs from the shared type: GRPO's and PPO's beta may be 0 (no KL term);
+# PPO's gamma is a discount in [0, 1] (SimPO's gamma is a margin).
+METHOD_PARAM_TYPES: dict[tuple[str, str], Any] = {("grpo", "beta"): NonNegFloat, ("ppo", "beta"): NonNegFloat,
+                                                  ("ppo", "gamma"): Annotated[float, Field(ge=0, le=1)]}
 
 
 class RewardSpec(_Model):
@@ -396,6 +409,10 @@ def _stage_rules(
     if method is not None and "reward" in METHODS[method.name].params and method.reward is None:
         out.append(Problem(f"{prefix}method.reward", f"required for {method.name} (e.g. {{verifier: arith}}, "
                                                      "{model: RM_DIR_OR_STAGE} or {judge: pairwise})"))
+    if getattr(method, "kl_target", None) is not None and method.beta == 0:
+        out.append(Problem(f"{prefix}method.kl_target", f"adapts beta multiplicatively, so method.beta: 0 would "
+                                                        f"stay 0; set beta > 0 or kl_target: null (value seen: "
+                                                        f"{method.kl_target})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:

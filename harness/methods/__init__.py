@@ -9,7 +9,7 @@ aggregations, the adaptive KL controller).  ``batches`` holds the typed
 record each loss takes, and ``registry`` the methods.  A trainer never contains method math.
 """
 
-from harness.methods.batches import KtoLogps, PairLogps, PairRewards, SftLogps
+from harness.methods.batches import KtoLogps, PairLogps, PairRewards, PpoTokens, SftLogps
 from harness.methods.kto import kto_kl_estimate, kto_loss, mismatched_partners, step_kl_pairs
 from harness.methods.logprobs import (
     entropy_from_logits,
@@ -18,6 +18,7 @@ from harness.methods.logprobs import (
     sequence_logps,
     target_mask,
     token_counts,
+    token_entropies,
     token_logps,
 )
 from harness.methods.online import (
@@ -35,6 +36,7 @@ from harness.methods.online import (
     masked_mean,
     pair_preferences,
     ppo_policy_loss,
+    ppo_token_losses,
     ppo_token_rewards,
     ppo_value_loss,
     whiten,
@@ -71,6 +73,7 @@ __all__ = [
     "KtoLogps",
     "PairLogps",
     "PairRewards",
+    "PpoTokens",
     "SftLogps",
     "brier_sft_loss",
     "dft_loss",
@@ -100,6 +103,7 @@ __all__ = [
     "pair_preferences",
     "pool_rewards",
     "ppo_policy_loss",
+    "ppo_token_losses",
     "ppo_token_rewards",
     "ppo_value_loss",
     "reduce_logps",
@@ -114,6 +118,7 @@ __all__ = [
     "step_kl_pairs",
     "target_mask",
     "token_counts",
+    "token_entropies",
     "token_logps",
     "whiten",
     "with_sft_weight",

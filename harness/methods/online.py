@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.methods.batches import PpoTokens
+
 Metrics = dict[str, torch.Tensor]
 
 # Schulman 2020, "Approximating KL divergence" (http://joschu.net/blog/kl-approx.html), per sampled token.
@@ -207,6 +209,28 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
             "explained_variance": explained_variance(values, returns, mask),
             "value_mean": masked_mean(values, mask),
         }
+    return token_losses, metrics
+
+
+def ppo_token_losses(batch: PpoTokens, *, cliprange: float, cliprange_value: float, vf_coef: float,
+                     ent_coef: float = 0.0) -> tuple[torch.Tensor, Metrics]:
+    """PPO's per-token loss [B, T]: clipped policy loss + vf_coef * clipped value loss - ent_coef * entropy.
+
+    The terms are ``ppo_policy_loss`` and ``ppo_value_loss``; the entropy bonus is Schulman et al.
+    2017, Eq. 9 (c2 * S).  0 outside the mask.  Aggregate with ``grpo_numerators(..., "dapo")`` and
+    ``grpo_denominator(..., "dapo", None)``: the optimizer step's token mean.  Metrics: the policy
+    and value losses' own, plus ``policy_loss`` and ``value_loss`` (masked token means, detached).
+    """
+    b = batch
+    policy, metrics = ppo_policy_loss(b.logps, b.old_logps, b.advantages, b.mask, cliprange)
+    value, value_metrics = ppo_value_loss(b.values, b.old_values, b.returns, b.mask, cliprange_value)
+    token_losses = policy + vf_coef * value.to(policy.dtype)
+    if ent_coef:
+        if b.entropies is None:
+            raise ValueError(f"method.ent_coef = {ent_coef} needs the policy's entropies")
+        token_losses = token_losses - ent_coef * b.entropies.to(policy.dtype) * _fmask(b.mask, policy)
+    with torch.no_grad():
+        metrics.update(value_metrics, policy_loss=masked_mean(policy, b.mask), value_loss=masked_mean(value, b.mask))
     return token_losses, metrics
 
 

@@ -30,6 +30,7 @@ from harness.methods import (
     iw_sft_loss,
     kto_loss,
     orpo_loss,
+    ppo_token_losses,
     rm_loss,
     robust_loss,
     sft_loss,
@@ -60,6 +61,14 @@ ONLINE_PAIR_PARAMS = {**PREFERENCE_PARAMS, "label_smoothing": 0.0}
 SPIN_ROLLOUT = {k: v for k, v in ROLLOUT_PARAMS.items() if k != "reward"}  # the data says which is chosen
 GRPO_PARAMS = {"group_size": 8, "beta": 0.0, "eps_low": 0.2, "eps_high": 0.2, "num_iterations": 1,
                "advantage_norm": "group", "loss_aggregation": "dapo", "mask_truncated": False}
+# PPO (Ouyang et al. 2022's RLHF recipe; Ziegler et al. 2019's KL-shaped rewards), defaults as TRL's PPOConfig:
+# beta = kl_coef 0.05, gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1, ppo_epochs =
+# num_ppo_epochs 4, whiten_rewards false, missing_eos_penalty null.  kl_target null = fixed beta (the older
+# TRL's adaptive controller used target 6 nats per sequence, horizon 10000); ent_coef 0 and reward_clip null
+# (no bonus, no clipping, as TRL).  value_model: separate (TRL's own value model) | shared_head.
+PPO_PARAMS = {"beta": 0.05, "kl_target": None, "kl_horizon": 10000, "gamma": 1.0, "lam": 0.95, "cliprange": 0.2,
+              "cliprange_value": 0.2, "vf_coef": 0.1, "ent_coef": 0.0, "reward_clip": None,
+              "missing_eos_penalty": None, "whiten_rewards": False, "ppo_epochs": 4, "value_model": "separate"}
 
 
 @dataclass(frozen=True)
@@ -85,12 +94,15 @@ RM = BatchKind("rm", "pairs", audited=True, scalar_head=True)
 KL_K3_SAMPLED = ("k3 on the policy's own samples: mean over response tokens of "
                  "exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (Schulman 2020)")
 GROUPS = BatchKind("groups", "eval", online=True, kl_estimator=KL_K3_SAMPLED)
-KL_K1_SAMPLED = ("k1 on the pair's responses, per token: mean over response tokens of log pi - log pi_ref "
-                 "(Schulman 2020)")
+KL_K1_SAMPLED = ("k1 on the policy's own samples: mean over response tokens of log pi - log pi_ref "
+                 "(Schulman 2020; the per-token KL of PPO's shaped rewards, Ziegler et al. 2019)")
+PPO = BatchKind("ppo", "eval", online=True, kl_estimator=KL_K1_SAMPLED)
+KL_K1_PAIRS = ("k1 on the pair's responses, per token: mean over response tokens of log pi - log pi_ref "
+               "(Schulman 2020)")
 # Online DPO: two samples of each prompt, ordered by the reward source.  SPIN: the policy's sample and the
 # data's own response (SFT rows), the data's chosen.
-SAMPLED_PAIRS = BatchKind("sampled-pairs", "eval", online=True, kl_estimator=KL_K1_SAMPLED)
-SPIN_PAIRS = BatchKind("spin-pairs", "sft", online=True, kl_estimator=KL_K1_SAMPLED)
+SAMPLED_PAIRS = BatchKind("sampled-pairs", "eval", online=True, kl_estimator=KL_K1_PAIRS)
+SPIN_PAIRS = BatchKind("spin-pairs", "sft", online=True, kl_estimator=KL_K1_PAIRS)
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,8 @@ METHODS: dict[str, MethodEntry] = {
         _pref("orpo", "mean", orpo_loss, ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
         MethodEntry("grpo", GROUPS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **GRPO_PARAMS}, loss=grpo_token_losses,
                     loss_params={"beta": "beta", "eps_low": "eps_low", "eps_high": "eps_high"}),
+        MethodEntry("ppo", PPO, True, ONLINE_LR, {**ROLLOUT_PARAMS, **PPO_PARAMS}, loss=ppo_token_losses,
+                    loss_params={k: k for k in ("cliprange", "cliprange_value", "vf_coef", "ent_coef")}),
         MethodEntry("online-dpo", SAMPLED_PAIRS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **ONLINE_PAIR_PARAMS}, "sum",
                     dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
         MethodEntry("spin", SPIN_PAIRS, True, ONLINE_LR, {**SPIN_ROLLOUT, **ONLINE_PAIR_PARAMS}, "sum",

@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -61,14 +61,18 @@ def _scheduler(optimizer, cfg: TrainConfig, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def accelerated(model, cfg: TrainConfig, total_steps: int):
-    """(accelerator, model, optimizer, scheduler) for ``total_steps`` optimizer steps."""
+def accelerated(model, cfg: TrainConfig, total_steps: int, extra: Sequence[torch.nn.Module] = ()):
+    """(accelerator, model, optimizer, scheduler) for ``total_steps`` optimizer steps.
+
+    The trainable parameters of ``extra`` modules (an online method's value model) join the optimizer;
+    the modules themselves are not wrapped (the online loop runs in one process).
+    """
     # cpu=True on a machine without CUDA: otherwise accelerate ignores a torchrun launch on CPU
     # (distributed type NO, every process trains on everything) instead of using gloo DDP.
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]
     # The fused CUDA kernel (one launch for all parameters) on a GPU, as transformers' Trainer defaults to.
     fused = all(p.is_cuda for p in trainable)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)

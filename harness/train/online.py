@@ -4,26 +4,28 @@ One iteration (``train.max_steps`` of them, or ``train.epochs`` passes over the 
 
 1. take ``train.batch_size`` prompts (a seeded permutation per epoch, as the offline plan);
 2. sample ``n`` completions of each with the policy as it is now (``harness.train.rollout``);
-3. score them with the stage's reward source (``harness.train.rewards``);
+3. score them with the stage's reward source (``harness.train.rewards``), shaped by the method
+   (PPO's missing-EOS penalty and clipping);
 4. with no gradient: the rollout ("old") log-probs, when an update can differ from the sampling
-   policy (more than one pass or minibatch), and the reference log-probs, when the loss uses them;
-5. the method's advantages;
+   policy (more than one pass or minibatch) or the advantages read them (PPO's KL-shaped rewards),
+   the value model's values of the same states (PPO), and the reference log-probs, when used;
+5. the method's advantages: one per sample (GRPO) or one per token, with the value model's returns (PPO);
 6. ``passes`` over the rollout, each cut into ``method.minibatches`` shuffled minibatches, each one
    optimizer step of the method's loss; a minibatch runs as ``train.grad_accum`` micro-batches.
 
 It shares the offline loop's optimizer, schedule, precision, gradient clipping and finiteness
-check (``harness.train.loop``).  Method math lives in ``harness.methods.online``; this module
-reaches it only through a batch kind's ``OnlineHooks``.  Normalization spans the optimizer step as
-in the offline loop: each micro-batch contributes its per-sample numerators divided by the step's
-denominator, so ``grad_accum`` never changes the update.
+check (``harness.train.loop``); a value model (``harness.train.values``) trains in the same
+optimizer step.  Method math lives in ``harness.methods.online``; this module reaches it only
+through a batch kind's ``OnlineHooks`` (``harness.train.online_hooks``).  Normalization spans the
+optimizer step as in the offline loop: each micro-batch contributes its per-sample numerators
+divided by the step's denominator, so ``grad_accum`` never changes the update.  The loop runs in
+one process.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,26 +33,17 @@ import torch
 from harness.config.spec import GenerationSpec
 from harness.console import StepLines
 from harness.eval.backends import TransformersGenerator
-from harness.methods import (
-    PairLogps,
-    entropy_from_logits,
-    group_advantages,
-    grpo_denominator,
-    grpo_numerators,
-    kl_per_token,
-    pair_preferences,
-    reduce_logps,
-    with_sft_weight,
-    zero_signal_fraction,
-)
-from harness.methods.registry import GROUPS, SAMPLED_PAIRS, SPIN_PAIRS, BatchKind, MethodEntry
+from harness.methods import entropy_from_logits, kl_per_token, masked_mean
+from harness.methods.registry import MethodEntry
 from harness.train.loop import Callbacks, TrainResult, accelerated, check_finite, peak_memory_mb
+from harness.train.online_hooks import ONLINE_HOOKS, Minibatch, RolloutTokens
 from harness.train.plan import TrainConfig, step_batches
 from harness.train.precision import autocast
 from harness.train.rollout import (
     Prompts,
     Samples,
-    completion_logps,
+    forward,
+    logps_of,
     sample,
     sequence_batch,
     with_data_responses,
@@ -60,143 +53,65 @@ NO_GRAD_CHUNK = 32  # samples per no-grad forward pass (rollout and reference lo
 
 
 @dataclass
-class Minibatch:
-    """What a method's loss sees of one micro-batch, rows in the micro-batch's order."""
-
-    logps: torch.Tensor  # [B, L] the policy's completion log-probs now (with gradient)
-    old_logps: torch.Tensor  # [B, L] at sampling time (detached)
-    ref_logps: torch.Tensor | None  # [B, L] under the reference, when the method uses one
-    advantages: torch.Tensor  # [B]
-    mask: torch.Tensor  # [B, L] completion tokens that count
-
-
-def _keep_untruncated(rewards: torch.Tensor, truncated: torch.Tensor, params: dict) -> torch.Tensor:
-    """1 per sample, or 0 for a truncated one under ``method.mask_truncated``."""
-    return 1.0 - truncated if params.get("mask_truncated") else torch.ones_like(truncated)
-
-
-@dataclass(frozen=True)
-class OnlineHooks:
-    """How the online loop runs one batch kind; every function is a thin call into ``harness.methods``."""
-
-    samples_per_prompt: Callable[[dict], int]  # completions sampled per prompt
-    passes: Callable[[dict], int]  # updates per rollout
-    uses_reference: Callable[[dict], bool]
-    advantages: Callable[[torch.Tensor, dict], torch.Tensor]  # rewards [N] -> advantages [N]
-    rollout_metrics: Callable[[torch.Tensor, dict], dict]  # rewards [N] -> detached metrics
-    numerators: Callable[[MethodEntry, Minibatch, dict], tuple]  # -> per-sample numerators [B], metrics
-    denominator: Callable[[list[torch.Tensor], dict], float]  # the step's micro-batch masks -> denominator
-    keep: Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor] = _keep_untruncated  # rewards, truncated
-    unit: int = 1  # consecutive samples that stay in one minibatch and micro-batch (a pair: 2)
-    with_data_responses: bool = False  # each sample is followed by its prompt's data response (SPIN)
-    kl_estimator: str = "k3"  # train/kl, per token on the samples (the batch kind's kl_estimator says so)
-
-
-def _grpo_numerators(method: MethodEntry, mb: Minibatch, params: dict):
-    token_losses, metrics = method.loss(mb.logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.mask,
-                                        **method.loss_kwargs(params))
-    return grpo_numerators(token_losses, mb.mask, params["loss_aggregation"]), metrics
-
-
-GRPO_HOOKS = OnlineHooks(
-    samples_per_prompt=lambda p: p["group_size"],
-    passes=lambda p: p["num_iterations"],
-    uses_reference=lambda p: p["beta"] > 0,
-    advantages=lambda rewards, p: group_advantages(rewards, p["group_size"], p["advantage_norm"]),
-    rollout_metrics=lambda rewards, p: {"zero_signal_groups": zero_signal_fraction(rewards, p["group_size"])},
-    numerators=_grpo_numerators,
-    denominator=lambda masks, p: grpo_denominator(masks, p["loss_aggregation"], p["max_new_tokens"]),
-)
-
-def _pair_numerators(method: MethodEntry, mb: Minibatch, params: dict):
-    """The preference loss of each consecutive pair of samples, chosen by the sign of its advantages
-    (``pair_preferences``); a tied pair (its rows masked out) contributes 0 and no metrics."""
-    counts = mb.mask.sum(-1)
-    reduction = method.reduction(params)
-    sums = (mb.logps * mb.mask).sum(-1)
-    policy = reduce_logps(sums, counts, reduction).view(-1, 2)
-    ref = reduce_logps((mb.ref_logps * mb.mask).sum(-1), counts, reduction).view(-1, 2)
-    nll = (-sums / counts.clamp(min=1)).view(-1, 2)  # mean token NLL, for method.sft_weight
-    sign = mb.advantages.view(-1, 2)[:, 0]
-    rows = torch.arange(len(sign), device=sign.device)
-    c = (sign < 0).long()  # the chosen's column: 0 when the first sample is preferred
-    r = 1 - c
-
-    def pairs(keep):
-        return PairLogps(policy[rows, c][keep], policy[rows, r][keep], ref[rows, c][keep], ref[rows, r][keep],
-                         nll[rows, c][keep])
-
-    every = torch.ones_like(sign, dtype=torch.bool)
-    numerators, metrics = method.loss(pairs(every), **method.loss_kwargs(params))
-    numerators = with_sft_weight(numerators, nll[rows, c], params.get("sft_weight", 0.0))
-    live = sign != 0
-    if bool(live.any()) and not bool(live.all()):
-        _, metrics = method.loss(pairs(live), **method.loss_kwargs(params))
-    return numerators * live.to(numerators.dtype), metrics
-
-
-def _pair_denominator(masks: list[torch.Tensor], params: dict) -> float:
-    """The step's untied pairs (a tied pair's rows are masked out)."""
-    rows = sum(int((m.sum(-1) > 0).sum()) for m in masks)
-    return float(max(rows // 2, 1))
-
-
-def _pair_keep(rewards: torch.Tensor, truncated: torch.Tensor, params: dict) -> torch.Tensor:
-    return (pair_preferences(rewards) != 0).to(truncated.dtype)
-
-
-def _pair_metrics(rewards: torch.Tensor, params: dict) -> dict:
-    tied = pair_preferences(rewards).view(-1, 2)[:, 0] == 0
-    return {"tied_pairs": float(tied.sum()), "tie_fraction": float(tied.double().mean())}
-
-
-PAIR_HOOKS = OnlineHooks(
-    samples_per_prompt=lambda p: 2,
-    passes=lambda p: 1,
-    uses_reference=lambda p: True,
-    advantages=lambda rewards, p: pair_preferences(rewards),
-    rollout_metrics=_pair_metrics,
-    numerators=_pair_numerators,
-    denominator=_pair_denominator,
-    keep=_pair_keep,
-    unit=2,
-    kl_estimator="k1",
-)
-SPIN_HOOKS = dataclasses.replace(PAIR_HOOKS, samples_per_prompt=lambda p: 1, with_data_responses=True)
-
-ONLINE_HOOKS: dict[BatchKind, OnlineHooks] = {GROUPS: GRPO_HOOKS, SAMPLED_PAIRS: PAIR_HOOKS, SPIN_PAIRS: SPIN_HOOKS}
-
-
-@dataclass
 class Rollout:
     """One iteration's samples and everything the updates need of them, per sample."""
 
     samples: Samples
-    rewards: torch.Tensor  # [N] float64
-    advantages: torch.Tensor  # [N] float64
+    rewards: torch.Tensor  # [N] float64, the scores the method optimizes
+    advantages: torch.Tensor  # [N] per sample, or [N, T] per token (float64, 0 past each completion)
     keep: torch.Tensor  # [N] 1.0, or 0.0 for a truncated sample under method.mask_truncated
     old_logps: list[torch.Tensor] | None  # per sample [len(completion)], when updates need them
     ref_logps: list[torch.Tensor] | None
+    returns: torch.Tensor | None = None  # [N, T] the value model's targets, when the method has one
+    old_values: torch.Tensor | None = None  # [N, T] the value model's at rollout time
 
 
-def _per_sample(model, samples: Samples, pad_id: int, device, mixed: str) -> list[torch.Tensor]:
-    """Each sample's completion log-probs under ``model``, with no gradient, in chunks."""
-    out = []
+def _per_sample(model, samples: Samples, pad_id: int, device, mixed: str,
+                critic=None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """Each sample's completion log-probs under ``model`` (and the critic's values of the same states),
+    with no gradient, in chunks: per sample [len(completion)] float32 on the CPU."""
+    logps_out, values_out = [], [] if critic is not None else None
     with torch.no_grad(), autocast(mixed, device):
         for start in range(0, len(samples), NO_GRAD_CHUNK):
             rows = range(start, min(start + NO_GRAD_CHUNK, len(samples)))
             batch = sequence_batch([samples.prompt_ids[i] for i in rows], [samples.completion_ids[i] for i in rows],
                                    pad_id).to(device)
-            logps, _ = completion_logps(model, batch)
-            out += [logps[j, : len(samples.completion_ids[i])].float().cpu() for j, i in enumerate(rows)]
-    return out
+            out = forward(model, batch, hidden_states=critic is not None and critic.shares_forward)
+            logps, _ = logps_of(out, batch)
+            values = critic.values(batch, out) if critic is not None else None
+            for j, i in enumerate(rows):
+                n = len(samples.completion_ids[i])
+                logps_out.append(logps[j, :n].float().cpu())
+                if values is not None:
+                    values_out.append(values[j, :n].float().cpu())
+    return logps_out, values_out
 
 
-def _padded(per_sample: list[torch.Tensor], index: list[int], width: int, device) -> torch.Tensor:
-    out = torch.zeros((len(index), width), dtype=torch.float32)
+def _padded(per_sample: list[torch.Tensor], index: list[int], width: int, device,
+            dtype=torch.float32) -> torch.Tensor:
+    """Rows ``index`` of ragged per-sample tensors, right-padded with 0 to ``width`` columns: [len(index), width]."""
+    out = torch.zeros((len(index), width), dtype=dtype)
     for row, i in enumerate(index):
         out[row, : len(per_sample[i])] = per_sample[i]
     return out.to(device)
+
+
+def _rows(x: torch.Tensor | None, index: list[int], width: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Rows ``index`` of a per-sample [N] or per-token [N, T] rollout tensor, cut to ``width`` columns."""
+    if x is None:
+        return None
+    x = x[index]
+    return (x if x.dim() == 1 else x[:, :width]).to(like.device, like.dtype)
+
+
+def _spread(x: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """(mean, std) of per-sample [N] values, or of per-token [N, T] values over the mask's tokens."""
+    if x.dim() == 1:
+        return x.mean().item(), x.std().item() if len(x) > 1 else 0.0
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = ((x - mean) ** 2 * mask).sum() / (n - 1) if n > 1 else torch.zeros(())
+    return mean.item(), var.sqrt().item()
 
 
 def split(items: list[int], parts: int, unit: int = 1) -> list[list[int]]:
@@ -214,74 +129,102 @@ def split(items: list[int], parts: int, unit: int = 1) -> list[list[int]]:
 
 
 class OnlineTrainer:
-    """The state of one online stage's training: model, optimizer, reward source and reference."""
+    """The state of one online stage's training: model, optimizer, reward source, reference and value model."""
 
     def __init__(self, model, tokenizer, method: MethodEntry, params: dict, prompts: Prompts, cfg: TrainConfig,
-                 reward, reference=None, callbacks: Callbacks | None = None):
+                 reward, reference=None, callbacks: Callbacks | None = None, critic=None):
         self.method, self.params, self.prompts, self.cfg = method, params, prompts, cfg
         self.hooks = ONLINE_HOOKS[method.batch]
         self.tokenizer, self.reward = tokenizer, reward
         self.pad_id = tokenizer.pad_token_id
         self.calls = callbacks or Callbacks()
         self.reference = reference  # a frozen model, "adapter" (the policy with its adapter off), or None
+        self.critic = critic  # harness.train.values: a value model, or None
         if self.hooks.uses_reference(params) and reference is None:
             raise ValueError(f"{method.name} with these params needs a reference model")
+        if (self.hooks.value_model(params) is not None) != (critic is not None):
+            raise ValueError(f"{method.name}: method.value_model is {self.hooks.value_model(params)!r}, "
+                             f"but the trainer was given {'a' if critic is not None else 'no'} value model")
+        self.state = self.hooks.new_state(params)
         torch.manual_seed(cfg.seed)
         plan_cfg = TrainConfig(**{**vars(cfg), "grad_accum": 1})
         self.plan = [mb[0] for mb in step_batches(len(prompts.ids), plan_cfg)]  # prompt indices per iteration
         self.updates = self.hooks.passes(params) * params["minibatches"]
+        extra = critic.modules() if critic is not None else []
         self.accelerator, self.model, self.optimizer, self.scheduler = accelerated(
-            model, cfg, len(self.plan) * self.updates)
+            model, cfg, len(self.plan) * self.updates, extra)
+        self.trainable = [p for m in (self.model, *extra) for p in m.parameters() if p.requires_grad]
         self.device = self.accelerator.device
 
     @property
     def policy(self):
         return self.accelerator.unwrap_model(self.model)
 
+    def _train_mode(self, on: bool) -> None:
+        for module in (self.model, *(self.critic.modules() if self.critic is not None else [])):
+            module.train(on)
+
     # ---- one rollout
 
     def rollout(self, iteration: int, prompt_index: list[int]) -> tuple[Rollout, dict]:
+        """Sample completions of ``prompt_index`` with the policy as it is now, then build the ``Rollout`` of them."""
         p = self.params
         settings = GenerationSpec(max_new_tokens=p["max_new_tokens"], temperature=p["temperature"],
                                   top_p=p["top_p"], n=self.hooks.samples_per_prompt(p),
                                   seed=self.cfg.seed * 1_000_003 + iteration, backend="transformers")
-        self.model.eval()
+        self._train_mode(False)
         t0 = time.perf_counter()
         with autocast(self.cfg.mixed_precision, self.device):
             samples = sample(TransformersGenerator(self.policy, self.tokenizer),
                              [self.prompts.ids[i] for i in prompt_index], settings)
+        generation_s = time.perf_counter() - t0
         if self.hooks.with_data_responses:
             samples = with_data_responses(samples, [self.prompts.responses[i] for i in prompt_index], self.tokenizer)
-        t1 = time.perf_counter()
         rows = [self.prompts.rows[prompt_index[i]] for i in samples.prompt_index]
-        rewards = self.reward.score(rows, samples.prompt_ids, samples.completion_ids, samples.texts).double()
+        ro, metrics = self.build_rollout(samples, rows)
+        return ro, {**metrics, "generation_s": generation_s}
+
+    def build_rollout(self, samples: Samples, rows: list) -> tuple[Rollout, dict]:
+        """Score ``samples`` (of prompt ``rows``), then with no gradient the log-probs and values the
+        method reads, then its advantages: the ``Rollout`` the updates train on, and its metrics."""
+        p = self.params
+        t0 = time.perf_counter()
+        raw = self.reward.score(rows, samples.prompt_ids, samples.completion_ids, samples.texts).double()
         truncated = torch.tensor(samples.truncated, dtype=torch.float64)
-        keep = self.hooks.keep(rewards, truncated, p)
-        advantages = self.hooks.advantages(rewards, p).double()
-        old = ref = None
-        if self.updates > 1:
-            old = _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision)
+        scores = self.hooks.scores(raw, truncated, p).double()
+        keep = self.hooks.keep(scores, truncated, p)
+        scoring_s = time.perf_counter() - t0
+        old = ref = values = None
+        if self.updates > 1 or self.hooks.rollout_logps(p) or self.critic is not None:
+            old, values = _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision,
+                                      self.critic)
         if self.hooks.uses_reference(p):
             ref = self._reference_logps(samples)
+        index = list(range(len(samples)))
+        width = max(max((len(c) for c in samples.completion_ids), default=0), 1)
+        mask = _padded([torch.ones(len(c)) for c in samples.completion_ids], index, width, "cpu", torch.float64)
+
+        def tokens(per_sample):
+            return None if per_sample is None else _padded(per_sample, index, width, "cpu", torch.float64)
+
+        adv = self.hooks.advantages(RolloutTokens(scores, mask, tokens(old), tokens(ref), tokens(values)), p,
+                                    self.state)
         lengths = torch.tensor([len(c) for c in samples.completion_ids], dtype=torch.float64)
-        metrics = {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
-                   "reward_raw/mean": rewards.mean().item(),
-                   "advantages/mean": advantages.mean().item(),
-                   "advantages/std": advantages.std().item() if len(advantages) > 1 else 0.0,
+        adv_mean, adv_std = _spread(adv.advantages, mask)
+        metrics = {"reward/mean": scores.mean().item(), "reward/std": scores.std().item() if len(scores) > 1 else 0.0,
+                   "reward_raw/mean": raw.mean().item(), "advantages/mean": adv_mean, "advantages/std": adv_std,
                    "response_length": lengths.mean().item(), "truncated_fraction": truncated.mean().item(),
-                   "completion_tokens": lengths.sum().item(),
-                   "generation_s": t1 - t0, "scoring_s": time.perf_counter() - t1,
-                   **{k: float(v) for k, v in self.hooks.rollout_metrics(rewards, p).items()}}
-        metrics.update(getattr(self.reward, "last_metrics", {}))
+                   "completion_tokens": lengths.sum().item(), "scoring_s": scoring_s,
+                   **{k: float(v) for k, v in adv.metrics.items()}, **getattr(self.reward, "last_metrics", {})}
         if getattr(self.reward, "passes_rate", False):
-            metrics["pass_rate"] = rewards.mean().item()
-        return Rollout(samples, rewards, advantages, keep, old, ref), metrics
+            metrics["pass_rate"] = raw.mean().item()
+        return Rollout(samples, scores, adv.advantages.double(), keep, old, ref, adv.returns, tokens(values)), metrics
 
     def _reference_logps(self, samples: Samples) -> list[torch.Tensor]:
         if self.reference == "adapter":
             with self.policy.disable_adapter():
-                return _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision)
-        return _per_sample(self.reference, samples, self.pad_id, self.device, self.cfg.mixed_precision)
+                return _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision)[0]
+        return _per_sample(self.reference, samples, self.pad_id, self.device, self.cfg.mixed_precision)[0]
 
     # ---- the updates
 
@@ -289,14 +232,18 @@ class OnlineTrainer:
         s = ro.samples
         batch = sequence_batch([s.prompt_ids[i] for i in index], [s.completion_ids[i] for i in index],
                                self.pad_id).to(self.device)
-        logps, logits = completion_logps(self.model, batch, with_logits)
+        out = forward(self.model, batch, hidden_states=self.critic is not None and self.critic.shares_forward)
+        logps, logits = logps_of(out, batch, with_logits or self.hooks.needs_logits(self.params))
         width = logps.shape[1]
         keep = ro.keep[index].to(self.device, logps.dtype)
         mask = batch.completion_mask.to(logps.dtype) * keep[:, None]
         old = _padded(ro.old_logps, index, width, self.device) if ro.old_logps is not None else logps.detach()
         ref = _padded(ro.ref_logps, index, width, self.device) if ro.ref_logps is not None else None
-        adv = ro.advantages[index].to(self.device, logps.dtype)
-        return Minibatch(logps, old.to(logps.dtype), None if ref is None else ref.to(logps.dtype), adv, mask), logits
+        values = self.critic.values(batch, out) if self.critic is not None else None
+        mb = Minibatch(logps, old.to(logps.dtype), None if ref is None else ref.to(logps.dtype),
+                       _rows(ro.advantages, index, width, logps), mask, values,
+                       _rows(ro.old_values, index, width, logps), _rows(ro.returns, index, width, logps), logits)
+        return mb, logits
 
     def optimizer_step(self, ro: Rollout, minibatch: list[int], want_logs: bool) -> dict:
         """One optimizer step over ``minibatch`` (sample indices), as ``train.grad_accum`` micro-batches."""
@@ -325,7 +272,7 @@ class OnlineTrainer:
             for k, v in metrics.items():
                 sums[k] += float(v) * len(m)
             weights += len(m)
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or float("inf"))
+        grad_norm = self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm or float("inf"))
         out = {k: v / weights for k, v in sums.items()}
         out.update(loss=total, grad_norm=float(grad_norm))
         return out
@@ -333,7 +280,7 @@ class OnlineTrainer:
     def iterate(self, iteration: int, prompt_index: list[int], want_logs: bool) -> dict:
         ro, metrics = self.rollout(iteration, prompt_index)
         t0 = time.perf_counter()
-        self.model.train()
+        self._train_mode(True)
         steps, sums = 0, defaultdict(float)
         unit = self.hooks.unit
         for k in range(self.hooks.passes(self.params)):
@@ -352,7 +299,7 @@ class OnlineTrainer:
                     sums[key] += v
         metrics.update({k: v / steps for k, v in sums.items()})
         metrics.update(lr=lr, update_s=time.perf_counter() - t0, updates=steps)
-        self.model.eval()
+        self._train_mode(False)
         return metrics
 
     def train(self) -> TrainResult:
@@ -370,12 +317,14 @@ class OnlineTrainer:
             if want_logs:
                 metrics.update(tokens_seen=tokens, peak_memory_mb=peak_memory_mb(self.device))
                 log({f"train/{k}": v for k, v in metrics.items()}, iteration)
-        self.model.eval()
+        self._train_mode(False)
         log({"train/optimizer_steps": updates}, total)
         return TrainResult(total, tokens, time.perf_counter() - start, metrics)
 
 
 def train_online(model, tokenizer, method: MethodEntry, params: dict, prompts: Prompts, cfg: TrainConfig,
-                 reward, reference=None, callbacks: Callbacks | None = None) -> TrainResult:
-    """Train ``model`` in place on its own samples of ``prompts`` (see the module docstring)."""
-    return OnlineTrainer(model, tokenizer, method, params, prompts, cfg, reward, reference, callbacks).train()
+                 reward, reference=None, callbacks: Callbacks | None = None, critic=None) -> TrainResult:
+    """Train ``model`` (and ``critic``, a value model) in place on its own samples of ``prompts`` (see the
+    module docstring)."""
+    return OnlineTrainer(model, tokenizer, method, params, prompts, cfg, reward, reference, callbacks,
+                         critic).train()

@@ -161,6 +161,27 @@ def sequence_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]],
     return SequenceBatch(ids, attention, positions, mask, width_p)
 
 
+def forward(model, batch: SequenceBatch, hidden_states: bool = False):
+    """The model's output on the layout: logits [B, P + L, V], and every layer's hidden states when asked."""
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                 output_hidden_states=hidden_states)
+
+
+def completion_columns(x: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """The L columns [B, L, ...] of a per-position x [B, P + L, ...] that predict completion tokens 0..L-1
+    (columns P - 1 .. P + L - 2): where a value model reads V(s_t) of the state before token t."""
+    start = batch.prompt_width - 1
+    return x[:, start: start + batch.completion_mask.shape[1]]
+
+
+def logps_of(output, batch: SequenceBatch, with_logits: bool = False):
+    """``completion_logps`` from a ``forward`` output already computed."""
+    start = batch.prompt_width - 1
+    logps = completion_columns(token_logps(output.logits, batch.input_ids), batch)
+    logps = logps * batch.completion_mask.to(logps.dtype)
+    return logps, (output.logits[:, start:] if with_logits else None)
+
+
 def completion_logps(model, batch: SequenceBatch, with_logits: bool = False):
     """Per-token log-probs of the completions [B, L] (0 off the mask), and, if asked, the logits
     [B, L + 1, V] from column P - 1 on (position j predicts completion token j; the last predicts
@@ -168,10 +189,4 @@ def completion_logps(model, batch: SequenceBatch, with_logits: bool = False):
 
     Completion token j (column P + j) is predicted by the logits at column P + j - 1.
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   position_ids=batch.position_ids).logits
-    start = batch.prompt_width - 1
-    width = batch.completion_mask.shape[1]
-    logps = token_logps(logits, batch.input_ids)[:, start: start + width]
-    logps = logps * batch.completion_mask.to(logps.dtype)
-    return logps, (logits[:, start:] if with_logits else None)
+    return logps_of(forward(model, batch), batch, with_logits)

@@ -34,11 +34,13 @@ from harness.train.models import (
     resolve_model_path,
     training_dtype,
 )
-from harness.train.online import ONLINE_HOOKS, train_online
+from harness.train.online import train_online
+from harness.train.online_hooks import ONLINE_HOOKS
 from harness.train.plan import TrainConfig
 from harness.train.reward_model import load_reward_model
 from harness.train.rewards import JudgeAccess, reward_source
 from harness.train.rollout import Prompts, encode_prompts
+from harness.train.values import build_value_model, check_value_lora
 
 
 @dataclass
@@ -202,26 +204,38 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
                        judge: JudgeAccess | None = None):
     """Train an online stage (``harness.train.online``); returns (model with its adapter, tokenizer, result).
 
-    Checked before the first rollout: the prompts load, the reward source loads and can score
-    them (a verifier checks every prompt row), and the reference is frozen.
+    Checked before the first rollout: a value model can take the stage's LoRA rank, the prompts
+    load, the reward source loads and can score them (a verifier checks every prompt row), and the
+    reference is frozen.
     """
     method = METHODS[stage.method.name]
+    online = ONLINE_HOOKS[method.batch]
     params = stage.method.params
     dtype, mixed = check_hardware(stage)
+    value_kind = online.value_model(params)
+    if value_kind is not None:
+        check_value_lora(value_kind, input_path, stage.lora)
     tokenizer = load_tokenizer(input_path)
     prompts = load_prompts(stage, tokenizer)
     reward = reward_source(params.get("reward"), tokenizer, cache_dir, prompts, judge)
     reward.check(prompts.rows, "method.reward")
     log(prompts.stats, 0)
     model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
-    uses_ref = ONLINE_HOOKS[method.batch].uses_reference(params)
+    uses_ref = online.uses_reference(params)
     reference = online_reference(stage, model, dtype, cache_dir) if uses_ref and stage.lora.rank == 0 else None
     torch.manual_seed(stage.train.seed)  # the adapter's init, as in train_stage
     lora = stage.lora
     model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, "CAUSAL_LM")
     if uses_ref and lora.rank > 0:
         reference = online_reference(stage, model, dtype, cache_dir)
+    critic = None
+    if value_kind is not None:
+        critic = build_value_model(value_kind, input_path, model, tokenizer.pad_token_id, dtype, lora,
+                                   stage.train.seed)
+        if stage.train.disable_dropout:
+            for module in critic.modules():
+                disable_dropout(module)
     cfg = train_config(stage, mixed)
     result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
-                          Callbacks(log, None, progress))
+                          Callbacks(log, None, progress), critic)
     return model, tokenizer, result

@@ -14,6 +14,7 @@ from harness.config.spec import load_spec
 from harness.errors import SpecError
 
 GRPO = {"name": "grpo", "group_size": 4, "max_new_tokens": 6}
+PPO = {"name": "ppo", "max_new_tokens": 6, "ppo_epochs": 2}
 
 
 def _write(tmp_path, name: str, **top) -> str:
@@ -65,6 +66,45 @@ def test_sft_then_rm_then_grpo_with_the_rm_stage_as_reward(tmp_path, capsys):
     assert len(again) == len(runs)
 
 
+def test_sft_then_rm_then_ppo_logs_the_handbook_metrics_and_adapts_beta(tmp_path, capsys):
+    """`stages: [sft, rm, ppo]` with the rm stage as reward, a separate value model and an adaptive beta."""
+    stages = [
+        {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft", "fraction": 0.002}},
+        {"name": "rm", "method": {"name": "rm"}, "data": {"train": "toy://arith-pairs", "fraction": 0.002}},
+        {"name": "ppo", "method": {**PPO, "reward": {"model": "rm"}, "kl_target": 0.5, "missing_eos_penalty": 1.0},
+         "data": {"train": "toy://arith-prompts", "fraction": 0.01}},
+    ]
+    spec = _write(tmp_path, "online-ppo", stages=stages)
+    assert main(["sweep", spec]) == 0
+    client, runs = _runs(tmp_path, "online-ppo")
+    by_stage = {r.data.tags.get("harness.stage"): r for r in runs if "harness.stage" in r.data.tags}
+    ppo = by_stage["ppo"].data
+    for key in ("train/reward/mean", "train/reward/std", "train/reward_raw/mean", "train/kl", "train/entropy",
+                "train/clip_fraction", "train/approx_kl", "train/response_length", "train/truncated_fraction",
+                "train/value_loss", "train/explained_variance", "train/advantages/mean", "train/advantages/std",
+                "train/beta", "train/generation_s", "train/update_s"):
+        assert key in ppo.metrics, key
+    assert ppo.tags["harness.kl_estimator"].startswith("k1")
+    assert ppo.metrics["train/optimizer_steps"] == 2 * 2  # iterations x ppo_epochs
+    beta = [m.value for m in client.get_metric_history(by_stage["ppo"].info.run_id, "train/beta")]
+    assert beta[0] == 0.05 and len(beta) == 2 and beta[1] != beta[0]  # adapted once, after the first rollout
+    if ppo.metrics["train/truncated_fraction"] > 0:  # the penalty is counted in reward, not in reward_raw
+        assert ppo.metrics["train/reward/mean"] < ppo.metrics["train/reward_raw/mean"]
+    capsys.readouterr()
+    assert main(["sweep", spec]) == 0
+    assert "skip " in capsys.readouterr().err
+    _, again = _runs(tmp_path, "online-ppo")
+    assert len(again) == len(runs)
+
+
+def test_a_ppo_value_model_that_cannot_take_the_lora_rank_is_named_before_any_rollout(tmp_path, capsys):
+    spec = _write(tmp_path, "ppo-lora", method={**PPO, "reward": {"verifier": "arith"}},
+                  data={"train": "toy://arith-prompts", "fraction": 0.01}, lora={"rank": 100000})
+    assert main(["sweep", spec]) != 0
+    err = capsys.readouterr().err
+    assert "lora.rank: 100000 is more than the hidden size" in err and "method.value_model: separate" in err
+
+
 def test_grpo_with_the_arith_verifier_logs_pass_rate_and_skips_the_reference_at_beta_0(tmp_path):
     spec = _write(tmp_path, "online-verifier", method={**GRPO, "reward": {"verifier": "arith"}, "minibatches": 2,
                                                        "num_iterations": 2},
@@ -86,6 +126,16 @@ def test_grpo_with_the_arith_verifier_logs_pass_rate_and_skips_the_reference_at_
     ({"name": "grpo", "reward": {"verifier": "arith"}, "gamma": 0.5}, "gamma"),
     ({"name": "grpo", "reward": {"verifier": "arith"}, "temperature": 0.0}, "temperature"),
     ({"name": "grpo", "reward": {"verifier": "arith"}, "loss_aggregation": "mean"}, "loss_aggregation"),
+    ({"name": "ppo"}, "method.reward"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "value_model": "critic"}, "method.value_model"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "cliprange": 0}, "method.cliprange"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "cliprange_value": -0.1}, "method.cliprange_value"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "gamma": 1.5}, "method.gamma"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "lam": -0.1}, "method.lam"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "ppo_epochs": 0}, "method.ppo_epochs"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "reward_clip": 0}, "method.reward_clip"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "kl_target": 1.0, "beta": 0.0}, "method.kl_target: adapts beta"),
+    ({"name": "ppo", "reward": {"verifier": "arith"}, "group_size": 4}, "group_size"),
 ])
 def test_bad_online_settings_are_named(tmp_path, method, where):
     spec = _write(tmp_path, "bad", method=method, data={"train": "toy://arith-prompts"})

@@ -8,6 +8,7 @@ import torch
 from harness.methods import (
     KL_ESTIMATORS,
     AdaptiveKLController,
+    PpoTokens,
     explained_variance,
     gae,
     group_advantages,
@@ -16,6 +17,7 @@ from harness.methods import (
     grpo_token_losses,
     kl_per_token,
     ppo_policy_loss,
+    ppo_token_losses,
     ppo_token_rewards,
     ppo_value_loss,
     whiten,
@@ -152,6 +154,28 @@ def test_ppo_value_loss_clipping():
     losses.sum().backward()
     torch.testing.assert_close(values.grad, t([[2.0, 0.0, 0.4, 0.0]]))
     assert float(metrics["value_clip_fraction"]) == pytest.approx(1 / 3)
+
+
+def test_ppo_token_losses_by_hand():
+    """Two response tokens and one padding column; cliprange 0.2, cliprange_value 0.2, vf_coef 0.5, ent_coef 0.1.
+
+    token 0: r = 1.5, A = 1: max(-1.5, -1.2) = -1.2 (clipped); V = 1, V_old = 0, R = 2: clip(V) = 0.2,
+             1/2 max((1 - 2)^2, (0.2 - 2)^2) = 1.62; H = 2: -1.2 + 0.5 * 1.62 - 0.1 * 2 = -0.59.
+    token 1: r = 0.5, A = 1: max(-0.5, -0.8) = -0.5; V = 0.1, V_old = 0, R = 0: 1/2 * 0.01 = 0.005;
+             H = 1: -0.5 + 0.0025 - 0.1 = -0.5975.
+    The padding column holds garbage and gives 0.
+    """
+    batch = PpoTokens(logps=t([[math.log(1.5), math.log(0.5), 9.0]]), old_logps=t([[0.0, 0.0, -9.0]]),
+                      advantages=t([[1.0, 1.0, 5.0]]), values=t([[1.0, 0.1, 7.0]]), old_values=t([[0.0, 0.0, 3.0]]),
+                      returns=t([[2.0, 0.0, 1.0]]), mask=t([[1, 1, 0]]), entropies=t([[2.0, 1.0, 4.0]]))
+    losses, m = ppo_token_losses(batch, cliprange=0.2, cliprange_value=0.2, vf_coef=0.5, ent_coef=0.1)
+    torch.testing.assert_close(losses, t([[-0.59, -0.5975, 0.0]]))
+    assert m["clip_fraction"].item() == pytest.approx(0.5) and m["value_clip_fraction"].item() == pytest.approx(0.5)
+    assert m["policy_loss"].item() == pytest.approx((-1.2 - 0.5) / 2)
+    assert m["value_loss"].item() == pytest.approx((1.62 + 0.005) / 2)
+    with pytest.raises(ValueError, match="ent_coef"):
+        ppo_token_losses(PpoTokens(**{**vars(batch), "entropies": None}), cliprange=0.2, cliprange_value=0.2,
+                         vf_coef=0.5, ent_coef=0.1)
 
 
 def test_explained_variance():

@@ -7,17 +7,19 @@ import json
 import pytest
 import torch
 
+from harness.config.spec import LoraSpec
 from harness.data.load import load_rows, take_fraction
-from harness.errors import DataError
+from harness.errors import DataError, HarnessError
 from harness.methods import grpo_token_losses, pair_preferences, token_logps
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
 from harness.train.loop import Callbacks
 from harness.train.models import load_model, load_tokenizer
-from harness.train.online import OnlineTrainer, Rollout, split
+from harness.train.online import OnlineTrainer, Rollout, _padded, split
 from harness.train.plan import TrainConfig
 from harness.train.rewards import VerifierReward
 from harness.train.rollout import Samples, completion_logps, encode_prompts, sequence_batch
+from harness.train.values import build_value_model, check_value_lora
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +270,166 @@ def test_the_code_verifier_rewards_a_program_that_passes_the_rows_tests():
     assert reward.score([row, row], None, None, texts).tolist() == [1.0, 0.0]
     with pytest.raises(DataError, match=r"prompts.jsonl:2: method.reward: the code verifier .*'tests'"):
         reward.check([Row("prompts.jsonl", 2, {"prompt": "Write add."})], "method.reward")
+
+
+# ---- PPO through the loop
+
+
+class FixedScores:
+    """A reward source at the process boundary: the scores it is given, in sample order."""
+
+    passes_rate = False
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, rows, prompt_ids, completion_ids, texts):
+        return torch.tensor(self.scores[: len(texts)], dtype=torch.float64)
+
+
+def _ppo_trainer(path, tok, prompts, grad_accum=1, reward=None, **params):
+    model = load_model(path, torch.float64)
+    method = METHODS["ppo"]
+    params = {**method.params, "max_new_tokens": 6, "reward": {"verifier": "arith"}, **params}
+    cfg = TrainConfig(lr=1e-2, batch_size=8, grad_accum=grad_accum, max_steps=1, shuffle=False,
+                      scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
+    reference = load_model(path, torch.float64).eval() if params["beta"] > 0 else None
+    critic = build_value_model(params["value_model"], path, model, tok.pad_token_id, torch.float64, LoraSpec(), 0)
+    return OnlineTrainer(model, tok, METHODS["ppo"], params, prompts, cfg, reward or VerifierReward("arith"),
+                         reference, Callbacks(progress=False), critic)
+
+
+def _cut(samples: Samples, lengths) -> Samples:
+    cut = [c[:n] for c, n in zip(samples.completion_ids, lengths)]
+    return Samples(samples.prompt_index, samples.prompt_ids, cut, samples.texts, [True] * len(cut))
+
+
+def test_ppo_score_lands_on_the_last_response_token_of_each_sample(micro):
+    """beta 0, gamma 0.5, lam 1: GAE's returns are the discounted score, R_t = s * 0.5^(n - 1 - t) for a
+    completion of n tokens, whatever the values; so the score sits on token n - 1, never on padding.
+    missing_eos_penalty 1 and reward_clip 2 shape the scores (all samples are cut, so truncated)."""
+    path, tok = micro
+    prompts = _prompts(tok, n=4)
+    raw = [3.0, -0.5, 1.0, 0.25]
+    trainer = _ppo_trainer(path, tok, prompts, reward=FixedScores(raw), beta=0.0, gamma=0.5, lam=1.0,
+                           missing_eos_penalty=1.0, reward_clip=2.0)
+    ro, _ = trainer.rollout(1, [0, 1, 2, 3])
+    lengths = [1, 3, 6, 2]
+    ro, metrics = trainer.build_rollout(_cut(ro.samples, lengths), [prompts.rows[i] for i in range(4)])
+    scores = [2.0, -1.5, 0.0, -0.75]  # raw - 1, clipped to [-2, 2]
+    assert ro.rewards.tolist() == scores
+    assert metrics["reward_raw/mean"] == pytest.approx(sum(raw) / 4)
+    assert metrics["reward/mean"] == pytest.approx(sum(scores) / 4)
+    for i, (s, n) in enumerate(zip(scores, lengths)):
+        expected = torch.tensor([s * 0.5 ** (n - 1 - t) for t in range(n)], dtype=torch.float64)
+        torch.testing.assert_close(ro.returns[i, :n], expected)
+        assert torch.all(ro.returns[i, n:] == 0)
+    assert ro.advantages.shape == ro.returns.shape  # per token
+    assert metrics["beta"] == 0.0 and "kl_per_sequence" in metrics
+
+
+def test_ppo_empty_response_raises(micro):
+    path, tok = micro
+    prompts = _prompts(tok, n=2)
+    trainer = _ppo_trainer(path, tok, prompts, beta=0.0)
+    ro, _ = trainer.rollout(1, [0, 1])
+    with pytest.raises(ValueError, match=r"empty response: rows \[1\]"):
+        trainer.build_rollout(_cut(ro.samples, [2, 0]), prompts.rows[:2])
+
+
+@pytest.mark.parametrize("value_model", ["separate", "shared_head"])
+def test_ppo_ratio_uses_the_stored_rollout_logps_across_epochs(micro, value_model):
+    """ppo_epochs 2: the second epoch's ratio is against the log-probs stored at sampling time (the
+    KL-shaped rewards need them even for one update), not the policy's after the first update."""
+    path, tok = micro
+    trainer = _ppo_trainer(path, tok, _prompts(tok, n=4), ppo_epochs=2, value_model=value_model)
+    assert trainer.updates == 2
+    ro, _ = trainer.rollout(1, [0, 1, 2, 3])
+    assert ro.old_logps is not None and ro.old_values is not None and ro.ref_logps is not None
+    trainer._train_mode(True)
+    trainer.optimizer_step(ro, [0, 1, 2, 3], False)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    mb, _ = trainer._minibatch(ro, [0, 1, 2, 3], False)
+    stored = _padded(ro.old_logps, [0, 1, 2, 3], mb.logps.shape[1], "cpu").to(mb.logps)
+    torch.testing.assert_close(mb.old_logps, stored)
+    assert not torch.allclose(mb.logps.detach() * mb.mask, mb.old_logps * mb.mask)
+    torch.testing.assert_close(mb.old_values, ro.old_values[:, : mb.logps.shape[1]].to(mb.values))
+    assert not torch.allclose(mb.values.detach() * mb.mask, mb.old_values * mb.mask)
+
+
+def _ppo_expected_grads(trainer, ro: Rollout, p: dict) -> list[torch.Tensor]:
+    """The step's gradient computed directly: one forward of policy and value model over every sample,
+    PPO's three terms written out, and one token mean over the whole step."""
+    s = ro.samples
+    batch = sequence_batch(s.prompt_ids, s.completion_ids, trainer.pad_id)
+    out = trainer.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=batch.position_ids, output_hidden_states=True)
+    start, width = batch.prompt_width - 1, batch.completion_mask.shape[1]
+    logits = out.logits[:, start: start + width]
+    logp_all = torch.log_softmax(logits, -1)
+    logps = logp_all.gather(-1, batch.input_ids[:, start + 1: start + 1 + width, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = trainer.critic.values(batch, out)
+    mask = batch.completion_mask.double()
+    old = torch.stack([torch.cat([o.double(), torch.zeros(width - len(o), dtype=torch.float64)]) for o in ro.old_logps])
+    adv, old_v, ret = ro.advantages[:, :width], ro.old_values[:, :width], ro.returns[:, :width]
+    ratio = torch.exp(logps - old)
+    pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - p["cliprange"], 1 + p["cliprange"]))
+    v_clip = old_v + (values - old_v).clamp(-p["cliprange_value"], p["cliprange_value"])
+    vf = 0.5 * torch.maximum((values - ret) ** 2, (v_clip - ret) ** 2)
+    loss = ((pg + p["vf_coef"] * vf - p["ent_coef"] * entropy) * mask).sum() / mask.sum()
+    for param in trainer.trainable:
+        param.grad = None
+    loss.backward()
+    grads = [param.grad.clone() for param in trainer.trainable]
+    for param in trainer.trainable:
+        param.grad = None
+    return grads
+
+
+@pytest.mark.parametrize("value_model", ["separate", "shared_head"])
+def test_ppo_grad_accumulation_over_uneven_micro_batches_equals_one_big_step(micro, value_model):
+    """8 samples of different lengths as micro-batches of 3, 3 and 2 give the gradient (policy and value
+    model) of the whole step computed directly; old log-probs and values moved off the current ones
+    so that both clips are live on some tokens and not on others."""
+    path, tok = micro
+    prompts = _prompts(tok, n=8)
+    p = {"value_model": value_model, "ent_coef": 0.01, "vf_coef": 0.5}
+    expected = None
+    for grad_accum in (1, 3):
+        trainer = _ppo_trainer(path, tok, prompts, grad_accum, **p)
+        ro, _ = trainer.rollout(1, list(range(8)))
+        if expected is None:
+            gen = torch.Generator().manual_seed(0)
+            s = ro.samples
+            samples = _cut(s, [1 + (5 * i + 5) % len(c) for i, c in enumerate(s.completion_ids)])
+            ro, _ = trainer.build_rollout(samples, [prompts.rows[i] for i in range(8)])
+            assert len({len(c) for c in ro.samples.completion_ids}) > 1, "lengths must differ"
+            ro.old_logps = [o + 0.3 * torch.randn(len(o), generator=gen) for o in ro.old_logps]
+            ro.old_values = ro.old_values + 0.3 * torch.randn(ro.old_values.shape, generator=gen, dtype=torch.float64)
+            ro.returns = ro.returns + torch.randn(ro.returns.shape, generator=gen, dtype=torch.float64)
+            fixed = ro
+            expected = _ppo_expected_grads(trainer, fixed, {**trainer.params})
+        trainer._train_mode(True)
+        trainer.optimizer_step(fixed, list(range(8)), want_logs=True)
+        got = [param.grad for param in trainer.trainable]
+        assert len(got) == len(expected) and sum(float(g.abs().sum()) for g in got[-2:]) > 0
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
+
+
+def test_a_value_model_that_cannot_take_the_lora_rank_is_named(micro):
+    path, _ = micro
+    with pytest.raises(HarnessError, match=r"lora.rank: 100000 is more than the hidden size \d+ of the value model"):
+        check_value_lora("separate", path, LoraSpec(rank=100000))
+    check_value_lora("shared_head", path, LoraSpec(rank=100000))  # the head is trained in full
+
+
+def test_under_lora_a_separate_value_model_trains_its_own_adapter_and_head_only(micro):
+    path, tok = micro
+    policy = load_model(path, torch.float32)
+    critic = build_value_model("separate", path, policy, tok.pad_token_id, torch.float32, LoraSpec(rank=4), 0)
+    trained = [n for n, p in critic.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n or "score" in n for n in trained)
+    assert any("score" in n for n in trained)
