@@ -3,13 +3,15 @@
 One iteration (``train.max_steps`` of them, or ``train.epochs`` passes over the prompts):
 
 1. take ``train.batch_size`` prompts (a seeded permutation per epoch, as the offline plan);
-2. sample ``n`` completions of each with the policy as it is now (``harness.train.rollout``);
+2. sample ``n`` completions of each with the policy as it is now (``harness.train.rollout``); SPIN
+   pairs each with the prompt's data response;
 3. score them with the stage's reward source (``harness.train.rewards``), shaped by the method
    (PPO's missing-EOS penalty and clipping);
 4. with no gradient: the rollout ("old") log-probs, when an update can differ from the sampling
    policy (more than one pass or minibatch) or the advantages read them (PPO's KL-shaped rewards),
    the value model's values of the same states (PPO), and the reference log-probs, when used;
-5. the method's advantages: one per sample (GRPO) or one per token, with the value model's returns (PPO);
+5. the method's advantages: one per sample (GRPO), a preference sign per sample of each pair (online
+   DPO, SPIN; a tied pair is left out), or one per token, with the value model's returns (PPO);
 6. ``passes`` over the rollout, each cut into ``method.minibatches`` shuffled minibatches, each one
    optimizer step of the method's loss; a minibatch runs as ``train.grad_accum`` micro-batches.
 
