@@ -8,8 +8,10 @@ working) never count, whatever their form.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
+from typing import NamedTuple
 
 # A sign counts only when it does not join two words or numbers ("3-5" is 3 and 5,
 # "x-1" is 1).  Thousands separators must come in complete groups of three
@@ -75,3 +77,42 @@ def check_answer(output: str, answer: str | float) -> bool:
         expected = Fraction(text)
     got = extract_number(output)
     return got is not None and Fraction(got) == expected
+
+
+def verify_arith(output: str, item: dict) -> bool:
+    """The arith verifier on one prompt row: its ``answer`` against the output's last number."""
+    return check_answer(output, item["answer"])
+
+
+def check_arith_row(item: dict) -> None:
+    """Raise KeyError or ValueError when the arith verifier cannot check ``item`` (no answer, or no number in it)."""
+    check_answer("", item["answer"])
+
+
+def verify_code(output: str, item: dict) -> bool:
+    """The code verifier: the output's program and the row's ``tests`` (and ``entry_point``) pass in the sandbox."""
+    from judges.code import verify  # the sandbox's modules load only when code is verified
+
+    return verify(output, item).passed
+
+
+def check_code_row(item: dict) -> None:
+    """Raise when ``item`` has no ``tests`` source to run (``entry_point``, when present, must be a name)."""
+    if not isinstance(item.get("tests"), str) or not item["tests"].strip():
+        raise KeyError("tests")
+    if item.get("entry_point") is not None and not str(item["entry_point"]).isidentifier():
+        raise ValueError(f"entry_point {item['entry_point']!r} is not a Python name")
+
+
+class Verifier(NamedTuple):
+    """``verify(output, row)``: whether the output is correct.  ``check_row(row)`` raises KeyError (a missing
+    field) or ValueError when the row cannot be verified, before anything runs.  ``sandboxed``: it runs code."""
+
+    verify: Callable[[str, dict], bool]
+    check_row: Callable[[dict], None]
+    sandboxed: bool = False
+
+
+# Verifiers by name, for reward sources (``method.reward: {verifier: NAME}``).
+VERIFIERS = {"arith": Verifier(verify_arith, check_arith_row),
+             "code": Verifier(verify_code, check_code_row, sandboxed=True)}

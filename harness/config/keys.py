@@ -91,8 +91,8 @@ SUITE_NOTES = {
 }
 # Method parameters (``method.<param>``), by name.
 PARAM_NOTES = {
-    "beta": "the KL / temperature coefficient of the preference loss",
-    "gamma": "SimPO's target reward margin",
+    "beta": "the KL / temperature coefficient of the preference loss; grpo, ppo: the KL penalty's weight (0: none)",
+    "gamma": "SimPO's target reward margin; ppo: GAE's discount factor",
     "label_smoothing": "the assumed label-noise rate ε (conservative/robust DPO)",
     "sft_weight": "weight of an added SFT (NLL) term on the chosen response",
     "logprob_reduction": "sum or mean log-probability over response tokens (null: the method's default)",
@@ -107,6 +107,32 @@ PARAM_NOTES = {
     "center_rewards_coefficient": "weight of the penalty that keeps rewards centred at 0",
     "desirable_weight": "KTO's weight of desirable examples",
     "undesirable_weight": "KTO's weight of undesirable examples",
+    # Online methods (rollouts): shared sampling keys, then GRPO's, then PPO's.
+    "reward": "the reward source: `{verifier: arith | code}`, `{model: RM_DIR or rm stage name}` or "
+              "`{judge: pairwise | single}` (online-dpo)",
+    "max_new_tokens": "the longest completion a rollout samples",
+    "temperature": "the rollout's sampling temperature",
+    "top_p": "the rollout's nucleus-sampling top_p",
+    "minibatches": "optimizer steps per pass over one rollout (its samples shuffled and cut in this many parts)",
+    "group_size": "samples per prompt; advantages are relative to the prompt's group",
+    "eps_low": "the ratio's lower clip: 1 - eps_low",
+    "eps_high": "the ratio's upper clip: 1 + eps_high (DAPO's clip-higher when > eps_low)",
+    "num_iterations": "passes over each rollout (TRL's num_iterations, μ)",
+    "advantage_norm": "divide group-centred rewards by the group's std, the batch's, or not at all (Dr. GRPO)",
+    "loss_aggregation": "how token losses are averaged, as TRL's loss_type (over the whole optimizer step here)",
+    "mask_truncated": "truncated completions (no EOS) get no loss",
+    "kl_target": "adapt beta toward this KL per sequence (Ziegler et al. 2019); null: beta stays fixed",
+    "kl_horizon": "the adaptive KL controller's horizon, in samples",
+    "lam": "GAE's λ",
+    "cliprange": "the policy ratio's clip: [1 - cliprange, 1 + cliprange]",
+    "cliprange_value": "the value's clip around its rollout value",
+    "vf_coef": "weight of the value loss",
+    "ent_coef": "weight of the entropy bonus (subtracted from the loss)",
+    "reward_clip": "clip scores to [-reward_clip, reward_clip] (after missing_eos_penalty); null: no clipping",
+    "missing_eos_penalty": "subtracted from the score of a completion that ends without EOS; null: none",
+    "whiten_rewards": "whiten the per-token rewards (scale only) before GAE",
+    "ppo_epochs": "passes over each rollout",
+    "value_model": "separate: a copy of the starting policy with a scalar head; shared_head: a head on the policy",
 }
 BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 

@@ -40,6 +40,7 @@ from harness.config.suite_options import (
 )
 from harness.errors import SpecError
 from harness.methods.registry import METHODS
+from judges.verifiers import VERIFIERS
 
 SUITES = tuple(SUITE_OPTIONS)  # every suite's name, in order (the records: harness.eval.suites.SUITES)
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # no dots: stages are addressed as stages.NAME.KEY
@@ -176,7 +177,50 @@ PARAM_TYPES: dict[str, Any] = {
     "desirable_weight": NonNegFloat,
     "undesirable_weight": NonNegFloat,
     "center_rewards_coefficient": NonNegFloat,
+    "group_size": Annotated[int, Field(ge=2)],  # a group of one has no relative advantage
+    "eps_low": Annotated[float, Field(ge=0, lt=1)],
+    "eps_high": NonNegFloat,
+    "num_iterations": PosInt,
+    "minibatches": PosInt,
+    "max_new_tokens": PosInt,
+    "temperature": PosFloat,  # rollouts sample; 0 (greedy) would give a group identical answers
+    "top_p": UnitFloat,
+    "advantage_norm": Literal["group", "batch", "none"],
+    "loss_aggregation": Literal["grpo", "bnpo", "dr_grpo", "dapo"],
+    "kl_target": PosFloat | None,  # null: a fixed beta
+    "kl_horizon": PosInt,
+    "lam": Annotated[float, Field(ge=0, le=1)],
+    "cliprange": PosFloat,
+    "cliprange_value": PosFloat,
+    "vf_coef": NonNegFloat,
+    "ent_coef": NonNegFloat,
+    "reward_clip": PosFloat | None,  # scores clipped to [-bound, bound]
+    "missing_eos_penalty": float | None,  # subtracted from a truncated completion's score
+    "ppo_epochs": PosInt,
+    "value_model": Literal["separate", "shared_head"],
 }
+# Where one method's param differs from the shared type: GRPO's and PPO's beta may be 0 (no KL term);
+# PPO's gamma is a discount in [0, 1] (SimPO's gamma is a margin).
+METHOD_PARAM_TYPES: dict[tuple[str, str], Any] = {("grpo", "beta"): NonNegFloat, ("ppo", "beta"): NonNegFloat,
+                                                  ("ppo", "gamma"): Annotated[float, Field(ge=0, le=1)]}
+
+
+class RewardSpec(_Model):
+    """``method.reward`` of an online method: exactly one reward source."""
+
+    verifier: Literal[tuple(VERIFIERS)] | None = Field(None, description="score each sample by a verifier, 1 or 0")
+    model: str | None = Field(None, description="a reward model directory, or the name of an rm stage before this one")
+    judge: Literal["pairwise", "single"] | None = Field(None, description="the judge stack (online-dpo)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RewardSpec:
+        given = [k for k in ("verifier", "model", "judge") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of verifier, model, judge (value seen: {given or 'none'})")
+        return self
+
+
+PARAM_TYPES["reward"] = RewardSpec | None
 
 
 class _MethodBase(_Model):
@@ -187,14 +231,16 @@ class _MethodBase(_Model):
         return self
 
 
-def _param_type(key: str, default: Any) -> Any:
+def _param_type(method: str, key: str, default: Any) -> Any:
+    if (method, key) in METHOD_PARAM_TYPES:
+        return METHOD_PARAM_TYPES[method, key]
     if key in PARAM_TYPES:
         return PARAM_TYPES[key]
     return (str | None) if default is None else type(default)
 
 
 def _method_model(name: str) -> type[BaseModel]:
-    fields = {k: (_param_type(k, v), v) for k, v in METHODS[name].params.items()}
+    fields = {k: (_param_type(name, k, v), v) for k, v in METHODS[name].params.items()}
     title = "Method_" + name.replace("-", "_")
     return create_model(title, __base__=_MethodBase, name=(Literal[name], ...), **fields)
 
@@ -360,6 +406,13 @@ def _stage_rules(
     out = []
     if data.train is None:
         out.append(Problem(f"{prefix}data.train", "required (a JSONL/JSON/Parquet path or toy://NAME)"))
+    if method is not None and "reward" in METHODS[method.name].params and method.reward is None:
+        out.append(Problem(f"{prefix}method.reward", f"required for {method.name} (e.g. {{verifier: arith}}, "
+                                                     "{model: RM_DIR_OR_STAGE} or {judge: pairwise})"))
+    if getattr(method, "kl_target", None) is not None and method.beta == 0:
+        out.append(Problem(f"{prefix}method.kl_target", f"adapts beta multiplicatively, so method.beta: 0 would "
+                                                        f"stay 0; set beta > 0 or kl_target: null (value seen: "
+                                                        f"{method.kl_target})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:

@@ -67,3 +67,23 @@ class PairRewards:
     chosen: torch.Tensor
     rejected: torch.Tensor
     margin: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PpoTokens:
+    """One PPO micro-batch, per response token: every tensor [B, T], aligned with ``mask``.
+
+    logps: log pi now (with gradient); old_logps: log pi_old stored at rollout time; advantages:
+    whitened GAE advantages; values: V now (with gradient); old_values: V at rollout time; returns:
+    GAE returns (advantages + old values, before whitening); entropies: H of the policy's next-token
+    distribution (with gradient) when the loss has an entropy bonus, else None.
+    """
+
+    logps: torch.Tensor
+    old_logps: torch.Tensor
+    advantages: torch.Tensor
+    values: torch.Tensor
+    old_values: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor
+    entropies: torch.Tensor | None = None

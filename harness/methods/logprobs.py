@@ -113,6 +113,16 @@ def sequence_logps(token_logps: torch.Tensor, mask: torch.Tensor, reduction: str
     return reduce_logps((token_logps * mask).sum(-1), mask.sum(-1), reduction)
 
 
+def token_entropies(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each position's next-token distribution, with gradient: [B, T, V] -> [B, T].
+
+    H_t = logsumexp(l_t) - sum_v softmax(l_t)_v l_t,v, in float32 or wider (for an entropy bonus;
+    ``entropy_from_logits`` is the detached, memory-light metric).
+    """
+    logits = logits.to(_compute_dtype(logits.dtype))
+    return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+
+
 @torch.no_grad()
 def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean entropy of the next-token distribution over target positions (a detached metric).

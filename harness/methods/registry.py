@@ -23,12 +23,14 @@ from harness.methods import (
     brier_sft_loss,
     dft_loss,
     dpo_loss,
+    grpo_token_losses,
     hellinger_sft_loss,
     hinge_loss,
     ipo_loss,
     iw_sft_loss,
     kto_loss,
     orpo_loss,
+    ppo_token_losses,
     rm_loss,
     robust_loss,
     sft_loss,
@@ -46,6 +48,27 @@ KL_KTO_Z0 = ("kto z0: max(0, mean over the step's mismatched prompt/completion p
 # Learning-rate defaults (DESIGN.md, train.lr): TRL 1.16's SFTConfig (2e-5) and DPO/KTO/CPO/ORPOConfig (1e-6);
 # rm keeps 1e-5, deliberately below RewardConfig's 1e-4 (README, Deliberate differences).
 SFT_LR, RM_LR, PREFERENCE_LR = 2e-5, 1e-5, 1e-6
+ONLINE_LR = 1e-6  # TRL 1.16's GRPOConfig
+
+# Rollout settings every online method shares (TRL 1.16's GRPOConfig defaults, except max_new_tokens: 512
+# there, 64 here for the toy world's short answers).  ``reward`` is required: the spec rules say so.
+ROLLOUT_PARAMS = {"reward": None, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "minibatches": 1}
+# GRPO (Shao et al. 2024) with the DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025) variants, named as
+# TRL 1.16 names them: group_size = num_generations, eps_low/eps_high = epsilon/epsilon_high,
+# advantage_norm = scale_rewards, loss_aggregation = loss_type, mask_truncated = mask_truncated_completions.
+# Online DPO (Guo et al. 2024) and SPIN (Chen et al. 2024) train the DPO loss on their pairs.
+ONLINE_PAIR_PARAMS = {**PREFERENCE_PARAMS, "label_smoothing": 0.0}
+SPIN_ROLLOUT = {k: v for k, v in ROLLOUT_PARAMS.items() if k != "reward"}  # the data says which is chosen
+GRPO_PARAMS = {"group_size": 8, "beta": 0.0, "eps_low": 0.2, "eps_high": 0.2, "num_iterations": 1,
+               "advantage_norm": "group", "loss_aggregation": "dapo", "mask_truncated": False}
+# PPO (Ouyang et al. 2022's RLHF recipe; Ziegler et al. 2019's KL-shaped rewards), defaults as TRL's PPOConfig:
+# beta = kl_coef 0.05, gamma 1, lam 0.95, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1, ppo_epochs =
+# num_ppo_epochs 4, whiten_rewards false, missing_eos_penalty null.  kl_target null = fixed beta (the older
+# TRL's adaptive controller used target 6 nats per sequence, horizon 10000); ent_coef 0 and reward_clip null
+# (no bonus, no clipping, as TRL).  value_model: separate (TRL's own value model) | shared_head.
+PPO_PARAMS = {"beta": 0.05, "kl_target": None, "kl_horizon": 10000, "gamma": 1.0, "lam": 0.95, "cliprange": 0.2,
+              "cliprange_value": 0.2, "vf_coef": 0.1, "ent_coef": 0.0, "reward_clip": None,
+              "missing_eos_penalty": None, "whiten_rewards": False, "ppo_epochs": 4, "value_model": "separate"}
 
 
 @dataclass(frozen=True)
@@ -60,12 +83,26 @@ class BatchKind:
     audited: bool = False  # a stage logs the pair-data audit (data/audit/*, audit.json)
     scalar_head: bool = False  # trains an LM with a scalar head (a reward model), not a causal LM
     kl_estimator: str | None = None  # what train/kl estimates when the method uses a reference
+    online: bool = False  # trained by the online loop on its own samples (rows: prompts), not the offline loop
 
 
 SFT = BatchKind("sft", "sft", token_normalized=True, packable=True)
 PAIRS = BatchKind("pairs", "pairs", audited=True, kl_estimator=KL_K1_RESPONSES)
 KTO = BatchKind("kto", "kto", kl_estimator=KL_KTO_Z0)
 RM = BatchKind("rm", "pairs", audited=True, scalar_head=True)
+# Online methods read prompt rows ({prompt, answer?, id?}, the eval-row format) and learn from their own samples.
+KL_K3_SAMPLED = ("k3 on the policy's own samples: mean over response tokens of "
+                 "exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (Schulman 2020)")
+GROUPS = BatchKind("groups", "eval", online=True, kl_estimator=KL_K3_SAMPLED)
+KL_K1_SAMPLED = ("k1 on the policy's own samples: mean over response tokens of log pi - log pi_ref "
+                 "(Schulman 2020; the per-token KL of PPO's shaped rewards, Ziegler et al. 2019)")
+PPO = BatchKind("ppo", "eval", online=True, kl_estimator=KL_K1_SAMPLED)
+KL_K1_PAIRS = ("k1 on the pair's responses, per token: mean over response tokens of log pi - log pi_ref "
+               "(Schulman 2020)")
+# Online DPO: two samples of each prompt, ordered by the reward source.  SPIN: the policy's sample and the
+# data's own response (SFT rows), the data's chosen.
+SAMPLED_PAIRS = BatchKind("sampled-pairs", "eval", online=True, kl_estimator=KL_K1_PAIRS)
+SPIN_PAIRS = BatchKind("spin-pairs", "sft", online=True, kl_estimator=KL_K1_PAIRS)
 
 
 @dataclass(frozen=True)
@@ -134,6 +171,14 @@ METHODS: dict[str, MethodEntry] = {
         _pref("hinge", "sum", hinge_loss, ("beta",)),
         _pref("simpo", "mean", simpo_loss, ("beta", "gamma"), needs_ref=False, gamma=0.5),
         _pref("orpo", "mean", orpo_loss, ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
+        MethodEntry("grpo", GROUPS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **GRPO_PARAMS}, loss=grpo_token_losses,
+                    loss_params={"beta": "beta", "eps_low": "eps_low", "eps_high": "eps_high"}),
+        MethodEntry("ppo", PPO, True, ONLINE_LR, {**ROLLOUT_PARAMS, **PPO_PARAMS}, loss=ppo_token_losses,
+                    loss_params={k: k for k in ("cliprange", "cliprange_value", "vf_coef", "ent_coef")}),
+        MethodEntry("online-dpo", SAMPLED_PAIRS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **ONLINE_PAIR_PARAMS}, "sum",
+                    dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
+        MethodEntry("spin", SPIN_PAIRS, True, ONLINE_LR, {**SPIN_ROLLOUT, **ONLINE_PAIR_PARAMS}, "sum",
+                    dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
         _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind=KTO,
               desirable_weight=1.0, undesirable_weight=1.0),
     ]

@@ -20,7 +20,9 @@ from harness.methods.registry import METHODS
 from harness.run.scoring import baseline_from_file, baseline_kind
 from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 from harness.toy import TOY_MODELS, is_toy, toy_name
+from harness.train.rewards import check_reward_data
 from harness.train.stages import check_hardware
+from judges.judged import text_of
 
 
 def check_stage_settings(stage) -> None:
@@ -40,9 +42,20 @@ def check_reward_model_stages(stages) -> None:
             raise HarnessError(f"stage {stage.name!r}: eval.suites {stage.eval.suites}: an rm stage trains a reward "
                                "model, which cannot generate; leave eval.suites empty (use data.eval for held-out "
                                "reward accuracy)")
-        if k < len(stages) - 1:
-            raise HarnessError(f"stage {stage.name!r}: an rm stage must be the last stage (its output is a reward "
-                               "model, not a policy for the next stage)")
+        named = [s.name for s in stages[k + 1:] if (s.method.params.get("reward") or {}).get("model") == stage.name]
+        if k < len(stages) - 1 and not named:
+            raise HarnessError(f"stage {stage.name!r}: an rm stage must be the last stage, or the reward source of "
+                               f"a later online stage (method.reward: {{model: {stage.name}}}); its output is a "
+                               "reward model, not a policy for the next stage")
+
+
+def stages_before(stage, trials) -> list:
+    """The stages that come before ``stage`` in its trial."""
+    for trial in trials:
+        for k, other in enumerate(trial.stages):
+            if other is stage:
+                return list(trial.stages[:k])
+    return []
 
 
 def check_model(uri: str | None, key: str) -> None:
@@ -90,6 +103,18 @@ def check_judge_data(spec, eval_cfgs) -> None:
     check_toy_items(judged, "set judge.allow_toy_judge: true")
 
 
+def check_judge_rewards(spec, stages, rows_of) -> None:
+    """An online stage judged by the embedded toy judge must train on toy-world prompts (``check_toy_items``)."""
+    if not guards_toy_judge(spec.judge):
+        return
+    judged = {}
+    for stage in stages:
+        if (stage.method.params.get("reward") or {}).get("judge") is not None:
+            rows = rows_of(stage.data.train, METHODS[stage.method.name].batch.row_kind)
+            judged[f"stages.{stage.name}.method.reward"] = [{"instruction": text_of(r.data["prompt"])} for r in rows]
+    check_toy_items(judged, "set judge.allow_toy_judge: true")
+
+
 def preflight(spec, trials) -> None:
     """Raise a HarnessError naming the first problem; return quietly when all is well."""
     stages = [stage for trial in trials for stage in trial.stages]
@@ -114,6 +139,9 @@ def preflight(spec, trials) -> None:
             rows = rows_of(uri, kind)
             if field is not None:
                 check_weights(rows, field)
+        check_reward_data(stage.method.params.get("reward"), rows_of(stage.data.train, kind),
+                          [s.name for s in stages_before(stage, trials)])
     for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
         check_eval(eval_cfg, rows_of)
     check_judge_data(spec, [spec.eval] + [stage.eval for stage in stages])
+    check_judge_rewards(spec, stages, rows_of)

@@ -9,6 +9,7 @@ RUNNING one resumes its own child run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from harness.train.models import (
     save_checkpoint,
 )
 from harness.train.reference import data_fingerprint
+from harness.train.rewards import JudgeAccess
 from harness.train.stages import train_stage
 
 
@@ -194,18 +196,23 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     key = model_identity(path)
     multi = bool(trial.spec.stages)
     model = tokenizer = None
+    reward_models: dict[str, str] = {}  # rm stage name -> its saved model, for a later online stage
     for i, (stage, stage_id) in enumerate(zip(trial.stages, _stage_keys(ctx, trial))):
         last = i == len(trial.stages) - 1
         run_id = _stage_run(ctx, trial_run, trial, stage, stage_id) if multi else trial_run
         input_key, key = key, stage_id
         persist = not (last and stage.train.save == "none")
         try:
-            model, tokenizer = _stage_output(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+            model, tokenizer = _stage_output(ctx, run_id, trial, with_reward_model(stage, reward_models), path,
+                                             input_key, key, persist, multi)
         except BaseException as exc:
             if multi:  # the stage's own run says so too, not only the trial's
                 ctx.tracker.set_status(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
-        if persist:
+        if METHODS[stage.method.name].batch.scalar_head and not last:
+            # A reward model for a later online stage, not a policy: the next stage starts from `path`.
+            reward_models[stage.name] = str(ctx.stages.model_dir(key))
+        elif persist:
             path = str(ctx.stages.model_dir(key))
         if multi and not last and stage.eval.after == "every_stage":
             _evaluate(ctx, run_id, stage.eval, key, path, model, tokenizer, trial, f"{trial.id}/{stage.name}")
@@ -215,6 +222,16 @@ def _run_stages(ctx: SweepContext, trial_run: str, trial: Trial) -> None:
     ctx.tracker.log_text(trial_run, json.dumps({"checkpoint": path if persist else None}), "checkpoint.json")
     # Not saved (train.save: none): no checkpoint, only the trained model in memory.
     _evaluate(ctx, trial_run, trial.stages[-1].eval, key, path if persist else None, model, tokenizer, trial)
+
+
+def with_reward_model(stage, reward_models: dict[str, str]):
+    """``stage`` with ``method.reward.model`` naming an earlier rm stage replaced by that stage's saved model."""
+    reward = stage.method.params.get("reward") or {}
+    name = reward.get("model")
+    if name not in reward_models:
+        return stage
+    params = {**stage.method.params, "reward": {**reward, "model": reward_models[name]}}
+    return dataclasses.replace(stage, method=dataclasses.replace(stage.method, params=params))
 
 
 def _stage_keys(ctx: SweepContext, trial: Trial) -> list[str]:
@@ -254,7 +271,8 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
         model, tokenizer, result = train_stage(
             stage, path, input_key, ctx.cache_dir,
             lambda metrics, step: ctx.tracker.log_metrics(run_id, metrics, step), ctx.force, ctx.progress,
-            log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name))
+            log_text=lambda text, name: ctx.tracker.log_text(run_id, text, name),
+            judge=JudgeAccess(ctx.judge.client, ctx.spec.judge.max_error_rate))
     except NonFiniteError as exc:
         raise NonFiniteError(f"stage {stage.name} ({stage.method.name}): {exc}") from exc
     model = merged(model, path)  # path: the stage's input (a QLoRA adapter merges into it unquantized)

@@ -20,7 +20,7 @@ from harness.toy.judge_data import BUILDERS as JUDGE_BUILDERS
 
 DATA_VERSION = 1
 
-SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-pairs-eval": 1000, "arith-eval": 1000,
+SIZES = {"arith-sft": 6000, "arith-pairs": 3000, "arith-pairs-eval": 1000, "arith-eval": 1000, "arith-prompts": 2000,
          "verbose-pairs": 3000, "arith-sft-verbose": 3000}
 
 # Share of arith-sft-verbose answers in the padded-verbose style.  Below one
@@ -33,6 +33,8 @@ TOY_DATASETS = {
     "arith-pairs": "same prompts; chosen = correct number, rejected = plausible wrong one",
     "arith-pairs-eval": "arith-pairs built on the eval side of the split: held-out pairs (data.eval) for rm/dpo",
     "arith-eval": "held-out prompts (disjoint operand pairs) with an 'answer' for the verifier",
+    "arith-prompts": "prompts with an 'answer' from the training side of the split, for online RL (no overlap "
+                     "with arith-eval)",
     # Judging-suite datasets live in harness/toy/judge_data.py (its BUILDERS).
     "safety-eval": "harmful (refuse) and benign-but-sensitive (answer) prompts with a 'label'",
     "safety-pairs": "pairs: chosen refuses a harmful prompt / answers a benign one",
@@ -91,10 +93,16 @@ def pair_rows(seed: int, name: str = "arith-pairs") -> list[dict]:
 
 
 def eval_rows(seed: int) -> list[dict]:
-    rng = random.Random(f"arith-eval:{seed}")
-    items = sample_items(SIZES["arith-eval"], rng, eval_side=True, unique=True)
+    return prompt_rows(seed, "arith-eval", "arith")
+
+
+def prompt_rows(seed: int, name: str, id_prefix: str) -> list[dict]:
+    """Distinct prompts with their ``answer``: ``arith-eval`` on the eval side of the split, ``arith-prompts``
+    (for online methods, which train on their own answers to them) on the training side."""
+    rng = random.Random(f"{name}:{seed}")
+    items = sample_items(SIZES[name], rng, eval_side=name == "arith-eval", unique=True)
     return [
-        {"id": f"arith-{i:06d}", "prompt": user(question(*it)), "answer": str(solve(*it))}
+        {"id": f"{id_prefix}-{i:06d}", "prompt": user(question(*it)), "answer": str(solve(*it))}
         for i, it in enumerate(items)
     ]
 
@@ -138,6 +146,7 @@ _BUILDERS = {
     "arith-pairs": pair_rows,
     "arith-pairs-eval": lambda seed: pair_rows(seed, "arith-pairs-eval"),
     "arith-eval": eval_rows,
+    "arith-prompts": lambda seed: prompt_rows(seed, "arith-prompts", "prompt"),
     "code-eval": code_eval_rows,
     "verbose-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=True),
     "concise-pairs": lambda seed: length_pair_rows(seed, verbose_chosen=False),

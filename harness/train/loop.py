@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -61,14 +61,18 @@ def _scheduler(optimizer, cfg: TrainConfig, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def _accelerated(model, cfg: TrainConfig, total_steps: int):
-    """(accelerator, model, optimizer, scheduler) for ``total_steps`` optimizer steps."""
+def accelerated(model, cfg: TrainConfig, total_steps: int, extra: Sequence[torch.nn.Module] = ()):
+    """(accelerator, model, optimizer, scheduler) for ``total_steps`` optimizer steps.
+
+    The trainable parameters of ``extra`` modules (an online method's value model) join the optimizer;
+    the modules themselves are not wrapped (the online loop runs in one process).
+    """
     # cpu=True on a machine without CUDA: otherwise accelerate ignores a torchrun launch on CPU
     # (distributed type NO, every process trains on everything) instead of using gloo DDP.
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]
     # The fused CUDA kernel (one launch for all parameters) on a GPU, as transformers' Trainer defaults to.
     fused = all(p.is_cuda for p in trainable)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
@@ -84,7 +88,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     calls = callbacks or Callbacks()
     log = calls.log or (lambda metrics, step: None)
     plan = step_batches(len(data), cfg)
-    accelerator, model, optimizer, scheduler = _accelerated(model, cfg, len(plan))
+    accelerator, model, optimizer, scheduler = accelerated(model, cfg, len(plan))
     model.train()
     tokens_seen, start, metrics, state = 0, time.perf_counter(), {}, StepState()
     bar = tqdm(plan, desc=f"train {method.name}", disable=None if calls.progress else True, unit="step",
@@ -99,7 +103,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
                                         [i for mb in micro_batches for i in mb], state, accelerator.device)
         metrics, step_tokens = _optimizer_step(model, method, params, data, micro_batches, inputs, accelerator,
                                                cfg, want_logs)
-        _check_finite(metrics, step, len(plan))  # before the update: the weights stay the last finite ones
+        check_finite(metrics, step, len(plan))  # before the update: the weights stay the last finite ones
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -123,7 +127,7 @@ def train(model, method: MethodEntry, params: dict, data: ExampleSet, cfg: Train
     return TrainResult(len(plan), tokens_seen, time.perf_counter() - start, metrics)
 
 
-def _check_finite(metrics: dict, step: int, steps: int) -> None:
+def check_finite(metrics: dict, step: int, steps: int) -> None:
     """Stop at the first NaN or infinite loss or gradient norm (every process sees the same reduced values)."""
     for name, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
         if not math.isfinite(metrics[name]):

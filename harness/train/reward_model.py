@@ -67,15 +67,17 @@ def _head(model):
     return head
 
 
-def token_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The scalar head at every position: [B, T] ids and mask -> [B, T] values (at least float32).
+def token_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The scalar head at every position: [B, T] ids and mask (and positions) -> [B, T] values (at least float32).
 
     The final hidden states come from the model's own forward (``output_hidden_states``), so the
     pass runs through whatever wraps the model: peft's adapter (whose ``base_model`` returns the
     pooled classifier output, not hidden states) and DDP (whose forward arms the gradient sync).
     The head is then applied to every position; transformers' forward applies it too, but pools.
     """
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **extra)
     values = _head(model)(out.hidden_states[-1]).squeeze(-1)
     return values.to(torch.promote_types(values.dtype, torch.float32))
 

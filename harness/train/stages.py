@@ -11,6 +11,7 @@ and ``train/reward_passes`` at step 0, ``train/optimizer_steps`` at the last ste
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,22 @@ from harness.methods.registry import METHODS
 from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
 from harness.train.loop import Callbacks, TrainResult, train, validation_fn
-from harness.train.models import (attach_lora, device, load_model, load_tokenizer, quantization_config,
-                                  training_dtype)
+from harness.train.models import (
+    attach_lora,
+    device,
+    load_model,
+    load_tokenizer,
+    quantization_config,
+    resolve_model_path,
+    training_dtype,
+)
+from harness.train.online import train_online
+from harness.train.online_hooks import ONLINE_HOOKS
 from harness.train.plan import TrainConfig
 from harness.train.reward_model import load_reward_model
+from harness.train.rewards import JudgeAccess, reward_source
+from harness.train.rollout import Prompts, encode_prompts
+from harness.train.values import build_value_model, check_value_lora
 
 
 @dataclass
@@ -130,12 +143,16 @@ def policy_key(stage, input_key: str) -> str:
 
 
 def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,
-                progress: bool = True, log_text=None) -> tuple[object, object, TrainResult]:
+                progress: bool = True, log_text=None, judge: JudgeAccess | None = None
+                ) -> tuple[object, object, TrainResult]:
     """Train one stage from ``input_path``; returns (model with its adapter, tokenizer, result).
 
-    ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact.
+    ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact; ``judge``
+    is the sweep's judge, for an online stage whose reward is a judge.
     """
     method = METHODS[stage.method.name]
+    if method.batch.online:
+        return train_online_stage(stage, input_path, cache_dir, log, progress, judge)
     params = stage.method.params
     dtype, mixed = check_hardware(stage)
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
@@ -161,4 +178,64 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     validate = validation_fn(method, params, held_out, stage.train.batch_size) if held_out else None
     result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))
     log({"train/optimizer_steps": result.steps}, result.steps)
+    return model, tokenizer, result
+
+
+def load_prompts(stage, tokenizer) -> Prompts:
+    """An online stage's prompt rows ({prompt, answer?, id?}), after data.fraction, encoded for rollouts."""
+    d, params = stage.data, stage.method.params
+    kind = METHODS[stage.method.name].batch.row_kind
+    rows = take_fraction(load_rows(d.train, kind), d.fraction, d.seed)
+    return encode_prompts(tokenizer, rows, stage.train.max_length, d.max_prompt_length, d.truncation,
+                          params["max_new_tokens"], with_responses=kind == "sft")
+
+
+def online_reference(stage, model, dtype, cache_dir: Path):
+    """What an online stage's KL term compares with: ``ref_model`` when set, else the starting policy
+    (under LoRA the policy with its adapter off; in full fine-tuning a frozen copy made before training)."""
+    if stage.ref_model:
+        return load_model(resolve_model_path(stage.ref_model, cache_dir), dtype).to(device()).eval()
+    if stage.lora.rank > 0:
+        return "adapter"
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: bool = True,
+                       judge: JudgeAccess | None = None):
+    """Train an online stage (``harness.train.online``); returns (model with its adapter, tokenizer, result).
+
+    Checked before the first rollout: a value model can take the stage's LoRA rank, the prompts
+    load, the reward source loads and can score them (a verifier checks every prompt row), and the
+    reference is frozen.
+    """
+    method = METHODS[stage.method.name]
+    online = ONLINE_HOOKS[method.batch]
+    params = stage.method.params
+    dtype, mixed = check_hardware(stage)
+    value_kind = online.value_model(params)
+    if value_kind is not None:
+        check_value_lora(value_kind, input_path, stage.lora)
+    tokenizer = load_tokenizer(input_path)
+    prompts = load_prompts(stage, tokenizer)
+    reward = reward_source(params.get("reward"), tokenizer, cache_dir, prompts, judge)
+    reward.check(prompts.rows, "method.reward")
+    log(prompts.stats, 0)
+    model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
+    uses_ref = online.uses_reference(params)
+    reference = online_reference(stage, model, dtype, cache_dir) if uses_ref and stage.lora.rank == 0 else None
+    torch.manual_seed(stage.train.seed)  # the adapter's init, as in train_stage
+    lora = stage.lora
+    model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, "CAUSAL_LM")
+    if uses_ref and lora.rank > 0:
+        reference = online_reference(stage, model, dtype, cache_dir)
+    critic = None
+    if value_kind is not None:
+        critic = build_value_model(value_kind, input_path, model, tokenizer.pad_token_id, dtype, lora,
+                                   stage.train.seed)
+        if stage.train.disable_dropout:
+            for module in critic.modules():
+                disable_dropout(module)
+    cfg = train_config(stage, mixed)
+    result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
+                          Callbacks(log, None, progress), critic)
     return model, tokenizer, result

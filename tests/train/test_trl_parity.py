@@ -1,4 +1,4 @@
-"""First-batch losses and reward metrics against the pinned TRL 1.16 trainers (DPO, CPO, Reward).
+"""First-batch losses and reward metrics against the pinned TRL 1.16 trainers (DPO, CPO, Reward, GRPO).
 
 The same rows, the same tiny model (toy://micro) and the same reference model
 (a perturbed copy, so margins are not 0) go through TRL's DPOTrainer /
@@ -13,6 +13,8 @@ Deliberate differences, documented rather than hidden:
   reduced log-probs its loss sees, so for those two the reward metrics are
   compared with harness's same method at ``logprob_reduction: sum`` (which is
   exactly what TRL logs); the losses are compared at the default (mean).
+- GRPO is compared on its loss alone (``GRPOTrainer._compute_loss`` on a fixed rollout batch, see
+  ``test_grpo_loss_parity``): generation, rewards and advantages are inputs there, not computed.
 - ORPO: harness's NLL covers the response (TRL's ORPOTrainer, like the original
   code, includes the prompt; ``method.nll_on_prompt: true``), so ORPO is not
   compared here; its loss is tested against numpy in test_losses_pairs.py.
@@ -28,6 +30,7 @@ import torch
 
 from harness.data.load import load_rows
 from harness.data.tokenization import encode_pairs
+from harness.methods import grpo_denominator, grpo_numerators, grpo_token_losses, token_logps
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
 from harness.train.forward import reference_stats
@@ -271,3 +274,91 @@ def test_default_learning_rates_against_trl():
     assert (RM_LR, trl.RewardConfig.learning_rate) == (1e-5, 1e-4)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "RewardConfig's 1e-4" in readme
+
+
+GRPO_COMPLETIONS = [" 3", " 17 and more", " 57 57 57", " 15!", " 9", " 81 81"]
+
+
+def _grpo_rollout(tok):
+    """A fixed rollout batch as TRL stores it: prompts left-padded, completions (+ EOS) right-padded, ragged."""
+    prompts = [tok(f"Q: {a}+{b}=")["input_ids"] for a, b in SUMS] + [tok("Q: 4+5=")["input_ids"]]
+    completions = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in GRPO_COMPLETIONS]
+    p_len, c_len = max(map(len, prompts)), max(map(len, completions))
+    pad = tok.pad_token_id
+    return {
+        "prompt_ids": torch.tensor([[pad] * (p_len - len(p)) + p for p in prompts]),
+        "prompt_mask": torch.tensor([[0] * (p_len - len(p)) + [1] * len(p) for p in prompts]),
+        "completion_ids": torch.tensor([c + [pad] * (c_len - len(c)) for c in completions]),
+        "completion_mask": torch.tensor([[1] * len(c) + [0] * (c_len - len(c)) for c in completions]),
+    }
+
+
+@pytest.fixture(scope="module")
+def grpo_batch(world):
+    """The rollout, harness's policy log-probs of its completions (float64, from the model's logits), and
+    stored old and reference log-probs (the policy's, perturbed, so ratios leave the clip range and k3 > 0)."""
+    path, tok, _ = world
+    batch = _grpo_rollout(tok)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        logits = load_model(path).eval()(input_ids=ids, attention_mask=attention).logits.double()
+    # Column t of token_logps predicts token t + 1: the completion's columns start at the prompt width - 1.
+    logps = token_logps(logits, ids)[:, batch["prompt_ids"].shape[1] - 1:]
+    g = torch.Generator().manual_seed(0)
+    old = (logps + 0.5 * torch.randn(logps.shape, generator=g, dtype=torch.float64)).float()
+    ref = (logps + 0.5 * torch.randn(logps.shape, generator=g, dtype=torch.float64)).float()
+    advantages = torch.tensor([1.0, 0.5, 0.7, -0.2, -1.3, 0.4])
+    return batch, logps, old, ref, advantages
+
+
+GRPO_MAX_COMPLETION = 16
+
+
+def _trl_grpo_loss(world, batch, old, ref, advantages, loss_type, beta):
+    """TRL 1.16 GRPOTrainer._compute_loss on the stored rollout (eval mode: one batch, no accumulation)."""
+    path, tok, _ = world
+    args = trl.GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=len(advantages),
+                          num_generations=2, loss_type=loss_type, beta=beta, epsilon=0.2, epsilon_high=0.28,
+                          max_completion_length=GRPO_MAX_COMPLETION, report_to=[], use_cpu=True, bf16=False, seed=0)
+    trainer = trl.GRPOTrainer(model=load_model(path), reward_funcs=lambda completions, **_: [0.0] * len(completions),
+                              args=args, train_dataset=datasets.Dataset.from_list([{"prompt": "Q: 1+2="}] * 2),
+                              processing_class=tok)
+    trainer.model.eval()
+    inputs = {**batch, "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": ref,
+              "num_items_in_batch": batch["completion_mask"].sum()}
+    with torch.no_grad():
+        loss = float(trainer._compute_loss(trainer.model, inputs))
+    return loss, {k: v[-1] for k, v in trainer._metrics["eval"].items()}
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_grpo_loss_parity(world, grpo_batch, loss_type, beta):
+    """harness's grpo_token_losses + grpo_numerators / grpo_denominator over one batch vs TRL's _compute_loss.
+
+    What is compared: TRL computes its policy log-probs with its own forward (fused LM head, float32) from
+    prompt_ids/completion_ids; harness's come from the same weights through ``token_logps`` (float64).  The
+    stored old and reference log-probs, advantages and masks are the same tensors.  Loss, clip ratios and
+    the kl metric must agree to 1e-5 relative.  TRL weights its k3 term by the ratio (use_bias_correction_kl,
+    its default), and so does harness: without that weight the beta > 0 losses differ (checked).
+    """
+    batch, logps, old, ref, advantages = grpo_batch
+    theirs, metrics = _trl_grpo_loss(world, batch, old, ref, advantages, loss_type, beta)
+    mask = batch["completion_mask"].double()
+
+    def ours(**kw):
+        token_losses, ours_metrics = grpo_token_losses(logps, old.double(), ref.double(), advantages.double(), mask,
+                                                       0.2, 0.28, beta, **kw)
+        denominator = grpo_denominator([mask], loss_type, GRPO_MAX_COMPLETION)
+        return float(grpo_numerators(token_losses, mask, loss_type).sum() / denominator), ours_metrics
+
+    loss, ours_metrics = ours()
+    assert loss == pytest.approx(theirs, rel=REL)
+    assert abs(theirs) > 0.01
+    for key in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean") + (("kl",) if beta else ()):
+        assert float(ours_metrics[key]) == pytest.approx(metrics[key], rel=REL, abs=1e-7), key
+    assert metrics["clip_ratio/low_mean"] > 0 and metrics["clip_ratio/high_mean"] > 0
+    if beta:
+        uncorrected, _ = ours(kl_ratio_correction=False)
+        assert abs(uncorrected - theirs) > 1e-4 * abs(theirs)

@@ -1,0 +1,179 @@
+"""Reward sources of the online methods (``method.reward``): what scores a rollout's samples.
+
+- ``{verifier: NAME}``: a verifier of ``judges.verifiers.VERIFIERS`` on each
+  sample's text and its prompt row (the arith verifier reads the row's
+  ``answer``): reward 1 if correct, else 0.
+- ``{model: PATH}``: a reward model directory saved by an ``rm`` stage
+  (or ``harness.train.reward_model``), scoring prompt + completion token ids;
+  it must share the policy's tokenizer.
+- ``{judge: pairwise | single}``: the sweep's judge (online DPO): a pair's
+  winner judged in both orders, or each sample's 1-10 grade.
+- no ``method.reward`` (SPIN): the data's own response is preferred.
+
+Every source is checked before the first rollout (``check``): a verifier on
+every prompt row, a reward model by loading it and scoring one sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.data.load import Row
+from harness.errors import DataError, HarnessError
+from harness.train.models import device, load_tokenizer, resolve_model_path
+from harness.train.reward_model import check_reward_model, load_reward_model, score_responses
+from judges.pairwise import pairwise_judge
+from judges.sandbox.runner import check_isolation
+from judges.single import single_judge
+from judges.verifiers import VERIFIERS
+
+
+@dataclass
+class VerifierReward:
+    """1.0 for a sample its verifier accepts, 0.0 otherwise."""
+
+    name: str
+    passes_rate = True  # the reward is a pass indicator: the loop logs train/pass_rate
+
+    def check(self, rows: list[Row], key: str) -> None:
+        """Every prompt row must be checkable by the verifier (the code verifier's sandbox must be available)."""
+        verifier = VERIFIERS[self.name]
+        for row in rows:
+            try:
+                verifier.check_row(row.data)
+            except (KeyError, ValueError, TypeError) as exc:
+                what = f"field {exc.args[0]!r}: missing" if isinstance(exc, KeyError) else str(exc)
+                raise DataError(f"{row.where}: {key}: the {self.name} verifier cannot check this prompt ({what})")
+        if verifier.sandboxed:
+            check_isolation()
+
+    def score(self, rows: list[Row], prompt_ids, completion_ids, texts: list[str]) -> torch.Tensor:
+        verify = VERIFIERS[self.name].verify
+        return torch.tensor([float(verify(text, row.data)) for row, text in zip(rows, texts)], dtype=torch.float64)
+
+
+class ModelReward:
+    """The scalar output of a reward model on prompt + completion ids."""
+
+    passes_rate = False
+
+    def __init__(self, path: str, tokenizer, key: str):
+        check_reward_model(path, key)
+        if load_tokenizer(path).get_vocab() != tokenizer.get_vocab():
+            raise HarnessError(f"{key}: the reward model at {path!r} has a different tokenizer than the policy; "
+                               "it must share the policy's tokenizer")
+        self.pad_id = tokenizer.pad_token_id
+        self.model = load_reward_model(path, self.pad_id).to(device()).eval()
+
+    def check(self, rows: list[Row], key: str) -> None:
+        """Loading succeeded in ``__init__``; scoring one sample here shows it runs."""
+        self.score(rows[:1], [[self.pad_id]], [[self.pad_id]], [""])
+
+    def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
+        return score_responses(self.model, prompt_ids, completion_ids, self.pad_id, device())
+
+
+def check_reward_data(reward: dict | None, rows: list[Row], earlier_stages: list[str],
+                      key: str = "method.reward") -> None:
+    """Before anything trains: a verifier can check every prompt row; a reward model that is not an
+    earlier stage's output is a reward-model directory."""
+    if not reward:
+        return
+    if reward.get("verifier") is not None:
+        VerifierReward(reward["verifier"]).check(rows, key)
+    model = reward.get("model")
+    if model is not None and model not in earlier_stages:
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise HarnessError(f"{key}.model: {model!r} is neither a reward-model directory nor the name of an "
+                               f"earlier rm stage (earlier stages: {earlier_stages or 'none'})")
+        check_reward_model(str(path), f"{key}.model")
+
+
+@dataclass(frozen=True)
+class JudgeAccess:
+    """How a stage reaches the sweep's judge: ``client()`` opens (or reuses) the endpoint; a judge whose failed
+    calls exceed ``max_error_rate`` (judge.max_error_rate) stops the stage."""
+
+    client: Callable[[], object]
+    max_error_rate: float
+
+
+class JudgeReward:
+    """The judge stack as online DPO's reward (judge client: cached, retried).
+
+    ``pairwise``: each pair of samples is judged in both orders (position swap); the winner gets 1 and the
+    other 0, and a tie, or a pair with no verdict after retries, gets 0.5 for both (a tie: skipped).
+    ``single``: each sample's 1-10 grade; a sample with no grade makes its pair a tie.
+    Unjudged pairs are counted (``train/judge_errors``).
+    """
+
+    passes_rate = False
+
+    def __init__(self, mode: str, judge: JudgeAccess | None, key: str):
+        if judge is None:
+            raise HarnessError(f"{key}: a judge reward needs the sweep's judge (run the stage with harness sweep or "
+                               "harness train)")
+        self.mode, self.judge, self.key = mode, judge, key
+        self.last_metrics: dict[str, float] = {}
+
+    def check(self, rows: list[Row], key: str) -> None:
+        return None  # the judge's endpoint and the toy judge's items are checked by the sweep's preflight
+
+    def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
+        client = self.judge.client()
+        prompts = [row.data["prompt"] for row in rows]
+        if self.mode == "pairwise":
+            items = [{"id": f"pair-{k}", "prompt": prompts[2 * k], "candidate": texts[2 * k],
+                      "baseline": texts[2 * k + 1]} for k in range(len(texts) // 2)]
+            judged = pairwise_judge(client, items).judgments
+            first = [0.5 if r["score"] is None else float(r["score"]) for r in judged]
+            rewards = torch.tensor([v for f in first for v in (f, 1.0 - f)], dtype=torch.float64)
+            errors = sum(r["score"] is None for r in judged)
+        else:
+            items = [{"id": f"sample-{k}", "prompt": p, "answer": t} for k, (p, t) in enumerate(zip(prompts, texts))]
+            grades = [r["score"] for r in single_judge(client, items).judgments]
+            pairs = [(grades[k], grades[k + 1]) for k in range(0, len(grades), 2)]
+            unjudged = [a is None or b is None for a, b in pairs]
+            rewards = torch.tensor([0.0 if bad else float(g) for (a, b), bad in zip(pairs, unjudged) for g in (a, b)],
+                                   dtype=torch.float64)
+            errors = sum(unjudged)
+        client.check_failures(self.judge.max_error_rate, f"{self.key} (judge: {self.mode})")
+        self.last_metrics = {"judge_errors": float(errors)}
+        return rewards
+
+
+class DataResponseReward:
+    """SPIN's preference: 1 for a prompt's own data response, 0 for the policy's sample (0 for both, a tie,
+    when the policy reproduced the data response token for token)."""
+
+    passes_rate = False
+
+    def __init__(self, prompts):
+        self.responses = {id(row): tuple(r) for row, r in zip(prompts.rows, prompts.responses)}
+
+    def check(self, rows: list[Row], key: str) -> None:
+        return None
+
+    def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
+        return torch.tensor([float(tuple(c) == self.responses[id(row)]) for row, c in zip(rows, completion_ids)],
+                            dtype=torch.float64)
+
+
+def reward_source(reward: dict | None, tokenizer, cache_dir: Path, prompts=None, judge: JudgeAccess | None = None,
+                  key: str = "method.reward"):
+    """The reward source ``method.reward`` names (a mapping with exactly one of verifier, model, judge);
+    None (SPIN): the data's own responses are preferred."""
+    if reward is None:
+        return DataResponseReward(prompts)
+    if reward.get("judge") is not None:
+        return JudgeReward(reward["judge"], judge, key)
+    if reward.get("verifier") is not None:
+        return VerifierReward(reward["verifier"])
+    if reward.get("model") is not None:
+        return ModelReward(resolve_model_path(reward["model"], cache_dir), tokenizer, f"{key}.model")
+    raise HarnessError(f"{key}: {reward!r} names no reward source (verifier, model or judge)")
