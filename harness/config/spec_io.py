@@ -123,10 +123,24 @@ def set_key(raw: dict, key: str, value: Any) -> tuple[dict, str]:
         if not (isinstance(node, dict) or (isinstance(node, list) and isinstance(p, int))):
             raise SpecError(f"{key}: {path_str(parts[:i])} is not a mapping (value seen: {show(node)})")
         node = node[p]
+    if parts[0] == "stages" and len(parts) == 2 and isinstance(node, list):
+        node[parts[1]] = _stage_with(node[parts[1]], value, key)
+        return out, path_str(parts)
     if not isinstance(node, dict):
         raise SpecError(f"{key}: {path_str(parts[:-1])} is not a mapping (value seen: {show(node)})")
     node[parts[-1]] = value
     return out, path_str(parts)
+
+
+def _stage_with(stage: Any, value: Any, key: str) -> dict:
+    """A whole stage set at once (``stages.NAME: {method: ..., data: ...}``, e.g. one ablation axis over
+    methods that read different data): the keys ``value`` names replace the stage's, the rest stay."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{key}: a stage is set by a mapping of its keys, e.g. {{method: ..., data: ...}} "
+                        f"(value seen: {show(value)})")
+    if "name" in value and value["name"] != stage.get("name"):
+        raise SpecError(f"{key}: a stage keeps its name (value seen: {show(value['name'])})")
+    return {**stage, **value}
 
 
 def parse_override(text: str) -> tuple[str, Any]:

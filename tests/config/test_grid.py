@@ -100,6 +100,23 @@ def test_mapping_ablation_names_each_entry(tmp_path):
     assert trial_params(trials[1])["method.name"] == "simpo"
 
 
+def test_a_whole_stage_as_one_axis_compares_methods_that_read_different_data(tmp_path):
+    """`ablate: {stages.rl: [...]}`: each value's keys replace the stage's (method and data together);
+    the shared SFT prefix stays identical."""
+    arms = [{"method": {"name": "dpo"}, "data": {"train": "toy://arith-pairs"}},
+            {"method": {"name": "grpo", "reward": {"verifier": "arith"}}, "data": {"train": "toy://arith-prompts"}}]
+    stages = [TWO_STAGES[0], {"name": "rl", "method": {"name": "dpo"}, "train": {"lr": 1e-4}}]
+    trials = expand_trials(load(tmp_path, stages=stages, ablate={"stages.rl": arms}), fp)
+    assert [(t.stages[1].method.name, t.stages[1].data.train) for t in trials] == [
+        ("dpo", "toy://arith-pairs"), ("grpo", "toy://arith-prompts")]
+    assert [t.stages[1].train.lr for t in trials] == [1e-4, 1e-4]  # a key the value does not name stays
+    assert stage_key(trials[0].stages[0], "base", "d") == stage_key(trials[1].stages[0], "base", "d")
+    with pytest.raises(SpecError, match="a stage is set by a mapping of its keys"):
+        load(tmp_path, stages=stages, ablate={"stages.rl": ["grpo"]})
+    with pytest.raises(SpecError, match="a stage keeps its name"):
+        load(tmp_path, stages=stages, ablate={"stages.rl": [{"name": "other"}]})
+
+
 def test_an_invalid_combination_names_the_trial(tmp_path):
     """Each value is valid alone (checked at load); the product can still hold an impossible pair."""
     spec = load(
