@@ -135,6 +135,8 @@ def _format(value: Any) -> str:
 
 def _label(key: str, value: Any) -> str:
     last = key.split(".")[-1]
+    if isinstance(value, dict) and isinstance(value.get("method"), dict):  # a whole stage: named by its method
+        return _label("method", value["method"])
     if isinstance(value, dict):  # method={name: dpo, beta: 0.5} -> "dpo_beta0.5"
         text = "_".join(_label(k, v) for k, v in value.items())
     else:

@@ -110,6 +110,7 @@ def test_a_whole_stage_as_one_axis_compares_methods_that_read_different_data(tmp
     assert [(t.stages[1].method.name, t.stages[1].data.train) for t in trials] == [
         ("dpo", "toy://arith-pairs"), ("grpo", "toy://arith-prompts")]
     assert [t.stages[1].train.lr for t in trials] == [1e-4, 1e-4]  # a key the value does not name stays
+    assert [t.name for t in trials] == ["dpo-seed0", "grpo_verifierarith-seed0"]  # named by the stage's method
     assert stage_key(trials[0].stages[0], "base", "d") == stage_key(trials[1].stages[0], "base", "d")
     with pytest.raises(SpecError, match="a stage is set by a mapping of its keys"):
         load(tmp_path, stages=stages, ablate={"stages.rl": ["grpo"]})
