@@ -1,6 +1,6 @@
 """TRL 1.16 GRPOTrainer vs `harness train` GRPO: the same model, prompts, reward and settings, whole process.
 
-Usage:  python benchmarks/grpo_vs_trl.py [--prompts-per-step 4] [--group-size 8] [--steps 8]
+Usage:  python benchmarks/grpo_vs_trl.py [--prompts-per-step 4] [--group-size 8] [--steps 16]
                                          [--max-new-tokens 32] [--hidden 256] [--layers 4] [--smoke]
 
 The parent process builds one random Llama-style model (the toy tokenizer,
@@ -12,7 +12,9 @@ each tool in its own child process, one after the other:
   (``judges.verifiers.check_answer`` against the row's ``answer``) to each completion's text;
 - harness: ``harness train SPEC`` (``harness.cli.main``, the console script's own entry point)
   on a generated spec, tracking to an MLflow sqlite store in a temporary results_dir,
-  ``method.reward: {verifier: arith}`` -- the path a user runs.
+  ``method.reward: {verifier: arith}`` -- the path a user runs.  It runs twice: first into a fresh
+  results_dir, where it creates the MLflow store (MLflow's schema migrations: seconds), then
+  again into the same results_dir, as a user's later runs find their store.
 
 Both: fp32 on CPU, ``group-size`` completions of ``prompts-per-step`` prompts per rollout,
 one optimizer step per rollout (no minibatches, no gradient accumulation, one iteration),
@@ -166,17 +168,17 @@ def run_child(tool: str, argv: list[str], env: dict) -> dict:
 
 
 def harness_tokens(results: Path) -> dict:
-    """train/tokens_seen (cumulative) and the step count from the run's sqlite store."""
+    """The latest run's train/tokens_seen (cumulative, at its last step) and step, from the sqlite store."""
     with sqlite3.connect(results / "mlflow.db") as db:
-        tokens, step = db.execute("SELECT value, step FROM metrics WHERE key = 'train/tokens_seen' "
-                                  "ORDER BY step DESC LIMIT 1").fetchone()
-        steps = db.execute("SELECT max(value) FROM metrics WHERE key = 'train/optimizer_steps'").fetchone()[0]
-    return {"tokens": int(tokens), "completions": None, "steps": int(steps) if steps is not None else step}
+        tokens, step = db.execute(
+            "SELECT m.value, m.step FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
+            "WHERE m.key = 'train/tokens_seen' ORDER BY r.start_time DESC, m.step DESC LIMIT 1").fetchone()
+    return {"tokens": int(tokens), "steps": step}
 
 
 def report(results: dict, args) -> None:
-    trl, ours = results["trl"], results["harness"]
-    for r in (trl, ours):
+    trl, new, again = results["trl"], results["harness"], results["harness-again"]
+    for r in (trl, new, again):
         r["tokens_per_s"] = r["tokens"] / r["wall_s"]
         r["tokens_per_cpu_s"] = r["tokens"] / r["cpu_s"]
         r["run_tokens_per_s"] = r["tokens"] / r["run_s"]
@@ -186,11 +188,14 @@ def report(results: dict, args) -> None:
             ("generated tokens", "tokens", "{:d}"), ("generated tokens / wall s", "tokens_per_s", "{:.1f}"),
             ("generated tokens / CPU s", "tokens_per_cpu_s", "{:.1f}"),
             ("generated tokens / run s", "run_tokens_per_s", "{:.1f}")]
-    print(f"\n{'measure':32s} {'TRL':>10s} {'harness':>10s} {'harness/TRL':>12s}")
+    print(f"\n{'measure':30s} {'TRL':>8s} {'harness':>8s} {'ratio':>6s} {'harness':>8s} {'ratio':>6s}")
+    print(f"{'':30s} {'':>8s} {'(new':>8s} {'':>6s} {'(store':>8s} {'':>6s}")
+    print(f"{'':30s} {'':>8s} {'store)':>8s} {'':>6s} {'exists)':>8s} {'':>6s}")
     for label, key, fmt in rows:
-        a, b = trl[key], ours[key]
-        print(f"{label:32s} {fmt.format(a):>10s} {fmt.format(b):>10s} {b / a if a else float('nan'):12.2f}")
-    print(f"optimizer steps: TRL {trl['steps']}, harness {ours['steps']}; "
+        a, b, c = trl[key], new[key], again[key]
+        print(f"{label:30s} {fmt.format(a):>8s} {fmt.format(b):>8s} {b / a:6.2f} {fmt.format(c):>8s} {c / a:6.2f}")
+    print("ratio: harness / TRL")
+    print(f"optimizer steps: TRL {trl['steps']}, harness {new['steps']} and {again['steps']}; "
           f"max possible tokens per tool {args.steps * args.prompts_per_step * args.group_size * args.max_new_tokens}")
     print("higher tokens/s is faster; the wall-time ratio is comparable only per generated token")
 
@@ -199,7 +204,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
@@ -231,9 +236,12 @@ def main() -> None:
                  "--steps", str(args.steps), "--max-new-tokens", str(args.max_new_tokens)]
         results = {"trl": run_child("trl", [*sizes, "--model-dir", model_dir, "--data", data], env)}
         print(json.dumps(results["trl"]))
-        results["harness"] = run_child("harness", [*sizes, "--spec", str(spec)], env)
-        results["harness"].update(harness_tokens(results_dir))
-        print(json.dumps(results["harness"]))
+        # First into a fresh results_dir (the run creates its MLflow store), then again into the same one,
+        # as a user's later runs find their store.
+        for name in ("harness", "harness-again"):
+            results[name] = run_child("harness", [*sizes, "--spec", str(spec)], env)
+            results[name].update(harness_tokens(results_dir))
+            print(json.dumps(results[name]))
     report(results, args)
 
 
