@@ -362,7 +362,8 @@ class OnlineTrainer:
         for iteration, prompt_index in enumerate(self.plan, start=1):
             want_logs = iteration == 1 or iteration % self.cfg.log_every == 0 or iteration == total
             metrics = self.iterate(iteration, prompt_index, want_logs)
-            tokens += int(metrics["response_length"] * len(prompt_index) * self.hooks.samples_per_prompt(self.params))
+            # response_length is a float mean: round, since int() of mean * n can land one below the sum.
+            tokens += round(metrics["response_length"] * len(prompt_index) * self.hooks.samples_per_prompt(self.params))
             if lines is not None:
                 lines.update(iteration, metrics["loss"])
             if want_logs:

@@ -65,6 +65,14 @@ def _trainer(path, tok, prompts, grad_accum, **params):
                          Callbacks(progress=False))
 
 
+def test_tokens_seen_is_the_exact_sum_of_completion_lengths(micro):
+    """7 completions with 61 tokens in all: mean 61/7, and int(61/7 * 7) is 60 in floating point."""
+    path, tok = micro
+    trainer = _trainer(path, tok, _prompts(tok, n=1), 1, group_size=7)
+    trainer.iterate = lambda iteration, prompt_index, want_logs: {"response_length": 61 / 7, "loss": 0.0}
+    assert trainer.train().tokens_seen == 61
+
+
 def _perturbed(ro: Rollout, with_ref: bool) -> Rollout:
     """The rollout with advantages of both signs and old/reference log-probs away from the policy's,
     so that ratios leave the clip range on both sides and every term of the loss is live."""
