@@ -21,7 +21,10 @@ one optimizer step per rollout (no minibatches, no gradient accumulation, one it
 temperature 1.0, top_p 1.0, no top-k, ``max-new-tokens`` per completion, loss aggregation
 ``dapo``, beta 0 (no reference model), clip epsilon 0.2 both sides, group-normalized
 advantages, AdamW at a constant lr of 1e-6, gradient clipping at 1.0, seed 0, and no
-evaluation, checkpoint saving or completion logging.  TRL 1.16 has no ``max_prompt_length``;
+evaluation, checkpoint saving or completion logging.  Metrics: harness computes and logs them
+(entropy included) at the first and last step only (``train.log_every`` = steps), each an MLflow
+write; TRL computes its per-step metrics, entropy included, every step and reports none (its
+``logging_steps`` is never reached).  TRL 1.16 has no ``max_prompt_length``;
 harness's (``data.max_prompt_length`` 64) truncates none of these prompts (about 17 tokens).
 
 Measured by the parent per child (``os.wait4``): wall time from launch to exit, CPU time
