@@ -82,7 +82,8 @@ def run_trl(args) -> None:
 
     n = args.prompts_per_step * args.group_size
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, seed=0, max_steps=args.steps,
+        output_dir=str(Path(args.model_dir).parent / "trl-out"), use_cpu=True, bf16=False, seed=0,
+        max_steps=args.steps,
         per_device_train_batch_size=n, gradient_accumulation_steps=1, steps_per_generation=1,
         num_generations=args.group_size, num_iterations=1, max_completion_length=args.max_new_tokens,
         temperature=1.0, top_p=1.0, top_k=0, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
