@@ -51,12 +51,12 @@ PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "40
 CPU_PEAK_NOTE = "no bf16 peak on CPU: MFU not defined"
 
 SIZES = {  # model shape, data and step counts per mode
-    "gpu": dict(hidden=1024, layers=24, heads=16, intermediate=4096, vocab=32000, words=(20, 80),
-                pairs=512, sft_batch=32, dpo_batch=16, steps=12, prompts=512, new_tokens=128, gen_batch=64,
-                judge_prompts=64, max_length=512),
-    "cpu": dict(hidden=64, layers=2, heads=4, intermediate=128, vocab=512, words=(4, 8), pairs=24,
-                sft_batch=4, dpo_batch=4, steps=3, prompts=8, new_tokens=8, gen_batch=4, judge_prompts=4,
-                max_length=96),
+    "gpu": {"hidden": 1024, "layers": 24, "heads": 16, "intermediate": 4096, "vocab": 32000, "words": (20, 80),
+            "pairs": 512, "sft_batch": 32, "dpo_batch": 16, "steps": 12, "prompts": 512, "new_tokens": 128,
+            "gen_batch": 64, "judge_prompts": 64, "max_length": 512},
+    "cpu": {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "vocab": 512, "words": (4, 8),
+            "pairs": 24, "sft_batch": 4, "dpo_batch": 4, "steps": 3, "prompts": 8, "new_tokens": 8, "gen_batch": 4,
+            "judge_prompts": 4, "max_length": 96},
 }
 WORDS = ["alpha", "bravo", "cedar", "delta", "ember", "fjord", "grove", "harbor", "iris", "jasper", "kelp",
          "lumen", "maple", "nectar", "opal", "prism", "quartz", "river", "sable", "tundra"]

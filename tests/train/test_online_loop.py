@@ -67,6 +67,22 @@ def _trainer(path, tok, prompts, grad_accum, **params):
                          Callbacks(progress=False))
 
 
+def test_tokens_seen_is_the_exact_sum_of_completion_lengths(micro):
+    """7 completions a rollout: tokens_seen counts their lengths, not a float mean times a count
+    (int(61 / 7 * 7) is 60 in floating point)."""
+    path, tok = micro
+    trainer = _trainer(path, tok, _prompts(tok, n=1), 1, group_size=7)
+    seen, rollout = [], trainer.rollout
+
+    def recording(iteration, prompt_index):
+        ro, metrics = rollout(iteration, prompt_index)
+        seen.append(sum(len(c) for c in ro.samples.completion_ids))
+        return ro, metrics
+
+    trainer.rollout = recording
+    assert trainer.train().tokens_seen == sum(seen) > 0
+
+
 def _perturbed(ro: Rollout, with_ref: bool) -> Rollout:
     """The rollout with advantages of both signs and old/reference log-probs away from the policy's,
     so that ratios leave the clip range on both sides and every term of the loss is live."""
