@@ -48,7 +48,7 @@ def test_mfu_is_model_flops_over_time_and_peak():
 @pytest.mark.slow
 def test_cpu_smoke_runs_every_part(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     parts, summary = report["parts"], report["summary"]

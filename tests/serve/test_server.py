@@ -63,7 +63,7 @@ def test_stream_true_gives_the_same_answer_as_chunks_to_the_openai_client():
     """The openai client's streaming reads the chunks; joined, they are the non-streamed answer."""
     with serve_in_background(echo) as s:
         c = openai.OpenAI(base_url=s.base_url, api_key="EMPTY", max_retries=0)
-        ask = dict(model="m", messages=[{"role": "user", "content": "a b c"}], seed=7, n=2)
+        ask = {"model": "m", "messages": [{"role": "user", "content": "a b c"}], "seed": 7, "n": 2}
         whole = c.chat.completions.create(**ask)
         chunks = list(c.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
     texts = {0: "", 1: ""}

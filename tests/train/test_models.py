@@ -11,7 +11,14 @@ from harness.config.spec import DataSpec, EvalSpec, LoraSpec, TrainSpec
 from harness.errors import HarnessError
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
-from harness.train.models import attach_lora, enable_checkpointing, load_model, merged_into, quantization_config, training_dtype
+from harness.train.models import (
+    attach_lora,
+    enable_checkpointing,
+    load_model,
+    merged_into,
+    quantization_config,
+    training_dtype,
+)
 from harness.train.stages import check_hardware, policy_key
 
 
