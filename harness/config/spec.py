@@ -409,6 +409,17 @@ def _stage_rules(
     if method is not None and "reward" in METHODS[method.name].params and method.reward is None:
         out.append(Problem(f"{prefix}method.reward", f"required for {method.name} (e.g. {{verifier: arith}}, "
                                                      "{model: RM_DIR_OR_STAGE} or {judge: pairwise})"))
+    batch = METHODS[method.name].batch if method is not None else None
+    if batch is not None and getattr(method, "reward", None) is not None and method.reward.judge is not None \
+            and not batch.paired:
+        out.append(Problem(f"{prefix}method.reward.judge", f"a judge compares the two samples of a prompt: "
+                                                           f"online-dpo only, not {method.name} (use a verifier or a "
+                                                           "reward model)"))
+    if batch is not None and batch.online:
+        unused = [("data.eval", data.eval is not None), ("data.filter", data.filter != FilterSpec()),
+                  ("train.eval_every", train.eval_every is not None)]
+        out += [Problem(f"{prefix}{key}", f"not used by online methods ({method.name} trains on its own samples "
+                                          "of the prompts); leave it out") for key, given in unused if given]
     if getattr(method, "kl_target", None) is not None and method.beta == 0:
         out.append(Problem(f"{prefix}method.kl_target", f"adapts beta multiplicatively, so method.beta: 0 would "
                                                         f"stay 0; set beta > 0 or kl_target: null (value seen: "

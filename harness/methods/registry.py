@@ -84,6 +84,7 @@ class BatchKind:
     scalar_head: bool = False  # trains an LM with a scalar head (a reward model), not a causal LM
     kl_estimator: str | None = None  # what train/kl estimates when the method uses a reference
     online: bool = False  # trained by the online loop on its own samples (rows: prompts), not the offline loop
+    paired: bool = False  # online: its samples come in pairs of one prompt, which a judge can compare
 
 
 SFT = BatchKind("sft", "sft", token_normalized=True, packable=True)
@@ -101,8 +102,8 @@ KL_K1_PAIRS = ("k1 on the pair's responses, per token: mean over response tokens
                "(Schulman 2020)")
 # Online DPO: two samples of each prompt, ordered by the reward source.  SPIN: the policy's sample and the
 # data's own response (SFT rows), the data's chosen.
-SAMPLED_PAIRS = BatchKind("sampled-pairs", "eval", online=True, kl_estimator=KL_K1_PAIRS)
-SPIN_PAIRS = BatchKind("spin-pairs", "sft", online=True, kl_estimator=KL_K1_PAIRS)
+SAMPLED_PAIRS = BatchKind("sampled-pairs", "eval", online=True, paired=True, kl_estimator=KL_K1_PAIRS)
+SPIN_PAIRS = BatchKind("spin-pairs", "sft", online=True, paired=True, kl_estimator=KL_K1_PAIRS)
 
 
 @dataclass(frozen=True)

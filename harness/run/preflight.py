@@ -140,7 +140,7 @@ def preflight(spec, trials) -> None:
             if field is not None:
                 check_weights(rows, field)
         check_reward_data(stage.method.params.get("reward"), rows_of(stage.data.train, kind),
-                          [s.name for s in stages_before(stage, trials)])
+                          [s.name for s in stages_before(stage, trials) if METHODS[s.method.name].batch.scalar_head])
     for eval_cfg in [spec.eval] + [stage.eval for stage in stages]:
         check_eval(eval_cfg, rows_of)
     check_judge_data(spec, [spec.eval] + [stage.eval for stage in stages])

@@ -68,7 +68,7 @@ class Rollout:
     old_values: torch.Tensor | None = None  # [N, T] the value model's at rollout time
 
 
-def _per_sample(model, samples: Samples, pad_id: int, device, mixed: str,
+def _per_sample(model, samples: Samples, pad_id: int, device, mixed: str, temperature: float,
                 critic=None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
     """Each sample's completion log-probs under ``model`` (and the critic's values of the same states),
     with no gradient, in chunks: per sample [len(completion)] float32 on the CPU."""
@@ -79,7 +79,7 @@ def _per_sample(model, samples: Samples, pad_id: int, device, mixed: str,
             batch = sequence_batch([samples.prompt_ids[i] for i in rows], [samples.completion_ids[i] for i in rows],
                                    pad_id).to(device)
             out = forward(model, batch, hidden_states=critic is not None and critic.shares_forward)
-            logps, _ = logps_of(out, batch)
+            logps, _ = logps_of(out, batch, temperature=temperature)
             values = critic.values(batch, out) if critic is not None else None
             for j, i in enumerate(rows):
                 n = len(samples.completion_ids[i])
@@ -153,10 +153,17 @@ class OnlineTrainer:
         self.plan = [mb[0] for mb in step_batches(len(prompts.ids), plan_cfg)]  # prompt indices per iteration
         self.updates = self.hooks.passes(params) * params["minibatches"]
         extra = critic.modules() if critic is not None else []
-        self.accelerator, self.model, self.optimizer, self.scheduler = accelerated(
-            model, cfg, len(self.plan) * self.updates, extra)
+        # The schedule spans the steps that will run: a rollout with fewer units (samples, or pairs) than
+        # method.minibatches is cut into one minibatch per unit (``split``).
+        steps = sum(self.hooks.passes(params) * min(params["minibatches"], self._units(len(p))) for p in self.plan)
+        self.accelerator, self.model, self.optimizer, self.scheduler = accelerated(model, cfg, steps, extra)
         self.trainable = [p for m in (self.model, *extra) for p in m.parameters() if p.requires_grad]
         self.device = self.accelerator.device
+
+    def _units(self, prompts: int) -> int:
+        """Units (``OnlineHooks.unit`` samples that stay together) of a rollout of ``prompts`` prompts."""
+        per_prompt = self.hooks.samples_per_prompt(self.params) * (2 if self.hooks.with_data_responses else 1)
+        return prompts * per_prompt // self.hooks.unit
 
     @property
     def policy(self):
@@ -199,6 +206,7 @@ class OnlineTrainer:
         old = ref = values = None
         if self.updates > 1 or self.hooks.rollout_logps(p) or self.critic is not None:
             old, values = _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision,
+                                      self.params["temperature"],
                                       self.critic)
         if self.hooks.uses_reference(p):
             ref = self._reference_logps(samples)
@@ -225,8 +233,10 @@ class OnlineTrainer:
     def _reference_logps(self, samples: Samples) -> list[torch.Tensor]:
         if self.reference == "adapter":
             with self.policy.disable_adapter():
-                return _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision)[0]
-        return _per_sample(self.reference, samples, self.pad_id, self.device, self.cfg.mixed_precision)[0]
+                return _per_sample(self.policy, samples, self.pad_id, self.device, self.cfg.mixed_precision,
+                                   self.params["temperature"])[0]
+        return _per_sample(self.reference, samples, self.pad_id, self.device, self.cfg.mixed_precision,
+                           self.params["temperature"])[0]
 
     # ---- the updates
 
@@ -235,7 +245,8 @@ class OnlineTrainer:
         batch = sequence_batch([s.prompt_ids[i] for i in index], [s.completion_ids[i] for i in index],
                                self.pad_id).to(self.device)
         out = forward(self.model, batch, hidden_states=self.critic is not None and self.critic.shares_forward)
-        logps, logits = logps_of(out, batch, with_logits or self.hooks.needs_logits(self.params))
+        logps, logits = logps_of(out, batch, with_logits or self.hooks.needs_logits(self.params),
+                                 self.params["temperature"])
         width = logps.shape[1]
         keep = ro.keep[index].to(self.device, logps.dtype)
         mask = batch.completion_mask.to(logps.dtype) * keep[:, None]
@@ -247,8 +258,9 @@ class OnlineTrainer:
                        _rows(ro.old_values, index, width, logps), _rows(ro.returns, index, width, logps), logits)
         return mb, logits
 
-    def optimizer_step(self, ro: Rollout, minibatch: list[int], want_logs: bool) -> dict:
-        """One optimizer step over ``minibatch`` (sample indices), as ``train.grad_accum`` micro-batches."""
+    def optimizer_step(self, ro: Rollout, minibatch: list[int], want_logs: bool) -> dict | None:
+        """One optimizer step's gradients over ``minibatch`` (sample indices), as ``train.grad_accum``
+        micro-batches, and its metrics; None, with no gradient, when no sample of it counts."""
         micro = split(minibatch, self.cfg.grad_accum, self.hooks.unit)
         masks = []
         for m in micro:  # the step's denominator needs every micro-batch's mask first
@@ -257,6 +269,8 @@ class OnlineTrainer:
             for row, (i, w) in enumerate(zip(m, widths)):
                 mask[row, :w] = float(ro.keep[i])
             masks.append(mask)
+        if not any(bool(m.any()) for m in masks):
+            return None  # no sample counts (every pair tied, or every completion masked): nothing to learn
         denominator = self.hooks.denominator(masks, self.params)
         total, sums, weights = 0.0, defaultdict(float), 0
         for m in micro:
@@ -283,24 +297,27 @@ class OnlineTrainer:
         ro, metrics = self.rollout(iteration, prompt_index)
         t0 = time.perf_counter()
         self._train_mode(True)
-        steps, sums = 0, defaultdict(float)
+        steps, skipped, sums = 0, 0, defaultdict(float)
         unit = self.hooks.unit
         for k in range(self.hooks.passes(self.params)):
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + iteration * 101 + k)
             units = torch.randperm(len(ro.samples) // unit, generator=gen).tolist()
             shuffled = [u * unit + j for u in units for j in range(unit)]
             for minibatch in split(shuffled, self.params["minibatches"], unit):
-                step_metrics = self.optimizer_step(ro, minibatch, want_logs)
-                check_finite(step_metrics, iteration, len(self.plan))
                 lr = self.scheduler.get_last_lr()[0]
-                self.optimizer.step()
-                self.scheduler.step()
+                step_metrics = self.optimizer_step(ro, minibatch, want_logs)
+                if step_metrics is None:  # no update (AdamW's momentum would still move the weights)
+                    skipped += 1
+                else:
+                    check_finite(step_metrics, iteration, len(self.plan))
+                    self.optimizer.step()
+                    steps += 1
+                    for key, v in step_metrics.items():
+                        sums[key] += v
+                self.scheduler.step()  # the schedule counts every planned step
                 self.optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                for key, v in step_metrics.items():
-                    sums[key] += v
-        metrics.update({k: v / steps for k, v in sums.items()})
-        metrics.update(lr=lr, update_s=time.perf_counter() - t0, updates=steps)
+        metrics.update({k: v / steps for k, v in sums.items()} if steps else {"loss": 0.0, "grad_norm": 0.0})
+        metrics.update(lr=lr, update_s=time.perf_counter() - t0, updates=steps, skipped_steps=skipped)
         self._train_mode(False)
         return metrics
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from harness.data.load import Row
+from harness.data.tokenization import chat_ids
 from harness.errors import DataError, HarnessError
 from harness.train.models import device, load_tokenizer, resolve_model_path
 from harness.train.reward_model import check_reward_model, load_reward_model, score_responses
@@ -56,6 +57,18 @@ class VerifierReward:
         return torch.tensor([float(verify(text, row.data)) for row, text in zip(rows, texts)], dtype=torch.float64)
 
 
+def end_of_turn_suffix(tokenizer) -> list[int]:
+    """The tokens a chat template puts after the EOS that closes an assistant turn (ChatML: a newline).
+    Pair data is encoded with them (``split_prompt_response``: the full render after the prompt), so a
+    reward model trained on it last saw them; a sampled completion stops at its EOS."""
+    if getattr(tokenizer, "chat_template", None) is None or tokenizer.eos_token_id is None:
+        return []
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    ids = chat_ids(tokenizer, turn, add_generation_prompt=False)
+    eos = tokenizer.eos_token_id
+    return ids[len(ids) - ids[::-1].index(eos):] if eos in ids else []
+
+
 class ModelReward:
     """The scalar output of a reward model on prompt + completion ids."""
 
@@ -67,6 +80,7 @@ class ModelReward:
             raise HarnessError(f"{key}: the reward model at {path!r} has a different tokenizer than the policy; "
                                "it must share the policy's tokenizer")
         self.pad_id = tokenizer.pad_token_id
+        self.eos, self.suffix = tokenizer.eos_token_id, end_of_turn_suffix(tokenizer)
         self.model = load_reward_model(path, self.pad_id).to(device()).eval()
 
     def check(self, rows: list[Row], key: str) -> None:
@@ -74,13 +88,17 @@ class ModelReward:
         self.score(rows[:1], [[self.pad_id]], [[self.pad_id]], [""])
 
     def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
-        return score_responses(self.model, prompt_ids, completion_ids, self.pad_id, device())
+        """Scores of prompt + completion; a chat completion that ended its turn gets the tokens its template
+        puts after the end-of-turn token, as the reward model saw every response in training."""
+        responses = [list(c) + self.suffix if isinstance(row.data.get("prompt"), list) and c and c[-1] == self.eos
+                     else list(c) for row, c in zip(rows, completion_ids)]
+        return score_responses(self.model, prompt_ids, responses, self.pad_id, device())
 
 
 def check_reward_data(reward: dict | None, rows: list[Row], earlier_stages: list[str],
                       key: str = "method.reward") -> None:
-    """Before anything trains: a verifier can check every prompt row; a reward model that is not an
-    earlier stage's output is a reward-model directory."""
+    """Before anything trains: a verifier can check every prompt row; a reward model that is not the
+    output of an earlier rm stage (``earlier_stages``: their names) is a reward-model directory."""
     if not reward:
         return
     if reward.get("verifier") is not None:
@@ -90,7 +108,7 @@ def check_reward_data(reward: dict | None, rows: list[Row], earlier_stages: list
         path = Path(model).expanduser()
         if not path.is_dir():
             raise HarnessError(f"{key}.model: {model!r} is neither a reward-model directory nor the name of an "
-                               f"earlier rm stage (earlier stages: {earlier_stages or 'none'})")
+                               f"earlier rm stage (earlier rm stages: {earlier_stages or 'none'})")
         check_reward_model(str(path), f"{key}.model")
 
 

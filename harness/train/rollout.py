@@ -38,12 +38,18 @@ class Prompts:
     responses: list[list[int]] | None = None
 
 
-def _prompt_and_response(tokenizer, row: Row, with_response: bool) -> tuple[list[int], list[int] | None]:
+def _prompt_and_response(tokenizer, row: Row, with_response: bool) -> tuple[list[int], list[int] | None, bool]:
+    """(prompt ids, the row's response ids or None, whether the template's prompt is not a prefix of the
+    full render).  A response ends at its first EOS, as a sampled completion does: what a chat template
+    puts after the end-of-turn token (ChatML's newline) is never sampled, so it is not compared or trained."""
     if not with_response:
-        return encode_prompt(tokenizer, row.data["prompt"]), None
+        return encode_prompt(tokenizer, row.data["prompt"]), None, False
     prompt, response = sft_prompt_response(row.data)
-    prompt_ids, (response_ids,), _ = split_prompt_response(tokenizer, prompt, [response])
-    return prompt_ids, response_ids
+    prompt_ids, (response_ids,), mismatch = split_prompt_response(tokenizer, prompt, [response])
+    eos = tokenizer.eos_token_id
+    if eos in response_ids:
+        response_ids = response_ids[: response_ids.index(eos) + 1]
+    return prompt_ids, response_ids, mismatch
 
 
 def encode_prompts(tokenizer, rows: list[Row], max_length: int, max_prompt_length: int | None,
@@ -60,9 +66,12 @@ def encode_prompts(tokenizer, rows: list[Row], max_length: int, max_prompt_lengt
     if limit < 1:
         raise DataError(f"method.max_new_tokens ({max_new_tokens}) leaves no room for a prompt within "
                         f"train.max_length ({max_length})")
-    kept, ids, responses, truncated, dropped = [], [], [], 0, 0
+    kept, ids, responses, truncated, dropped, mismatched = [], [], [], 0, 0, 0
     for row in rows:
-        prompt, response = _prompt_and_response(tokenizer, row, with_responses)
+        prompt, response, mismatch = _prompt_and_response(tokenizer, row, with_responses)
+        if not prompt:
+            raise DataError(f"{row.where}: field 'prompt': renders to no tokens; a rollout needs a prompt")
+        mismatched += mismatch
         cut = len(prompt) > limit or (response is not None and len(prompt) + len(response) > max_length)
         if cut:
             if truncation == "error":
@@ -82,6 +91,8 @@ def encode_prompts(tokenizer, rows: list[Row], max_length: int, max_prompt_lengt
         raise DataError(f"{rows[0].source}: every prompt is longer than the {limit} tokens a rollout allows "
                         "(data.truncation: drop)")
     stats = {"data/prompts": len(kept), "data/truncated": truncated, "data/dropped": dropped}
+    if with_responses:  # the chat template's generation prompt is not a prefix of prompt + response
+        stats["data/prefix_mismatch"] = mismatched
     return Prompts(kept, ids, stats, responses if with_responses else None)
 
 
@@ -174,19 +185,22 @@ def completion_columns(x: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
     return x[:, start: start + batch.completion_mask.shape[1]]
 
 
-def logps_of(output, batch: SequenceBatch, with_logits: bool = False):
+def logps_of(output, batch: SequenceBatch, with_logits: bool = False, temperature: float = 1.0):
     """``completion_logps`` from a ``forward`` output already computed."""
     start = batch.prompt_width - 1
-    logps = completion_columns(token_logps(output.logits, batch.input_ids), batch)
+    logits = output.logits if temperature == 1.0 else output.logits / temperature
+    logps = completion_columns(token_logps(logits, batch.input_ids), batch)
     logps = logps * batch.completion_mask.to(logps.dtype)
-    return logps, (output.logits[:, start:] if with_logits else None)
+    return logps, (logits[:, start:] if with_logits else None)
 
 
-def completion_logps(model, batch: SequenceBatch, with_logits: bool = False):
+def completion_logps(model, batch: SequenceBatch, with_logits: bool = False, temperature: float = 1.0):
     """Per-token log-probs of the completions [B, L] (0 off the mask), and, if asked, the logits
     [B, L + 1, V] from column P - 1 on (position j predicts completion token j; the last predicts
     nothing, the layout ``harness.methods.entropy_from_logits`` takes with the completion mask).
 
-    Completion token j (column P + j) is predicted by the logits at column P + j - 1.
+    Completion token j (column P + j) is predicted by the logits at column P + j - 1.  The logits are
+    divided by the sampling ``temperature`` first, so the log-probs are those of the distribution the
+    completions were sampled from (TRL's GRPOTrainer does the same for policy and reference).
     """
-    return logps_of(forward(model, batch), batch, with_logits)
+    return logps_of(forward(model, batch), batch, with_logits, temperature)

@@ -194,7 +194,8 @@ def online_reference(stage, model, dtype, cache_dir: Path):
     """What an online stage's KL term compares with: ``ref_model`` when set, else the starting policy
     (under LoRA the policy with its adapter off; in full fine-tuning a frozen copy made before training)."""
     if stage.ref_model:
-        return load_model(resolve_model_path(stage.ref_model, cache_dir), dtype).to(device()).eval()
+        path = resolve_model_path(stage.ref_model, cache_dir)
+        return load_model(path, dtype).to(device()).eval().requires_grad_(False)
     if stage.lora.rank > 0:
         return "adapter"
     return copy.deepcopy(model).eval().requires_grad_(False)

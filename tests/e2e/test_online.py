@@ -136,6 +136,8 @@ def test_grpo_with_the_arith_verifier_logs_pass_rate_and_skips_the_reference_at_
     ({"name": "ppo", "reward": {"verifier": "arith"}, "reward_clip": 0}, "method.reward_clip"),
     ({"name": "ppo", "reward": {"verifier": "arith"}, "kl_target": 1.0, "beta": 0.0}, "method.kl_target: adapts beta"),
     ({"name": "ppo", "reward": {"verifier": "arith"}, "group_size": 4}, "group_size"),
+    ({"name": "grpo", "reward": {"judge": "pairwise"}}, "method.reward.judge: a judge compares the two samples"),
+    ({"name": "ppo", "reward": {"judge": "single"}}, "online-dpo only, not ppo"),
 ])
 def test_bad_online_settings_are_named(tmp_path, method, where):
     spec = _write(tmp_path, "bad", method=method, data={"train": "toy://arith-prompts"})
@@ -177,7 +179,8 @@ def test_online_dpo_with_a_verifier_and_two_spin_iterations_as_stages(tmp_path):
     odpo = by_stage["odpo"].data.metrics
     # A micro model is never right: every pair ties, and nothing is learned from ties.
     assert odpo["train/tie_fraction"] == 1.0 and odpo["train/tied_pairs"] == 2
-    assert odpo["train/loss"] == 0.0
+    assert odpo["train/loss"] == 0.0 and odpo["train/skipped_steps"] == 1  # no update from ties alone
+    assert odpo["train/optimizer_steps"] == 0
     for name in ("spin1", "spin2"):
         m = by_stage[name].data.metrics
         assert m["train/tie_fraction"] == 0.0  # a 6-token sample never equals the data response
@@ -208,3 +211,21 @@ def test_a_judge_reward_on_prompts_the_toy_judge_cannot_judge_is_refused(tmp_pat
     assert main(["sweep", spec]) != 0
     err = capsys.readouterr().err
     assert "method.reward: 1 of 1 items are not from the toy world" in err and "judge.base_url" in err
+
+
+def test_online_stages_refuse_the_keys_they_would_ignore(tmp_path):
+    method = {"name": "grpo", "reward": {"verifier": "arith"}}
+    for data, train, key in ((({"train": "toy://arith-prompts", "eval": "toy://arith-eval"}), {}, "data.eval"),
+                             ({"train": "toy://arith-prompts", "filter": {"dedup": "exact"}}, {}, "data.filter"),
+                             ({"train": "toy://arith-prompts"}, {"eval_every": 5}, "train.eval_every")):
+        spec = _write(tmp_path, "ignored", method=method, data=data, train={"max_steps": 1, **train})
+        with pytest.raises(SpecError, match=f"{key}: not used by online methods"):
+            load_spec(spec)
+
+
+def test_a_reward_model_named_by_a_stage_must_be_an_rm_stage(tmp_path, capsys):
+    stages = [{"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft", "fraction": 0.002}},
+              {"name": "rl", "method": {**GRPO, "reward": {"model": "sft"}}, "data": {"train": "toy://arith-prompts"}}]
+    assert main(["sweep", _write(tmp_path, "rm-not-rm", stages=stages)]) != 0
+    assert "'sft' is neither a reward-model directory nor the name of an earlier rm stage (earlier rm stages: none)" \
+        in capsys.readouterr().err

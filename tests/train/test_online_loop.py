@@ -10,7 +10,7 @@ import torch
 from harness.config.spec import LoraSpec
 from harness.data.load import load_rows, take_fraction
 from harness.errors import DataError, HarnessError
-from harness.methods import grpo_token_losses, pair_preferences, token_logps
+from harness.methods import grpo_token_losses, pair_preferences
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
 from harness.train.loop import Callbacks
@@ -38,18 +38,21 @@ def test_split_is_even_and_keeps_order():
     assert split([5, 1], 4) == [[5], [1]]
 
 
-def test_completion_logps_equal_each_row_alone(micro):
-    """Left-padded prompts and right-padded completions give every row the log-probs it has unpadded."""
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_completion_logps_equal_each_row_alone(micro, temperature):
+    """Left-padded prompts and right-padded completions give every row the log-probs it has unpadded,
+    under the sampling temperature (logits / T, the distribution the completions were drawn from)."""
     path, tok = micro
     model = load_model(path, torch.float64).eval()
     prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
     completions = [[20, 21], [22, 23, 24, 25], [tok.eos_token_id]]
     batch = sequence_batch(prompts, completions, tok.pad_token_id)
     with torch.no_grad():
-        logps, logits = completion_logps(model, batch, with_logits=True)
+        logps, logits = completion_logps(model, batch, with_logits=True, temperature=temperature)
         for i, (p, c) in enumerate(zip(prompts, completions)):
             ids = torch.tensor([p + c])
-            alone = token_logps(model(input_ids=ids).logits, ids)[0, len(p) - 1:]
+            alone = torch.log_softmax(model(input_ids=ids).logits[0] / temperature, -1)
+            alone = alone[torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)]
             torch.testing.assert_close(logps[i, : len(c)], alone, rtol=1e-10, atol=1e-10)
             assert torch.all(logps[i, len(c):] == 0)
     assert batch.completion_mask.sum(-1).tolist() == [2, 4, 1]
@@ -449,3 +452,57 @@ def test_under_lora_a_separate_value_model_trains_its_own_adapter_and_head_only(
     trained = [n for n, p in critic.model.named_parameters() if p.requires_grad]
     assert trained and all("lora_" in n or "score" in n for n in trained)
     assert any("score" in n for n in trained)
+
+
+def test_spin_pairs_end_at_eos_and_a_sample_equal_to_the_data_response_ties(micro):
+    """The data response stops at its EOS, as a sampled completion does (ChatML's newline after the
+    end-of-turn token is never sampled), so a policy that reproduces it exactly makes a tie."""
+    from harness.train.rewards import DataResponseReward
+    from harness.train.rollout import with_data_responses
+
+    _, tok = micro
+    rows = take_fraction(load_rows("toy://arith-sft", "sft"), 0.002, 0)[:2]
+    prompts = encode_prompts(tok, rows, 64, None, "keep_end_of_prompt", 8, with_responses=True)
+    assert all(r[-1] == tok.eos_token_id and r.count(tok.eos_token_id) == 1 for r in prompts.responses)
+    assert prompts.stats["data/prefix_mismatch"] == 0
+    sampled = Samples([0, 1], prompts.ids, [list(prompts.responses[0]), [tok.eos_token_id]], ["", ""], [False, False])
+    pairs = with_data_responses(sampled, prompts.responses, tok)
+    rewards = DataResponseReward(prompts).score([prompts.rows[i] for i in pairs.prompt_index], None,
+                                                pairs.completion_ids, pairs.texts)
+    assert pair_preferences(rewards).tolist() == [0.0, 0.0, -1.0, 1.0]  # a tie, then the data's response chosen
+
+
+def test_a_reward_model_scores_a_finished_chat_completion_as_it_was_trained(micro, tmp_path):
+    """An rm stage trains on ChatML responses that end with the end-of-turn token and its newline; a
+    sampled completion stops at the end-of-turn token, so the newline is put back before scoring."""
+    from harness.data.load import Row
+    from harness.train.reward_model import load_reward_model, score_responses
+    from harness.train.rewards import ModelReward, end_of_turn_suffix
+
+    path, tok = micro
+    rm = load_reward_model(path, tok.pad_token_id, pooling="last")
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    assert [tok.decode([i]) for i in end_of_turn_suffix(tok)] == ["\n"]
+    reward = ModelReward(str(tmp_path / "rm"), tok, "method.reward.model")
+    chat = Row("p", 1, {"prompt": [{"role": "user", "content": "What is 2+2?"}]})
+    text = Row("p", 2, {"prompt": "What is 2+2?"})
+    prompt, done, cut = [5, 6, 7], [23, tok.eos_token_id], [23, 24]
+    got = reward.score([chat, chat, text], [prompt] * 3, [done, cut, done], None)
+    want = score_responses(reward.model, [prompt] * 3, [done + end_of_turn_suffix(tok), cut, done], tok.pad_token_id,
+                           reward.model.device)
+    torch.testing.assert_close(got, want)
+    assert got[0] != score_responses(reward.model, [prompt], [done], tok.pad_token_id, reward.model.device)[0]
+
+
+def test_the_schedule_spans_the_steps_that_run_when_minibatches_outnumber_the_pairs(micro):
+    """online-dpo with 2 prompts (2 pairs) and minibatches 16 runs 2 steps a rollout; a cosine schedule
+    sized for those steps ends at 0 (sized for 16 it would end near the peak)."""
+    path, tok = micro
+    method = METHODS["online-dpo"]
+    params = {**method.params, "max_new_tokens": 4, "reward": {"verifier": "arith"}, "minibatches": 16}
+    cfg = TrainConfig(lr=1e-3, batch_size=2, max_steps=2, shuffle=False, scheduler="cosine", warmup_ratio=0.0)
+    trainer = OnlineTrainer(load_model(path), tok, method, params, _prompts(tok, n=2), cfg, VerifierReward("arith"),
+                            load_model(path).eval(), Callbacks(progress=False))
+    trainer.train()
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
