@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from world import build_world  # benchmarks/world.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -93,30 +95,6 @@ def run_harness(model_dir: str, data: str, args) -> dict:
     return _result("harness", n, start, cpu_start)
 
 
-def build_world(out: Path, args) -> tuple[str, str]:
-    """A random Llama-style model with the toy tokenizer, and ``--pairs`` toy arithmetic pairs."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from harness.data.load import load_rows
-    from harness.toy import toy_model_path
-    from harness.train.models import load_tokenizer
-
-    tok = load_tokenizer(str(toy_model_path("micro", out / "cache")))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    model_dir = out / "model"
-    LlamaForCausalLM(config).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    rows = load_rows("toy://arith-pairs", "pairs")[: args.pairs]
-    data = out / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r.data) + "\n" for r in rows))
-    return str(model_dir), str(data)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=256)
@@ -133,7 +111,7 @@ def main() -> None:
         print(json.dumps(fn(args.model_dir, args.data, args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, data = build_world(Path(tmp), args)
+        model_dir, data = build_world(Path(tmp), args.hidden, args.layers, "toy://arith-pairs", "pairs", args.pairs)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         results = {}
         for tool in ("trl", "harness"):

@@ -50,6 +50,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from world import build_world  # benchmarks/world.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-6  # both tools' GRPO default
 MAX_PROMPT_LENGTH = 64
@@ -126,30 +128,6 @@ def run_harness(args) -> None:
     code = main(["train", args.spec])
     _stamp(started=STARTED, imported=imported, trained=time.time(), exit_code=code)
     sys.exit(code)
-
-
-def build_world(out: Path, args) -> tuple[str, str]:
-    """A random Llama-style model with the toy tokenizer, and prompts-per-step * steps arith prompt rows."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from harness.data.load import load_rows
-    from harness.toy import toy_model_path
-    from harness.train.models import load_tokenizer
-
-    tok = load_tokenizer(str(toy_model_path("micro", out / "cache")))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    model_dir = out / "model"
-    LlamaForCausalLM(config).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    rows = load_rows("toy://arith-prompts", "eval")[: args.prompts_per_step * args.steps]
-    data = out / "prompts.jsonl"
-    data.write_text("".join(json.dumps(r.data) + "\n" for r in rows))
-    return str(model_dir), str(data)
 
 
 def run_child(tool: str, argv: list[str], env: dict) -> dict:
@@ -231,7 +209,7 @@ def main() -> None:
         return
     print(json.dumps({k: v for k, v in vars(args).items() if k not in ("child", "model_dir", "data", "spec")}))
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, data = build_world(Path(tmp), args)
+        model_dir, data = build_world(Path(tmp), args.hidden, args.layers, "toy://arith-prompts", "eval", args.prompts_per_step * args.steps)
         results_dir = Path(tmp) / "results"
         spec = Path(tmp) / "grpo-bench.yaml"  # JSON, which is YAML
         spec.write_text(json.dumps(harness_spec(args, model_dir, data, str(results_dir))))
