@@ -217,11 +217,17 @@ def axes_and_levels(trials: pd.DataFrame, spec: dict | None) -> dict[str, list[s
             if len(levels) > 1:
                 out[col] = levels
         return out
-    for col in (c for c in trials.columns if c.startswith("params.") and not c.endswith("train.seed")):
+    for col in (c for c in trials.columns if c.startswith("params.") and not is_seed_param(c)):
         present = sorted(set(trials[col].dropna()))
         if len(present) > 1:
             out[col] = sorted(present, key=_numeric_key)
     return out
+
+
+def is_seed_param(col: str) -> bool:
+    """Whether a param column is the seed: ``train.seed``, or a stage's copy of it (``stages.sft.train.seed``:
+    ``seeds`` writes the trial's seed into every stage)."""
+    return col == SEED_PARAM or (col.startswith("params.stages.") and col.endswith(".train.seed"))
 
 
 def config_axes(trials: pd.DataFrame, axes: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -234,7 +240,7 @@ def config_axes(trials: pd.DataFrame, axes: dict[str, list[str]]) -> dict[str, l
     becomes one more axis, so those runs are other rows of other tables (named
     by what differs in the table title), never extra seeds of a level.
     """
-    params = [c for c in trials.columns if c.startswith("params.") and c != SEED_PARAM and c not in axes
+    params = [c for c in trials.columns if c.startswith("params.") and not is_seed_param(c) and c not in axes
               and not c[len("params."):].startswith(NOT_CONFIG)]
     keys = list(axes)
     groups = trials.groupby([trials[k].fillna("") for k in keys], dropna=False) if keys else [(None, trials)]

@@ -103,3 +103,19 @@ def test_where_a_run_was_logged_does_not_split_a_level():
     assert config_axes(trials, {"params.method.beta": ["0.1"]}) == {}
     trials.loc[1, "params.train.max_steps"] = "30"
     assert config_axes(trials, {"params.method.beta": ["0.1"]}) == {"params.train.max_steps": ["20", "30"]}
+
+
+def test_the_seed_copies_of_a_staged_trial_do_not_split_a_level():
+    """``seeds`` writes the seed into every stage (params stages.<name>.train.seed): those copies are the
+    seed, not configuration, so two seeds of a staged configuration stay one level."""
+    import pandas as pd
+
+    from harness.report.frame import config_axes
+
+    trials = pd.DataFrame({"params.stages.dpo.method.beta": ["0.1", "0.1"], "params.train.seed": ["0", "1"],
+                           "params.stages.sft.train.seed": ["0", "1"], "params.stages.dpo.train.seed": ["0", "1"],
+                           "params.stages.dpo.train.max_steps": ["40", "40"]})
+    assert config_axes(trials, {"params.stages.dpo.method.beta": ["0.1"]}) == {}
+    trials.loc[1, "params.stages.dpo.train.max_steps"] = "80"
+    assert config_axes(trials, {"params.stages.dpo.method.beta": ["0.1"]}) == {
+        "params.stages.dpo.train.max_steps": ["40", "80"]}
