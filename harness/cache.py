@@ -10,6 +10,7 @@ either the old entry or the new one, never half of one.  Every cache is safe to 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -63,6 +64,21 @@ def atomic_path(final: Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes on ``path`` (created if missing), held for the ``with`` block.
+
+    ``flock``: the kernel drops it when its holder dies, so a killed process never leaves a stale lock.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def writable_dir(path: Path, what: str) -> Path:
@@ -121,6 +137,11 @@ class StageCache:
     def mark_complete(self, key: str, meta: dict) -> None:
         with atomic_path(self.entry(key) / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta))
+
+    def lock(self, key: str):
+        """Held while a process trains entry ``key``: a parallel trial that needs the same stage waits,
+        then finds the entry complete instead of training it a second time."""
+        return file_lock(self.root / "stages" / f"{key}.lock")
 
 
 EVAL_CACHE_LAYOUT = 3  # bump when the files of an eval cache entry change
@@ -216,3 +237,8 @@ class ReferenceCache:
 
         with atomic_path(self.path(description)) as tmp:
             torch.save(stats, tmp)
+
+    def lock(self, description: Any):
+        """Held while one process computes the entry: a parallel trial that needs it waits, then loads it."""
+        path = self.path(description)
+        return file_lock(path.with_name(path.name + ".lock"))

@@ -115,8 +115,11 @@ def data_uris(stage: StageSpec) -> list[str]:
 
 def sweep_id(spec: Spec) -> str:
     """12 hex of the sha256 of the whole resolved spec (a default ``report`` section left out, so the
-    ``report.*`` keys added in December 2026 did not change the ids of existing sweeps)."""
+    ``report.*`` keys added in December 2026 did not change the ids of existing sweeps; ``resources``
+    always left out: where a sweep runs does not change what it computes, so a sweep moved to a
+    cluster resumes the same runs)."""
     dumped = spec.model_dump(mode="json")
+    del dumped["resources"]
     if dumped.get("report") == type(spec.report)().model_dump(mode="json"):
         del dumped["report"]
     return digest(dumped, 12)

@@ -56,6 +56,8 @@ NOTES = {
     "lora.rank": "LoRA rank; 0 trains every weight",
     "lora.dropout": "dropout on the LoRA adapter's input",
     "lora.target_modules": "the modules that get adapters (peft's names; all-linear for every linear layer)",
+    "resources.cpus_per_trial": "CPUs a trial asks of the executor (a Ray task's num_cpus; with the local "
+                                "executor the worker's thread count)",
     "eval.include_base": "also evaluate the starting model, as trial `base`",
     "eval.after": "evaluate after the final stage only, or after every stage",
     "eval.generation.max_new_tokens": "tokens generated per answer at most",
@@ -225,7 +227,7 @@ def markdown() -> str:
     lines = ["# Spec keys", "",
              "Generated from the spec's models by `python -m harness.config.keys`; a test keeps it current.",
              "Every key may also be set per stage under `stages[i]` (except `name`, `results_dir`, `model`,",
-             "`judge`, `ablate`, `seeds`, `tracking`), and from the command line with `--set KEY=VALUE`.", ""]
+             "`judge`, `ablate`, `seeds`, `tracking`, `resources`), and from the command line with `--set KEY=VALUE`.", ""]
     lines += _table(key_rows(Spec))
     lines += ["", "## Method parameters (`method.*`)", "",
               "Each method takes only its own keys; any other `method.*` key is an error.", ""]

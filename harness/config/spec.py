@@ -162,6 +162,14 @@ class TrackingSpec(_Model):
     artifact_root: str | None = Field(None, description="null: <results_dir>/artifacts")
 
 
+class ResourcesSpec(_Model):
+    """What one trial asks of the executor; where a sweep runs never changes what it computes
+    (left out of the sweep id and the trial ids)."""
+
+    gpus_per_trial: NonNegFloat | None = Field(None, description="null: 1 where CUDA is available, else 0")
+    cpus_per_trial: PosFloat = 1.0
+
+
 # ---- methods: one model per registry entry, typed from its defaults ----
 
 PARAM_TYPES: dict[str, Any] = {
@@ -242,10 +250,12 @@ def _param_type(method: str, key: str, default: Any) -> Any:
 def _method_model(name: str) -> type[BaseModel]:
     fields = {k: (_param_type(name, k, v), v) for k, v in METHODS[name].params.items()}
     title = "Method_" + name.replace("-", "_")
-    return create_model(title, __base__=_MethodBase, name=(Literal[name], ...), **fields)
+    return create_model(title, __base__=_MethodBase, name=(Literal[name], ...), __module__=__name__, **fields)
 
 
 METHOD_MODELS = {name: _method_model(name) for name in METHODS}
+# Module attributes under their own names, so that a spec pickles (a parallel sweep sends it to its workers).
+globals().update({model.__name__: model for model in METHOD_MODELS.values()})
 MethodSpec = Annotated[functools.reduce(operator.or_, METHOD_MODELS.values()), Field(discriminator="name")]
 
 
@@ -286,6 +296,7 @@ class Spec(_Model):
     seeds: Annotated[list[int], Field(min_length=1)] = Field([0], description="null/absent: [train.seed]")
     stages: list[StageConfig] | None = None
     tracking: TrackingSpec = TrackingSpec()
+    resources: ResourcesSpec = ResourcesSpec()
     report: ReportSpec = ReportSpec()
 
     _raw: dict = PrivateAttr(default_factory=dict)

@@ -21,13 +21,10 @@ def sweep(args) -> int:
     if args.dry_run:
         print("\n".join(dry_run_lines(trials)))
         return 0
-    if args.executor == "ray":
-        raise HarnessError("--executor ray: not available in this version; use --executor local")
-    if args.max_parallel > 1:
-        say("note: --max-parallel (one trial per GPU) is not available in this version; "
-            "trials run one at a time")
+    max_parallel = args.max_parallel if args.max_parallel is not None or args.executor == "ray" else 1
     try:
-        summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say)
+        summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say,
+                            executor=args.executor, max_parallel=max_parallel, ray_address=args.ray_address)
     except KeyboardInterrupt:
         return _interrupted(args, "sweep")
     return _finish(summary)
