@@ -272,6 +272,7 @@ class RayTasks:
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if ray.is_initialized():
             return self
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each worker line names its trial; merging them loses that
         try:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                      configure_logging=True, log_to_driver=True)

@@ -25,7 +25,7 @@ from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
 from harness.console import say
 from harness.errors import HarnessError, NonFiniteError
-from harness.eval.suite import Suite
+from harness.eval.suite import Suite, suite_options
 from harness.eval.suites import SUITES
 from harness.methods.registry import METHODS
 from harness.run.context import SweepContext, open_context
@@ -78,7 +78,8 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     summary = SweepSummary()
     try:
         with runner, worker_store(ctx, runner) as store_uri:
-            jobs = [TrialJob(ctx.spec, trial, ctx.trial_ids, store_uri, parent, ctx.force, os.getcwd(),
+            judge_url = ctx.judge.url() if runner.parallel and needs_judge(work) else None  # one for all workers
+            jobs = [TrialJob(ctx.spec, trial, ctx.trial_ids, store_uri, parent, ctx.force, os.getcwd(), judge_url,
                              threads=max(1, int(resources.cpus)) if runner.parallel else None)
                     for trial in work]
             bar = tqdm(total=len(jobs), desc="trials", disable=None if progress else True, unit="trial")
@@ -141,7 +142,7 @@ def run_job(job: TrialJob) -> str | None:
         torch.set_num_threads(job.threads)
     prefix = f"[{job.trial_id}] "
     ctx = open_context(job.spec, job.trial_ids, job.tracking_uri, job.force, False,
-                       lambda line: say(prefix + line))
+                       lambda line: say(prefix + line), job.judge_url)
     try:
         return _run_trial(ctx, job.parent_run, job.trial,
                           {"harness.worker_pid": str(os.getpid()), "harness.worker_host": socket.gethostname()})
@@ -183,6 +184,17 @@ def _mark_lost(ctx: SweepContext, trial_id: str, message: str) -> str:
                 ctx.tracker.set_status(run.info.run_id, "FAILED")
     ctx.echo(f"FAILED {trial_id}: {message}")
     return str(message)
+
+
+def needs_judge(work: list) -> bool:
+    """Whether some trial of the sweep calls the judge: a suite that is judged, or an online stage's reward."""
+    for trial in work:
+        for eval_cfg in [trial.spec.eval] + [stage.eval for stage in trial.stages]:
+            if any(SUITES[s].needs_judge(suite_options(eval_cfg, s)) for s in eval_cfg.suites):
+                return True
+        if any((stage.method.params.get("reward") or {}).get("judge") is not None for stage in trial.stages):
+            return True
+    return False
 
 
 def swept_suites(work: list) -> list[Suite]:
