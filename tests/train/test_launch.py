@@ -1,0 +1,109 @@
+"""``train.processes: N`` through the spec: one stage trained by N worker processes (harness.train.launch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from transformers import AutoModelForCausalLM
+
+from harness.cli import main
+from harness.config.spec import validate_spec
+from harness.errors import SpecError
+from harness.train.models import resolve_model_path
+
+# Everything but the batch layout is the same in both arms; a constant lr and no clipping, so the
+# updates are Adam's on the very gradients.
+COMMON = {"max_length": 64, "lr": 1e-3, "scheduler": "constant", "warmup_ratio": 0.0, "max_grad_norm": None,
+          "log_every": 1, "max_steps": 2}
+ONE = {**COMMON, "processes": 1, "batch_size": 4, "grad_accum": 2}
+TWO = {**COMMON, "processes": 2, "batch_size": 2, "grad_accum": 2}  # 2 per process: the same 8 per step
+
+
+def _stage_runs(client: MlflowClient, experiment: str) -> dict[tuple[int, str], object]:
+    """(processes, stage name) -> the stage's run."""
+    exp = client.get_experiment_by_name(experiment)
+    out = {}
+    for run in client.search_runs([exp.experiment_id], "tags.`harness.stage` != ''"):
+        trial = client.get_run(run.data.tags["mlflow.parentRunId"])
+        out[(int(trial.data.params["train.processes"]), run.data.tags["harness.stage"])] = run
+    return out
+
+
+def _history(client: MlflowClient, run) -> dict[str, list[tuple[int, float]]]:
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            for key in run.data.metrics}
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return {k: v.double() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+
+
+def _relative_gap(one: dict, two: dict, start: dict) -> float:
+    """||two - one|| / ||one - start|| over all weights: how far apart the two arms' updates are."""
+    gap = sum(float((two[k] - one[k]).square().sum()) for k in one)
+    moved = sum(float((one[k] - start[k]).square().sum()) for k in one)
+    assert moved > 0
+    return (gap / moved) ** 0.5
+
+
+def test_two_processes_train_sft_then_dpo_as_one(tmp_path, capsys):
+    """SFT then DPO (its reference pass in the workers), in 2 gloo processes of 2 examples per
+    micro-batch each, against 1 process of 4: the same effective batch (8 = 4 x 2 x 1 = 2 x 2 x 2),
+    logged as ``train.effective_batch_size``, the same metric keys and steps on each stage's run, the
+    same per-step losses, and the same trained weights up to float32 rounding (Adam's steps are
+    ~lr x sign(g), so a weight whose gradient is ~0 may differ by lr: the gap is measured against the
+    whole update).  A shard trained alone, or unsynchronized gradients, would be off by ~the update.
+    """
+    results = tmp_path / "results"
+    spec = {
+        "name": "procs", "results_dir": str(results), "model": "toy://micro", "data": {"fraction": 0.003},
+        "stages": [
+            {"name": "sft", "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"}},
+            {"name": "dpo", "method": {"name": "dpo"}, "data": {"train": "toy://arith-pairs"}},
+        ],
+        "ablate": {"train": [ONE, TWO]},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "stage sft in 2 processes (gloo)" in err and "stage dpo in 2 processes (gloo)" in err
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = _stage_runs(client, "procs")
+    assert sorted(runs) == [(1, "dpo"), (1, "sft"), (2, "dpo"), (2, "sft")]
+    for (_, stage), run in runs.items():
+        trial = client.get_run(run.data.tags["mlflow.parentRunId"])
+        assert trial.data.params["train.effective_batch_size"] == "8"
+    start = _weights(resolve_model_path("toy://micro", tmp_path))
+    checkpoints = {}
+    for meta_file in (results / "cache" / "stages").glob("*/meta.json"):
+        meta = json.loads(meta_file.read_text())
+        key = next(k for k, run in runs.items() if run.info.run_id == meta["run_id"])
+        checkpoints[key] = meta_file.parent / "model"
+    for stage in ("sft", "dpo"):
+        one, two = _history(client, runs[(1, stage)]), _history(client, runs[(2, stage)])
+        assert one.keys() == two.keys()
+        assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "train/optimizer_steps"} <= one.keys()
+        for key in one:
+            assert [s for s, _ in one[key]] == [s for s, _ in two[key]], key
+        assert [s for s, _ in one["train/loss"]] == [1, 2]
+        for key in ("train/loss", "train/tokens_seen") + (("train/rewards/margin",) if stage == "dpo" else ()):
+            assert [v for _, v in two[key]] == pytest.approx([v for _, v in one[key]], rel=1e-5, abs=1e-6), key
+        assert one["train/reference_passes"] == two["train/reference_passes"]
+        base = start if stage == "sft" else _weights(checkpoints[(1, "sft")])
+        gap = _relative_gap(_weights(checkpoints[(1, stage)]), _weights(checkpoints[(2, stage)]), base)
+        assert gap < 1e-3, stage
+
+
+@pytest.mark.parametrize("method", [{"name": "grpo", "reward": {"verifier": "arith"}}])
+def test_processes_are_for_offline_methods(method):
+    raw = {"name": "x", "model": "toy://micro", "method": method, "data": {"train": "toy://arith-prompts"},
+           "train": {"processes": 2}}
+    with pytest.raises(SpecError, match=r"train\.processes.*offline methods only.*grpo.*value seen: 2"):
+        validate_spec(raw)
+    raw["train"]["processes"] = 1
+    validate_spec(raw)
