@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.methods.registry import METHODS
 from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
-from harness.train.launch import launch_stage
+from harness.train.launch import check_devices, launch_stage
 from harness.train.loop import Callbacks, TrainResult, train, validation_fn
 from harness.train.models import (
     attach_lora,
@@ -134,9 +134,11 @@ def load_policy(stage, input_path: str, pad_id: int, dtype: torch.dtype):
 
 
 def check_hardware(stage) -> tuple[torch.dtype, str]:
-    """(weight dtype, mixed precision) for the stage on this machine; bf16, fp16 and QLoRA are refused on CPU."""
+    """(weight dtype, mixed precision) for the stage on this machine; bf16, fp16 and QLoRA are refused on CPU,
+    and more processes than visible GPUs on a GPU machine."""
     on_gpu = device().type == "cuda"
     quantization_config(stage.lora.quantize, on_gpu)
+    check_devices(stage.train.processes)
     return training_dtype(stage.train.precision, on_gpu)
 
 

@@ -11,8 +11,10 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from harness.cli import main
+from harness.config.grid import resolve_stages
 from harness.config.spec import validate_spec
-from harness.errors import SpecError
+from harness.errors import HarnessError, SpecError
+from harness.train.launch import launch_stage
 from harness.train.models import resolve_model_path
 
 # Everything but the batch layout is the same in both arms; a constant lr and no clipping, so the
@@ -107,3 +109,23 @@ def test_processes_are_for_offline_methods(method):
         validate_spec(raw)
     raw["train"]["processes"] = 1
     validate_spec(raw)
+
+
+def test_a_worker_failure_is_a_harness_error_with_its_last_lines(tmp_path):
+    """A worker that fails with a bug (here a tokenizer file that is not JSON) comes back as one
+    HarnessError naming the stage and carrying the worker's traceback; no job files are left."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    (broken / "tokenizer_config.json").write_text("{")
+    raw = {"name": "x", "model": str(broken), "method": {"name": "sft"}, "data": {"train": "toy://arith-sft"},
+           "train": {"processes": 2}}
+    (stage,) = resolve_stages(validate_spec(raw))
+    cache = tmp_path / "cache"
+    with pytest.raises(HarnessError) as caught:
+        launch_stage(stage, str(broken), "broken", cache, lambda metrics, step: None, False, progress=False)
+    message = str(caught.value)
+    assert message.startswith("stage main: training in 2 processes failed (exit code 1)")
+    assert "JSONDecodeError: Expecting property name enclosed in double quotes" in message
+    assert "load_tokenizer" in message  # the traceback's frames, not torchrun's summary
+    assert list(cache.iterdir()) == []
