@@ -13,7 +13,8 @@ micro-batch among them (``harness.train.loop``).
   ``result.json``; the parent loads and returns them, as ``train_stage`` does in one process.
 - A worker's failure comes back as a HarnessError: the worker's own one when it raised one,
   else the tail of the workers' output.  A stopped parent (an error, Ctrl-C, SIGTERM, SIGHUP)
-  stops the whole group; torchrun also gets SIGTERM when the parent dies (Linux), and stops its workers.
+  stops torchrun's process group, and torchrun its workers; on Linux torchrun also gets SIGTERM
+  when the parent dies (even by SIGKILL), and each worker when torchrun dies.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def run_workers(job: Path, n: int, log, log_text, progress: bool) -> tuple[int, 
                     relay(json.loads(line), log, log_text)
                 for line in output.read():
                     tail.append(line)
-                    if progress:
+                    if progress and line.strip():
                         say(line)
                 if done:
                     return proc.returncode, list(tail)
@@ -230,7 +231,8 @@ def event_writer(job: Path):
 
 def write_result(job: Path, result: TrainResult) -> None:
     (job / RESULT).write_text(json.dumps({"steps": result.steps, "tokens_seen": result.tokens_seen,
-                                          "wall_s": result.wall_s, "last_metrics": result.last_metrics}))
+                                          "wall_s": result.wall_s, "last_metrics": result.last_metrics},
+                                         default=float))
 
 
 def write_error(job: Path, rank: int, exc: BaseException) -> None:

@@ -8,7 +8,9 @@ process group from torchrun's environment (gloo on CPU, NCCL on GPU, one GPU per
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +21,15 @@ from harness.errors import HarnessError
 from harness.train.launch import MODEL, event_writer, read_job, write_error, write_result
 from harness.train.models import merged, save_checkpoint
 from harness.train.stages import train_offline_stage
+
+
+def die_with_torchrun() -> None:
+    """SIGTERM when torchrun dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG): torchrun starts each
+    worker in a session of its own, which stopping torchrun's group (``harness.procs.stop``) would miss."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # torchrun is already gone
+            sys.exit(1)
 
 
 def main(job_file: str) -> None:
@@ -44,6 +55,7 @@ def main(job_file: str) -> None:
 
 
 if __name__ == "__main__":
+    die_with_torchrun()
     try:
         main(sys.argv[1])
     except BaseException as exc:

@@ -14,8 +14,10 @@ from harness.cli import main
 from harness.config.grid import resolve_stages
 from harness.config.spec import validate_spec
 from harness.errors import HarnessError, SpecError
-from harness.train.launch import launch_stage
-from harness.train.models import resolve_model_path
+from harness.train.launch import MODEL, launch_stage, load_output, write_result
+from harness.train.loop import TrainResult
+from harness.train.models import load_tokenizer, resolve_model_path, save_checkpoint
+from harness.train.reward_model import load_reward_model
 
 # Everything but the batch layout is the same in both arms; a constant lr and no clipping, so the
 # updates are Adam's on the very gradients.
@@ -129,3 +131,26 @@ def test_a_worker_failure_is_a_harness_error_with_its_last_lines(tmp_path):
     assert "JSONDecodeError: Expecting property name enclosed in double quotes" in message
     assert "load_tokenizer" in message  # the traceback's frames, not torchrun's summary
     assert list(cache.iterdir()) == []
+
+
+def test_a_reward_model_comes_back_with_its_trained_head(tmp_path):
+    """An rm stage's output, as rank 0 saves it, loads in the parent as the same scorer: the head's
+    weights (not a fresh head), the pooling, plain fp32 weights in eval mode, and the result."""
+    path = str(resolve_model_path("toy://micro", tmp_path))
+    tok = load_tokenizer(path)
+    torch.manual_seed(3)
+    trained = load_reward_model(path, tok.pad_token_id, torch.float32, "last")
+    job = tmp_path / "job"
+    save_checkpoint(trained, tok, job / MODEL)
+    write_result(job, TrainResult(2, 40, 1.5, {"loss": 0.25}))
+    raw = {"name": "x", "model": "toy://micro", "method": {"name": "rm"}, "data": {"train": "toy://arith-pairs"},
+           "train": {"processes": 2}}
+    (stage,) = resolve_stages(validate_spec(raw))
+    torch.manual_seed(4)  # a fresh head would come from this seed
+    model, tokenizer, result = load_output(stage, job)
+    assert tokenizer.get_vocab() == tok.get_vocab()
+    assert result == TrainResult(2, 40, 1.5, {"loss": 0.25})
+    assert not model.training and model.config.harness_pooling == "last"
+    ids = torch.tensor([tok("1+1=2")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, trained.eval()(input_ids=ids).logits)
