@@ -57,8 +57,8 @@ def _relative_gap(one: dict, two: dict, start: dict) -> float:
 def test_two_processes_train_sft_then_dpo_as_one(tmp_path, capsys):
     """SFT then DPO (its reference pass in the workers), in 2 gloo processes of 2 examples per
     micro-batch each, against 1 process of 4: the same effective batch (8 = 4 x 2 x 1 = 2 x 2 x 2),
-    logged as ``train.effective_batch_size``, the same metric keys and steps on each stage's run, the
-    same per-step losses, and the same trained weights up to float32 rounding (Adam's steps are
+    logged as ``train.effective_batch_size``, the same metric keys and steps (and artifacts: DPO's
+    audit.json) on each stage's run, the same per-step losses, and the same trained weights up to float32 rounding (Adam's steps are
     ~lr x sign(g), so a weight whose gradient is ~0 may differ by lr: the gap is measured against the
     whole update).  A shard trained alone, or unsynchronized gradients, would be off by ~the update.
     """
@@ -98,6 +98,8 @@ def test_two_processes_train_sft_then_dpo_as_one(tmp_path, capsys):
         for key in ("train/loss", "train/tokens_seen") + (("train/rewards/margin",) if stage == "dpo" else ()):
             assert [v for _, v in two[key]] == pytest.approx([v for _, v in one[key]], rel=1e-5, abs=1e-6), key
         assert one["train/reference_passes"] == two["train/reference_passes"]
+        artifacts = [{a.path for a in client.list_artifacts(runs[(n, stage)].info.run_id)} for n in (1, 2)]
+        assert artifacts[0] == artifacts[1] and ("audit.json" in artifacts[0]) == (stage == "dpo")
         base = start if stage == "sft" else _weights(checkpoints[(1, "sft")])
         gap = _relative_gap(_weights(checkpoints[(1, stage)]), _weights(checkpoints[(2, stage)]), base)
         assert gap < 1e-3, stage
