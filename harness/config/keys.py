@@ -39,7 +39,7 @@ NOTES = {
     "data.filter.drop_identical_pairs": "drop pairs whose chosen and rejected are identical (counted)",
     "train.epochs": "passes over the training data (unless `max_steps` stops first)",
     "train.max_steps": "stop after this many optimizer steps",
-    "train.batch_size": "examples per micro-batch (pairs for preference methods)",
+    "train.batch_size": "examples per micro-batch in each process (pairs for preference methods)",
     "train.grad_accum": "micro-batches per optimizer step; the loss is normalized over the whole step",
     "train.max_length": "maximum tokens of prompt + response",
     "train.scheduler": "learning-rate schedule after warmup",
