@@ -9,6 +9,7 @@ process group from torchrun's environment (gloo on CPU, NCCL on GPU, one GPU per
 from __future__ import annotations
 
 import ctypes
+import datetime
 import os
 import signal
 import sys
@@ -35,7 +36,10 @@ def die_with_torchrun() -> None:
 def main(job_file: str) -> None:
     job_dir, (job, stage) = Path(job_file).parent, read_job(job_file)
     # The process group, and on a GPU this rank's device, before any model is placed on device().
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # Rank 0 alone runs the reference pass and the held-out evaluation while the others wait in a
+    # collective, which may take longer than the default 30 min; a worker that fails ends the others
+    # through torchrun, so the long timeout only waits, it hides no failure.
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(hours=24))
     if state.num_processes != stage.train.processes:  # e.g. an accelerate that ignored torchrun's environment
         raise HarnessError(f"train.processes: {stage.train.processes}, but accelerate sees {state.num_processes} "
                            "processes")
