@@ -39,7 +39,7 @@ NOTES = {
     "data.filter.drop_identical_pairs": "drop pairs whose chosen and rejected are identical (counted)",
     "train.epochs": "passes over the training data (unless `max_steps` stops first)",
     "train.max_steps": "stop after this many optimizer steps",
-    "train.batch_size": "examples per micro-batch (pairs for preference methods)",
+    "train.batch_size": "examples per micro-batch in each process (pairs for preference methods)",
     "train.grad_accum": "micro-batches per optimizer step; the loss is normalized over the whole step",
     "train.max_length": "maximum tokens of prompt + response",
     "train.scheduler": "learning-rate schedule after warmup",
@@ -52,6 +52,9 @@ NOTES = {
     "train.gradient_checkpointing": "recompute activations in the backward pass (less memory, more time)",
     "train.log_every": "log training metrics every N optimizer steps (and at the first and last)",
     "train.eval_every": "compute `val/*` metrics on `data.eval` every N steps (and at the end)",
+    "train.processes": "processes that train one stage together (offline methods; gloo on CPU, NCCL on GPU, one "
+                       "GPU each): each takes `batch_size` examples of every micro-batch, so the effective batch "
+                       "is batch_size x grad_accum x processes",
     "train.save": "final: save and cache the stage's checkpoint; none: keep no checkpoint",
     "lora.rank": "LoRA rank; 0 trains every weight",
     "lora.dropout": "dropout on the LoRA adapter's input",

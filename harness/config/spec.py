@@ -94,6 +94,7 @@ class TrainSpec(_Model):
     eval_every: PosInt | None = None
     save: Literal["final", "none"] = "final"
     disable_dropout: bool = Field(True, description="p = 0 in every torch.nn.Dropout of the policy, as TRL")
+    processes: PosInt = 1
 
 
 class LoraSpec(_Model):
@@ -435,6 +436,10 @@ def _stage_rules(
         out.append(Problem(f"{prefix}method.kl_target", f"adapts beta multiplicatively, so method.beta: 0 would "
                                                         f"stay 0; set beta > 0 or kl_target: null (value seen: "
                                                         f"{method.kl_target})"))
+    if batch is not None and batch.online and train.processes > 1:
+        out.append(Problem(f"{prefix}train.processes", f"several processes train offline methods only in this "
+                                                      f"version; {method.name} trains in one (value seen: "
+                                                      f"{train.processes})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:

@@ -301,7 +301,7 @@ def trial_params(trial) -> dict:
             params[key] = value
     if trial.stages:
         t = trial.stages[-1].train
-        params["train.effective_batch_size"] = t.batch_size * t.grad_accum  # x processes: one, here
+        params["train.effective_batch_size"] = t.batch_size * t.grad_accum * t.processes
     return params
 
 
