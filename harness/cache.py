@@ -141,7 +141,7 @@ class StageCache:
     def lock(self, key: str):
         """Held while a process trains entry ``key``: a parallel trial that needs the same stage waits,
         then finds the entry complete instead of training it a second time."""
-        return file_lock(self.root / "stages" / f"{key}.lock")
+        return file_lock(self.root / "locks" / f"stage-{key}.lock")
 
 
 EVAL_CACHE_LAYOUT = 3  # bump when the files of an eval cache entry change
@@ -240,5 +240,4 @@ class ReferenceCache:
 
     def lock(self, description: Any):
         """Held while one process computes the entry: a parallel trial that needs it waits, then loads it."""
-        path = self.path(description)
-        return file_lock(path.with_name(path.name + ".lock"))
+        return file_lock(self.root / "locks" / f"reflogps-{self.path(description).stem}.lock")
