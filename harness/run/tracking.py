@@ -84,7 +84,7 @@ def _whole(write):
     return whole
 
 
-def _create_sqlite_whole(uri: str) -> None:
+def create_sqlite_whole(uri: str) -> None:
     """Create a new sqlite store's tables in a temporary file, then link it into place.
 
     MLflow migrates a new store in many steps; a process killed in between left a file
@@ -120,7 +120,7 @@ class Tracker:
 
         _quiet_mlflow()  # after the import, which sets mlflow's own log level
 
-        _create_sqlite_whole(store.tracking_uri)
+        create_sqlite_whole(store.tracking_uri)
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)
 
