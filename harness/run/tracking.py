@@ -129,8 +129,17 @@ class Tracker:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
+        from mlflow.exceptions import MlflowException
+
         location = Path(self.store.artifact_root) / _safe(name)
-        return self.client.create_experiment(name, artifact_location=location.as_uri())
+        try:
+            return self.client.create_experiment(name, artifact_location=location.as_uri())
+        except MlflowException:
+            # Another writer (a parallel worker) created it between the look-up and here: use theirs.
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def find_run(self, experiment_id: str, tags: dict[str, str]):
         """The newest run of the experiment carrying all ``tags``, or None."""
