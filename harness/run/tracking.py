@@ -58,6 +58,10 @@ def resolve_store(cli_uri: str | None, spec_uri: str | None, spec_artifact_root:
 def _quiet_mlflow() -> None:
     import logging
 
+    # With an http(s) store MLflow prints "View run ... at: URL" to stdout when a run ends, which would break
+    # ``--format json`` (stdout carries only the JSON); the runs' URLs are in ``harness ls`` and the UI.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -93,6 +97,8 @@ def create_sqlite_whole(uri: str) -> None:
     """
     from mlflow.store.db.utils import _initialize_tables
     from sqlalchemy import create_engine
+
+    _quiet_mlflow()
 
     path = Path(uri.removeprefix("sqlite:///"))
     if not uri.startswith("sqlite:///") or path.exists():

@@ -19,6 +19,7 @@ An http(s) store is already a server: it is used as it is, and nothing is starte
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,15 @@ def server_command(store: Store, port: int) -> list[str]:
             "--workers", "1"]  # one writer is the point; more workers would each open the sqlite file
 
 
+def server_env() -> dict[str, str]:
+    """The server's environment: ours, without MLflow's job runner.
+
+    The runner (huey consumers, for GenAI evaluation jobs harness never submits) is two more
+    processes that start with the server and open its store: CPU at start-up and writers we do not need.
+    """
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextlib.contextmanager
 def sweep_server(store: Store, timeout_s: float = START_TIMEOUT_S) -> Iterator[Store]:
     """The store to log to while the block runs: an http server's URL on ``store``'s backend.
@@ -67,7 +77,7 @@ def sweep_server(store: Store, timeout_s: float = START_TIMEOUT_S) -> Iterator[S
     port = free_port(HOST)
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(server_command(store, port), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=server_env())
         try:
             url = f"http://{HOST}:{port}"
             _wait_healthy(proc, url, log, store, timeout_s)

@@ -1,6 +1,6 @@
 """``sweep_server``: one real ``mlflow server`` that parallel writers share, stopped with the sweep.
 
-Two writer processes log runs, metrics and artifacts through one server at the same time; nothing
+Two writer processes (a child and this one) log runs, metrics and artifacts through one server at the same time; nothing
 is lost, the sqlite file reads back everything they wrote (artifacts included, in the same artifact
 root), a run written directly to the file reads through the server, and no process of the server
 outlives the block.
@@ -25,27 +25,38 @@ from tests.run.test_ui import _processes_mentioning, _session
 ROOT = Path(__file__).resolve().parents[2]
 RUNS, STEPS = 4, 10
 
-# One writer: RUNS runs in the shared experiment, each with STEPS metric steps, a param and an artifact.
-WRITER = """
-import sys
-from harness.run.tracking import Store, Tracker
-name, url, root = sys.argv[1:4]
-tracker = Tracker(Store(url, root))
-exp = tracker.experiment("shared")
-for i in range(RUNS):
-    run = tracker.create_run(exp, f"{name}-{i}", {"writer": name})
-    tracker.log_params(run, {"i": i})
-    for step in range(1, STEPS + 1):
-        tracker.log_metrics(run, {"train/loss": step / 10, "train/lr": 0.1}, step)
-    tracker.log_text(run, f"{name} {i}", f"notes/{name}-{i}.txt")
-    tracker.set_status(run, "FINISHED")
-""".replace("RUNS", str(RUNS)).replace("STEPS", str(STEPS))
+def write(name: str, store: Store) -> None:
+    """One writer: RUNS runs in the shared experiment, each with STEPS metric steps, a param and an artifact."""
+    tracker = Tracker(store)
+    exp = tracker.experiment("shared")
+    for i in range(RUNS):
+        run = tracker.create_run(exp, f"{name}-{i}", {"writer": name})
+        tracker.log_params(run, {"i": i})
+        for step in range(1, STEPS + 1):
+            tracker.log_metrics(run, {"train/loss": step / 10, "train/lr": 0.1}, step)
+        tracker.log_text(run, f"{name} {i}", f"notes/{name}-{i}.txt")
+        tracker.set_status(run, "FINISHED")
 
 
 def _writer(name: str, store: Store) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, name, store.tracking_uri, store.artifact_root],
+    """``write`` in a child process."""
+    code = ("import sys; from harness.run.tracking import Store; from tests.run.test_tracking_server import write; "
+            "write(sys.argv[1], Store(*sys.argv[2:4]))")
+    return subprocess.Popen([sys.executable, "-c", code, name, store.tracking_uri, store.artifact_root],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_run(store: Store, name: str, child: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    client = MlflowClient(store.tracking_uri)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        exp = client.get_experiment_by_name("shared")
+        if exp and client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'"):
+            return
+        assert child.poll() is None, child.communicate()[0]
+        assert time.monotonic() < deadline, f"no run {name!r} in {timeout_s} s"
+        time.sleep(0.05)
 
 
 def _gone(pids: list[int], db: str, timeout_s: float = 15.0) -> bool:
@@ -55,6 +66,7 @@ def _gone(pids: list[int], db: str, timeout_s: float = 15.0) -> bool:
     return not _processes_mentioning(db) and not any(_session(pid) for pid in pids)
 
 
+@pytest.mark.slow  # a server and a second interpreter, ~10 CPU-s
 def test_two_writers_share_one_server_and_the_sqlite_file_reads_it_all(tmp_path):
     db = tmp_path / "uniq-store" / "mlflow.db"
     store = Store(f"sqlite:///{db}", str(tmp_path / "artifacts"))
@@ -66,9 +78,11 @@ def test_two_writers_share_one_server_and_the_sqlite_file_reads_it_all(tmp_path)
         [server] = _processes_mentioning(str(db))
         argv = (Path("/proc") / str(server) / "cmdline").read_bytes().decode().split("\0")
         assert argv[1:4] == ["-m", "mlflow", "server"] and argv[argv.index("--host") + 1] == "127.0.0.1"
-        writers = [_writer(name, served) for name in ("a", "b")]
-        outputs = [w.communicate(timeout=180)[0] for w in writers]
-        assert [w.returncode for w in writers] == [0, 0], outputs
+        child = _writer("a", served)
+        _wait_for_run(served, "a-0", child)
+        write("b", served)  # the second writer is this process, while the child writes (one interpreter less)
+        output = child.communicate(timeout=180)[0]
+        assert child.returncode == 0, output
         via_server = MlflowClient(served.tracking_uri)
         path = via_server.download_artifacts(before, "note.txt", str(tmp_path / "down"))
         assert Path(path).read_text() == "written directly"
@@ -78,6 +92,9 @@ def test_two_writers_share_one_server_and_the_sqlite_file_reads_it_all(tmp_path)
     assert exp.artifact_location == (Path(store.artifact_root) / "shared").as_uri()
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(f"{n}-{i}" for n in "ab" for i in range(RUNS))
+    started = {r.info.run_name: r.info.start_time for r in runs}
+    ended = {r.info.run_name: r.info.end_time for r in runs}
+    assert started["b-0"] < ended[f"a-{RUNS - 1}"], "the writers did not overlap"
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.params["i"] == run.info.run_name[2:]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
