@@ -74,8 +74,7 @@ def _usable_binaries(home: Path, as_owner: dict) -> Path:
             candidate = _copy_install(bin_dir, home) if copy else bin_dir
             try:
                 check = subprocess.run([str(candidate / "initdb"), "--version"], check=False, capture_output=True,
-                                       text=True,
-                                       **as_owner)
+                                       text=True, **as_owner)
             except OSError as exc:  # e.g. EACCES: the owner cannot reach the folder
                 tried.append(f"{candidate}: {exc}")
                 continue
@@ -107,6 +106,8 @@ def local_postgres(database: str = "mlflow", timeout_s: float = 60.0) -> Iterato
 
     The server runs in a process group of its own and is stopped, and its folder removed, at exit.
     """
+    if importlib.util.find_spec("psycopg") is None:
+        raise PostgresUnavailable("no psycopg (MLflow's PostgreSQL driver): pip install -e '.[dev]' installs it")
     as_owner = _runner()
     home = Path(tempfile.mkdtemp(prefix="harness-pg-"))
     proc = log = None
