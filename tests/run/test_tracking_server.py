@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError
 from harness.run.tracking import Store, Tracker
-from harness.run.tracking_server import server_command, sweep_server
+from harness.run.tracking_server import server_command, server_env, sweep_server
 from tests.run.test_ui import _processes_mentioning, _session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +125,4 @@ def test_the_server_command_binds_loopback_with_one_worker_and_the_artifact_root
     options = dict(zip(cmd[4::2], cmd[5::2]))
     assert options == {"--backend-store-uri": "sqlite:////x/mlflow.db", "--artifacts-destination": "/x/artifacts",
                        "--host": "127.0.0.1", "--port": "5123", "--workers": "1"}
+    assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no job runner: one writer, faster start
