@@ -109,7 +109,8 @@ def local_postgres(database: str = "mlflow", timeout_s: float = 60.0) -> Iterato
     if importlib.util.find_spec("psycopg") is None:
         raise PostgresUnavailable("no psycopg (MLflow's PostgreSQL driver): pip install -e '.[dev]' installs it")
     as_owner = _runner()
-    home = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+    # As root the folder's parents must be passable for ``nobody``: /tmp is, a private TMPDIR may not be.
+    home = Path(tempfile.mkdtemp(prefix="harness-pg-", dir="/tmp" if as_owner else None))
     proc = log = None
     try:
         if as_owner:
@@ -117,9 +118,11 @@ def local_postgres(database: str = "mlflow", timeout_s: float = 60.0) -> Iterato
             os.chown(home, pwd.getpwnam(UNPRIVILEGED).pw_uid, as_owner["group"])
         bin_dir = _usable_binaries(home, as_owner)
         data = home / "data"
-        subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                        "--no-locale", "--no-sync"], check=True, capture_output=True, text=True, timeout=120,
-                       **as_owner)
+        init = subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                               "-E", "UTF8", "--no-locale", "--no-sync"], check=False, capture_output=True, text=True,
+                              timeout=120, **as_owner)
+        if init.returncode != 0:
+            raise RuntimeError(f"{bin_dir / 'initdb'} failed ({init.returncode}):\n{init.stdout}{init.stderr}")
         port = free_port()
         log = (home / "postgres.log").open("w")
         proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(home),
