@@ -152,11 +152,13 @@ def run_job(job: TrialJob) -> str | None:
 
 @contextlib.contextmanager
 def worker_store(ctx: SweepContext, runner):
-    """The tracking URI the trials log to: the sweep's store, or, when several workers write at once to a
-    store on this machine (sqlite), one ``mlflow server`` over it for the sweep's duration."""
+    """The tracking URI the trials log to: the sweep's store, or, when several workers would write a sqlite
+    file at once, one ``mlflow server`` over it for the sweep's duration (``harness.run.tracking_server``).
+
+    A tracking server (http) or a database server (PostgreSQL, MySQL) takes several writers as it is.
+    """
     uri = ctx.tracker.store.tracking_uri
-    remote = uri.startswith(("http://", "https://"))
-    if not runner.parallel or remote:
+    if not runner.parallel or not uri.startswith("sqlite:"):
         yield uri
         return
     nodes = runner.nodes() if hasattr(runner, "nodes") else 1
@@ -166,7 +168,7 @@ def worker_store(ctx: SweepContext, runner):
     from harness.run.tracking_server import sweep_server
 
     with sweep_server(ctx.tracker.store) as store:
-        ctx.echo(f"tracking server for the workers: {store.tracking_uri} (over {uri})")
+        ctx.echo(f"tracking: the workers log through {store.tracking_uri} (mlflow server over {uri})")
         yield store.tracking_uri
 
 
