@@ -89,6 +89,8 @@ class TrainSpec(_Model):
     shuffle: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     packing: bool = False
+    pair_forward: Literal["auto", "shared_prompt", "padded"] = Field(
+        "auto", description="auto: shared_prompt where the attention takes a 4D mask (sdpa, eager), else padded")
     gradient_checkpointing: bool = False
     log_every: PosInt = 10
     eval_every: PosInt | None = None
