@@ -51,6 +51,25 @@ def time_step(model, batch: list, ref: torch.Tensor, pad_id: int, layout: str) -
     return elapsed
 
 
+def train_epoch(model_dir: str, data: str, args, layout: str) -> float:
+    """Seconds for one DPO epoch through ``train_stage`` (tokenization, reference pass, training)."""
+    from harness.config.grid import resolve_stages
+    from harness.config.spec import validate_spec
+    from harness.train.stages import train_stage
+
+    spec = validate_spec({
+        "name": "bench", "model": model_dir, "method": {"name": "dpo", "beta": 0.1},
+        "data": {"train": data, "filter": {"drop_identical_pairs": False}},
+        "train": {"batch_size": args.batch, "epochs": 1, "lr": 1e-5, "scheduler": "constant", "warmup_ratio": 0.0,
+                  "max_length": args.max_length, "log_every": 10**6, "save": "none", "pair_forward": layout},
+    })
+    (stage,) = resolve_stages(spec)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        train_stage(stage, model_dir, "bench-model", Path(cache), lambda metrics, step: None, True, progress=False)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=768)
@@ -60,12 +79,18 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--timed-batches", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs-timed", type=int, default=0,
+                        help="also time this many whole DPO epochs (train_stage) per layout, alternating")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, data = build_world(Path(tmp), args.hidden, args.layers, "toy://arith-pairs", "pairs", args.pairs)
         tok = load_tokenizer(model_dir)
         model = load_model(model_dir).train()
         examples = encode_pairs(tok, load_rows(data, "pairs"), args.max_length)[0]
+        epoch_s = dict.fromkeys(LAYOUTS, 0.0)
+        for run in range(args.epochs_timed):
+            for layout in LAYOUTS if run % 2 == 0 else LAYOUTS[::-1]:
+                epoch_s[layout] += train_epoch(model_dir, data, args, layout)
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)  # a shuffled epoch, as train.shuffle
     batches = [[examples[i] for i in order[s : s + args.batch]] for s in range(0, len(order), args.batch)]
@@ -95,6 +120,9 @@ def main() -> None:
                 seconds[layout] += time_step(model, batch, ref, tok.pad_token_id, layout)
     report["fwd_bwd_s"] = seconds
     report["time_ratio_shared_over_padded"] = seconds["shared_prompt"] / seconds["padded"]
+    if args.epochs_timed:
+        report["epoch_s"] = epoch_s
+        report["epoch_ratio_shared_over_padded"] = epoch_s["shared_prompt"] / epoch_s["padded"]
     report["computed_ratio_shared_over_padded"] = (totals["shared_prompt"]["computed"]
                                                    / totals["padded"]["computed"])
     print(json.dumps(report, indent=1))
