@@ -1,7 +1,8 @@
 """Forward passes: from encoded examples to a method's typed loss input and per-example loss numerators.
 
 The bridge between the loop and the pure losses: collate a micro-batch, run
-the model once (chosen and rejected concatenated into one forward pass),
+the model once (chosen and rejected in one forward pass: padded rows, or
+shared-prompt rows that compute each pair's prompt once, ``train.pair_forward``),
 gather log-probs into the batch kind's record (``harness.methods.batches``),
 and call the method's loss.  Also the no-grad passes that feed a loss: the
 reference statistics and the policy's log-probs of KTO's mismatched KL
@@ -90,9 +91,6 @@ def forward_sft(model, method: MethodEntry, params: dict, examples: list, inputs
     return numerators, metrics, int(batch["attention_mask"].sum())
 
 
-PAIR_LAYOUTS = ("auto", "shared_prompt", "padded")
-
-
 @dataclass
 class PairForward:
     """One forward pass over a pair batch, in the ``collate_pairs`` layout: rows 0..B-1 chosen, B..2B-1 rejected.
@@ -138,8 +136,8 @@ def pair_logps(model, examples: list, pad_id: int, device, layout: str = "auto")
 
     ``layout`` (``train.pair_forward``): padded runs the ``[2B, T]`` batch of ``collate_pairs``;
     shared_prompt runs each pair as one ``[prompt, chosen, rejected]`` segment of packed rows
-    (``harness.data.packing.pack_pairs``), computing the prompt once and no padding but the last
-    row's tail.  Both give the same per-token log-probs, in the padded layout.
+    (``harness.data.packing.pack_pairs``), computing the prompt once, with no padding but each
+    row's tail up to the longest row.  Both give the same per-token log-probs, in the padded layout.
     """
     batch = _to(collate_pairs(examples, pad_id), device)
     source = None
