@@ -49,6 +49,10 @@ NOTES = {
     "train.shuffle": "shuffle the examples each epoch",
     "train.precision": "auto: fp32 on CPU, bf16 autocast on GPU (fp32 master weights); bf16 and fp16 need a GPU",
     "train.packing": "SFT only: pack examples into rows of `max_length` tokens (per-example losses unchanged)",
+    "train.pair_forward": "preference pairs (dpo, ipo, hinge, robust, simpo, orpo): shared_prompt runs each pair as one "
+                          "row segment `[prompt, chosen, rejected]` (prompt computed once, rows packed, no padding; "
+                          "sdpa or eager attention); padded runs `[chosen; rejected]` padded rows; auto: "
+                          "shared_prompt where the attention takes a 4D mask, else padded; equal log-probs",
     "train.gradient_checkpointing": "recompute activations in the backward pass (less memory, more time)",
     "train.log_every": "log training metrics every N optimizer steps (and at the first and last)",
     "train.eval_every": "compute `val/*` metrics on `data.eval` every N steps (and at the end)",

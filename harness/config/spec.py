@@ -89,6 +89,8 @@ class TrainSpec(_Model):
     shuffle: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     packing: bool = False
+    pair_forward: Literal["auto", "shared_prompt", "padded"] = Field(
+        "auto", description="auto: shared_prompt where the attention takes a 4D mask (sdpa, eager), else padded")
     gradient_checkpointing: bool = False
     log_every: PosInt = 10
     eval_every: PosInt | None = None
@@ -442,6 +444,10 @@ def _stage_rules(
                                                       f"{train.processes})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
+    if train.pair_forward != "auto" and method is not None and not METHODS[method.name].batch.shared_prompt:
+        out.append(Problem(f"{prefix}train.pair_forward", f"only preference-pair methods (dpo, ipo, hinge, robust, "
+                                                          f"simpo, orpo) choose a pair layout (method: {method.name}, "
+                                                          f"value seen: {train.pair_forward}); leave it out"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:
         msg = (
             f"must be less than train.max_length ({train.max_length}) (value seen: {data.max_prompt_length})"

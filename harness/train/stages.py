@@ -174,6 +174,7 @@ def train_offline_stage(stage, input_path: str, input_key: str, cache_dir: Path,
     dtype, mixed = check_hardware(stage)
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
         params = {**params, "packing_capacity": stage.train.max_length}
+    params = {**params, "pair_forward": stage.train.pair_forward}  # not a method.* key either: forward_pairs's
     tokenizer = load_tokenizer(input_path)
     data = prepare_data(stage, tokenizer)
     log(data.stats, 0)
