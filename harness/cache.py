@@ -210,6 +210,10 @@ class EvalCache:
         with atomic_path(self._baseline_file(identity)) as tmp:
             tmp.write_text(_jsonl(rows))
 
+    def baseline_lock(self, identity: list):
+        """Held while one process generates the baseline: parallel trials that need it wait, then read it."""
+        return file_lock(self.root / "locks" / f"baseline-{self._baseline_file(identity).stem}.lock")
+
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceCache:
