@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,12 +50,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``final`` to write (a file or a directory); on success it
     replaces ``final``, on any error it is removed and ``final`` is left as it was.
 
-    The temporary name carries the process id, so two processes writing the same entry never
-    write into each other's files; the last rename wins, and both wrote the same content.
+    The temporary name carries the host name and the process id, so two processes writing the same
+    entry never write into each other's files, also from two nodes on a shared file system; the last
+    rename wins, and both wrote the same content.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+    tmp = final.with_name(f"{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
@@ -207,6 +209,10 @@ class EvalCache:
     def write_baseline(self, identity: list, rows: list[dict]) -> None:
         with atomic_path(self._baseline_file(identity)) as tmp:
             tmp.write_text(_jsonl(rows))
+
+    def baseline_lock(self, identity: list):
+        """Held while one process generates the baseline: parallel trials that need it wait, then read it."""
+        return file_lock(self.root / "locks" / f"baseline-{self._baseline_file(identity).stem}.lock")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,10 @@ def _interrupted(args, command: str) -> int:
     again = ["harness", command, args.spec] + [a for o in args.overrides for a in ("--set", o)]
     if args.tracking_uri:
         again += ["--tracking-uri", args.tracking_uri]
+    if getattr(args, "executor", "local") != "local":
+        again += ["--executor", args.executor] + (["--ray-address", args.ray_address] if args.ray_address else [])
+    if getattr(args, "max_parallel", None) is not None:
+        again += ["--max-parallel", str(args.max_parallel)]
     what = "finished trials are skipped, the interrupted one resumes" if command == "sweep" else "it trains again"
     say(f"interrupted; to resume: {shlex.join(again)} ({what})")
     return 130

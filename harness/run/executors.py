@@ -149,10 +149,6 @@ class LocalProcesses:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            for worker in self._workers:
-                if worker.job is not None and worker.proc.poll() is None:
-                    os.kill(worker.proc.pid, signal.SIGINT)  # the worker marks its run KILLED, then exits
         for worker in self._workers:
             with contextlib.suppress(OSError):
                 worker.proc.stdin.close()  # no more jobs: an idle worker exits
@@ -171,6 +167,22 @@ class LocalProcesses:
         return math.ceil(self.resources.gpus)  # a local worker gets whole devices
 
     def run(self, jobs: list[TrialJob]) -> Iterator[tuple[str, str | None]]:
+        try:
+            yield from self._run(jobs)
+        except BaseException:  # Ctrl-C: while the tracking server still runs, each busy worker marks its run
+            self._interrupt_busy()
+            raise
+
+    def _interrupt_busy(self) -> None:
+        busy = [w for w in self._workers if w.job is not None and w.proc.poll() is None]
+        for worker in busy:
+            os.kill(worker.proc.pid, signal.SIGINT)  # the worker marks its run KILLED, then exits
+        deadline = time.monotonic() + 30
+        for worker in busy:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+
+    def _run(self, jobs: list[TrialJob]) -> Iterator[tuple[str, str | None]]:
         pending = list(jobs)
         while pending or any(w.job is not None for w in self._workers):
             while pending:

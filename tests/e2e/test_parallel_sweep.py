@@ -133,13 +133,16 @@ def test_ray_gives_the_sequential_run_tree(tmp_path, sequential):
     assert set(run_tree(tmp_path)) == set(sequential)
 
 
+KILL_STEPS = 30
+
+
 def _kill_spec(tmp_path: Path) -> Path:
     spec = {
         "name": "kill", "results_dir": str(tmp_path / "results"), "model": "toy://micro",
         "method": {"name": "sft"}, "data": {"train": "toy://arith-sft", "fraction": 0.02},
-        "train": {"batch_size": 4, "max_length": 64, "max_steps": 40, "log_every": 1, "lr": 1.0e-3},
+        "train": {"batch_size": 4, "max_length": 64, "max_steps": KILL_STEPS, "log_every": 1, "lr": 1.0e-3},
         "eval": {"suites": []},
-        "ablate": {"train.lr": [1.0e-3, 2.0e-3, 3.0e-3]},
+        "ablate": {"train.lr": [1.0e-3, 2.0e-3]},
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -185,7 +188,7 @@ def test_a_killed_ray_worker_costs_only_its_trial(tmp_path):
     assert code == 1, output  # one trial failed, the sweep went on
     runs = {r.data.tags["harness.trial_id"]: r for r in client.search_runs(
         [client.get_experiment_by_name("kill").experiment_id]) if "harness.trial_id" in r.data.tags}
-    assert len(runs) == 3
+    assert len(runs) == 2
     assert runs[killed].info.status in ("FAILED", "RUNNING"), output
     assert all(r.info.status == "FINISHED" for t, r in runs.items() if t != killed), output
     assert f"FAILED {killed}" in output
@@ -200,7 +203,45 @@ def test_a_killed_ray_worker_costs_only_its_trial(tmp_path):
     assert summary.ran == [killed] and sorted(summary.skipped) == sorted(t for t in runs if t != killed)
     after = [r for r in client.search_runs([client.get_experiment_by_name("kill").experiment_id])
              if "harness.trial_id" in r.data.tags]
-    assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after)
+    assert len(after) == 2 and all(r.info.status == "FINISHED" for r in after)
     resumed = next(r for r in after if r.data.tags["harness.trial_id"] == killed)
     # It trained again from step 1, in a fresh run in place of the killed one's (one metric series).
-    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")] == list(range(1, 41))
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")] == list(range(1, KILL_STEPS + 1))
+
+
+@pytest.mark.slow  # a sweep of two local workers in a child process, interrupted: about 30 s
+def test_ctrl_c_reaches_every_worker_and_leaves_the_store_consistent(tmp_path):
+    spec = _kill_spec(tmp_path)
+    raw = yaml.safe_load(spec.read_text())
+    raw["train"]["max_steps"] = 100000  # still training when interrupted
+    spec.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(spec), "--max-parallel", "2"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    try:
+        deadline = time.monotonic() + 240
+        while sum("training sft" in line for line in lines) < 2:  # both workers are training
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    output = "".join(lines)
+    assert code == 130, output
+    assert "to resume: harness sweep" in output and "--max-parallel 2" in output
+    runs = client.search_runs([client.get_experiment_by_name("kill").experiment_id])
+    trials = [r for r in runs if "harness.trial_id" in r.data.tags]
+    statuses = {r.info.run_name: r.info.status for r in runs}
+    assert len(trials) == 2 and set(statuses.values()) == {"KILLED"}, (statuses, output)  # parent too
+    for run in trials:  # each worker marked its own run, then exited
+        pid = int(run.data.tags["harness.worker_pid"])
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
