@@ -1,7 +1,8 @@
 """Worker for test_train.py's two-process check: two optimizer steps, saved parameters and logged metrics.
 
-Run as ``python -m torch.distributed.run --nproc_per_node N tests/ddp_worker.py MODEL_DIR OUT METHOD``;
-accelerate picks up the process group (gloo on CPU) from the environment.  METHOD is ``sft``,
+Run as ``python -m torch.distributed.run --nproc_per_node N tests/ddp_worker.py MODEL_DIR OUT_DIR METHOD[,METHOD...]``;
+accelerate picks up the process group (gloo on CPU) from the environment; each METHOD's results go to
+OUT_DIR/METHOD.pt.  METHOD is ``sft``,
 ``kto`` (the step-wide KL estimate from the mismatched pairs of all micro-batches), ``iw-sft``
 (weights self-normalized over the whole step), ``rm`` (a reward model with a fresh scalar head and
 per-pair margins) or ``rm-lora`` (the same under a rank-4 LoRA adapter).
@@ -49,7 +50,13 @@ def rm_model(model_dir: str, tok, lora: bool):
     return attach_lora(model, 4, None, 0.0, "all-linear", "SEQ_CLS") if lora else model
 
 
-def main(model_dir: str, out: str, method: str = "sft") -> None:
+def main(model_dir: str, out_dir: str, methods: str = "sft") -> None:
+    """Each of the comma-separated ``methods`` in turn (one launch pays the start-up once), to OUT_DIR/METHOD.pt."""
+    for method in methods.split(","):
+        run(model_dir, f"{out_dir}/{method}.pt", method)
+
+
+def run(model_dir: str, out: str, method: str) -> None:
     tok = load_tokenizer(model_dir)
     cfg = TrainConfig(lr=1e-2, batch_size=3, grad_accum=3, max_steps=2, shuffle=False, scheduler="constant",
                       warmup_ratio=0.0, max_grad_norm=1e9, log_every=1)

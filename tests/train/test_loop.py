@@ -164,8 +164,35 @@ def test_stage_reference_equals_previous_checkpoint(tmp_path):
         assert abs(base_chosen - chosen) > 1e-3  # the SFT stage really changed the model
 
 
-@pytest.mark.parametrize("method", ["sft", "kto", "iw-sft", "rm", "rm-lora"])
-def test_two_gloo_processes_match_one_process(micro, tmp_path, method):
+GLOO_METHODS = ["sft", "kto", "iw-sft", "rm", "rm-lora"]
+
+
+@pytest.fixture(scope="module")
+def gloo_runs(micro, tmp_path_factory) -> dict:
+    """tests/ddp_worker.py as one process and as two (DDP over gloo), every method in one launch each."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    path, _ = micro
+    runs = {}
+    for procs in (1, 2):
+        out = tmp_path_factory.mktemp(f"gloo{procs}")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+        with socket.socket() as probe:  # a free port: a fixed one collides with concurrent test runs
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+               "--master_port", str(port), str(Path(__file__).parents[1] / "ddp_worker.py"), path, str(out),
+               ",".join(GLOO_METHODS)]
+        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+        runs[procs] = {method: torch.load(out / f"{method}.pt") for method in GLOO_METHODS}
+    return runs
+
+
+@pytest.mark.parametrize("method", GLOO_METHODS)
+def test_two_gloo_processes_match_one_process(gloo_runs, method):
     """The same loop as two CPU processes (DDP over gloo) gives the one-process update.
 
     7 examples, batch 3 x accumulation 3, two steps: micro-batches of 3, 3 and 1
@@ -177,23 +204,7 @@ def test_two_gloo_processes_match_one_process(micro, tmp_path, method):
     under a rank-4 LoRA adapter) the hidden states must come through DDP's (and peft's) own
     forward, so the gradients of the backbone and the head are synchronized.
     """
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    path, _ = micro
-    outputs = {}
-    for procs in (1, 2):
-        out = tmp_path / f"p{procs}.pt"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-        with socket.socket() as probe:  # a free port: a fixed one collides with concurrent test runs
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-               "--master_port", str(port), str(Path(__file__).parents[1] / "ddp_worker.py"), path, str(out), method]
-        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
-        outputs[procs] = torch.load(out)
+    outputs = {procs: gloo_runs[procs][method] for procs in (1, 2)}
     # accelerate's own view: two processes really shared the work (a torchrun launch that accelerate
     # ignores trains everything in each process and would match one process trivially)
     assert (outputs[1]["world"], outputs[2]["world"]) == (1, 2)
