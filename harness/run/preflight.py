@@ -38,7 +38,8 @@ def check_reward_model_stages(stages) -> None:
     for k, stage in enumerate(stages):
         if not METHODS[stage.method.name].batch.scalar_head:
             continue
-        if stage.eval.suites:
+        evaluated = k == len(stages) - 1 or stage.eval.after == "every_stage"  # eval.after: final skips the others
+        if stage.eval.suites and evaluated:
             raise HarnessError(f"stage {stage.name!r}: eval.suites {stage.eval.suites}: an rm stage trains a reward "
                                "model, which cannot generate; leave eval.suites empty (use data.eval for held-out "
                                "reward accuracy)")

@@ -153,6 +153,27 @@ def test_an_rm_stage_no_online_stage_uses_must_be_last(tmp_path, capsys):
     assert "an rm stage must be the last stage, or the reward source" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("after", ["final", "every_stage"])
+def test_top_level_eval_suites_reach_an_rm_stage_only_where_it_would_be_evaluated(tmp_path, after):
+    """Suites inherited by an rm stage before the online stage it rewards are never run on it with
+    ``eval.after: final`` (found writing experiments/ppo-hedged.yaml); with ``every_stage`` they would be."""
+    from harness.config.grid import expand_trials
+    from harness.data.load import fingerprint
+    from harness.errors import HarnessError
+    from harness.run.preflight import check_reward_model_stages
+
+    stages = [{"name": "rm", "method": {"name": "rm"}, "data": {"train": "toy://arith-pairs"}},
+              {"name": "rl", "method": {"name": "ppo", "reward": {"model": "rm"}},
+               "data": {"train": "toy://arith-prompts"}}]
+    spec = load_spec(_write(tmp_path, "rm-eval", stages=stages, eval={"suites": ["arith"], "after": after}))
+    (trial,) = expand_trials(spec, fingerprint)
+    if after == "final":
+        check_reward_model_stages(trial.stages)
+    else:
+        with pytest.raises(HarnessError, match="stage 'rm': eval.suites \\['arith'\\]: an rm stage .* cannot generate"):
+            check_reward_model_stages(trial.stages)
+
+
 def test_a_reward_model_that_is_neither_a_directory_nor_a_stage_is_named(tmp_path, capsys):
     spec = _write(tmp_path, "rm-missing", method={**GRPO, "reward": {"model": "rm"}},
                   data={"train": "toy://arith-prompts"})
