@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from harness import profile
 from harness.console import say
 from harness.errors import HarnessError
 
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in ("report", "ui", "ls"):  # these never load a model; importing transformers costs seconds
         _quiet_libraries()
     try:
-        return command(args.command)(args)
+        run = command(args.command)
+        profile.mark("imported")  # HARNESS_PROFILE: start-up and the command's imports end here
+        return run(args)
     except HarnessError as exc:
         if args.debug:
             raise

@@ -11,7 +11,7 @@ from harness.data.audit import audit_data, format_table, to_json
 from harness.data.load import fingerprint
 from harness.errors import HarnessError
 from harness.run.sweep import run_sweep
-from harness.train.models import tokenizer_only
+from harness.train.models import match_threads, tokenizer_only
 
 
 def sweep(args) -> int:
@@ -26,6 +26,7 @@ def sweep(args) -> int:
     if args.max_parallel > 1:
         say("note: --max-parallel (one trial per GPU) is not available in this version; "
             "trials run one at a time")
+    match_threads()
     try:
         summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say)
     except KeyboardInterrupt:
@@ -39,6 +40,7 @@ def train(args) -> int:
     if spec.ablate or len(spec.seeds) > 1:
         say(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
     trials = [single_trial(spec, fingerprint)]
+    match_threads()
     try:
         summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=say)
     except KeyboardInterrupt:

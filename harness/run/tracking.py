@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.procs import claim_port, stop
+from harness.profile import phase, timed
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -75,7 +77,8 @@ def _whole(write):
         held = []
         previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
         try:
-            return write(*args, **kwargs)
+            with phase("store"):
+                return write(*args, **kwargs)
         finally:
             signal.signal(signal.SIGINT, previous)
             if held:
@@ -90,31 +93,69 @@ def _create_sqlite_whole(uri: str) -> None:
     MLflow migrates a new store in many steps; a process killed in between left a file
     that every later open failed on ("table _alembic_tmp_experiments already exists").
     ``os.link`` fails if the store appeared meanwhile (another process made it): that one is kept.
+    The migrated empty store is copied from a per-MLflow-version template (``_schema_template``):
+    migrating takes seconds, copying milliseconds.
     """
-    from mlflow.store.db.utils import _initialize_tables
-    from sqlalchemy import create_engine
-
     path = Path(uri.removeprefix("sqlite:///"))
     if not uri.startswith("sqlite:///") or path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    template = _schema_template()
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".mlflow-new-", suffix=".db", delete=False) as f:
         tmp = Path(f.name)
     try:
-        engine = create_engine(f"sqlite:///{tmp}")
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        if template is not None:
+            shutil.copyfile(template, tmp)
+        else:
+            _migrate(tmp)
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _migrate(path: Path) -> None:
+    """MLflow's own table creation and migrations, on an empty sqlite file at ``path``."""
+    from mlflow.store.db.utils import _initialize_tables
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def _schema_template() -> Path | None:
+    """An empty store migrated by this MLflow version, made once per user (under ``user_cache_dir()``).
+
+    The schema is MLflow's alone (its migrations, fixed per version), so every new store can start as a
+    copy.  None where the cache cannot be written: the caller migrates in place, as before.
+    """
+    from harness.cache import user_cache_dir
+
+    try:
+        root = user_cache_dir() / "mlflow-schema"
+        template = root / f"mlflow-{metadata.version('mlflow')}.db"
+        if template.exists():
+            return template
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".new-", suffix=".db", delete=False) as f:
+            tmp = Path(f.name)
+        try:
+            _migrate(tmp)
+            os.replace(tmp, template)  # whole: a reader sees no template or a complete one
+        finally:
+            tmp.unlink(missing_ok=True)
+        return template
+    except (OSError, metadata.PackageNotFoundError):
+        return None
+
+
 class Tracker:
     """The run-tree operations harness needs, on an explicit ``MlflowClient``; writes are whole (``_whole``)."""
 
+    @timed("store")
     def __init__(self, store: Store):
         from mlflow.tracking import MlflowClient
 
@@ -124,6 +165,7 @@ class Tracker:
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)
 
+    @timed("store")
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created with an explicit artifact location."""
         exp = self.client.get_experiment_by_name(name)
@@ -132,6 +174,7 @@ class Tracker:
         location = Path(self.store.artifact_root) / _safe(name)
         return self.client.create_experiment(name, artifact_location=location.as_uri())
 
+    @timed("store")
     def find_run(self, experiment_id: str, tags: dict[str, str]):
         """The newest run of the experiment carrying all ``tags``, or None."""
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]

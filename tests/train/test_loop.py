@@ -276,3 +276,21 @@ def test_non_finite_gradient_stops_before_the_update(micro):
               ExampleSet(examples, tok.pad_token_id), cfg, Callbacks(progress=False))
     for a, b in zip(before, model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scheduler,hf_name", [("constant", "constant_with_warmup"), ("linear", "linear"),
+                                                ("cosine", "cosine")])
+def test_lr_schedule_matches_transformers(scheduler, hf_name):
+    """harness writes transformers' schedules out (importing them costs peft's start-up): the same lr, bit for bit."""
+    from transformers import get_scheduler
+
+    from harness.train.loop import lr_factor
+
+    for warmup, total in [(0, 16), (3, 17), (10, 10), (1, 1), (5, 100)]:
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([param], lr=1e-5)
+        theirs = get_scheduler(hf_name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        for step in range(total + 2):
+            assert theirs.get_last_lr()[0] == 1e-5 * lr_factor(step, scheduler, warmup, total)
+            optimizer.step()
+            theirs.step()
