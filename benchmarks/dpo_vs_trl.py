@@ -114,11 +114,11 @@ def harness_spec(args, model_dir: str, data: str, results: str, betas: list[floa
     return spec
 
 
-def run_child(tool: str, cmd: list[str], env: dict) -> dict:
+def run_child(tool: str, cmd: list[str], env: dict, cwd: Path = ROOT) -> dict:
     """Launch one child and wait for it: wall, CPU and peak RSS of its whole process, plus what it printed."""
     launched = time.time()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=ROOT)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         exited = time.time()
         code = os.waitstatus_to_exitcode(status)
@@ -163,19 +163,23 @@ def harness_losses(db: Path) -> dict[str, list[float]]:
     return out
 
 
-def harness_run(args, model_dir: str, data: str, betas: list[float], env: dict, tmp: Path, n: int) -> dict:
-    results = tmp / f"results-{n}"
-    spec = tmp / f"spec-{n}.yaml"  # JSON, which is YAML
+def harness_run(args, model_dir: str, data: str, betas: list[float], env: dict, tmp: Path, n: int,
+                root: Path = ROOT, tool: str = "harness") -> dict:
+    """``harness train`` (one β) or ``harness sweep`` (several) of the checkout at ``root``, in a fresh results_dir."""
+    results = tmp / f"results-{tool}-{n}"
+    spec = tmp / f"spec-{tool}-{n}.yaml"  # JSON, which is YAML
     spec.write_text(json.dumps(harness_spec(args, model_dir, data, str(results), betas)))
     command = "sweep" if len(betas) > 1 else "train"
-    r = run_child("harness", [sys.executable, "-m", "harness.cli", command, str(spec)],
-                  {**env, "HARNESS_PROFILE": "1"})
-    prof = json.loads(next(ln for ln in r["stderr"].splitlines() if ln.startswith("HARNESS_PROFILE "))[16:])
-    phases = prof["phases"]
-    out = {"tool": "harness", "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_mib": r["peak_mib"],
-           "startup_imports_s": prof["imported"] - r["launched"], **{f"{k}_s": v for k, v in phases.items()},
+    r = run_child(tool, [sys.executable, "-m", "harness.cli", command, str(spec)],
+                  {**env, "PYTHONPATH": str(root), "HARNESS_PROFILE": "1"}, cwd=root)
+    out = {"tool": tool, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_mib": r["peak_mib"],
            "losses": harness_losses(results / "mlflow.db")}
-    out["other_s"] = out["wall_s"] - out["startup_imports_s"] - sum(phases.values())
+    lines = [ln for ln in r["stderr"].splitlines() if ln.startswith("HARNESS_PROFILE ")]
+    if lines:  # a checkout from before HARNESS_PROFILE has no breakdown
+        prof = json.loads(lines[-1][16:])
+        out["startup_imports_s"] = prof["imported"] - r["launched"]
+        out.update({f"{k}_s": v for k, v in prof["phases"].items()})
+        out["other_s"] = out["wall_s"] - out["startup_imports_s"] - sum(prof["phases"].values())
     return out
 
 
@@ -193,27 +197,30 @@ ROWS = [("wall s (whole process)", "wall_s"), ("  start-up + imports", "startup_
         ("  TRL exit", "exit_s"), ("CPU s (whole process)", "cpu_s"), ("peak RSS MiB", "peak_mib")]
 
 
-def report(repeats: list[dict]) -> None:
-    print(f"\n{'measure':36s} {'TRL':>8s} {'harness':>8s}   (medians of {len(repeats)} repeats)")
+def report(repeats: list[dict], tools: list[str]) -> None:
+    print(f"\n{'measure':36s}" + "".join(f" {t:>14s}" for t in tools) + f"   (medians of {len(repeats)} repeats)")
     for label, key in ROWS:
-        trl = [r["trl"].get(key) for r in repeats]
-        ours = [r["harness"].get(key) for r in repeats]
-        a = statistics.median(trl) if None not in trl else None
-        b = statistics.median(ours) if None not in ours else None
-        fmt = "{:.0f}" if key == "peak_mib" else "{:.2f}"
-        print(f"{label:36s} {fmt.format(a) if a is not None else '':>8s} {fmt.format(b) if b is not None else '':>8s}")
-    speedups = [r["trl"]["wall_s"] / r["harness"]["wall_s"] for r in repeats]
-    cpu = [r["trl"]["cpu_s"] / r["harness"]["cpu_s"] for r in repeats]
-    mem = [r["harness"]["peak_mib"] / r["trl"]["peak_mib"] for r in repeats]
-    print("speed-up TRL wall / harness wall, per repeat: " + ", ".join(f"{s:.2f}" for s in speedups)
-          + f"  (median {statistics.median(speedups):.2f})")
-    print("CPU TRL / harness, per repeat: " + ", ".join(f"{s:.2f}" for s in cpu)
-          + f"  (median {statistics.median(cpu):.2f})")
-    print("peak RSS harness / TRL, per repeat: " + ", ".join(f"{s:.2f}" for s in mem))
-    losses = [r["losses"] for r in repeats]
-    print(f"losses: first step max |diff| {max(x['first_step_max_abs_diff'] for x in losses):.2e} "
-          f"(tolerance {FIRST_LOSS_TOL:.0e}); curve max |diff| {max(x['curve_max_abs_diff'] for x in losses):.2e}; "
-          f"steps per β {losses[0]['steps']}")
+        cells = []
+        for tool in tools:
+            values = [r[tool].get(key) for r in repeats]
+            value = statistics.median(values) if None not in values else None
+            fmt = "{:.0f}" if key == "peak_mib" else "{:.2f}"
+            cells.append(fmt.format(value) if value is not None else "")
+        print(f"{label:36s}" + "".join(f" {c:>14s}" for c in cells))
+    for tool in tools[1:]:
+        speedups = [r["trl"]["wall_s"] / r[tool]["wall_s"] for r in repeats]
+        cpu = [r["trl"]["cpu_s"] / r[tool]["cpu_s"] for r in repeats]
+        mem = [r[tool]["peak_mib"] / r["trl"]["peak_mib"] for r in repeats]
+        print(f"{tool}: speed-up TRL wall / its wall, per repeat: " + ", ".join(f"{s:.2f}" for s in speedups)
+              + f"  (median {statistics.median(speedups):.2f}); CPU TRL / its CPU: "
+              + ", ".join(f"{s:.2f}" for s in cpu) + f"  (median {statistics.median(cpu):.2f}); "
+              + "peak RSS / TRL's: " + ", ".join(f"{s:.2f}" for s in mem))
+        losses = [r[f"losses-{tool}"] for r in repeats]
+        print(f"{tool}: losses vs TRL: first step max |diff| "
+              f"{max(x['first_step_max_abs_diff'] for x in losses):.2e} (tolerance {FIRST_LOSS_TOL:.0e}); "
+              f"curve max |diff| {max(x['curve_max_abs_diff'] for x in losses):.2e}; steps per β {losses[0]['steps']}")
+        if max(x["first_step_max_abs_diff"] for x in losses) > FIRST_LOSS_TOL:
+            sys.exit(f"{tool}: first-step loss differs from TRL's by more than {FIRST_LOSS_TOL}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -228,6 +235,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--betas", default="0.05,0.1,0.2,0.5")
     parser.add_argument("--beta", type=float, default=0.1, help="the single run's β")
     parser.add_argument("--smoke", action="store_true", help="32 pairs, batch 8, a tiny model, one repeat")
+    parser.add_argument("--baseline-root", default=None, metavar="DIR",
+                        help="also run the harness of another checkout (e.g. `git worktree add DIR COMMIT`), "
+                             "interleaved with the others: before / after in one run")
     parser.add_argument("--child", choices=["trl"])
     parser.add_argument("--model-dir")
     parser.add_argument("--data")
@@ -250,18 +260,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model_dir, data = build_world(tmp, args.hidden, args.layers, "toy://arith-pairs", "pairs", args.pairs)
+        tools = ["trl", "harness"] + (["harness-baseline"] if args.baseline_root else [])
         for n in range(args.repeats):
             runs = {}
-            order = ("trl", "harness") if n % 2 == 0 else ("harness", "trl")
+            order = tools[n % len(tools):] + tools[:n % len(tools)]  # each tool takes its turn first
             for tool in order:
                 if tool == "trl":
                     runs["trl"] = trl_runs(args, model_dir, data, betas, env)
+                elif tool == "harness":
+                    runs[tool] = harness_run(args, model_dir, data, betas, env, tmp, n)
                 else:
-                    runs["harness"] = harness_run(args, model_dir, data, betas, env, tmp, n)
-            runs["losses"] = compare_losses(runs["trl"]["losses"], runs["harness"]["losses"])
-            print(json.dumps({t: {k: v for k, v in r.items() if k != "losses"} for t, r in runs.items()}))
+                    runs[tool] = harness_run(args, model_dir, data, betas, env, tmp, n,
+                                             Path(args.baseline_root).resolve(), tool)
+            for tool in tools[1:]:
+                runs[f"losses-{tool}"] = compare_losses(runs["trl"]["losses"], runs[tool]["losses"])
+            print(json.dumps({t: {k: v for k, v in r.items() if k != "losses"} for t, r in runs.items()}), flush=True)
             repeats.append(runs)
-    report(repeats)
+    report(repeats, tools)
 
 
 if __name__ == "__main__":
