@@ -64,3 +64,29 @@ def test_cli_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert json.loads(out) == []
+
+
+def test_cli_process_quick_exit_keeps_exit_code_atexit_and_metrics(tmp_path):
+    """``python -m harness.cli train`` (``run``: the quick exit) still runs atexit handlers (the profile line),
+    writes every queued metric, and exits with the command's code."""
+    import sqlite3
+
+    spec = {"name": "exit", "results_dir": str(tmp_path / "results"), "model": "toy://micro",
+            "method": {"name": "dpo", "beta": 0.1}, "data": {"train": "toy://arith-pairs", "fraction": 0.02},
+            "train": {"batch_size": 4, "max_length": 64, "max_steps": 3, "log_every": 1, "save": "none"},
+            "eval": {"suites": []}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HARNESS_PROFILE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("HARNESS_PROFILE "))
+    assert {"store", "data", "model", "reference", "training"} <= set(json.loads(line[16:])["phases"])
+    with sqlite3.connect(tmp_path / "results" / "mlflow.db") as db:
+        steps = [s for (s,) in db.execute("SELECT step FROM metrics WHERE key = 'train/loss' ORDER BY step")]
+    assert steps == [1, 2, 3]
+    bad = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(tmp_path / "missing.yaml")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,27 @@ def test_lr_schedule_matches_transformers(scheduler, hf_name):
             assert theirs.get_last_lr()[0] == 1e-5 * lr_factor(step, scheduler, warmup, total)
             optimizer.step()
             theirs.step()
+
+
+def test_models_load_with_sdpa_attention(tmp_path):
+    """transformers picks PyTorch's fused scaled_dot_product_attention for the models harness loads (issue 15)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    assert load_model(str(tmp_path)).config._attn_implementation == "sdpa"
+
+
+def test_threads_follow_cpu_affinity(monkeypatch):
+    from harness.train.models import match_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert match_threads() == len(os.sched_getaffinity(0))
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert match_threads() == 1  # an explicit OMP_NUM_THREADS wins
+    finally:
+        torch.set_num_threads(before)
