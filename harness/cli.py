@@ -5,7 +5,8 @@ anything else prints one line and exits 1.  ``--debug`` shows tracebacks.
 
 The console script and ``python -m harness.cli`` enter through ``run``: after ``train`` and
 ``sweep`` it exits without the interpreter's module teardown (``quick_exit``), which takes
-a second or more once torch, transformers and MLflow are loaded.
+a second or more once torch, transformers and MLflow are loaded (not under a profiler or tracer,
+nor with ``HARNESS_FULL_EXIT=1``).
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ def run() -> None:
     """The console script's entry: ``main``, then ``quick_exit`` after the commands in ``QUICK_EXIT``."""
     argv = sys.argv[1:]
     code = main(argv)
-    if build_parser().parse_args(argv).command in QUICK_EXIT and not os.environ.get("HARNESS_FULL_EXIT"):
+    # A profiler or tracer (cProfile, coverage) writes its data after main returns: exit the long way then.
+    traced = sys.getprofile() is not None or sys.gettrace() is not None
+    if build_parser().parse_args(argv).command in QUICK_EXIT and not os.environ.get("HARNESS_FULL_EXIT") and not traced:
         quick_exit(code)
     sys.exit(code)
 
