@@ -10,10 +10,12 @@ either the old entry or the new one, never half of one.  Every cache is safe to 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,12 +59,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of ``final`` to write (a file or a directory); on success it
     replaces ``final``, on any error it is removed and ``final`` is left as it was.
 
-    The temporary name carries the process id, so two processes writing the same entry never
-    write into each other's files; the last rename wins, and both wrote the same content.
+    The temporary name carries the host name and the process id, so two processes writing the same
+    entry never write into each other's files, also from two nodes on a shared file system; the last
+    rename wins, and both wrote the same content.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+    tmp = final.with_name(f"{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
@@ -72,6 +75,21 @@ def atomic_path(final: Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes on ``path`` (created if missing), held for the ``with`` block.
+
+    ``flock``: the kernel drops it when its holder dies, so a killed process never leaves a stale lock.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def writable_dir(path: Path, what: str) -> Path:
@@ -130,6 +148,11 @@ class StageCache:
     def mark_complete(self, key: str, meta: dict) -> None:
         with atomic_path(self.entry(key) / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta))
+
+    def lock(self, key: str):
+        """Held while a process trains entry ``key``: a parallel trial that needs the same stage waits,
+        then finds the entry complete instead of training it a second time."""
+        return file_lock(self.root / "locks" / f"stage-{key}.lock")
 
 
 EVAL_CACHE_LAYOUT = 3  # bump when the files of an eval cache entry change
@@ -196,6 +219,10 @@ class EvalCache:
         with atomic_path(self._baseline_file(identity)) as tmp:
             tmp.write_text(_jsonl(rows))
 
+    def baseline_lock(self, identity: list):
+        """Held while one process generates the baseline: parallel trials that need it wait, then read it."""
+        return file_lock(self.root / "locks" / f"baseline-{self._baseline_file(identity).stem}.lock")
+
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceCache:
@@ -225,3 +252,7 @@ class ReferenceCache:
 
         with atomic_path(self.path(description)) as tmp:
             torch.save(stats, tmp)
+
+    def lock(self, description: Any):
+        """Held while one process computes the entry: a parallel trial that needs it waits, then loads it."""
+        return file_lock(self.root / "locks" / f"reflogps-{self.path(description).stem}.lock")

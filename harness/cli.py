@@ -18,11 +18,10 @@ import importlib
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 
 from harness import profile
-from harness.console import say
+from harness.console import quiet_libraries, say
 from harness.errors import HarnessError
 
 
@@ -41,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--dry-run", action="store_true", help="list the trials and stop")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--executor", choices=["local", "ray"], default="local")
-    p.add_argument("--max-parallel", type=int, default=1)
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: this machine (worker processes with --max-parallel > 1); ray: Ray tasks")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the Ray cluster (default: RAY_ADDRESS, else a local Ray instance for the sweep)")
+    p.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                   help="trials at once (default: 1 with local; with ray, as many as the cluster fits)")
     p.add_argument("--force", action="store_true", help="re-run finished trials")
     p.add_argument("--tracking-uri", default=None)
     _common(p)
@@ -152,16 +155,6 @@ def command(name: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _quiet_libraries() -> None:
-    """harness draws its own progress bars; transformers' per-load bars would drown them."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    # Deprecation notices between transformers and peft are not the user's to act on.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -170,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     # PYTORCH_CUDA_ALLOC_CONF wins.  Read at the first CUDA allocation, so setting it here is in time.
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if args.command not in ("report", "ui", "ls"):  # these never load a model; importing transformers costs seconds
-        _quiet_libraries()
+        quiet_libraries()
     try:
         run = command(args.command)
         profile.mark("imported")  # HARNESS_PROFILE: start-up and the command's imports end here

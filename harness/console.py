@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 from tqdm.auto import tqdm
 
@@ -56,3 +57,13 @@ class StepLines:
         text = self.line(step, loss)
         if text is not None:
             say(text)
+
+
+def quiet_libraries() -> None:
+    """harness draws its own progress bars; transformers' per-load bars would drown them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    # Deprecation notices between transformers and peft are not the user's to act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")

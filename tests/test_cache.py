@@ -48,3 +48,21 @@ def test_eval_cache_baselines_are_one_jsonl_file_per_identity(tmp_path):
     cache.write_baseline(identity, [{"id": "1", "output": "4"}])
     assert (tmp_path / "baselines" / "3fedf557dd1d8051.jsonl").is_file()
     assert cache.baseline(identity) == [{"id": "1", "output": "4"}]
+
+
+def test_atomic_writes_from_two_hosts_never_share_a_temporary(tmp_path, monkeypatch):
+    """On a shared file system two nodes may run processes with the same pid: the host name tells them apart."""
+    import os
+    import socket
+
+    from harness.cache import atomic_path
+
+    final = tmp_path / "entry.json"
+    seen = []
+    for host in ("node-a", "node-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        with atomic_path(final) as tmp:
+            seen.append(tmp.name)
+            tmp.write_text(host)
+    assert seen == [f"entry.json.tmp-node-a-{os.getpid()}", f"entry.json.tmp-node-b-{os.getpid()}"]
+    assert final.read_text() == "node-b" and sorted(p.name for p in tmp_path.iterdir()) == ["entry.json"]

@@ -114,17 +114,47 @@ def data_uris(stage: StageSpec) -> list[str]:
 
 
 def sweep_id(spec: Spec) -> str:
-    """12 hex of the sha256 of the whole resolved spec (a default ``report`` section left out, so the
-    ``report.*`` keys added in December 2026 did not change the ids of existing sweeps)."""
+    """12 hex of the sha256 of the whole resolved spec.
+
+    Left out: a default ``report`` section and the later train keys at their defaults
+    (``without_later_defaults``), so that keys added in December 2026 did not change the ids of
+    existing sweeps; and ``resources`` always, since where a sweep runs does not change what it
+    computes (a sweep moved to a cluster resumes the same runs)."""
     dumped = spec.model_dump(mode="json")
+    del dumped["resources"]
     if dumped.get("report") == type(spec.report)().model_dump(mode="json"):
         del dumped["report"]
+    without_later_defaults(dumped)
+    for stage in dumped.get("stages") or []:
+        without_later_defaults(stage)
     return digest(dumped, 12)
+
+
+# Train keys added after ids were first written, with the default that reproduces the earlier runs' meaning;
+# at that default a key changes no id or cache key, so existing sweeps keep their runs and cached stages.
+LATER_TRAIN_DEFAULTS = {
+    "processes": 1,  # N > 1 gives the one-process update up to float rounding, not bit for bit
+    "pair_forward": "auto",  # shared_prompt (auto's choice under sdpa/eager) equals padded up to float rounding
+}
+
+
+def without_later_defaults(config: dict) -> dict:
+    """``config`` (a spec or stage mapping) without the ``LATER_TRAIN_DEFAULTS`` keys at their default, in place.
+
+    Ids and cache keys hash configs; a key added in December 2026 at its default changes none of them.
+    Set to another value it is part of them, so that it can be an ablation axis.
+    """
+    train = config.get("train")
+    if isinstance(train, dict):
+        for key, default in LATER_TRAIN_DEFAULTS.items():
+            if train.get(key) == default:
+                del train[key]
+    return config
 
 
 def stage_key(stage: StageSpec, input_model_key: str, data_fingerprint: str) -> str:
     """16 hex naming a stage's trained output: its training config (no eval, no name), input and data."""
-    config = stage.to_dict(include_eval=False)
+    config = without_later_defaults(stage.to_dict(include_eval=False))
     del config["name"]  # two identical stages under different names train the same weights
     return digest({"stage": config, "input": input_model_key, "data": data_fingerprint}, 16)
 
@@ -175,7 +205,7 @@ def _trial_id(name: str, spec: Spec, stages: list[StageSpec], fingerprint: Calla
     uris = sorted({u for st in stages for u in data_uris(st)})
     payload = {
         "model": spec.model,
-        "stages": [st.to_dict() for st in stages],
+        "stages": [without_later_defaults(st.to_dict()) for st in stages],
         "judge": {k: getattr(spec.judge, k) for k in JUDGE_KEYS},
         "data": {u: fingerprint(u) for u in uris},
     }

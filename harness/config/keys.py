@@ -39,7 +39,7 @@ NOTES = {
     "data.filter.drop_identical_pairs": "drop pairs whose chosen and rejected are identical (counted)",
     "train.epochs": "passes over the training data (unless `max_steps` stops first)",
     "train.max_steps": "stop after this many optimizer steps",
-    "train.batch_size": "examples per micro-batch (pairs for preference methods)",
+    "train.batch_size": "examples per micro-batch in each process (pairs for preference methods)",
     "train.grad_accum": "micro-batches per optimizer step; the loss is normalized over the whole step",
     "train.max_length": "maximum tokens of prompt + response",
     "train.scheduler": "learning-rate schedule after warmup",
@@ -49,13 +49,22 @@ NOTES = {
     "train.shuffle": "shuffle the examples each epoch",
     "train.precision": "auto: fp32 on CPU, bf16 autocast on GPU (fp32 master weights); bf16 and fp16 need a GPU",
     "train.packing": "SFT only: pack examples into rows of `max_length` tokens (per-example losses unchanged)",
+    "train.pair_forward": "preference pairs (dpo, ipo, hinge, robust, simpo, orpo): shared_prompt runs each pair as one "
+                          "row segment `[prompt, chosen, rejected]` (prompt computed once, rows packed, no padding; "
+                          "sdpa or eager attention); padded runs `[chosen; rejected]` padded rows; auto: "
+                          "shared_prompt where the attention takes a 4D mask, else padded; equal log-probs",
     "train.gradient_checkpointing": "recompute activations in the backward pass (less memory, more time)",
     "train.log_every": "log training metrics every N optimizer steps (and at the first and last)",
     "train.eval_every": "compute `val/*` metrics on `data.eval` every N steps (and at the end)",
+    "train.processes": "processes that train one stage together (offline methods; gloo on CPU, NCCL on GPU, one "
+                       "GPU each): each takes `batch_size` examples of every micro-batch, so the effective batch "
+                       "is batch_size x grad_accum x processes",
     "train.save": "final: save and cache the stage's checkpoint; none: keep no checkpoint",
     "lora.rank": "LoRA rank; 0 trains every weight",
     "lora.dropout": "dropout on the LoRA adapter's input",
     "lora.target_modules": "the modules that get adapters (peft's names; all-linear for every linear layer)",
+    "resources.cpus_per_trial": "CPUs a trial asks of the executor (a Ray task's num_cpus; with the local "
+                                "executor the worker's thread count)",
     "eval.include_base": "also evaluate the starting model, as trial `base`",
     "eval.after": "evaluate after the final stage only, or after every stage",
     "eval.generation.max_new_tokens": "tokens generated per answer at most",
@@ -225,7 +234,7 @@ def markdown() -> str:
     lines = ["# Spec keys", "",
              "Generated from the spec's models by `python -m harness.config.keys`; a test keeps it current.",
              "Every key may also be set per stage under `stages[i]` (except `name`, `results_dir`, `model`,",
-             "`judge`, `ablate`, `seeds`, `tracking`), and from the command line with `--set KEY=VALUE`.", ""]
+             "`judge`, `ablate`, `seeds`, `tracking`, `resources`), and from the command line with `--set KEY=VALUE`.", ""]
     lines += _table(key_rows(Spec))
     lines += ["", "## Method parameters (`method.*`)", "",
               "Each method takes only its own keys; any other `method.*` key is an error.", ""]

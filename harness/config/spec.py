@@ -89,11 +89,14 @@ class TrainSpec(_Model):
     shuffle: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     packing: bool = False
+    pair_forward: Literal["auto", "shared_prompt", "padded"] = Field(
+        "auto", description="auto: shared_prompt where the attention takes a 4D mask (sdpa, eager), else padded")
     gradient_checkpointing: bool = False
     log_every: PosInt = 10
     eval_every: PosInt | None = None
     save: Literal["final", "none"] = "final"
     disable_dropout: bool = Field(True, description="p = 0 in every torch.nn.Dropout of the policy, as TRL")
+    processes: PosInt = 1
 
 
 class LoraSpec(_Model):
@@ -160,6 +163,14 @@ class ReportSpec(_Model):
 class TrackingSpec(_Model):
     uri: str | None = Field(None, description="null: sqlite:///<results_dir>/mlflow.db")
     artifact_root: str | None = Field(None, description="null: <results_dir>/artifacts")
+
+
+class ResourcesSpec(_Model):
+    """What one trial asks of the executor; where a sweep runs never changes what it computes
+    (left out of the sweep id and the trial ids)."""
+
+    gpus_per_trial: NonNegFloat | None = Field(None, description="null: 1 where CUDA is available, else 0")
+    cpus_per_trial: PosFloat = 1.0
 
 
 # ---- methods: one model per registry entry, typed from its defaults ----
@@ -242,10 +253,12 @@ def _param_type(method: str, key: str, default: Any) -> Any:
 def _method_model(name: str) -> type[BaseModel]:
     fields = {k: (_param_type(name, k, v), v) for k, v in METHODS[name].params.items()}
     title = "Method_" + name.replace("-", "_")
-    return create_model(title, __base__=_MethodBase, name=(Literal[name], ...), **fields)
+    return create_model(title, __base__=_MethodBase, name=(Literal[name], ...), __module__=__name__, **fields)
 
 
 METHOD_MODELS = {name: _method_model(name) for name in METHODS}
+# Module attributes under their own names, so that a spec pickles (a parallel sweep sends it to its workers).
+globals().update({model.__name__: model for model in METHOD_MODELS.values()})
 MethodSpec = Annotated[functools.reduce(operator.or_, METHOD_MODELS.values()), Field(discriminator="name")]
 
 
@@ -286,6 +299,7 @@ class Spec(_Model):
     seeds: Annotated[list[int], Field(min_length=1)] = Field([0], description="null/absent: [train.seed]")
     stages: list[StageConfig] | None = None
     tracking: TrackingSpec = TrackingSpec()
+    resources: ResourcesSpec = ResourcesSpec()
     report: ReportSpec = ReportSpec()
 
     _raw: dict = PrivateAttr(default_factory=dict)
@@ -424,8 +438,16 @@ def _stage_rules(
         out.append(Problem(f"{prefix}method.kl_target", f"adapts beta multiplicatively, so method.beta: 0 would "
                                                         f"stay 0; set beta > 0 or kl_target: null (value seen: "
                                                         f"{method.kl_target})"))
+    if batch is not None and batch.online and train.processes > 1:
+        out.append(Problem(f"{prefix}train.processes", f"several processes train offline methods only in this "
+                                                      f"version; {method.name} trains in one (value seen: "
+                                                      f"{train.processes})"))
     if train.packing and method is not None and not METHODS[method.name].batch.packable:
         out.append(Problem(f"{prefix}train.packing", f"only SFT-family methods pack (method: {method.name})"))
+    if train.pair_forward != "auto" and method is not None and not METHODS[method.name].batch.shared_prompt:
+        out.append(Problem(f"{prefix}train.pair_forward", f"only preference-pair methods (dpo, ipo, hinge, robust, "
+                                                          f"simpo, orpo) choose a pair layout (method: {method.name}, "
+                                                          f"value seen: {train.pair_forward}); leave it out"))
     if data.max_prompt_length is not None and data.max_prompt_length >= train.max_length:
         msg = (
             f"must be less than train.max_length ({train.max_length}) (value seen: {data.max_prompt_length})"

@@ -15,6 +15,14 @@ The logits are then scattered back to the unpacked ``[B, T, V]`` layout of
 ``collate_sft``, so every loss, mask and metric downstream is unchanged and a
 packed step computes exactly what the unpacked step does; ``batch_size``
 still counts examples.  Packing saves the padding of the model's forward pass.
+
+``train.pair_forward: shared_prompt`` uses the same machinery for preference
+pairs (``pack_pairs``): each pair is one segment ``[prompt, chosen, rejected]``
+whose rejected tokens attend to the prompt and to themselves but not to the
+chosen response, with position ids that continue from the prompt's end in both
+responses; segments are packed first-fit-decreasing into rows as long as the
+micro-batch's longest pair.  The prompt is computed once per pair instead of
+twice, and the padding of the ``[2B, T]`` layout is gone.
 """
 
 from __future__ import annotations
@@ -85,17 +93,21 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
     return ((same & real & causal) | eye)[:, None]
 
 
-def _attention_implementation(model) -> str:
+def attention_implementation(model) -> str:
     inner = getattr(model, "module", model)  # DDP wraps the model
     return getattr(inner.config, "_attn_implementation", None) or "eager"
 
 
-def mask_for(model, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The 4D mask in the form the model's attention takes: bool (sdpa) or additive (eager)."""
-    implementation = _attention_implementation(model)
+def mask_for(model, allowed: torch.Tensor, dtype: torch.dtype, key: str = "train.packing",
+             off: str = "false") -> torch.Tensor:
+    """The 4D mask in the form the model's attention takes: bool (sdpa) or additive (eager).
+
+    ``key: off`` is the setting an error message names to avoid the 4D mask.
+    """
+    implementation = attention_implementation(model)
     if implementation not in SUPPORTED:
-        raise HarnessError(f"train.packing: checked for {' and '.join(SUPPORTED)} attention only; "
-                           f"this model uses {implementation!r} (set train.packing: false)")
+        raise HarnessError(f"{key}: checked for {' and '.join(SUPPORTED)} attention only; "
+                           f"this model uses {implementation!r} (set {key}: {off})")
     if implementation == "sdpa":
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
@@ -116,3 +128,44 @@ def packed_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                    attention_mask=mask, use_cache=False).logits
     source = packed["source"].to(device)
     return logits[source[..., 0], source[..., 1]]
+
+
+def pack_pairs(pairs: list, pad_id: int) -> dict[str, torch.Tensor]:
+    """Shared-prompt rows of a pair batch: one segment ``prompt + chosen + rejected`` per pair.
+
+    Returns ``input_ids``, ``position_ids``, ``segments`` (pair number within its row, -1 on padding)
+    and ``parts`` (0 prompt, 1 chosen, 2 rejected, -1 padding), each ``[R, W]`` with W the longest
+    pair, and ``source`` ``[2B, T, 2]``: the packed (row, column) of each position of the
+    ``collate_pairs`` layout (rows 0..B-1 prompt + chosen, B..2B-1 prompt + rejected; padding -> (0, 0)).
+    """
+    segments_of = [p.prompt_ids + p.chosen_ids + p.rejected_ids for p in pairs]
+    layout = pack_rows([len(s) for s in segments_of], max((len(s) for s in segments_of), default=1))
+    width = max(sum(len(segments_of[i]) for i in row) for row in layout) if layout else 0
+    plain = max((len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs), default=0)
+    ids = torch.full((len(layout), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(layout), width), dtype=torch.long)
+    segments = torch.full((len(layout), width), -1, dtype=torch.long)
+    parts = torch.full((len(layout), width), -1, dtype=torch.long)
+    source = torch.zeros((2 * len(pairs), plain, 2), dtype=torch.long)
+    for r, row in enumerate(layout):
+        offset = 0
+        for k, i in enumerate(row):
+            n_p, n_c, n_r = (len(x) for x in (pairs[i].prompt_ids, pairs[i].chosen_ids, pairs[i].rejected_ids))
+            end = offset + n_p + n_c + n_r
+            ids[r, offset:end] = torch.tensor(segments_of[i], dtype=torch.long)
+            # Both responses continue from the prompt's end: rejected restarts at n_p.
+            positions[r, offset:end] = torch.cat([torch.arange(n_p + n_c), torch.arange(n_p, n_p + n_r)])
+            segments[r, offset:end] = k
+            parts[r, offset:end] = torch.tensor([0] * n_p + [1] * n_c + [2] * n_r)
+            source[i, : n_p + n_c, 0] = source[len(pairs) + i, : n_p + n_r, 0] = r
+            source[i, : n_p + n_c, 1] = torch.arange(offset, offset + n_p + n_c)
+            source[len(pairs) + i, : n_p + n_r, 1] = torch.cat([torch.arange(offset, offset + n_p),
+                                                               torch.arange(offset + n_p + n_c, end)])
+            offset = end
+    return {"input_ids": ids, "position_ids": positions, "segments": segments, "parts": parts, "source": source}
+
+
+def shared_prompt_mask(segments: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """``[R, 1, W, W]`` bool: ``block_causal_mask``, less rejected queries seeing chosen keys."""
+    crossing = (parts == 2)[:, :, None] & (parts == 1)[:, None, :]
+    return block_causal_mask(segments) & ~crossing[:, None]

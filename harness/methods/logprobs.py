@@ -49,6 +49,27 @@ def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     return target_logits - normalizers
 
 
+def packed_token_logps(logits: torch.Tensor, source: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``token_logps`` of a batch whose logits were computed on packed rows.
+
+    Args:
+        logits: [R, W, V] logits of the packed rows.
+        source: [B, T, 2] the packed (row, column) of each position of the unpacked batch.
+        input_ids: [B, T] the unpacked batch.
+    Returns:
+        [B, T - 1]: out[b, t] = log p(input_ids[b, t+1]) from the logits at ``source[b, t]``,
+        equal to ``token_logps`` of the unpacked logits (padding columns hold other values).
+
+    Gathers only the target logit and the log-normalizer of each position, so no [B, T, V]
+    copy is made; one packed position may predict several targets (a shared prompt's last).
+    """
+    dtype = _compute_dtype(logits.dtype)
+    rows, cols = source[:, :-1, 0], source[:, :-1, 1]
+    target_logits = logits[rows, cols, input_ids[:, 1:]].to(dtype)
+    normalizers = torch.stack([torch.logsumexp(row.to(dtype), dim=-1) for row in logits])
+    return target_logits - normalizers[rows, cols]
+
+
 def off_target_probs(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sum_{v != y} q_v and sum_{v != y} q_v^2 of each next-token distribution q = softmax(logits).
 
@@ -143,3 +164,18 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
         total += (entropy * row_mask.to(dtype)).sum()
     count = mask.to(dtype).sum().clamp(min=1)
     return (total / count).to(torch.float32)
+
+
+@torch.no_grad()
+def packed_entropy(logits: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``entropy_from_logits`` of a batch whose logits [R, W, V] were computed on packed rows.
+
+    ``source`` [B, T, 2] maps unpacked positions to packed ones, ``mask`` [B, T - 1] is the
+    unpacked target mask; a packed position counts once per unpacked target it predicts.
+    """
+    dtype = _compute_dtype(logits.dtype)
+    entropies = torch.stack([torch.logsumexp(row.to(dtype), dim=-1)
+                             - (torch.softmax(row.to(dtype), dim=-1) * row.to(dtype)).sum(-1) for row in logits])
+    per_target = entropies[source[:, :-1, 0], source[:, :-1, 1]]
+    weights = mask.to(dtype)
+    return ((per_target * weights).sum() / weights.sum().clamp(min=1)).to(torch.float32)

@@ -80,6 +80,7 @@ class BatchKind:
     # The step's denominator may be its response-token count (method.loss_normalization: token).
     token_normalized: bool = False
     packable: bool = False  # train.packing may concatenate its rows
+    shared_prompt: bool = False  # train.pair_forward may run each pair's prompt once (shared-prompt rows)
     audited: bool = False  # a stage logs the pair-data audit (data/audit/*, audit.json)
     scalar_head: bool = False  # trains an LM with a scalar head (a reward model), not a causal LM
     kl_estimator: str | None = None  # what train/kl estimates when the method uses a reference
@@ -88,7 +89,7 @@ class BatchKind:
 
 
 SFT = BatchKind("sft", "sft", token_normalized=True, packable=True)
-PAIRS = BatchKind("pairs", "pairs", audited=True, kl_estimator=KL_K1_RESPONSES)
+PAIRS = BatchKind("pairs", "pairs", audited=True, kl_estimator=KL_K1_RESPONSES, shared_prompt=True)
 KTO = BatchKind("kto", "kto", kl_estimator=KL_KTO_Z0)
 RM = BatchKind("rm", "pairs", audited=True, scalar_head=True)
 # Online methods read prompt rows ({prompt, answer?, id?}, the eval-row format) and learn from their own samples.

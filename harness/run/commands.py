@@ -21,14 +21,11 @@ def sweep(args) -> int:
     if args.dry_run:
         print("\n".join(dry_run_lines(trials)))
         return 0
-    if args.executor == "ray":
-        raise HarnessError("--executor ray: not available in this version; use --executor local")
-    if args.max_parallel > 1:
-        say("note: --max-parallel (one trial per GPU) is not available in this version; "
-            "trials run one at a time")
-    match_threads()
+    max_parallel = args.max_parallel if args.max_parallel is not None or args.executor == "ray" else 1
+    match_threads()  # this process's trials; parallel workers get their share of the cores (harness.run.sweep)
     try:
-        summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say)
+        summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say,
+                            executor=args.executor, max_parallel=max_parallel, ray_address=args.ray_address)
     except KeyboardInterrupt:
         return _interrupted(args, "sweep")
     return _finish(summary)
@@ -53,6 +50,10 @@ def _interrupted(args, command: str) -> int:
     again = ["harness", command, args.spec] + [a for o in args.overrides for a in ("--set", o)]
     if args.tracking_uri:
         again += ["--tracking-uri", args.tracking_uri]
+    if getattr(args, "executor", "local") != "local":
+        again += ["--executor", args.executor] + (["--ray-address", args.ray_address] if args.ray_address else [])
+    if getattr(args, "max_parallel", None) is not None:
+        again += ["--max-parallel", str(args.max_parallel)]
     what = "finished trials are skipped, the interrupted one resumes" if command == "sweep" else "it trains again"
     say(f"interrupted; to resume: {shlex.join(again)} ({what})")
     return 130

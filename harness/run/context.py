@@ -33,10 +33,14 @@ class JudgeEndpoint:
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _url: str | None = None
 
-    def client(self) -> JudgeClient:
+    def url(self) -> str:
+        """The endpoint's base URL, starting it on first use (a parallel sweep's workers share it)."""
         if self._url is None:
             self._url = self._stack.enter_context(judge_endpoint(self.judge_spec, self.cache_dir))
-        return judge_client(self.judge_spec, self._url, self.cache_dir / "judge")
+        return self._url
+
+    def client(self) -> JudgeClient:
+        return judge_client(self.judge_spec, self.url(), self.cache_dir / "judge")
 
     def close(self) -> None:
         self._stack.close()
@@ -69,13 +73,15 @@ class SweepContext:
 
 
 def open_context(spec: Spec, trial_ids: dict[str, str], tracking_uri: str | None, force: bool, progress: bool,
-                 echo: Callable[[str], None] = print) -> SweepContext:
-    """Resolve the store and results paths (absolute, at start) and create the experiment."""
+                 echo: Callable[[str], None] = print, judge_url: str | None = None) -> SweepContext:
+    """Resolve the store and results paths (absolute, at start) and create the experiment.
+
+    ``judge_url``: a judge endpoint already running (the one a parallel sweep started for its workers)."""
     writable_dir(Path(spec.results_dir).resolve(), "results_dir")  # one clear line, before any half-made store
     store = resolve_store(tracking_uri, spec.tracking.uri, spec.tracking.artifact_root, spec.results_dir)
     tracker = Tracker(store)
     cache_dir = Path(spec.results_dir).resolve() / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     return SweepContext(spec, tracker, tracker.experiment(spec.name), sweep_id(spec), cache_dir,
-                        StageCache(cache_dir), EvalCache(cache_dir), JudgeEndpoint(spec.judge, cache_dir),
+                        StageCache(cache_dir), EvalCache(cache_dir), JudgeEndpoint(spec.judge, cache_dir, _url=judge_url),
                         trial_ids, force, progress, echo, git_sha(), package_versions())

@@ -159,12 +159,13 @@ def _base_baseline(ctx: SweepContext, suite: str, items: list[dict], generation,
     """The starting model's outputs on the suite's prompts (cached: trials of a sweep share them)."""
     base = generation.model_copy(update={"n": 1})
     identity = [ref.key, suite, [(i["id"], i["instruction"]) for i in items], base.model_dump()]
-    rows = None if ctx.force else ctx.evals.baseline(identity)
-    if rows is None:
-        generator = serving.get("base", lambda: ref.generator(base, device))
-        rows, _ = generate_outputs(items, generator, base, "base", ctx.progress, f"baseline {suite}")
-        ctx.evals.write_baseline(identity, rows)
-        rows = ctx.evals.baseline(identity)  # as read back: a fresh entry and a cached one give the same rows
+    with ctx.evals.baseline_lock(identity):  # parallel trials generate it once
+        rows = None if ctx.force else ctx.evals.baseline(identity)
+        if rows is None:
+            generator = serving.get("base", lambda: ref.generator(base, device))
+            rows, _ = generate_outputs(items, generator, base, "base", ctx.progress, f"baseline {suite}")
+            ctx.evals.write_baseline(identity, rows)
+            rows = ctx.evals.baseline(identity)  # as read back: a fresh entry and a cached one give the same rows
     return {r["id"]: r for r in rows}
 
 

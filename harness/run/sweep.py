@@ -9,8 +9,11 @@ RUNNING one resumes its own child run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import socket
 import traceback
 from dataclasses import dataclass, field
 
@@ -20,11 +23,13 @@ from tqdm.auto import tqdm
 from harness.cache import digest
 from harness.config.grid import Trial, stage_key
 from harness.config.spec import Spec, flatten, spec_to_dict
+from harness.console import say
 from harness.errors import HarnessError, NonFiniteError
-from harness.eval.suite import Suite
+from harness.eval.suite import Suite, suite_options
 from harness.eval.suites import SUITES
 from harness.methods.registry import METHODS
 from harness.run.context import SweepContext, open_context
+from harness.run.executors import Resources, TrialJob, WorkerLost, make_executor
 from harness.run.preflight import preflight
 from harness.run.scoring import Reference, baseline_kind, evaluate_model, joint_metrics
 from harness.train.models import (
@@ -55,25 +60,37 @@ def trial_count(n: int, with_base: bool) -> str:
 
 
 def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = None, force: bool = False,
-              progress: bool = True, echo=print) -> SweepSummary:
-    """Run every trial not yet FINISHED (all of them with ``force``), then return a summary."""
+              progress: bool = True, echo=print, executor: str = "local", max_parallel: int | None = 1,
+              ray_address: str | None = None) -> SweepSummary:
+    """Run every trial not yet FINISHED (all of them with ``force``), then return a summary.
+
+    ``executor`` and ``max_parallel`` choose where trials run (``harness.run.executors``); named
+    baselines (and the base trial they may name) run to the end before the trials that compare with them.
+    """
     preflight(spec, trials)
     work = ([_base_trial(spec)] if spec.eval.include_base else []) + trials
     ctx = open_context(spec, trial_names(work), tracking_uri, force, progress, echo)
     echo(f"experiment {spec.name!r}: {trial_count(len(trials), spec.eval.include_base)}; "
          f"store {ctx.tracker.store.tracking_uri}")
+    resources = Resources.of(spec)
+    runner = make_executor(executor, max_parallel, run_job, resources, ray_address, echo)
     parent = _parent_run(ctx)
     summary = SweepSummary()
-    work = baselines_first(work, ctx.trial_ids)
     try:
-        for trial in tqdm(work, desc="trials", disable=None if progress else True, unit="trial"):
-            error = _run_trial(ctx, parent, trial)
-            if error is None:
-                summary.ran.append(trial.id)
-            elif error == SKIPPED:
-                summary.skipped.append(trial.id)
-            else:
-                summary.failed[trial.id] = error
+        with runner, worker_store(ctx, runner) as store_uri:
+            judge_url = ctx.judge.url() if runner.parallel and needs_judge(work) else None  # one for all workers
+            jobs = [TrialJob(ctx.spec, trial, ctx.trial_ids, store_uri, parent, ctx.force, os.getcwd(), judge_url,
+                             threads=max(1, int(resources.cpus)) if runner.parallel else None)
+                    for trial in work]
+            bar = tqdm(total=len(jobs), desc="trials", disable=None if progress else True, unit="trial")
+            for wave in waves(jobs, ctx.trial_ids):
+                outcomes = runner.run(wave) if runner.parallel else _in_process(ctx, parent, wave)
+                for trial_id, outcome in outcomes:
+                    if isinstance(outcome, WorkerLost):
+                        outcome = _mark_lost(ctx, trial_id, outcome)
+                    _record(summary, trial_id, outcome)
+                    bar.update(1)
+            bar.close()
         for suite in swept_suites(work):
             if suite.sweep_joint is not None:
                 joint_metrics(ctx, suite)
@@ -84,6 +101,102 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
         ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
     return summary
+
+
+def _in_process(ctx: SweepContext, parent: str, jobs: list[TrialJob]):
+    """The sequential executor's trials, in this process with the sweep's own context."""
+    for job in jobs:
+        yield job.trial_id, _run_trial(ctx, parent, job.trial)
+
+
+def _record(summary: SweepSummary, trial_id: str, outcome: str | None) -> None:
+    if outcome is None:
+        summary.ran.append(trial_id)
+    elif outcome == SKIPPED:
+        summary.skipped.append(trial_id)
+    else:
+        summary.failed[trial_id] = outcome
+
+
+def waves(jobs: list[TrialJob], trial_ids: dict[str, str]) -> list[list[TrialJob]]:
+    """The trials named as a baseline, then the others: every job of a wave ends before the next wave starts."""
+    named = named_baselines([job.trial for job in jobs], trial_ids)
+    first, rest = [j for j in jobs if j.trial_id in named], [j for j in jobs if j.trial_id not in named]
+    return [wave for wave in (first, rest) if wave]
+
+
+def run_job(job: TrialJob) -> str | None:
+    """One trial in a worker (a local process or a Ray task): its own context on the sweep's store,
+    then ``_run_trial`` under the sweep's parent run.  Returns the trial's outcome."""
+    import torch
+
+    from harness.console import quiet_libraries
+
+    quiet_libraries()
+    try:
+        os.chdir(job.cwd)
+    except OSError as exc:
+        raise HarnessError(f"worker on {socket.gethostname()}: cannot enter the sweep's directory {job.cwd} "
+                           f"({exc.strerror}); on a cluster it must be on a file system every node shares") from None
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    prefix = f"[{job.trial_id}] "
+    ctx = open_context(job.spec, job.trial_ids, job.tracking_uri, job.force, False,
+                       lambda line: say(prefix + line), job.judge_url)
+    try:
+        return _run_trial(ctx, job.parent_run, job.trial,
+                          {"harness.worker_pid": str(os.getpid()), "harness.worker_host": socket.gethostname()})
+    finally:
+        ctx.judge.close()
+
+
+@contextlib.contextmanager
+def worker_store(ctx: SweepContext, runner):
+    """The tracking URI the trials log to: the sweep's store, or, when several workers would write a sqlite
+    file at once, one ``mlflow server`` over it for the sweep's duration (``harness.run.tracking_server``).
+
+    A tracking server (http) or a database server (PostgreSQL, MySQL) takes several writers as it is.
+    """
+    uri = ctx.tracker.store.tracking_uri
+    if not runner.parallel or not uri.startswith("sqlite:"):
+        yield uri
+        return
+    nodes = runner.nodes() if hasattr(runner, "nodes") else 1
+    if nodes > 1:
+        raise HarnessError(f"tracking store {uri}: a Ray cluster of {nodes} nodes needs a tracking server "
+                           "every node reaches; pass --tracking-uri http://HOST:PORT (README: Running on a cluster)")
+    from harness.run.tracking_server import sweep_server
+
+    with sweep_server(ctx.tracker.store) as store:
+        ctx.echo(f"tracking: the workers log through {store.tracking_uri} (mlflow server over {uri})")
+        yield store.tracking_uri
+
+
+def _mark_lost(ctx: SweepContext, trial_id: str, message: str) -> str:
+    """A trial whose worker died: its run (and a stage run it left RUNNING) is marked FAILED, so that the
+    next sweep resumes it; the message is the trial's error."""
+    found = _find_trial_run(ctx, trial_id)
+    if found is not None and found.info.status == "RUNNING":
+        ctx.tracker.set_tags(found.info.run_id, {"harness.error": message})
+        ctx.tracker.set_status(found.info.run_id, "FAILED")
+        stage_runs = ctx.tracker.client.search_runs(
+            [ctx.experiment_id], f"tags.`mlflow.parentRunId` = '{found.info.run_id}'", max_results=1000)
+        for run in stage_runs:
+            if run.info.status == "RUNNING":
+                ctx.tracker.set_status(run.info.run_id, "FAILED")
+    ctx.echo(f"FAILED {trial_id}: {message}")
+    return str(message)
+
+
+def needs_judge(work: list) -> bool:
+    """Whether some trial of the sweep calls the judge: a suite that is judged, or an online stage's reward."""
+    for trial in work:
+        for eval_cfg in [trial.spec.eval] + [stage.eval for stage in trial.stages]:
+            if any(SUITES[s].needs_judge(suite_options(eval_cfg, s)) for s in eval_cfg.suites):
+                return True
+        if any((stage.method.params.get("reward") or {}).get("judge") is not None for stage in trial.stages):
+            return True
+    return False
 
 
 def swept_suites(work: list) -> list[Suite]:
@@ -102,8 +215,8 @@ def trial_names(work: list) -> dict[str, str]:
     return {**out, **{t.id: t.id for t in work}}
 
 
-def baselines_first(work: list, trial_ids: dict[str, str]) -> list:
-    """Trials named as a baseline (``eval.<suite>.baseline: TRIAL``) run before the others."""
+def named_baselines(work: list, trial_ids: dict[str, str]) -> set[str]:
+    """The ids of the trials some trial names as its baseline (``eval.<suite>.baseline: TRIAL``)."""
     named = set()
     for trial in work:
         for eval_cfg in [trial.spec.eval] + [stage.eval for stage in trial.stages]:
@@ -111,7 +224,7 @@ def baselines_first(work: list, trial_ids: dict[str, str]) -> list:
                 value = getattr(getattr(eval_cfg, suite), "baseline", None)
                 if value is not None and baseline_kind(value) == "trial":
                     named.add(trial_ids.get(value, value))
-    return [t for t in work if t.id in named] + [t for t in work if t.id not in named]
+    return named
 
 
 @dataclass(frozen=True)
@@ -130,8 +243,10 @@ def _base_trial(spec: Spec) -> _BaseTrial:
 SKIPPED = "skipped"
 
 
-def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
-    """Run or skip one trial; returns None when it ran, ``SKIPPED``, or its error message."""
+def _run_trial(ctx: SweepContext, parent: str, trial, worker: dict | None = None) -> str | None:
+    """Run or skip one trial; returns None when it ran, ``SKIPPED``, or its error message.
+
+    ``worker``: tags naming the worker process that runs it (``harness.worker_pid``, ``harness.worker_host``)."""
     found = _find_trial_run(ctx, trial.id)
     if found and found.info.status == "FINISHED" and not ctx.force:
         ctx.echo(f"skip {trial.id} (finished run {found.info.run_id})")
@@ -152,6 +267,8 @@ def _run_trial(ctx: SweepContext, parent: str, trial) -> str | None:
     how = "starting" if not found else "re-running (--force)" if found.info.status == "FINISHED" else "resuming"
     ctx.echo(f"trial {trial.id}: {how} (run {run_id})")
     try:
+        if worker:
+            ctx.tracker.set_tags(run_id, worker)
         ctx.tracker.log_params(run_id, trial_params(trial))
         ctx.tracker.log_text(run_id, yaml.safe_dump(spec_to_dict(trial.spec), sort_keys=False),
                              "resolved_spec.yaml")
@@ -186,7 +303,7 @@ def trial_params(trial) -> dict:
             params[key] = value
     if trial.stages:
         t = trial.stages[-1].train
-        params["train.effective_batch_size"] = t.batch_size * t.grad_accum  # x processes: one, here
+        params["train.effective_batch_size"] = t.batch_size * t.grad_accum * t.processes
     return params
 
 
@@ -256,6 +373,12 @@ def _stage_output(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str
 
     ``key`` names the stage's cache entry; ``input_key`` is the identity of the model it starts from.
     """
+    with ctx.stages.lock(key):  # a parallel trial training the same stage finishes first; this one then hits
+        return _stage_output_locked(ctx, run_id, trial, stage, path, input_key, key, persist, multi)
+
+
+def _stage_output_locked(ctx: SweepContext, run_id: str, trial: Trial, stage, path: str, input_key: str,
+                         key: str, persist: bool, multi: bool):
     meta = None if ctx.force else ctx.stages.meta(key)
     if meta is not None:
         ctx.echo(f"  stage {stage.name}: cached (trained in run {meta['run_id']})")

@@ -62,6 +62,10 @@ def resolve_store(cli_uri: str | None, spec_uri: str | None, spec_artifact_root:
 def _quiet_mlflow() -> None:
     import logging
 
+    # With an http(s) store MLflow prints "View run ... at: URL" to stdout when a run ends, which would break
+    # ``--format json`` (stdout carries only the JSON); the runs' URLs are in ``harness ls`` and the UI.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -91,7 +95,7 @@ def _whole(write):
     return whole
 
 
-def _create_sqlite_whole(uri: str) -> None:
+def create_sqlite_whole(uri: str) -> None:
     """Create a new sqlite store's tables in a temporary file, then link it into place.
 
     MLflow migrates a new store in many steps; a process killed in between left a file
@@ -100,6 +104,8 @@ def _create_sqlite_whole(uri: str) -> None:
     The migrated empty store is copied from a per-MLflow-version template (``_schema_template``):
     migrating takes seconds, copying milliseconds.
     """
+    _quiet_mlflow()
+
     path = Path(uri.removeprefix("sqlite:///"))
     if not uri.startswith("sqlite:///") or path.exists():
         return
@@ -171,7 +177,7 @@ class Tracker:
 
         _quiet_mlflow()  # after the import, which sets mlflow's own log level
 
-        _create_sqlite_whole(store.tracking_uri)
+        create_sqlite_whole(store.tracking_uri)
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)
         self._queue: queue.Queue = queue.Queue()
@@ -205,8 +211,17 @@ class Tracker:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
+        from mlflow.exceptions import MlflowException
+
         location = Path(self.store.artifact_root) / _safe(name)
-        return self.client.create_experiment(name, artifact_location=location.as_uri())
+        try:
+            return self.client.create_experiment(name, artifact_location=location.as_uri())
+        except MlflowException:
+            # Another writer (a parallel worker) created it between the look-up and here: use theirs.
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     @timed("store")
     def find_run(self, experiment_id: str, tags: dict[str, str]):

@@ -7,15 +7,13 @@ randomly initialized Llama for fast tests.  Both share the toy tokenizer.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
 import pathlib
 import time
 
-from harness.cache import atomic_path
+from harness.cache import atomic_path, file_lock
 from harness.console import say
 from harness.errors import HarnessError
 from harness.toy.arith import pretrain_lines
@@ -126,17 +124,6 @@ def build_model(name: str, out_dir: pathlib.Path, seed: int, progress: bool) -> 
     tokenizer.save_pretrained(out_dir)
 
 
-@contextlib.contextmanager
-def _file_lock(path: pathlib.Path):
-    """Exclusive lock across processes, released on exit."""
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: bool = True):
     """Directory of toy model ``name`` under ``cache_dir/toy``, built once if missing.
 
@@ -152,7 +139,7 @@ def toy_model_path(name: str, cache_dir: pathlib.Path, seed: int = 0, progress: 
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f"{final.name}.lock"):
+    with file_lock(root / f"{final.name}.lock"):
         if final.is_dir():  # another process built it while we waited
             return final
         if progress:

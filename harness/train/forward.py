@@ -1,7 +1,8 @@
 """Forward passes: from encoded examples to a method's typed loss input and per-example loss numerators.
 
 The bridge between the loop and the pure losses: collate a micro-batch, run
-the model once (chosen and rejected concatenated into one forward pass),
+the model once (chosen and rejected in one forward pass: padded rows, or
+shared-prompt rows that compute each pair's prompt once, ``train.pair_forward``),
 gather log-probs into the batch kind's record (``harness.methods.batches``),
 and call the method's loss.  Also the no-grad passes that feed a loss: the
 reference statistics and the policy's log-probs of KTO's mismatched KL
@@ -16,13 +17,22 @@ from dataclasses import dataclass
 import torch
 
 from harness.data.collate import collate_pairs, collate_sft, right_pad
-from harness.data.packing import packed_logits
+from harness.data.packing import (
+    SUPPORTED,
+    attention_implementation,
+    mask_for,
+    pack_pairs,
+    packed_logits,
+    shared_prompt_mask,
+)
 from harness.methods import (
     KtoLogps,
     PairLogps,
     SftLogps,
     entropy_from_logits,
     kto_kl_estimate,
+    packed_entropy,
+    packed_token_logps,
     reduce_logps,
     sequence_logps,
     step_kl_pairs,
@@ -83,27 +93,72 @@ def forward_sft(model, method: MethodEntry, params: dict, examples: list, inputs
 
 @dataclass
 class PairForward:
-    """One forward pass over a pair batch; rows 0..B-1 are chosen, B..2B-1 rejected."""
+    """One forward pass over a pair batch, in the ``collate_pairs`` layout: rows 0..B-1 chosen, B..2B-1 rejected.
+
+    ``logits`` are the model's own: ``[2B, T, V]`` (padded), or ``[R, W, V]`` on shared-prompt rows
+    with ``source`` ``[2B, T, 2]`` mapping each layout position to its packed (row, column).
+    """
 
     sums: torch.Tensor  # [2B] summed response-token log-probs
     counts: torch.Tensor  # [2B] response-token counts
     token_logps: torch.Tensor  # [2B, T-1]
     mask: torch.Tensor  # [2B, T-1] response target mask
     attention: torch.Tensor  # [2B, T] attention mask
-    logits: torch.Tensor  # [2B, T, V]
+    logits: torch.Tensor
+    source: torch.Tensor | None = None
+    pad_tokens: int = 0  # padding positions the model ran
 
     @property
     def tokens(self) -> int:
+        """The pairs' tokens as two sequences each (the same count in every layout)."""
         return int(self.attention.sum())
 
+    @property
+    def computed_tokens(self) -> int:
+        """Positions the model ran, padding included."""
+        return self.logits.shape[0] * self.logits.shape[1]
 
-def pair_logps(model, examples: list, pad_id: int, device) -> PairForward:
-    """Token log-prob sums and counts of chosen and rejected, from one concatenated forward pass."""
+    def entropy(self) -> torch.Tensor:
+        if self.source is None:
+            return entropy_from_logits(self.logits, self.mask)
+        return packed_entropy(self.logits, self.source, self.mask)
+
+
+def pair_layout(model, layout: str) -> str:
+    """``train.pair_forward`` resolved: auto is shared_prompt where the attention takes a 4D mask, else padded."""
+    if layout == "auto":
+        return "shared_prompt" if attention_implementation(model) in SUPPORTED else "padded"
+    return layout
+
+
+def pair_logps(model, examples: list, pad_id: int, device, layout: str = "auto") -> PairForward:
+    """Token log-prob sums and counts of chosen and rejected, from one forward pass.
+
+    ``layout`` (``train.pair_forward``): padded runs the ``[2B, T]`` batch of ``collate_pairs``;
+    shared_prompt runs each pair as one ``[prompt, chosen, rejected]`` segment of packed rows
+    (``harness.data.packing.pack_pairs``), computing the prompt once, with no padding but each
+    row's tail up to the longest row.  Both give the same per-token log-probs, in the padded layout.
+    """
     batch = _to(collate_pairs(examples, pad_id), device)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    tlp = token_logps(logits, batch["input_ids"])
+    source = None
+    if pair_layout(model, layout) == "padded":
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        tlp = token_logps(logits, batch["input_ids"])
+        real = int(batch["attention_mask"].sum())
+    else:
+        packed = pack_pairs(examples, pad_id)
+        dtype = next(model.parameters()).dtype
+        allowed = shared_prompt_mask(packed["segments"], packed["parts"]).to(device)
+        mask = mask_for(model, allowed, dtype, "train.pair_forward", "padded")
+        logits = model(input_ids=packed["input_ids"].to(device), position_ids=packed["position_ids"].to(device),
+                       attention_mask=mask, use_cache=False).logits
+        source = packed["source"].to(device)
+        tlp = packed_token_logps(logits, source, batch["input_ids"])
+        real = int((packed["segments"] >= 0).sum())
     mask = target_mask(batch["loss_mask"])
-    return PairForward(sequence_logps(tlp, mask, "sum"), mask.sum(-1), tlp, mask, batch["attention_mask"], logits)
+    pad = logits.shape[0] * logits.shape[1] - real
+    return PairForward(sequence_logps(tlp, mask, "sum"), mask.sum(-1), tlp, mask, batch["attention_mask"], logits,
+                       source, pad)
 
 
 def chosen_nll(out: PairForward, n: int, on_prompt: bool) -> torch.Tensor:
@@ -116,7 +171,7 @@ def chosen_nll(out: PairForward, n: int, on_prompt: bool) -> torch.Tensor:
 def forward_pairs(model, method: MethodEntry, params: dict, examples: list, inputs: BatchInputs, pad_id: int,
                   device, with_entropy: bool = False):
     """One pair micro-batch: (per-example loss numerators [B], detached metrics, input tokens)."""
-    out = pair_logps(model, examples, pad_id, device)
+    out = pair_logps(model, examples, pad_id, device, params.get("pair_forward", "auto"))
     n = len(examples)
     reduction = method.reduction(params)
     logps = reduce_logps(out.sums, out.counts, reduction)
@@ -131,11 +186,14 @@ def forward_pairs(model, method: MethodEntry, params: dict, examples: list, inpu
     # method.sft_weight: + lambda * mean-token NLL of the chosen response (RPO-style).
     numerators = with_sft_weight(numerators, nll, params.get("sft_weight", 0.0))
     metrics["response_length"] = out.counts.float().mean().item()
+    # Per example, so the loop's example-weighted mean is exact: x / B * B summed over micro-batches / N.
+    metrics["computed_tokens_per_example"] = out.computed_tokens / n
+    metrics["pad_tokens_per_example"] = out.pad_tokens / n
     if ref is not None:
         # k1 estimate of KL(pi || pi_ref) on the batch's (dataset) responses: mean of sum_t (log pi - log pi_ref).
         metrics["kl"] = (out.sums.detach() - torch.cat([ref[:, 0], ref[:, 2]]).to(out.sums.dtype)).mean()
     if with_entropy:
-        metrics["entropy"] = entropy_from_logits(out.logits, out.mask)
+        metrics["entropy"] = out.entropy()
     return numerators, metrics, out.tokens
 
 
@@ -208,16 +266,17 @@ def kto_reference_stats(model, examples: list, pad_id: int, device, batch_size: 
 
 
 @torch.no_grad()
-def reference_stats(model, examples: list, pad_id: int, device, batch_size: int = 16) -> torch.Tensor:
+def reference_stats(model, examples: list, pad_id: int, device, batch_size: int = 16,
+                    layout: str = "auto") -> torch.Tensor:
     """Per-pair reference statistics [N, 4]: chosen sum, chosen count, rejected sum, rejected count.
 
     Sums and counts (not reduced values) so one cache entry serves both
-    ``sum`` and ``mean`` reductions.
+    ``sum`` and ``mean`` reductions.  ``layout``: ``train.pair_forward``.
     """
     rows = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        out = pair_logps(model, chunk, pad_id, device)
+        out = pair_logps(model, chunk, pad_id, device, layout)
         sums, counts = out.sums, out.counts
         n = len(chunk)
         rows.append(torch.stack([sums[:n], counts[:n].float(), sums[n:], counts[n:].float()], dim=1).float().cpu())

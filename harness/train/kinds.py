@@ -26,7 +26,14 @@ from harness.data.load import pairs_to_kto
 from harness.data.tokenization import encode_kto, encode_pairs, encode_sft
 from harness.errors import HarnessError
 from harness.methods.registry import KTO, METHODS, PAIRS, RM, SFT, BatchKind, MethodEntry
-from harness.train.forward import forward_kto, forward_pairs, forward_sft, kto_step_inputs
+from harness.train.forward import (
+    forward_kto,
+    forward_pairs,
+    forward_sft,
+    kto_step_inputs,
+    pair_layout,
+    reference_stats,
+)
 from harness.train.inputs import (
     BatchInputs,
     ExampleSet,
@@ -89,7 +96,12 @@ def prepare_sft(ctx: PrepareContext, examples: list, cfg: TrainConfig | None, ta
 def prepare_pairs(ctx: PrepareContext, examples: list, cfg: TrainConfig | None, tag: str) -> ExampleSet:
     data = ExampleSet(examples, ctx.tokenizer.pad_token_id)
     if METHODS[ctx.stage.method.name].needs_ref:
-        data.ref = reference_for(ctx, examples, tag)
+        layout = pair_layout(ctx.policy, ctx.stage.train.pair_forward)
+        # The layouts agree to rounding, not bit for bit: a shared_prompt entry is its own (padded keeps its old key).
+        key = tag if layout == "padded" else f"{tag}:{layout}"
+        data.ref = reference_for(ctx, examples, key,
+                                 lambda model, examples_, pad_id, dev: reference_stats(model, examples_, pad_id, dev,
+                                                                                       layout=layout))
     return data
 
 

@@ -52,15 +52,16 @@ def reference_for(ctx: PrepareContext, examples: list, tag: str = "train", compu
                    stage.train.max_length, METHODS[stage.method.name].batch.name, tag,
                    {"mixed_precision": ctx.mixed_precision}]
     cache = ReferenceCache(ctx.cache_dir)
-    stats = None if ctx.force else cache.load(description, rows)
-    if stats is not None:
-        return stats
-    ref_model = load_model(ref_path).to(device()) if ref_path else ctx.policy
-    ref_model.eval()
-    ctx.reference_passes += 1
-    with autocast(ctx.mixed_precision, device()):  # the policy's precision (harness.train.precision)
-        stats = (compute or reference_stats)(ref_model, examples, ctx.tokenizer.pad_token_id, device())
-    cache.save(description, stats)
+    with cache.lock(description):  # parallel trials with the same reference pass compute it once
+        stats = None if ctx.force else cache.load(description, rows)
+        if stats is not None:
+            return stats
+        ref_model = load_model(ref_path).to(device()) if ref_path else ctx.policy
+        ref_model.eval()
+        ctx.reference_passes += 1
+        with autocast(ctx.mixed_precision, device()):  # the policy's precision (harness.train.precision)
+            stats = (compute or reference_stats)(ref_model, examples, ctx.tokenizer.pad_token_id, device())
+        cache.save(description, stats)
     return stats
 
 

@@ -25,6 +25,7 @@ from harness.methods.registry import METHODS
 from harness.profile import phase
 from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
+from harness.train.launch import check_devices, launch_stage
 from harness.train.loop import Callbacks, TrainResult, train, validation_fn
 from harness.train.models import (
     attach_lora,
@@ -78,9 +79,11 @@ def prepare_data(stage, tokenizer) -> StageData:
 
 
 def train_config(stage, mixed_precision: str) -> TrainConfig:
+    """The loop's settings.  The loop's micro-batch is global (each of N processes takes every N-th
+    example of it), and ``train.batch_size`` is per process, so the loop's is batch_size x processes."""
     t = stage.train
     return TrainConfig(
-        lr=stage.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size,
+        lr=stage.lr, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size * t.processes,
         grad_accum=t.grad_accum, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed, shuffle=t.shuffle,
         log_every=t.log_every, eval_every=t.eval_every, gradient_checkpointing=t.gradient_checkpointing,
@@ -132,9 +135,11 @@ def load_policy(stage, input_path: str, pad_id: int, dtype: torch.dtype):
 
 
 def check_hardware(stage) -> tuple[torch.dtype, str]:
-    """(weight dtype, mixed precision) for the stage on this machine; bf16, fp16 and QLoRA are refused on CPU."""
+    """(weight dtype, mixed precision) for the stage on this machine; bf16, fp16 and QLoRA are refused on CPU,
+    and more processes than visible GPUs on a GPU machine."""
     on_gpu = device().type == "cuda"
     quantization_config(stage.lora.quantize, on_gpu)
+    check_devices(stage.train.processes)
     return training_dtype(stage.train.precision, on_gpu)
 
 
@@ -148,16 +153,29 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
                 ) -> tuple[object, object, TrainResult]:
     """Train one stage from ``input_path``; returns (model with its adapter, tokenizer, result).
 
+    With ``train.processes`` > 1 an offline stage trains in that many worker processes
+    (``harness.train.launch``), and the model comes back with its adapter already merged.
+
     ``log(metrics, step)`` logs metrics, ``log_text(text, name)`` (optional) an artifact; ``judge``
     is the sweep's judge, for an online stage whose reward is a judge.
     """
     method = METHODS[stage.method.name]
     if method.batch.online:
         return train_online_stage(stage, input_path, cache_dir, log, progress, judge)
+    if stage.train.processes > 1:
+        return launch_stage(stage, input_path, input_key, cache_dir, log, force, progress, log_text)
+    return train_offline_stage(stage, input_path, input_key, cache_dir, log, force, progress, log_text)
+
+
+def train_offline_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, force: bool,
+                        progress: bool = True, log_text=None) -> tuple[object, object, TrainResult]:
+    """Train an offline stage in this process, one of ``train.processes`` (``harness.train.worker``) or the only one."""
+    method = METHODS[stage.method.name]
     params = stage.method.params
     dtype, mixed = check_hardware(stage)
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
         params = {**params, "packing_capacity": stage.train.max_length}
+    params = {**params, "pair_forward": stage.train.pair_forward}  # not a method.* key either: forward_pairs's
     with phase("data"):
         tokenizer = load_tokenizer(input_path)
         data = prepare_data(stage, tokenizer)
@@ -168,10 +186,8 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
     cfg = train_config(stage, mixed)
     # Reference statistics and other per-example inputs, before the adapter is attached.
     ctx = PrepareContext(stage, model, policy_key(stage, input_key), tokenizer, cache_dir, force, mixed)
-    prepare = hooks(method).prepare
     with phase("reference"):
-        train_set = prepare(ctx, data.train, cfg, "train")
-        held_out = prepare(ctx, data.eval, None, "eval") if data.eval else None
+        train_set, held_out = prepare_inputs(method, ctx, data, cfg)
     log({"train/reference_passes": ctx.reference_passes, "train/reward_passes": ctx.reward_passes}, 0)
     lora = stage.lora
     task = "SEQ_CLS" if method.batch.scalar_head else "CAUSAL_LM"
@@ -184,6 +200,25 @@ def train_stage(stage, input_path: str, input_key: str, cache_dir: Path, log, fo
         result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))
     log({"train/optimizer_steps": result.steps}, result.steps)
     return model, tokenizer, result
+
+
+def prepare_inputs(method, ctx: PrepareContext, data: StageData, cfg: TrainConfig):
+    """(train set, held-out set or None) with their reference statistics and other per-example inputs.
+
+    Under several processes the first prepares alone (and fills the reference cache, as ``force``
+    says) while the others wait, then they read its cached statistics: one reference pass, not N.
+    """
+    prepare = hooks(method).prepare
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    first = not distributed or torch.distributed.get_rank() == 0
+    if not first:
+        torch.distributed.barrier()
+        ctx.force = False
+    train_set = prepare(ctx, data.train, cfg, "train")
+    held_out = prepare(ctx, data.eval, None, "eval") if data.eval else None
+    if distributed and first:
+        torch.distributed.barrier()
+    return train_set, held_out
 
 
 def load_prompts(stage, tokenizer) -> Prompts:

@@ -212,3 +212,23 @@ def test_dry_run_lines(tmp_path):
     assert len(lines) == 5 and lines[-1] == "4 trials"
     assert lines[0] == f"{trials[0].id}  method.beta=0.1 seed=0"
     assert lines[3].startswith("beta0.5-seed1-") and lines[3].endswith("  method.beta=0.5 seed=1")
+
+
+def test_train_processes_at_its_default_leaves_ids_and_stage_keys_as_they_were(tmp_path):
+    """``train.processes`` (added December 2026) at 1 changes no sweep id, trial id or stage key: the
+    values below are what this spec gave before the key existed.  At 2 it is part of all three (N
+    processes match one only up to float rounding), and it is an ablation axis like any other key."""
+    stages = TWO_STAGES
+    spec = load(tmp_path, method=None, stages=stages, ablate={"stages.dpo.method.beta": [0.1, 0.5]})
+    trials = expand_trials(spec, fp)
+    assert sweep_id(spec) == "0066b5308370"
+    assert [t.id for t in trials] == ["beta0.1-seed0-c0dcaee0", "beta0.5-seed0-fbdb8c08"]
+    assert [stage_key(st, "base", "d") for st in trials[1].stages] == ["4313e86c0f410c4b", "e8756f003d6fd773"]
+    two = load(tmp_path, ["train.processes=2"], method=None, stages=stages,
+               ablate={"stages.dpo.method.beta": [0.1, 0.5]})
+    assert sweep_id(two) != sweep_id(spec)
+    assert expand_trials(two, fp)[0].id != trials[0].id
+    assert stage_key(expand_trials(two, fp)[1].stages[0], "base", "d") != "4313e86c0f410c4b"
+    axis = expand_trials(load(tmp_path, ablate={"train.processes": [1, 2]}), fp)
+    assert [t.name for t in axis] == ["processes1-seed0", "processes2-seed0"]
+    assert [t.stages[0].train.processes for t in axis] == [1, 2]

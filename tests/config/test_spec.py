@@ -74,6 +74,7 @@ DESIGN_DEFAULTS = {
     "train.shuffle": True,
     "train.precision": "auto",
     "train.packing": False,
+    "train.pair_forward": "auto",
     "train.gradient_checkpointing": False,
     "train.log_every": 10,
     "train.eval_every": None,
@@ -215,6 +216,7 @@ def test_unknown_or_missing_method_name(tmp_path):
         ({"train": {"precision": "fp8"}}, "train.precision"),
         ({"train": {"save": "best"}}, "train.save"),
         ({"train": {"packing": True}}, "train.packing"),  # dpo is not an SFT method
+        ({"train": {"pair_forward": "shared"}}, "train.pair_forward"),
         ({"lora": {"rank": -1}}, "lora.rank"),
         ({"eval": {"after": "never"}}, "eval.after"),
         ({"eval": {"suites": ["arith", "vibes"]}}, "eval.suites[1]"),
@@ -231,6 +233,13 @@ def test_impossible_values_are_errors(tmp_path, changes, path):
 
 def test_packing_is_fine_for_sft(tmp_path):
     assert load(tmp_path, method={"name": "sft"}, train={"packing": True}).train.packing
+
+
+def test_pair_forward_is_for_preference_pairs(tmp_path):
+    assert load(tmp_path, train={"pair_forward": "padded"}).train.pair_forward == "padded"  # dpo
+    for method in ("sft", "rm", "kto"):
+        assert ": train.pair_forward: only preference-pair methods" in error_of(
+            tmp_path, method={"name": method}, train={"pair_forward": "shared_prompt"})
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from harness.data.load import load_rows, take_fraction
-from harness.data.packing import block_causal_mask, mask_for, pack, pack_rows
-from harness.data.tokenization import Encoded, encode_sft
+from harness.data.packing import block_causal_mask, mask_for, pack, pack_pairs, pack_rows, shared_prompt_mask
+from harness.data.tokenization import Encoded, EncodedPair, encode_sft
 from harness.errors import HarnessError
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
@@ -43,6 +43,23 @@ def test_pack_layout_and_block_mask():
     allowed = block_causal_mask(packed["segments"])[:, 0].int().tolist()
     assert allowed[0] == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
     assert allowed[1] == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]  # padding sees itself only
+
+
+def test_pack_pairs_layout_and_shared_prompt_mask():
+    """Pairs (prompt, chosen, rejected) of lengths (2, 1, 2) and (1, 1, 1): segments of 5 and 3 tokens,
+    one row each (capacity = the longest pair, 5); rejected positions restart at the prompt's end."""
+    pairs = [EncodedPair([1, 2], [3], [4, 5]), EncodedPair([6], [7], [8])]
+    packed = pack_pairs(pairs, pad_id=0)
+    assert packed["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 2, 3], [0, 1, 1, 0, 0]]
+    assert packed["parts"].tolist() == [[0, 0, 1, 2, 2], [0, 1, 2, -1, -1]]
+    # The collate_pairs layout [prompt+chosen x2; prompt+rejected x2], width 4: where each position ran.
+    assert packed["source"][0, :3].tolist() == [[0, 0], [0, 1], [0, 2]]
+    assert packed["source"][2, :4].tolist() == [[0, 0], [0, 1], [0, 3], [0, 4]]
+    assert packed["source"][3, :2].tolist() == [[1, 0], [1, 2]]
+    allowed = shared_prompt_mask(packed["segments"], packed["parts"])[:, 0].int().tolist()
+    assert allowed[0] == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 0, 1, 0], [1, 1, 0, 1, 1]]
+    assert allowed[1][2] == [1, 0, 1, 0, 0]  # the rejected token sees its prompt and itself, not the chosen
 
 
 @pytest.mark.parametrize(("implementation", "tolerance"), [("sdpa", 1e-10), ("eager", 1e-6)])

@@ -149,3 +149,24 @@ def test_disable_dropout_gives_zero_log_ratios_at_step_0(gpt2_dropout_dir, tmp_p
         # measured: kl -0.0175 (a mean over 18 responses, of both signs), 4 of 9 pairs with h > 0
         assert abs(first["train/kl"]) > 1e-3 and first["train/rewards/accuracy"] > 0
         assert first["train/loss"] != pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_pair_forward_layouts_train_alike_and_log_their_padding(micro_dir, tmp_path):
+    """A DPO stage (2 steps) with train.pair_forward padded and shared_prompt: the same losses and
+    method metrics (fp32: to rounding), the same tokens_seen, fewer positions run and less padding
+    (train/computed_tokens_per_example, train/pad_tokens_per_example) with the shared prompt."""
+    logged = {}
+    for layout in ("padded", "shared_prompt"):
+        spec = StageSpec("main", ResolvedMethod("dpo", dict(METHODS["dpo"].params)),
+                         DataSpec(train="toy://arith-pairs", fraction=0.003),
+                         TrainSpec(max_length=64, batch_size=4, max_steps=2, log_every=1, lr=1e-2,
+                                   pair_forward=layout), LoraSpec(), EvalSpec(), None)
+        logged[layout] = {step: m for step, m in run_stage(spec, micro_dir, tmp_path / layout) if "train/loss" in m}
+    padded, shared = logged["padded"], logged["shared_prompt"]
+    assert sorted(padded) == sorted(shared) == [1, 2]
+    for step in (1, 2):
+        for key in ("train/loss", "train/rewards/margin", "train/logps/chosen", "train/kl"):
+            assert shared[step][key] == pytest.approx(padded[step][key], rel=1e-4, abs=1e-5), key
+        assert shared[step]["train/tokens_seen"] == padded[step]["train/tokens_seen"]
+        assert shared[step]["train/computed_tokens_per_example"] < padded[step]["train/computed_tokens_per_example"]
+        assert shared[step]["train/pad_tokens_per_example"] <= padded[step]["train/pad_tokens_per_example"]
