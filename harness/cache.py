@@ -27,6 +27,15 @@ from pydantic import BaseModel
 from harness.errors import HarnessError
 
 
+def user_cache_dir() -> Path:
+    """Where built toy models live, shared by every results_dir of the user: ``$HARNESS_CACHE``, else
+    ``$XDG_CACHE_HOME/harness``, else ``~/.cache/harness``."""
+    if os.environ.get("HARNESS_CACHE"):
+        return Path(os.environ["HARNESS_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "harness"
+
+
 def canonical_json(obj: Any) -> str:
     """One JSON text per value: sorted keys, no spaces, no NaN; pydantic models and dataclasses as dicts."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain)

@@ -11,7 +11,7 @@ from harness.data.audit import audit_data, format_table, to_json
 from harness.data.load import fingerprint
 from harness.errors import HarnessError
 from harness.run.sweep import run_sweep
-from harness.train.models import tokenizer_only
+from harness.train.models import match_threads, tokenizer_only
 
 
 def sweep(args) -> int:
@@ -22,6 +22,7 @@ def sweep(args) -> int:
         print("\n".join(dry_run_lines(trials)))
         return 0
     max_parallel = args.max_parallel if args.max_parallel is not None or args.executor == "ray" else 1
+    match_threads()  # this process's trials; parallel workers get their share of the cores (harness.run.sweep)
     try:
         summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=args.force, echo=say,
                             executor=args.executor, max_parallel=max_parallel, ray_address=args.ray_address)
@@ -36,6 +37,7 @@ def train(args) -> int:
     if spec.ablate or len(spec.seeds) > 1:
         say(f"note: harness train runs one trial; ignoring ablate and using seed {spec.seeds[0]}")
     trials = [single_trial(spec, fingerprint)]
+    match_threads()
     try:
         summary = run_sweep(spec, trials, tracking_uri=args.tracking_uri, force=True, echo=say)
     except KeyboardInterrupt:

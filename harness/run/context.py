@@ -12,13 +12,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.cache import EvalCache, StageCache, writable_dir
 from harness.config.grid import sweep_id
 from harness.config.spec import JudgeSpec, Spec
 from harness.run.tracking import Tracker, git_sha, package_versions, resolve_store
 from harness.serve.endpoint import judge_client, judge_endpoint
-from judges.client import JudgeClient
+
+if TYPE_CHECKING:  # openai, imported by the judge client, only when a run judges
+    from judges.client import JudgeClient
 
 
 @dataclass

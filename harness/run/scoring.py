@@ -32,6 +32,7 @@ from harness.eval.kl import KL_ESTIMATOR, sampled_kl
 from harness.eval.outputs import baseline_for, read_outputs
 from harness.eval.suite import Suite, suite_options
 from harness.eval.suites import SUITES, limited_items
+from harness.profile import timed
 from harness.run.context import SweepContext
 from harness.train.models import load_model, load_tokenizer, save_checkpoint
 from judges.stats.annotations import length_function
@@ -237,6 +238,7 @@ def run_suite(ctx: SweepContext, suite: str, options: dict, generation, policy: 
     return result
 
 
+@timed("evaluation")
 def evaluate_model(ctx: SweepContext, run_id: str, eval_cfg, model_key: str, path: str | None, model,
                    tokenizer, trial_id: str, ref: Reference, device, name: str | None = None) -> None:
     """Run every suite of ``eval_cfg`` on the model and log it; results are cached.

@@ -9,10 +9,13 @@ so nothing lands in ``./mlruns``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.procs import claim_port, stop
+from harness.profile import phase, timed
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -74,12 +78,15 @@ def _whole(write):
     """
     @functools.wraps(write)
     def whole(*args, **kwargs):
+        if args and isinstance(args[0], Tracker):
+            args[0].flush()  # metrics queued before this write land before it
         if threading.current_thread() is not threading.main_thread():
             return write(*args, **kwargs)  # signals are delivered to the main thread only
         held = []
         previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
         try:
-            return write(*args, **kwargs)
+            with phase("store"):
+                return write(*args, **kwargs)
         finally:
             signal.signal(signal.SIGINT, previous)
             if held:
@@ -94,33 +101,77 @@ def create_sqlite_whole(uri: str) -> None:
     MLflow migrates a new store in many steps; a process killed in between left a file
     that every later open failed on ("table _alembic_tmp_experiments already exists").
     ``os.link`` fails if the store appeared meanwhile (another process made it): that one is kept.
+    The migrated empty store is copied from a per-MLflow-version template (``_schema_template``):
+    migrating takes seconds, copying milliseconds.
     """
-    from mlflow.store.db.utils import _initialize_tables
-    from sqlalchemy import create_engine
-
     _quiet_mlflow()
 
     path = Path(uri.removeprefix("sqlite:///"))
     if not uri.startswith("sqlite:///") or path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    template = _schema_template()
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".mlflow-new-", suffix=".db", delete=False) as f:
         tmp = Path(f.name)
     try:
-        engine = create_engine(f"sqlite:///{tmp}")
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        if template is not None:
+            shutil.copyfile(template, tmp)
+        else:
+            _migrate(tmp)
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-class Tracker:
-    """The run-tree operations harness needs, on an explicit ``MlflowClient``; writes are whole (``_whole``)."""
+def _migrate(path: Path) -> None:
+    """MLflow's own table creation and migrations, on an empty sqlite file at ``path``."""
+    from mlflow.store.db.utils import _initialize_tables
+    from sqlalchemy import create_engine
 
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def _schema_template() -> Path | None:
+    """An empty store migrated by this MLflow version, made once per user (under ``user_cache_dir()``).
+
+    The schema is MLflow's alone (its migrations, fixed per version), so every new store can start as a
+    copy.  None where the cache cannot be written: the caller migrates in place, as before.
+    """
+    from harness.cache import user_cache_dir
+
+    try:
+        root = user_cache_dir() / "mlflow-schema"
+        template = root / f"mlflow-{metadata.version('mlflow')}.db"
+        if template.exists():
+            return template
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".new-", suffix=".db", delete=False) as f:
+            tmp = Path(f.name)
+        try:
+            _migrate(tmp)
+            os.replace(tmp, template)  # whole: a reader sees no template or a complete one
+        finally:
+            tmp.unlink(missing_ok=True)
+        return template
+    except (OSError, metadata.PackageNotFoundError):
+        return None
+
+
+class Tracker:
+    """The run-tree operations harness needs, on an explicit ``MlflowClient``; writes are whole (``_whole``).
+
+    Metrics (``log_metrics``, every logged training step) are written by a background thread, in order,
+    while training goes on: each write is a sqlite commit that waits for the disk.  Every other
+    operation first waits until the queued metrics are written (``flush``), and so does exit (atexit);
+    a failed metric write raises at the next ``flush``.
+    """
+
+    @timed("store")
     def __init__(self, store: Store):
         from mlflow.tracking import MlflowClient
 
@@ -129,9 +180,34 @@ class Tracker:
         create_sqlite_whole(store.tracking_uri)
         self.store = store
         self.client = MlflowClient(tracking_uri=store.tracking_uri)
+        self._queue: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
+    def flush(self) -> None:
+        """Wait until every queued metric is written; raise the first write error, if any."""
+        if self._writer is not None:
+            with phase("store"):
+                self._queue.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise HarnessError(f"tracking store {self.store.tracking_uri!r}: writing metrics failed ({error})") from error
+
+    def _write_queued(self) -> None:
+        while True:
+            run_id, batch = self._queue.get()
+            try:
+                if self._error is None:
+                    self.client.log_batch(run_id, metrics=batch)
+            except BaseException as exc:  # noqa: BLE001 - kept for flush() to raise in the main thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    @timed("store")
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created with an explicit artifact location."""
+        self.flush()
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
@@ -147,8 +223,10 @@ class Tracker:
                 raise
             return exp.experiment_id
 
+    @timed("store")
     def find_run(self, experiment_id: str, tags: dict[str, str]):
         """The newest run of the experiment carrying all ``tags``, or None."""
+        self.flush()
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         runs = self.client.search_runs([experiment_id], " and ".join(clauses), max_results=1,
                                        order_by=["attributes.start_time DESC"])
@@ -181,16 +259,25 @@ class Tracker:
         for i in range(0, len(new), 100):
             self.client.log_batch(run_id, params=new[i : i + 100])
 
-    @_whole
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        """Queue ``metrics`` at ``step`` for the background writer (timestamped now)."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        if not batch:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_queued, name="harness-metrics", daemon=True)
+            self._writer.start()
+            atexit.register(self._flush_at_exit)
+        self._queue.put((run_id, batch))
+
+    def _flush_at_exit(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._queue.join()
 
     @_whole
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:

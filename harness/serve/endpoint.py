@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 from harness.serve.hf_model import make_hf_responder
@@ -28,7 +29,9 @@ from harness.serve.toy_judge import make_responder
 from harness.serve.vllm import vllm_server
 from harness.train.models import model_identity
 from harness.train.reward_model import check_reward_model
-from judges.client import JudgeClient, served_model
+
+if TYPE_CHECKING:  # judges.client imports openai (~0.5 s): only a run that judges pays for it
+    from judges.client import JudgeClient
 
 TOY_JUDGE_MODEL = "toy-judge"
 
@@ -64,6 +67,8 @@ def judge_client(judge_spec, base_url: str, cache_dir: Path | None, **overrides)
     The key comes from the env var named by ``judge.api_key_env``; a null ``judge.model``
     is the first model the endpoint lists.  ``overrides`` are JudgeClient keywords.
     """
+    from judges.client import JudgeClient, served_model
+
     api_key = os.environ.get(judge_spec.api_key_env) or None
     model = judge_spec.model or served_model(base_url, api_key, judge_spec.timeout_s)
     kwargs = {"api_key": api_key, "concurrency": judge_spec.concurrency, "max_retries": judge_spec.max_retries,

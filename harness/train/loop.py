@@ -13,6 +13,7 @@ same update as ``batch_size k*b, grad_accum 1``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections import Counter
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from harness.console import StepLines
 from harness.errors import NonFiniteError
@@ -55,10 +55,29 @@ class TrainResult:
     last_metrics: dict = field(default_factory=dict)
 
 
+def lr_factor(step: int, scheduler: str, warmup: int, total: int) -> float:
+    """The lr multiplier at ``step``: transformers' ``get_scheduler`` schedules, the same arithmetic.
+
+    ``constant`` is its ``constant_with_warmup``, ``linear`` and ``cosine`` (half a cycle) its own.  Written
+    out here because importing ``transformers.optimization`` imports its trainer utilities and with them
+    peft (about a second of start-up on a run that uses neither).
+    """
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    if scheduler == "constant":
+        return 1.0
+    if scheduler == "linear":
+        return max(0.0, float(total - step) / float(max(1, total - warmup)))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+
 def _scheduler(optimizer, cfg: TrainConfig, total: int):
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
+    if cfg.scheduler not in ("constant", "linear", "cosine"):
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}")
     warmup = math.ceil(cfg.warmup_ratio * total)
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(lr_factor, scheduler=cfg.scheduler, warmup=warmup, total=total))
 
 
 def accelerated(model, cfg: TrainConfig, total_steps: int, extra: Sequence[torch.nn.Module] = ()):

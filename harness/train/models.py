@@ -14,20 +14,16 @@ import os
 from pathlib import Path
 
 import torch
-from peft import (
-    LoraConfig,
-    get_peft_model,
-    get_peft_model_state_dict,
-    prepare_model_for_kbit_training,
-    set_peft_model_state_dict,
-)
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from harness.cache import atomic_path
+from harness.cache import atomic_path, user_cache_dir
 from harness.errors import HarnessError
+from harness.profile import timed
 from harness.toy import TOY_MODELS, is_toy, toy_model_path, toy_name
 from harness.toy.tokenizer import build_tokenizer
+
+# peft is imported where an adapter or k-bit loading needs it: a full fine-tune never pays its start-up (~1 s).
 
 
 def device() -> torch.device:
@@ -35,13 +31,16 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def user_cache_dir() -> Path:
-    """Where built toy models live, shared by every results_dir of the user: ``$HARNESS_CACHE``, else
-    ``$XDG_CACHE_HOME/harness``, else ``~/.cache/harness``."""
-    if os.environ.get("HARNESS_CACHE"):
-        return Path(os.environ["HARNESS_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "harness"
+def match_threads() -> int:
+    """torch's intra-op threads: the cores this process may run on (``os.sched_getaffinity``), unless
+    ``OMP_NUM_THREADS`` says otherwise.  torch's default counts the machine's cores, which oversubscribes
+    a process pinned to fewer (a container's cpuset, ``taskset``, one trial of a parallel sweep).
+    Returns the number in use."""
+    if not os.environ.get("OMP_NUM_THREADS") and hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+        if cores and torch.get_num_threads() != cores:
+            torch.set_num_threads(cores)
+    return torch.get_num_threads()
 
 
 def resolve_model_path(uri: str, cache_dir: Path) -> str:
@@ -126,6 +125,8 @@ def load_model(path: str, dtype: torch.dtype = torch.float32, quantization: Bits
     except OSError as exc:
         raise HarnessError(f"model {path!r}: cannot load ({exc})") from exc
     if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
@@ -161,6 +162,8 @@ def attach_lora(model, rank: int, alpha: float | None, dropout: float, target_mo
     """
     if rank == 0:
         return model
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
@@ -205,11 +208,14 @@ def merged(model, base_path: str | None = None):
 
 def merged_into(model, base_path: str):
     """``model``'s LoRA adapter merged into a fresh fp32 copy of the model at ``base_path``, on ``device()``."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
     plain = get_peft_model(load_model(base_path), model.peft_config["default"])
     set_peft_model_state_dict(plain, get_peft_model_state_dict(model))
     return plain.merge_and_unload().to(device())
 
 
+@timed("checkpoint")
 def save_checkpoint(model, tokenizer, out_dir: Path) -> Path:
     """Save an HF-format checkpoint atomically (write next to it, then rename).
 

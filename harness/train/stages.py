@@ -22,6 +22,7 @@ from harness.data.filters import filter_rows, within_length
 from harness.data.load import load_rows, take_fraction
 from harness.errors import HarnessError
 from harness.methods.registry import METHODS
+from harness.profile import phase
 from harness.train.inputs import PrepareContext
 from harness.train.kinds import hooks
 from harness.train.launch import check_devices, launch_stage
@@ -175,15 +176,18 @@ def train_offline_stage(stage, input_path: str, input_key: str, cache_dir: Path,
     if stage.train.packing:  # SFT only (spec rule): rows of up to max_length tokens
         params = {**params, "packing_capacity": stage.train.max_length}
     params = {**params, "pair_forward": stage.train.pair_forward}  # not a method.* key either: forward_pairs's
-    tokenizer = load_tokenizer(input_path)
-    data = prepare_data(stage, tokenizer)
-    log(data.stats, 0)
-    log_audit(stage, data, log, log_text)
-    model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
+    with phase("data"):
+        tokenizer = load_tokenizer(input_path)
+        data = prepare_data(stage, tokenizer)
+        log(data.stats, 0)
+        log_audit(stage, data, log, log_text)
+    with phase("model"):
+        model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
     cfg = train_config(stage, mixed)
     # Reference statistics and other per-example inputs, before the adapter is attached.
     ctx = PrepareContext(stage, model, policy_key(stage, input_key), tokenizer, cache_dir, force, mixed)
-    train_set, held_out = prepare_inputs(method, ctx, data, cfg)
+    with phase("reference"):
+        train_set, held_out = prepare_inputs(method, ctx, data, cfg)
     log({"train/reference_passes": ctx.reference_passes, "train/reward_passes": ctx.reward_passes}, 0)
     lora = stage.lora
     task = "SEQ_CLS" if method.batch.scalar_head else "CAUSAL_LM"
@@ -192,7 +196,8 @@ def train_offline_stage(stage, input_path: str, input_key: str, cache_dir: Path,
     torch.manual_seed(stage.train.seed)
     model = attach_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, task)
     validate = validation_fn(method, params, held_out, stage.train.batch_size) if held_out else None
-    result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))
+    with phase("training"):
+        result = train(model, method, params, train_set, cfg, Callbacks(log, validate, progress))
     log({"train/optimizer_steps": result.steps}, result.steps)
     return model, tokenizer, result
 
@@ -272,6 +277,7 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
             for module in critic.modules():
                 disable_dropout(module)
     cfg = train_config(stage, mixed)
-    result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
-                          Callbacks(log, None, progress), critic)
+    with phase("training"):
+        result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
+                              Callbacks(log, None, progress), critic)
     return model, tokenizer, result

@@ -11,11 +11,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import special
-
 
 def t_quantile(q: float, df: float) -> float:
     """The q-quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t.ppf(q, df)``)."""
+    from scipy import special  # here, not at import: start-up time
+
     return float(special.stdtrit(df, q))
 
 

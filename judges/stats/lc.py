@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
+
+# scipy is imported inside the functions that use it: commands that never fit a model skip its start-up cost.
 
 GAMMA_PENALTY = 0.01
 
@@ -80,6 +80,7 @@ def glm_objective(params: np.ndarray, data: LCData, feature: np.ndarray, use_gam
     z = θ[m] + φ[m]·f + γ[i];  NLL = Σ softplus(z) - y·z;  dNLL/dz = σ(z) - y;
     penalty · Σγ² adds 2·penalty·γ to the γ gradient.
     """
+    from scipy.special import expit
     n_models, n_instr = len(data.models), len(data.instructions)
     theta, phi = params[:n_models], params[n_models:2 * n_models]
     z = theta[data.model_index] + phi[data.model_index] * feature
@@ -118,6 +119,7 @@ def fit_lc(data: LCData, *, use_gamma: bool | None = None, penalty: float = GAMM
     A model preferred on every one of its rows (or on none) has no finite MLE: θ runs off until
     L-BFGS stops, and its LC win rate comes out at the limit, 1 (or 0).
     """
+    from scipy.optimize import minimize
     n_models, n_instr = len(data.models), len(data.instructions)
     if n_models == 0:
         raise ValueError("fit_lc needs at least one row")
@@ -156,6 +158,7 @@ def _diagonal_scale(data: LCData, feature: np.ndarray, use_gamma: bool, penalty:
 
 def _lc_rates(data: LCData, theta: np.ndarray, gamma: np.ndarray) -> np.ndarray:
     """LC win rate_m = mean over m's distinct instructions of σ(θ_m + γ_i)."""
+    from scipy.special import expit
     rates = np.empty(len(data.models))
     for m in range(len(data.models)):
         instructions = np.unique(data.instruction_index[data.model_index == m])

@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from harness.errors import DataError
 
@@ -41,6 +39,7 @@ ONE_SIDED = 0.95
 
 def v1_objective(params: np.ndarray, x: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
     """Σ softplus(z) - y·z + l2·|params|², z = x·params; x (R, 3) = [1, tanh(Δ/sd), d]."""
+    from scipy.special import expit
     z = x @ params
     value = float(np.sum(np.logaddexp(0.0, z) - y * z) + l2 * params @ params)
     return value, x.T @ (expit(z) - y) + 2.0 * l2 * params
@@ -51,6 +50,8 @@ def fit_lc_v1(length_delta: Sequence[float], difficulty: Sequence[float], labels
     """One model's v1 fit: (LC win rate as a fraction, params [θ, φ, ψ]).
 
     ``difficulty`` is d of each row's instruction (zeros: no difficulty term, then ψ stays 0)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
     delta = np.asarray(length_delta, dtype=float)
     d = np.asarray(difficulty, dtype=float)
     y = np.asarray(labels, dtype=float)

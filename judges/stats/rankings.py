@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from judges.stats.winrate import OUTCOME_SCORE, PairVerdicts
 
@@ -58,6 +56,7 @@ def models_of(comparisons: Sequence[Comparison]) -> list[str]:
 
 def bt_objective(s: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
     """Σ [softplus(z) - y·z] + l2·Σs², z = s[a] - s[b]; gradient: ±(σ(z) - y) scattered, + 2·l2·s."""
+    from scipy.special import expit
     z = s[a] - s[b]
     value = float(np.sum(np.logaddexp(0.0, z) - y * z) + l2 * s @ s)
     r = expit(z) - y
@@ -76,6 +75,7 @@ def bradley_terry(comparisons: Sequence[Comparison], *, l2: float = 1e-3,
 
 
 def _fit(a: np.ndarray, b: np.ndarray, y: np.ndarray, n_models: int, l2: float) -> np.ndarray:
+    from scipy.optimize import minimize
     result = minimize(bt_objective, np.zeros(n_models), args=(a, b, y, l2), jac=True, method="L-BFGS-B",
                       options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 1e-14})
     return result.x - result.x.mean()

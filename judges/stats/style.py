@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from judges.stats.rankings import Comparison, bootstrap_rows, comparison_arrays, models_of, to_elo
 
@@ -61,6 +59,7 @@ def standardize(x: np.ndarray) -> np.ndarray:
 def style_objective(params: np.ndarray, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
                     n_models: int, l2: float) -> tuple[float, np.ndarray]:
     """Σ [softplus(z) - y·z] + l2·Σs², z = s[a] - s[b] + x·β, params = [s (M), β (F)]; and its gradient."""
+    from scipy.special import expit
     s, beta = params[:n_models], params[n_models:]
     z = s[a] - s[b] + x @ beta
     value = float(np.sum(np.logaddexp(0.0, z) - y * z) + l2 * s @ s)
@@ -70,6 +69,7 @@ def style_objective(params: np.ndarray, a: np.ndarray, b: np.ndarray, x: np.ndar
 
 
 def _fit(a, b, x, y, n_models: int, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.optimize import minimize
     x0 = np.zeros(n_models + x.shape[1])
     result = minimize(style_objective, x0, args=(a, b, x, y, n_models, l2), jac=True, method="L-BFGS-B",
                       options={"maxiter": 10_000, "gtol": 1e-10, "ftol": 1e-14})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 from harness.run.tracking import resolve_store
@@ -37,6 +38,7 @@ def test_a_store_cut_off_while_being_created_is_not_left_behind(tmp_path, monkey
     from harness.run.tracking import Tracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))  # no schema template yet: it is migrated now
     store = resolve_store(None, None, None, str(tmp_path / "results"))
 
     def killed(engine):  # what SIGKILL left: a migration's scratch table, the migrations not run
@@ -49,10 +51,35 @@ def test_a_store_cut_off_while_being_created_is_not_left_behind(tmp_path, monkey
     monkeypatch.setattr(db_utils, "_upgrade_db", killed)
     with pytest.raises(KeyboardInterrupt):
         Tracker(store).experiment("first")
+    assert not (tmp_path / "results" / "mlflow.db").exists()
+    assert [p.name for p in (tmp_path / "cache" / "mlflow-schema").iterdir()] == []  # no half-made template
     monkeypatch.undo()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     tracker = Tracker(store)
     experiment = tracker.experiment("second")
     run_id = tracker.create_run(experiment, "r", {"k": "v"})
     assert tracker.client.get_run(run_id).data.tags["k"] == "v"
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["mlflow.db"]  # no temporary store left
+    assert [p.name for p in (tmp_path / "cache" / "mlflow-schema").iterdir()] == [
+        f"mlflow-{metadata.version('mlflow')}.db"]
+
+
+def test_new_stores_are_copies_of_the_schema_template(tmp_path, monkeypatch):
+    """A new sqlite store starts as a copy of one migrated once per MLflow version (issue 15: migrating took
+    seconds of every fresh run); where the user cache cannot be written it is migrated in place, as before."""
+    from harness.run.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    for name in ("a", "b"):
+        tracker = Tracker(resolve_store(None, None, None, str(tmp_path / name)))
+        run_id = tracker.create_run(tracker.experiment(name), "r", {})
+        tracker.log_metrics(run_id, {"m": 1.0}, 3)
+        tracker.set_status(run_id, "FINISHED")
+        assert tracker.client.get_metric_history(run_id, "m")[0].step == 3
+    assert len(list((tmp_path / "cache" / "mlflow-schema").glob("mlflow-*.db"))) == 1
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "not-a-dir"))
+    tracker = Tracker(resolve_store(None, None, None, str(tmp_path / "c")))
+    assert tracker.experiment("c")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,45 @@ def test_non_finite_gradient_stops_before_the_update(micro):
               ExampleSet(examples, tok.pad_token_id), cfg, Callbacks(progress=False))
     for a, b in zip(before, model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scheduler,hf_name", [("constant", "constant_with_warmup"), ("linear", "linear"),
+                                                ("cosine", "cosine")])
+def test_lr_schedule_matches_transformers(scheduler, hf_name):
+    """harness writes transformers' schedules out (importing them costs peft's start-up): the same lr, bit for bit."""
+    from transformers import get_scheduler
+
+    from harness.train.loop import lr_factor
+
+    for warmup, total in [(0, 16), (3, 17), (10, 10), (1, 1), (5, 100)]:
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([param], lr=1e-5)
+        theirs = get_scheduler(hf_name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        for step in range(total + 2):
+            assert theirs.get_last_lr()[0] == 1e-5 * lr_factor(step, scheduler, warmup, total)
+            optimizer.step()
+            theirs.step()
+
+
+def test_models_load_with_sdpa_attention(tmp_path):
+    """transformers picks PyTorch's fused scaled_dot_product_attention for the models harness loads (issue 15)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    assert load_model(str(tmp_path)).config._attn_implementation == "sdpa"
+
+
+def test_threads_follow_cpu_affinity(monkeypatch):
+    from harness.train.models import match_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert match_threads() == len(os.sched_getaffinity(0))
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert match_threads() == 1  # an explicit OMP_NUM_THREADS wins
+    finally:
+        torch.set_num_threads(before)
