@@ -51,7 +51,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from world import build_world  # benchmarks/world.py, beside this script
+from world import add_pair_world_args, build_world  # benchmarks/world.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-5
@@ -225,11 +225,7 @@ def report(repeats: list[dict], tools: list[str]) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=768)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=128)
+    add_pair_world_args(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep", action="store_true", help="a β sweep: one `harness sweep` vs a TRL process per β")
     parser.add_argument("--betas", default="0.05,0.1,0.2,0.5")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from world import build_world  # benchmarks/world.py, beside this script
+from world import add_pair_world_args, build_world  # benchmarks/world.py, beside this script
 
 from harness.data.collate import collate_pairs
 from harness.data.load import load_rows
@@ -72,11 +72,7 @@ def train_epoch(model_dir: str, data: str, args, layout: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=768)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=128)
+    add_pair_world_args(parser)
     parser.add_argument("--timed-batches", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs-timed", type=int, default=0,

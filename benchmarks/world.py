@@ -31,3 +31,12 @@ def build_world(out: Path, hidden: int, layers: int, dataset: str, kind: str, ro
     data = out / f"{kind}.jsonl"
     data.write_text("".join(json.dumps(r.data) + "\n" for r in load_rows(dataset, kind)[:rows]))
     return str(model_dir), str(data)
+
+
+def add_pair_world_args(parser) -> None:
+    """The DPO peers' shared world: ``--pairs`` rows of toy://arith-pairs, batch, model size and max length."""
+    parser.add_argument("--pairs", type=int, default=768)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=128)

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 from harness.errors import HarnessError
 
@@ -57,3 +58,23 @@ def _kill_group(pgid: int, sig: int) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+# Run in front of a Python command (``dies_with_parent``): SIGTERM when the parent dies, even by SIGKILL
+# (Linux's PR_SET_PDEATHSIG = 1, kept across exec), then the command in its place.  A preexec_fn would do
+# it in the forked child, where another thread's lock may be held.  The signal follows the *thread* that
+# started the child, so start such children from the main thread.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    if os.getppid() != int(sys.argv[1]):
+        sys.exit(1)  # the parent is already gone
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def dies_with_parent(python_args: list[str]) -> list[str]:
+    """``python PYTHON_ARGS`` as a command that gets SIGTERM when this process dies, however it dies:
+    a sweep killed with SIGKILL leaves no worker training and no server holding its port."""
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *python_args]

@@ -21,7 +21,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.procs import stop
+from harness.procs import dies_with_parent, stop
 
 WORKER_MODULE = "harness.run.worker"
 
@@ -215,7 +214,7 @@ class LocalProcesses:
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         env.setdefault("OMP_NUM_THREADS", str(max(1, int(self.resources.cpus))))
-        proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], env=env, stdin=subprocess.PIPE,
+        proc = subprocess.Popen(dies_with_parent(["-m", WORKER_MODULE]), env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 start_new_session=True)
         reader = threading.Thread(target=self._relay, args=(proc,), daemon=True)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.procs import free_port, stop
+from harness.procs import dies_with_parent, free_port, stop
 from harness.run.tracking import Store, create_sqlite_whole
 
 HOST = "127.0.0.1"
@@ -79,7 +79,9 @@ def sweep_server(store: Store, timeout_s: float = START_TIMEOUT_S) -> Iterator[S
     Path(store.artifact_root).mkdir(parents=True, exist_ok=True)
     port = free_port(HOST)
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(server_command(store, port), stdin=subprocess.DEVNULL, stdout=log,
+        # dies_with_parent: a sweep killed with SIGKILL leaves no server behind (SIGTERM stops its uvicorn too)
+        command = dies_with_parent(server_command(store, port)[1:])  # [1:]: python's own arguments
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=server_env())
         try:
             url = f"http://{HOST}:{port}"

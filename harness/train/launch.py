@@ -25,7 +25,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -89,10 +88,9 @@ def worker_env(n: int) -> dict[str, str]:
 
 
 def worker_command(job: Path, n: int) -> list[str]:
-    return [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()),
-            "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(n),
-            "--master_addr", "127.0.0.1", "--master_port", str(procs.free_port()),
-            "-m", "harness.train.worker", str(job / JOB)]
+    return procs.dies_with_parent(["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(n),
+                                   "--master_addr", "127.0.0.1", "--master_port", str(procs.free_port()),
+                                   "-m", "harness.train.worker", str(job / JOB)])
 
 
 def run_workers(job: Path, n: int, log, log_text, progress: bool) -> tuple[int, list[str]]:
@@ -177,19 +175,6 @@ def load_output(stage, job: Path) -> tuple[object, object, TrainResult]:
         model = load_model(path)
     result = TrainResult(**json.loads((job / RESULT).read_text()))
     return model.to(device()).eval(), tokenizer, result
-
-
-# Run before torchrun (whose argv follows): SIGTERM when the parent dies, even by SIGKILL (Linux's
-# PR_SET_PDEATHSIG = 1, kept across exec), then torchrun in its place.  A preexec_fn would do it in the
-# forked child, where another thread's lock (the sweep's) may be held.
-DIE_WITH_PARENT = """
-import ctypes, os, signal, sys
-if sys.platform.startswith("linux"):
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    if os.getppid() != int(sys.argv[1]):
-        sys.exit(1)  # the parent is already gone
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
 
 
 @contextlib.contextmanager

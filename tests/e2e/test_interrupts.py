@@ -34,13 +34,22 @@ def toy_spec(tmp_path: Path, max_steps: int) -> Path:
     return path
 
 
+# ``python -m harness.cli`` with SIGINT turned into KeyboardInterrupt even where it arrived ignored: a
+# process started in the background by a non-interactive shell (``make test &`` in a script) has SIGINT
+# ignored, every child inherits that, and a Ctrl-C test would then interrupt nothing (seen on a CI run
+# launched that way).  harness's own children get it at its default again (a handled signal resets on exec).
+_SIGINT_THEN_CLI = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "sys.argv[0] = 'harness'; runpy.run_module('harness.cli', run_name='__main__', alter_sys=True)")
+HARNESS_CLI = [sys.executable, "-c", _SIGINT_THEN_CLI]
+
+
 class Sweep:
     """``python -m harness.cli sweep SPEC`` in a child process, its merged output collected line by line."""
 
     def __init__(self, spec: Path, tmp_path: Path):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
         env.pop("MLFLOW_TRACKING_URI")
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(spec)], cwd=tmp_path,
+        self.proc = subprocess.Popen([*HARNESS_CLI, "sweep", str(spec)], cwd=tmp_path,
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.times: list[float] = []
@@ -74,7 +83,7 @@ def trial_runs(tmp_path: Path):
 
 @pytest.mark.slow  # two sweeps in child processes, about 30 s
 def test_sigint_stops_fast_marks_the_trial_and_resumes(tmp_path):
-    spec = toy_spec(tmp_path, max_steps=400)
+    spec = toy_spec(tmp_path, max_steps=2000)  # 400 steps take 1.7 s now: too close to the 1 s wait below
     sweep = Sweep(spec, tmp_path)
     sweep.wait_for("training sft")
     time.sleep(1.0)  # well inside training

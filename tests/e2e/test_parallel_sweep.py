@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from harness.config.grid import expand_trials
 from harness.config.spec import load_spec
 from harness.data.load import fingerprint
 from harness.run.sweep import run_sweep
+from tests.e2e.test_interrupts import HARNESS_CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 BETAS = [0.05, 0.1, 0.2, 0.5]
@@ -133,6 +133,30 @@ def test_ray_gives_the_sequential_run_tree(tmp_path, sequential):
     assert set(run_tree(tmp_path)) == set(sequential)
 
 
+class ChildSweep:
+    """``harness sweep SPEC ARGS`` in a child process, its merged output collected line by line."""
+
+    def __init__(self, spec: Path, *args: str):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.proc = subprocess.Popen([*HARNESS_CLI, "sweep", str(spec), *args],
+                                     cwd=spec.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    def finish(self, timeout_s: float) -> tuple[int | str, str]:
+        """The exit code (the child is killed if it is still running after ``timeout_s``) and the output."""
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = f"still running after {timeout_s} s (killed)"
+        self._reader.join(5)
+        return code, "".join(self.lines)
+
+
 KILL_STEPS = 30
 
 
@@ -166,24 +190,13 @@ def _first_training_run(client: MlflowClient, experiment: str, timeout_s: float 
 def test_a_killed_ray_worker_costs_only_its_trial(tmp_path):
     pytest.importorskip("ray")
     spec = _kill_spec(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(spec), "--executor", "ray",
-                             "--max-parallel", "2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
+    sweep = ChildSweep(spec, "--executor", "ray", "--max-parallel", "2")
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     try:
         victim = _first_training_run(client, "kill")
         os.kill(int(victim.data.tags["harness.worker_pid"]), signal.SIGKILL)
-        code = proc.wait(timeout=300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(5)
-    output = "".join(lines)
+        code, output = sweep.finish(300)
     killed = victim.data.tags["harness.trial_id"]
     assert code == 1, output  # one trial failed, the sweep went on
     runs = {r.data.tags["harness.trial_id"]: r for r in client.search_runs(
@@ -209,32 +222,42 @@ def test_a_killed_ray_worker_costs_only_its_trial(tmp_path):
     assert [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")] == list(range(1, KILL_STEPS + 1))
 
 
-@pytest.mark.slow  # a sweep of two local workers in a child process, interrupted: about 30 s
-def test_ctrl_c_reaches_every_worker_and_leaves_the_store_consistent(tmp_path):
+def _long_sweep(tmp_path: Path) -> tuple[ChildSweep, MlflowClient]:
+    """Two local workers, both training (100000 steps: still running when the test acts)."""
     spec = _kill_spec(tmp_path)
     raw = yaml.safe_load(spec.read_text())
-    raw["train"]["max_steps"] = 100000  # still training when interrupted
+    raw["train"]["max_steps"] = 100000
     spec.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(spec), "--max-parallel", "2"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
-    try:
-        deadline = time.monotonic() + 240
-        while sum("training sft" in line for line in lines) < 2:  # both workers are training
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(5)
-    output = "".join(lines)
+    sweep = ChildSweep(spec, "--max-parallel", "2")
+    deadline = time.monotonic() + 240
+    while sum("training sft" in line for line in sweep.lines) < 2:
+        if sweep.proc.poll() is not None or time.monotonic() > deadline:
+            code, output = sweep.finish(10)
+            raise AssertionError(f"the workers did not both start training (exit {code}):\n{output}")
+        time.sleep(0.2)
+    return sweep, MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
+            except (OSError, StopIteration):
+                continue
+            if text in cmdline and "zombie" not in state:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow  # a sweep of two local workers in a child process, interrupted: about 15 s
+def test_ctrl_c_reaches_every_worker_and_leaves_the_store_consistent(tmp_path):
+    sweep, client = _long_sweep(tmp_path)
+    sweep.proc.send_signal(signal.SIGINT)
+    code, output = sweep.finish(120)
     assert code == 130, output
     assert "to resume: harness sweep" in output and "--max-parallel 2" in output
     runs = client.search_runs([client.get_experiment_by_name("kill").experiment_id])
@@ -245,3 +268,25 @@ def test_ctrl_c_reaches_every_worker_and_leaves_the_store_consistent(tmp_path):
         pid = int(run.data.tags["harness.worker_pid"])
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.slow  # the same sweep, killed with SIGKILL: about 15 s
+def test_a_sweep_killed_with_sigkill_leaves_no_worker_or_server_running(tmp_path):
+    """Found on CI: a sweep killed outright left its workers training and its mlflow server serving, for
+    good (they run in sessions of their own).  Each now gets SIGTERM when the sweep dies."""
+    sweep, client = _long_sweep(tmp_path)
+    exp = client.get_experiment_by_name("kill").experiment_id
+    workers = [int(r.data.tags["harness.worker_pid"]) for r in client.search_runs([exp])
+               if "harness.worker_pid" in r.data.tags]
+    servers = _processes_mentioning(str(tmp_path / "results" / "mlflow.db"))  # the sweep's mlflow server
+    assert len(workers) == 2 and servers
+    sweep.proc.kill()
+    sweep.finish(30)
+    deadline = time.monotonic() + 60
+    while _alive(workers + servers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(workers + servers)
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if pid in _processes_mentioning("")]
