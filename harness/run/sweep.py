@@ -41,7 +41,7 @@ from harness.train.models import (
 )
 from harness.train.reference import data_fingerprint
 from harness.train.rewards import JudgeAccess
-from harness.train.stages import train_stage
+from harness.train.stages import kl_estimator, train_stage
 
 
 @dataclass
@@ -387,8 +387,9 @@ def _stage_output_locked(ctx: SweepContext, run_id: str, trial: Trial, stage, pa
         return None, None
     if multi:
         ctx.tracker.set_tags(run_id, {"harness.cache_hit": "false"})
-    if METHODS[stage.method.name].kl_estimator:
-        ctx.tracker.set_tags(run_id, {"harness.kl_estimator": METHODS[stage.method.name].kl_estimator})
+    estimator = kl_estimator(stage)
+    if estimator:
+        ctx.tracker.set_tags(run_id, {"harness.kl_estimator": estimator})
     ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
     try:
         model, tokenizer, result = train_stage(

@@ -221,6 +221,15 @@ def prepare_inputs(method, ctx: PrepareContext, data: StageData, cfg: TrainConfi
     return train_set, held_out
 
 
+def kl_estimator(stage) -> str | None:
+    """What the stage's ``train/kl`` estimates (the stage run's tag ``harness.kl_estimator``), or None where it
+    logs no KL: an online stage without a reference (GRPO or PPO at ``beta`` 0)."""
+    method = METHODS[stage.method.name]
+    if method.batch.online and not ONLINE_HOOKS[method.batch].uses_reference(stage.method.params):
+        return None
+    return method.kl_estimator
+
+
 def load_prompts(stage, tokenizer) -> Prompts:
     """An online stage's prompt rows ({prompt, answer?, id?}), after data.fraction, encoded for rollouts."""
     d, params = stage.data, stage.method.params

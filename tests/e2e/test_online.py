@@ -115,6 +115,7 @@ def test_grpo_with_the_arith_verifier_logs_pass_rate_and_skips_the_reference_at_
     m = trial.data.metrics
     assert 0.0 <= m["train/pass_rate"] <= 1.0 and m["train/pass_rate"] == m["train/reward/mean"]
     assert "train/kl" not in m  # beta 0: no reference, no KL term
+    assert "harness.kl_estimator" not in trial.data.tags  # so no estimator is named for it either
     assert m["train/optimizer_steps"] == 2 * 2 * 2  # iterations x num_iterations x minibatches
 
 
