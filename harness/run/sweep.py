@@ -16,6 +16,7 @@ import os
 import socket
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
@@ -354,10 +355,28 @@ def with_reward_model(stage, reward_models: dict[str, str]):
 def _stage_keys(ctx: SweepContext, trial: Trial) -> list[str]:
     """Each stage's cache key, in order: a hash of its config, its input model's key and its data."""
     key, keys = model_identity(resolve_model_path(trial.spec.model, ctx.cache_dir)), []
-    for stage in trial.stages:
-        key = stage_key(stage, key, data_fingerprint(stage))
+    for i, stage in enumerate(trial.stages):
+        key = stage_key(by_content(stage, {s.name for s in trial.stages[:i]}), key, data_fingerprint(stage))
         keys.append(key)
     return keys
+
+
+def by_content(stage, earlier: set[str]):
+    """``stage`` with each model directory it reads besides its input (``ref_model``, ``method.reward_model``,
+    ``method.reward.model``) named by its content (``model_identity``) as well as its path, for the stage key:
+    a reward model retrained in place is a different reward, and the stage trains again.  A reward named
+    by an earlier stage is keyed by that stage's key already (it is in the chain)."""
+    def keyed(path):
+        return f"{path}@{model_identity(path)}" if path and Path(path).is_dir() else path
+
+    params = dict(stage.method.params)
+    if "reward_model" in params:
+        params["reward_model"] = keyed(params["reward_model"])
+    reward = params.get("reward") or {}
+    if reward.get("model") and reward["model"] not in earlier:
+        params["reward"] = {**reward, "model": keyed(reward["model"])}
+    method = dataclasses.replace(stage.method, params=params)
+    return dataclasses.replace(stage, method=method, ref_model=keyed(stage.ref_model))
 
 
 def _retrains(ctx: SweepContext, key: str, run) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -251,3 +252,35 @@ def test_a_reward_model_named_by_a_stage_must_be_an_rm_stage(tmp_path, capsys):
     assert main(["sweep", _write(tmp_path, "rm-not-rm", stages=stages)]) != 0
     assert "'sft' is neither a reward-model directory nor the name of an earlier rm stage (earlier rm stages: none)" \
         in capsys.readouterr().err
+
+
+def test_a_reward_model_retrained_in_place_changes_the_stage_key(tmp_path):
+    """``method.reward: {model: PATH}`` (and ``ref_model``) enter the stage key by content, not only by path:
+    a reward model retrained into the same directory must not hand back the policy trained on the old one."""
+    from harness.config.grid import expand_trials, stage_key
+    from harness.data.load import fingerprint
+    from harness.run.sweep import by_content
+
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "config.json").write_text('{"v": 1}')
+    spec = load_spec(_write(tmp_path, "rm-path", method={**GRPO, "reward": {"model": str(rm)}},
+                            data={"train": "toy://arith-prompts"}))
+    (stage,) = expand_trials(spec, fingerprint)[0].stages
+
+    def key() -> str:
+        return stage_key(by_content(stage, set()), "input", "data")
+
+    before = key()
+    assert key() == before  # the same content, the same key
+    (rm / "config.json").write_text('{"v": 2}')  # retrained in place
+    assert key() != before
+    # A stage that reads no model directory keys exactly as before (no cached stage of an earlier sweep is lost).
+    plain = load_spec(_write(tmp_path, "plain", method={**GRPO, "reward": {"verifier": "arith"}},
+                             data={"train": "toy://arith-prompts"}))
+    (plain_stage,) = expand_trials(plain, fingerprint)[0].stages
+    assert by_content(plain_stage, set()) == plain_stage
+    # A reward named by an earlier stage is that stage's output, keyed through the chain: left as it is.
+    named = dataclasses.replace(stage, method=dataclasses.replace(stage.method, params={
+        **stage.method.params, "reward": {"model": "rm"}}))
+    assert by_content(named, {"rm"}) == named
