@@ -87,9 +87,10 @@ RunJob = Callable[[TrialJob], "str | None"]
 
 @dataclass
 class InProcess:
-    """Trials one at a time in this process (the default: ``--executor local --max-parallel 1``)."""
+    """Trials one at a time in this process (the default: ``--executor local --max-parallel 1``), each run
+    by ``run_here`` with the sweep's own context: no worker, no start-up per trial."""
 
-    run_job: RunJob
+    run_here: RunJob
     parallel: bool = False
 
     def __enter__(self):
@@ -100,7 +101,7 @@ class InProcess:
 
     def run(self, jobs: list[TrialJob]) -> Iterator[tuple[str, str | None]]:
         for job in jobs:
-            yield job.trial_id, self.run_job(job)
+            yield job.trial_id, self.run_here(job)
 
 
 # ---------------------------------------------------------------- local worker processes
@@ -353,9 +354,11 @@ def _wait_quietly(refs: list, timeout_s: float) -> None:
         ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
 
 
-def make_executor(name: str, max_parallel: int | None, run_job: RunJob, resources: Resources,
+def make_executor(name: str, max_parallel: int | None, run_job: RunJob, run_here: RunJob, resources: Resources,
                   ray_address: str | None, echo: Callable[[str], None]):
-    """The executor ``--executor NAME --max-parallel N`` asks for (a context manager)."""
+    """The executor ``--executor NAME --max-parallel N`` asks for (a context manager).
+
+    ``run_job`` runs a trial in a worker (a Ray task); ``run_here`` in this process, sequentially."""
     if max_parallel is not None and max_parallel < 1:
         raise HarnessError(f"--max-parallel: must be at least 1, got {max_parallel}")
     if name == "ray":
@@ -363,5 +366,5 @@ def make_executor(name: str, max_parallel: int | None, run_job: RunJob, resource
     if ray_address:
         raise HarnessError("--ray-address: only with --executor ray")
     if (max_parallel or 1) == 1:
-        return InProcess(run_job)
+        return InProcess(run_here)
     return LocalProcesses(max_parallel, resources, echo)

@@ -74,7 +74,11 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     echo(f"experiment {spec.name!r}: {trial_count(len(trials), spec.eval.include_base)}; "
          f"store {ctx.tracker.store.tracking_uri}")
     resources = Resources.of(spec)
-    runner = make_executor(executor, max_parallel, run_job, resources, ray_address, echo)
+
+    def run_here(job: TrialJob) -> str | None:  # the sequential executor: this process, the sweep's context
+        return _run_trial(ctx, parent, job.trial)  # parent: assigned below, before any trial runs
+
+    runner = make_executor(executor, max_parallel, run_job, run_here, resources, ray_address, echo)
     parent = _parent_run(ctx)
     summary = SweepSummary()
     try:
@@ -85,8 +89,7 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
                     for trial in work]
             bar = tqdm(total=len(jobs), desc="trials", disable=None if progress else True, unit="trial")
             for wave in waves(jobs, ctx.trial_ids):
-                outcomes = runner.run(wave) if runner.parallel else _in_process(ctx, parent, wave)
-                for trial_id, outcome in outcomes:
+                for trial_id, outcome in runner.run(wave):
                     if isinstance(outcome, WorkerLost):
                         outcome = _mark_lost(ctx, trial_id, outcome)
                     _record(summary, trial_id, outcome)
@@ -102,12 +105,6 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
         ctx.judge.close()
     ctx.tracker.set_status(parent, "FAILED" if summary.failed else "FINISHED")
     return summary
-
-
-def _in_process(ctx: SweepContext, parent: str, jobs: list[TrialJob]):
-    """The sequential executor's trials, in this process with the sweep's own context."""
-    for job in jobs:
-        yield job.trial_id, _run_trial(ctx, parent, job.trial)
 
 
 def _record(summary: SweepSummary, trial_id: str, outcome: str | None) -> None:
