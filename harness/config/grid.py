@@ -130,25 +130,28 @@ def sweep_id(spec: Spec) -> str:
     return digest(dumped, 12)
 
 
-# Train keys added after ids were first written, with the default that reproduces the earlier runs' meaning;
-# at that default a key changes no id or cache key, so existing sweeps keep their runs and cached stages.
-LATER_TRAIN_DEFAULTS = {
-    "processes": 1,  # N > 1 gives the one-process update up to float rounding, not bit for bit
-    "pair_forward": "auto",  # shared_prompt (auto's choice under sdpa/eager) equals padded up to float rounding
+# Keys added after ids were first written, with the default that reproduces the earlier runs' meaning; at that
+# default a key changes no id or cache key, so existing sweeps keep their runs and cached stages.
+LATER_DEFAULTS = {
+    "train.processes": 1,  # N > 1 gives the one-process update up to float rounding, not bit for bit
+    "train.pair_forward": "auto",  # shared_prompt (auto's choice under sdpa/eager) equals padded up to float rounding
+    "method.reward.format": None,  # no format reward: the verifier's score alone
 }
 
 
 def without_later_defaults(config: dict) -> dict:
-    """``config`` (a spec or stage mapping) without the ``LATER_TRAIN_DEFAULTS`` keys at their default, in place.
+    """``config`` (a spec or stage mapping) without the ``LATER_DEFAULTS`` keys at their default, in place.
 
     Ids and cache keys hash configs; a key added in December 2026 at its default changes none of them.
     Set to another value it is part of them, so that it can be an ablation axis.
     """
-    train = config.get("train")
-    if isinstance(train, dict):
-        for key, default in LATER_TRAIN_DEFAULTS.items():
-            if train.get(key) == default:
-                del train[key]
+    for dotted, default in LATER_DEFAULTS.items():
+        *parents, last = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and node[last] == default:
+            del node[last]
     return config
 
 

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from harness.config.problems import Problem, format_problems, pydantic_problems, show
 from harness.config.spec_io import (
@@ -216,18 +225,39 @@ METHOD_PARAM_TYPES: dict[tuple[str, str], Any] = {("grpo", "beta"): NonNegFloat,
                                                   ("ppo", "gamma"): Annotated[float, Field(ge=0, le=1)]}
 
 
+class FormatRewardSpec(_Model):
+    """``method.reward.format``: a bonus for a sample whose whole text matches a regular expression, added
+    to its verifier's 1/0 score (the format reward of DeepSeek-R1, Guo et al. 2025, summed with accuracy)."""
+
+    pattern: str = Field(description="a Python regular expression the whole sample text must match (re.fullmatch)")
+    weight: float = Field(1.0, description="added to the verifier's 1/0 score of a matching sample")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc}): {value!r}") from None
+        return value
+
+
 class RewardSpec(_Model):
     """``method.reward`` of an online method: exactly one reward source."""
 
     verifier: Literal[tuple(VERIFIERS)] | None = Field(None, description="score each sample by a verifier, 1 or 0")
     model: str | None = Field(None, description="a reward model directory, or the name of an rm stage before this one")
     judge: Literal["pairwise", "single"] | None = Field(None, description="the judge stack (online-dpo)")
+    format: FormatRewardSpec | None = Field(None, description="with verifier: a bonus for samples matching a pattern "
+                                                             "(null: none)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RewardSpec:
         given = [k for k in ("verifier", "model", "judge") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"set exactly one of verifier, model, judge (value seen: {given or 'none'})")
+        if self.format is not None and self.verifier is None:
+            raise ValueError("format: a format reward is added to a verifier's score; set verifier too")
         return self
 
 

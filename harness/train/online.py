@@ -226,8 +226,6 @@ class OnlineTrainer:
                    "response_length": lengths.mean().item(), "truncated_fraction": truncated.mean().item(),
                    "completion_tokens": lengths.sum().item(), "scoring_s": scoring_s,
                    **{k: float(v) for k, v in adv.metrics.items()}, **getattr(self.reward, "last_metrics", {})}
-        if getattr(self.reward, "passes_rate", False):
-            metrics["pass_rate"] = raw.mean().item()
         return Rollout(samples, scores, adv.advantages.double(), keep, old, ref, adv.returns, tokens(values)), metrics
 
     def _reference_logps(self, samples: Samples) -> list[torch.Tensor]:

@@ -16,8 +16,9 @@ every prompt row, a reward model by loading it and scoring one sample.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,10 +36,14 @@ from judges.verifiers import VERIFIERS
 
 @dataclass
 class VerifierReward:
-    """1.0 for a sample its verifier accepts, 0.0 otherwise."""
+    """1.0 for a sample its verifier accepts, 0.0 otherwise; with ``format`` ({pattern, weight}), plus
+    ``weight`` for a sample whose whole text matches ``pattern`` (``re.fullmatch``): the accuracy + format
+    reward of DeepSeek-R1 (Guo et al. 2025).  ``last_metrics``: the batch's pass rate (the verifier's
+    verdicts alone) and, with a format reward, the share of samples that match it."""
 
     name: str
-    passes_rate = True  # the reward is a pass indicator: the loop logs train/pass_rate
+    format: dict | None = None
+    last_metrics: dict = field(default_factory=dict)
 
     def check(self, rows: list[Row], key: str) -> None:
         """Every prompt row must be checkable by the verifier (the code verifier's sandbox must be available)."""
@@ -54,7 +59,14 @@ class VerifierReward:
 
     def score(self, rows: list[Row], prompt_ids, completion_ids, texts: list[str]) -> torch.Tensor:
         verify = VERIFIERS[self.name].verify
-        return torch.tensor([float(verify(text, row.data)) for row, text in zip(rows, texts)], dtype=torch.float64)
+        passes = torch.tensor([float(verify(text, row.data)) for row, text in zip(rows, texts)], dtype=torch.float64)
+        self.last_metrics = {"pass_rate": passes.mean().item()}
+        if not self.format:
+            return passes
+        pattern = re.compile(self.format["pattern"])
+        matches = torch.tensor([float(pattern.fullmatch(text) is not None) for text in texts], dtype=torch.float64)
+        self.last_metrics["format_rate"] = matches.mean().item()
+        return passes + self.format["weight"] * matches
 
 
 def end_of_turn_suffix(tokenizer) -> list[int]:
@@ -71,8 +83,6 @@ def end_of_turn_suffix(tokenizer) -> list[int]:
 
 class ModelReward:
     """The scalar output of a reward model on prompt + completion ids."""
-
-    passes_rate = False
 
     def __init__(self, path: str, tokenizer, key: str):
         check_reward_model(path, key)
@@ -130,8 +140,6 @@ class JudgeReward:
     Unjudged pairs are counted (``train/judge_errors``).
     """
 
-    passes_rate = False
-
     def __init__(self, mode: str, judge: JudgeAccess | None, key: str):
         if judge is None:
             raise HarnessError(f"{key}: a judge reward needs the sweep's judge (run the stage with harness sweep or "
@@ -169,8 +177,6 @@ class DataResponseReward:
     """SPIN's preference: 1 for a prompt's own data response, 0 for the policy's sample (0 for both, a tie,
     when the policy reproduced the data response token for token)."""
 
-    passes_rate = False
-
     def __init__(self, prompts):
         self.responses = {id(row): tuple(r) for row, r in zip(prompts.rows, prompts.responses)}
 
@@ -191,7 +197,7 @@ def reward_source(reward: dict | None, tokenizer, cache_dir: Path, prompts=None,
     if reward.get("judge") is not None:
         return JudgeReward(reward["judge"], judge, key)
     if reward.get("verifier") is not None:
-        return VerifierReward(reward["verifier"])
+        return VerifierReward(reward["verifier"], reward.get("format"))
     if reward.get("model") is not None:
         return ModelReward(resolve_model_path(reward["model"], cache_dir), tokenizer, f"{key}.model")
     raise HarnessError(f"{key}: {reward!r} names no reward source (verifier, model or judge)")

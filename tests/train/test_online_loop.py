@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.config.spec import LoraSpec
-from harness.data.load import load_rows, take_fraction
+from harness.data.load import Row, load_rows, take_fraction
 from harness.errors import DataError, HarnessError
 from harness.methods import grpo_token_losses, pair_preferences
 from harness.methods.registry import METHODS
@@ -196,6 +196,20 @@ def test_a_prompt_without_an_answer_is_named_before_any_rollout(tmp_path):
         VerifierReward("arith").check([rows[0], rows[2]], "method.reward")
 
 
+def test_a_format_reward_adds_its_weight_to_matching_samples_and_pass_rate_counts_the_verifier_alone():
+    row = Row("p", 1, {"prompt": "What is 40+2?", "answer": "42"})
+    texts = ["42", "42, I am 90% sure.", "41", "41, I am 90% sure.", " 42"]
+    reward = VerifierReward("arith", {"pattern": r"-?\d+", "weight": 0.25})
+    scores = reward.score([row] * 5, None, None, texts)
+    # by hand: verifier 1, 0 (the last number is 90), 0, 0, 1; the pattern matches "42" and "41" only
+    # (fullmatch: the leading space of " 42" does not match)
+    assert scores.tolist() == [1.25, 0.0, 0.25, 0.0, 1.0]
+    assert reward.last_metrics == {"pass_rate": 0.4, "format_rate": 0.4}
+    plain = VerifierReward("arith")
+    assert plain.score([row] * 5, None, None, texts).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert plain.last_metrics == {"pass_rate": 0.4}
+
+
 def test_prompts_longer_than_the_budget_are_cut_dropped_or_refused(micro):
     _, tok = micro
     rows = take_fraction(load_rows("toy://arith-prompts", "eval"), 0.01, 0)[:2]
@@ -266,7 +280,6 @@ def test_judge_reward_orders_each_pair_by_the_judges_verdicts(toy_url, tmp_path,
     """The real toy judge over HTTP: a correct answer beats a wrong one whichever comes first; two correct
     answers tie (equal rewards, so the pair is skipped)."""
     from harness.config.spec import JudgeSpec
-    from harness.data.load import Row
     from harness.serve.endpoint import judge_client
     from harness.train.rewards import JudgeAccess, JudgeReward
 
@@ -280,7 +293,6 @@ def test_judge_reward_orders_each_pair_by_the_judges_verdicts(toy_url, tmp_path,
 
 
 def test_the_code_verifier_rewards_a_program_that_passes_the_rows_tests():
-    from harness.data.load import Row
 
     row = Row("prompts.jsonl", 1, {"prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5\n"})
     texts = ["```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a - b\n"]
@@ -296,8 +308,6 @@ def test_the_code_verifier_rewards_a_program_that_passes_the_rows_tests():
 
 class FixedScores:
     """A reward source at the process boundary: the scores it is given, in sample order."""
-
-    passes_rate = False
 
     def __init__(self, scores):
         self.scores = scores
@@ -475,7 +485,6 @@ def test_spin_pairs_end_at_eos_and_a_sample_equal_to_the_data_response_ties(micr
 def test_a_reward_model_scores_a_finished_chat_completion_as_it_was_trained(micro, tmp_path):
     """An rm stage trains on ChatML responses that end with the end-of-turn token and its newline; a
     sampled completion stops at the end-of-turn token, so the newline is put back before scoring."""
-    from harness.data.load import Row
     from harness.train.reward_model import load_reward_model, score_responses
     from harness.train.rewards import ModelReward, end_of_turn_suffix
 
