@@ -136,10 +136,15 @@ LATER_TRAIN_DEFAULTS = {
     "processes": 1,  # N > 1 gives the one-process update up to float rounding, not bit for bit
     "pair_forward": "auto",  # shared_prompt (auto's choice under sdpa/eager) equals padded up to float rounding
 }
+# The same for method keys.  A stage key sees rollout_backend resolved (harness.train.vllm_rollouts.rollouts_keyed).
+LATER_METHOD_DEFAULTS = {
+    "rollout_backend": "auto",  # online stages sampled with transformers before; auto resolves to it without vLLM
+}
 
 
 def without_later_defaults(config: dict) -> dict:
-    """``config`` (a spec or stage mapping) without the ``LATER_TRAIN_DEFAULTS`` keys at their default, in place.
+    """``config`` (a spec or stage mapping) without the ``LATER_TRAIN_DEFAULTS`` and ``LATER_METHOD_DEFAULTS``
+    keys at their default, in place.
 
     Ids and cache keys hash configs; a key added in December 2026 at its default changes none of them.
     Set to another value it is part of them, so that it can be an ablation axis.
@@ -149,6 +154,11 @@ def without_later_defaults(config: dict) -> dict:
         for key, default in LATER_TRAIN_DEFAULTS.items():
             if train.get(key) == default:
                 del train[key]
+    method = config.get("method")
+    if isinstance(method, dict):
+        for key, default in LATER_METHOD_DEFAULTS.items():
+            if method.get(key) == default:
+                del method[key]
     return config
 
 
