@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -189,7 +190,9 @@ class OnlineTrainer:
                                   top_p=p["top_p"], n=self.hooks.samples_per_prompt(p),
                                   seed=self.cfg.seed * 1_000_003 + iteration, backend=generator.name)
         t0 = time.perf_counter()
-        with autocast(self.cfg.mixed_precision, self.device):
+        # The live policy samples under the training autocast; an engine runs its own kernels in its own dtype.
+        precision = autocast(self.cfg.mixed_precision, self.device) if self.generator is None else nullcontext()
+        with precision:
             samples = sample(generator, [self.prompts.ids[i] for i in prompt_index], settings)
         generation_s = time.perf_counter() - t0
         if self.hooks.with_data_responses:
