@@ -41,6 +41,7 @@ class CompletionOutput:
     token_ids: list
     finish_reason: str
     stop_reason: object
+    logprobs: list | None = None  # per token {token_id: Logprob}, when the script gives a 4th field
 
 
 @dataclass
