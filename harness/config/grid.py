@@ -136,6 +136,9 @@ LATER_DEFAULTS = {
     "train.processes": 1,  # N > 1 gives the one-process update up to float rounding, not bit for bit
     "train.pair_forward": "auto",  # shared_prompt (auto's choice under sdpa/eager) equals padded up to float rounding
     "method.reward.format": None,  # no format reward: the verifier's score alone
+    # online stages sampled with transformers before; a stage key sees it resolved
+    # (harness.train.vllm_rollouts.rollouts_keyed), so auto on a machine without vLLM keys as before
+    "method.rollout_backend": "transformers",
 }
 
 

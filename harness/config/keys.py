@@ -123,6 +123,9 @@ PARAM_NOTES = {
     "temperature": "the rollout's sampling temperature",
     "top_p": "the rollout's nucleus-sampling top_p",
     "minibatches": "optimizer steps per pass over one rollout (its samples shuffled and cut in this many parts)",
+    "rollout_backend": "what samples the rollouts: transformers (the live policy), vllm (an in-process engine sent "
+                       "the policy's weights, or its LoRA adapter, before every rollout; GPU) or auto (vllm when "
+                       "installed and CUDA is present); opt-in until vLLM weight sync has run on a GPU",
     "group_size": "samples per prompt; advantages are relative to the prompt's group",
     "eps_low": "the ratio's lower clip: 1 - eps_low",
     "eps_high": "the ratio's upper clip: 1 + eps_high (DAPO's clip-higher when > eps_low)",

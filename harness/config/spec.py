@@ -205,6 +205,7 @@ PARAM_TYPES: dict[str, Any] = {
     "max_new_tokens": PosInt,
     "temperature": PosFloat,  # rollouts sample; 0 (greedy) would give a group identical answers
     "top_p": UnitFloat,
+    "rollout_backend": Literal["auto", "transformers", "vllm"],
     "advantage_norm": Literal["group", "batch", "none"],
     "loss_aggregation": Literal["grpo", "bnpo", "dr_grpo", "dapo"],
     "kl_target": PosFloat | None,  # null: a fixed beta

@@ -35,8 +35,9 @@ GPU_MEMORY_UTILIZATION = 0.5
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def resolve_backend(name: str) -> str:
-    """``transformers`` or ``vllm`` for an ``eval.generation.backend`` value; vLLM unavailable is an error."""
+def resolve_backend(name: str, key: str = BACKEND_KEY) -> str:
+    """``transformers`` or ``vllm`` for an ``eval.generation.backend`` (or ``key``) value; vLLM unavailable is an
+    error naming ``key``."""
     if name == "transformers":
         return name
     installed = importlib.util.find_spec("vllm") is not None
@@ -44,13 +45,13 @@ def resolve_backend(name: str) -> str:
     if name == "auto":
         return "vllm" if installed and cuda else "transformers"
     if name != "vllm":
-        raise HarnessError(f"{BACKEND_KEY}: {name!r} is not a backend (auto, transformers, vllm)")
+        raise HarnessError(f"{key}: {name!r} is not a backend (auto, transformers, vllm)")
     if not installed:
-        raise HarnessError(f"{BACKEND_KEY}: vllm is not installed; install the extra "
-                           f"(pip install -e '.[vllm]') or set {BACKEND_KEY}=transformers")
+        raise HarnessError(f"{key}: vllm is not installed; install the extra "
+                           f"(pip install -e '.[vllm]') or set {key}=transformers")
     if not cuda:
-        raise HarnessError(f"{BACKEND_KEY}: vllm needs a CUDA GPU and torch sees none; "
-                           f"set {BACKEND_KEY}=transformers (or auto)")
+        raise HarnessError(f"{key}: vllm needs a CUDA GPU and torch sees none; "
+                           f"set {key}=transformers (or auto)")
     return "vllm"
 
 
@@ -143,32 +144,38 @@ class VllmGenerator:
 
     def close(self) -> None:
         """Shut the engine down and give its GPU memory back (before training or another engine starts)."""
-        if self.llm is None:
-            return
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        shutdown = getattr(core, "shutdown", None)
-        if callable(shutdown):  # vLLM v1 runs the engine in a child process
-            shutdown()
-        self.llm = None
-        try:
-            from vllm.distributed.parallel_state import (
-                destroy_distributed_environment,
-                destroy_model_parallel,
-            )
-        except ImportError:  # not in every vLLM version
-            pass
-        else:
-            destroy_model_parallel()
-            destroy_distributed_environment()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        shutdown_engine(self)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def shutdown_engine(owner) -> None:
+    """Shut ``owner.llm`` (a ``vllm.LLM``, or None: nothing to do) down, drop it and give its GPU memory back."""
+    llm, owner.llm = owner.llm, None  # the last reference, released before the collection below
+    if llm is None:
+        return
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    shutdown = getattr(core, "shutdown", None)
+    if callable(shutdown):  # vLLM v1 runs the engine in a child process
+        shutdown()
+    del llm
+    try:
+        from vllm.distributed.parallel_state import (
+            destroy_distributed_environment,
+            destroy_model_parallel,
+        )
+    except ImportError:  # not in every vLLM version
+        pass
+    else:
+        destroy_model_parallel()
+        destroy_distributed_environment()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def sampling_options(settings: GenerationSpec, eos: int) -> dict:

@@ -52,7 +52,10 @@ ONLINE_LR = 1e-6  # TRL 1.16's GRPOConfig
 
 # Rollout settings every online method shares (TRL 1.16's GRPOConfig defaults, except max_new_tokens: 512
 # there, 64 here for the toy world's short answers).  ``reward`` is required: the spec rules say so.
-ROLLOUT_PARAMS = {"reward": None, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "minibatches": 1}
+# ``rollout_backend``: what samples (harness.train.vllm_rollouts); auto = vLLM when installed and CUDA is present.
+# The default is transformers until vLLM weight sync has passed its device check (benchmarks/gpu_online.py).
+ROLLOUT_PARAMS = {"reward": None, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "minibatches": 1,
+                  "rollout_backend": "transformers"}
 # GRPO (Shao et al. 2024) with the DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025) variants, named as
 # TRL 1.16 names them: group_size = num_generations, eps_low/eps_high = epsilon/epsilon_high,
 # advantage_norm = scale_rewards, loss_aggregation = loss_type, mask_truncated = mask_truncated_completions.

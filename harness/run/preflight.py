@@ -22,6 +22,7 @@ from harness.serve.toy_judge import check_toy_items, guards_toy_judge
 from harness.toy import TOY_MODELS, is_toy, toy_name
 from harness.train.rewards import check_reward_data
 from harness.train.stages import check_hardware
+from harness.train.vllm_rollouts import resolve_rollout_backend
 from judges.judged import text_of
 
 
@@ -31,6 +32,8 @@ def check_stage_settings(stage) -> None:
     if not entry.implemented:
         available = sorted(n for n, m in METHODS.items() if m.implemented)
         raise HarnessError(f"method.name: {entry.name!r} is not available in this version (available: {available})")
+    if "rollout_backend" in stage.method.params:  # vllm asked for where it cannot run: refused before any training
+        resolve_rollout_backend(stage.method.params["rollout_backend"])
 
 
 def check_reward_model_stages(stages) -> None:

@@ -43,6 +43,7 @@ from harness.train.models import (
 from harness.train.reference import data_fingerprint
 from harness.train.rewards import JudgeAccess
 from harness.train.stages import kl_estimator, train_stage
+from harness.train.vllm_rollouts import resolve_rollout_backend, rollouts_keyed
 
 
 @dataclass
@@ -353,7 +354,8 @@ def _stage_keys(ctx: SweepContext, trial: Trial) -> list[str]:
     """Each stage's cache key, in order: a hash of its config, its input model's key and its data."""
     key, keys = model_identity(resolve_model_path(trial.spec.model, ctx.cache_dir)), []
     for i, stage in enumerate(trial.stages):
-        key = stage_key(by_content(stage, {s.name for s in trial.stages[:i]}), key, data_fingerprint(stage))
+        keyed = by_content(rollouts_keyed(stage), {s.name for s in trial.stages[:i]})
+        key = stage_key(keyed, key, data_fingerprint(stage))
         keys.append(key)
     return keys
 
@@ -406,6 +408,9 @@ def _stage_output_locked(ctx: SweepContext, run_id: str, trial: Trial, stage, pa
     estimator = kl_estimator(stage)
     if estimator:
         ctx.tracker.set_tags(run_id, {"harness.kl_estimator": estimator})
+    if "rollout_backend" in stage.method.params:
+        backend = resolve_rollout_backend(stage.method.params["rollout_backend"])
+        ctx.tracker.set_tags(run_id, {"harness.rollout_backend": backend})
     ctx.echo(f"  stage {stage.name}: training {stage.method.name}")
     try:
         model, tokenizer, result = train_stage(

@@ -3,8 +3,10 @@
 One iteration (``train.max_steps`` of them, or ``train.epochs`` passes over the prompts):
 
 1. take ``train.batch_size`` prompts (a seeded permutation per epoch, as the offline plan);
-2. sample ``n`` completions of each with the policy as it is now (``harness.train.rollout``); SPIN
-   pairs each with the prompt's data response;
+2. sample ``n`` completions of each with the policy as it is now (``harness.train.rollout``): the live
+   policy through transformers, or a vLLM engine sent the policy's weights first
+   (``harness.train.vllm_rollouts``, ``method.rollout_backend``); SPIN pairs each with the prompt's
+   data response;
 3. score them with the stage's reward source (``harness.train.rewards``), shaped by the method
    (PPO's missing-EOS penalty and clipping);
 4. with no gradient: the rollout ("old") log-probs, when an update can differ from the sampling
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -134,8 +137,11 @@ class OnlineTrainer:
     """The state of one online stage's training: model, optimizer, reward source, reference and value model."""
 
     def __init__(self, model, tokenizer, method: MethodEntry, params: dict, prompts: Prompts, cfg: TrainConfig,
-                 reward, reference=None, callbacks: Callbacks | None = None, critic=None):
+                 reward, reference=None, callbacks: Callbacks | None = None, critic=None, generator=None):
         self.method, self.params, self.prompts, self.cfg = method, params, prompts, cfg
+        # An engine that samples for the policy (harness.train.vllm_rollouts), sent its weights before each
+        # rollout; None: the live policy samples through transformers.
+        self.generator = generator
         self.hooks = ONLINE_HOOKS[method.batch]
         self.tokenizer, self.reward = tokenizer, reward
         self.pad_id = tokenizer.pad_token_id
@@ -178,20 +184,31 @@ class OnlineTrainer:
     def rollout(self, iteration: int, prompt_index: list[int]) -> tuple[Rollout, dict]:
         """Sample completions of ``prompt_index`` with the policy as it is now, then build the ``Rollout`` of them."""
         p = self.params
+        self._train_mode(False)
+        generator, sync_s = self.rollout_generator()
         settings = GenerationSpec(max_new_tokens=p["max_new_tokens"], temperature=p["temperature"],
                                   top_p=p["top_p"], n=self.hooks.samples_per_prompt(p),
-                                  seed=self.cfg.seed * 1_000_003 + iteration, backend="transformers")
-        self._train_mode(False)
+                                  seed=self.cfg.seed * 1_000_003 + iteration, backend=generator.name)
         t0 = time.perf_counter()
-        with autocast(self.cfg.mixed_precision, self.device):
-            samples = sample(TransformersGenerator(self.policy, self.tokenizer),
-                             [self.prompts.ids[i] for i in prompt_index], settings)
+        # The live policy samples under the training autocast; an engine runs its own kernels in its own dtype.
+        precision = autocast(self.cfg.mixed_precision, self.device) if self.generator is None else nullcontext()
+        with precision:
+            samples = sample(generator, [self.prompts.ids[i] for i in prompt_index], settings)
         generation_s = time.perf_counter() - t0
         if self.hooks.with_data_responses:
             samples = with_data_responses(samples, [self.prompts.responses[i] for i in prompt_index], self.tokenizer)
         rows = [self.prompts.rows[prompt_index[i]] for i in samples.prompt_index]
         ro, metrics = self.build_rollout(samples, rows)
-        return ro, {**metrics, "generation_s": generation_s}
+        return ro, {**metrics, "generation_s": generation_s, **({} if sync_s is None else {"weight_sync_s": sync_s})}
+
+    def rollout_generator(self) -> tuple[object, float | None]:
+        """What samples this rollout, holding the policy as it is now, and the seconds its weight sync took
+        (None: transformers samples with the live policy, nothing to sync)."""
+        if self.generator is None:
+            return TransformersGenerator(self.policy, self.tokenizer), None
+        t0 = time.perf_counter()
+        self.generator.sync(self.policy)
+        return self.generator, time.perf_counter() - t0
 
     def build_rollout(self, samples: Samples, rows: list) -> tuple[Rollout, dict]:
         """Score ``samples`` (of prompt ``rows``), then with no gradient the log-probs and values the
@@ -340,8 +357,9 @@ class OnlineTrainer:
 
 
 def train_online(model, tokenizer, method: MethodEntry, params: dict, prompts: Prompts, cfg: TrainConfig,
-                 reward, reference=None, callbacks: Callbacks | None = None, critic=None) -> TrainResult:
+                 reward, reference=None, callbacks: Callbacks | None = None, critic=None,
+                 generator=None) -> TrainResult:
     """Train ``model`` (and ``critic``, a value model) in place on its own samples of ``prompts`` (see the
-    module docstring)."""
+    module docstring); ``generator``: an engine that samples for it, synced before each rollout."""
     return OnlineTrainer(model, tokenizer, method, params, prompts, cfg, reward, reference, callbacks,
-                         critic).train()
+                         critic, generator).train()

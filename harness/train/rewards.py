@@ -11,7 +11,8 @@
 - no ``method.reward`` (SPIN): the data's own response is preferred.
 
 Every source is checked before the first rollout (``check``): a verifier on
-every prompt row, a reward model by loading it and scoring one sample.
+every prompt row, a reward model by loading it and scoring one sample, a judge
+by judging one pair on the first prompt row.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class JudgeAccess:
     max_error_rate: float
 
 
+# The probe's texts: the row's own answer (or the first) against a different one.
+PROBE_TEXTS = ("I think the answer is 42.", "I do not know.")
+
+
 class JudgeReward:
     """The judge stack as online DPO's reward (judge client: cached, retried).
 
@@ -148,29 +153,49 @@ class JudgeReward:
         self.last_metrics: dict[str, float] = {}
 
     def check(self, rows: list[Row], key: str) -> None:
-        return None  # the judge's endpoint and the toy judge's items are checked by the sweep's preflight
+        """Before the first rollout, one real item through the judge: the first prompt row with its own
+        ``answer`` (or a stock text) against a different text: one pair, judged in both orders (pairwise)
+        or each graded (single).  A judge that cannot be reached, is misconfigured, or gives no verdict
+        on the stage's prompts fails here, in one line.  The probe's client comes from the same cached, retried factory
+        (a resumed run finds its verdicts cached) and is not the training's: no train/ metric counts it."""
+        row = rows[0]
+        answer = row.data.get("answer")
+        first = str(answer) if answer not in (None, "") else PROBE_TEXTS[0]
+        texts = [first, PROBE_TEXTS[1] if first != PROBE_TEXTS[1] else PROBE_TEXTS[0]]
+        try:
+            client = self.judge.client()
+            _, errors = self._judge(client, [row.data["prompt"]] * 2, texts)
+        except HarnessError as exc:
+            raise HarnessError(f"{key}: the {self.mode} judge failed its probe before the first rollout: {exc}") \
+                from None
+        if errors:
+            raise HarnessError(f"{key}: the {self.mode} judge (model {client.model!r} at {client.base_url}) gave no "
+                               f"verdict on a probe item from {row.where} before the first rollout "
+                               f"(last failure: {client.last_failure or 'none'})")
 
     def score(self, rows, prompt_ids, completion_ids, texts) -> torch.Tensor:
         client = self.judge.client()
-        prompts = [row.data["prompt"] for row in rows]
+        rewards, errors = self._judge(client, [row.data["prompt"] for row in rows], texts)
+        client.check_failures(self.judge.max_error_rate, f"{self.key} (judge: {self.mode})")
+        self.last_metrics = {"judge_errors": float(errors)}
+        return rewards
+
+    def _judge(self, client, prompts: list, texts: list[str]) -> tuple[torch.Tensor, int]:
+        """Rewards of consecutive pairs of samples [len(texts)] float64, and how many pairs went unjudged."""
         if self.mode == "pairwise":
             items = [{"id": f"pair-{k}", "prompt": prompts[2 * k], "candidate": texts[2 * k],
                       "baseline": texts[2 * k + 1]} for k in range(len(texts) // 2)]
             judged = pairwise_judge(client, items).judgments
             first = [0.5 if r["score"] is None else float(r["score"]) for r in judged]
             rewards = torch.tensor([v for f in first for v in (f, 1.0 - f)], dtype=torch.float64)
-            errors = sum(r["score"] is None for r in judged)
-        else:
-            items = [{"id": f"sample-{k}", "prompt": p, "answer": t} for k, (p, t) in enumerate(zip(prompts, texts))]
-            grades = [r["score"] for r in single_judge(client, items).judgments]
-            pairs = [(grades[k], grades[k + 1]) for k in range(0, len(grades), 2)]
-            unjudged = [a is None or b is None for a, b in pairs]
-            rewards = torch.tensor([0.0 if bad else float(g) for (a, b), bad in zip(pairs, unjudged) for g in (a, b)],
-                                   dtype=torch.float64)
-            errors = sum(unjudged)
-        client.check_failures(self.judge.max_error_rate, f"{self.key} (judge: {self.mode})")
-        self.last_metrics = {"judge_errors": float(errors)}
-        return rewards
+            return rewards, sum(r["score"] is None for r in judged)
+        items = [{"id": f"sample-{k}", "prompt": p, "answer": t} for k, (p, t) in enumerate(zip(prompts, texts))]
+        grades = [r["score"] for r in single_judge(client, items).judgments]
+        pairs = [(grades[k], grades[k + 1]) for k in range(0, len(grades), 2)]
+        unjudged = [a is None or b is None for a, b in pairs]
+        rewards = torch.tensor([0.0 if bad else float(g) for (a, b), bad in zip(pairs, unjudged) for g in (a, b)],
+                               dtype=torch.float64)
+        return rewards, sum(unjudged)
 
 
 class DataResponseReward:

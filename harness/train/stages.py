@@ -11,6 +11,7 @@ and ``train/reward_passes`` at step 0, ``train/optimizer_steps`` at the last ste
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from harness.train.reward_model import load_reward_model
 from harness.train.rewards import JudgeAccess, reward_source
 from harness.train.rollout import Prompts, encode_prompts
 from harness.train.values import build_value_model, check_value_lora
+from harness.train.vllm_rollouts import VllmRollouts, resolve_rollout_backend
 
 
 @dataclass
@@ -286,7 +288,18 @@ def train_online_stage(stage, input_path: str, cache_dir: Path, log, progress: b
             for module in critic.modules():
                 disable_dropout(module)
     cfg = train_config(stage, mixed)
-    with phase("training"):
+    with phase("training"), rollout_generator(stage, input_path, tokenizer) as generator:
         result = train_online(model, tokenizer, method, params, prompts, cfg, reward, reference,
-                              Callbacks(log, None, progress), critic)
+                              Callbacks(log, None, progress), critic, generator)
     return model, tokenizer, result
+
+
+@contextlib.contextmanager
+def rollout_generator(stage, input_path: str, tokenizer):
+    """The vLLM engine that samples an online stage's rollouts (``method.rollout_backend`` resolved to vllm),
+    serving its input model and shut down with the stage; None when transformers samples."""
+    if resolve_rollout_backend(stage.method.params["rollout_backend"]) != "vllm":
+        yield None
+        return
+    with VllmRollouts(input_path, tokenizer, stage.train.max_length, stage.lora.rank, stage.train.seed) as engine:
+        yield engine

@@ -240,6 +240,25 @@ def test_a_judge_reward_on_prompts_the_toy_judge_cannot_judge_is_refused(tmp_pat
     assert "method.reward: 1 of 1 items are not from the toy world" in err and "judge.base_url" in err
 
 
+def test_a_judge_reward_whose_judge_gives_no_verdict_fails_before_any_rollout(tmp_path, capsys, monkeypatch):
+    """The judge reward's probe runs before the first rollout: a judge that answers without a verdict stops the
+    stage in one line naming method.reward and the judge, and nothing is generated."""
+    from harness.serve.server import ChatResult, serve_in_background
+    from harness.train import online
+
+    rollouts = []
+    monkeypatch.setattr(online, "sample", lambda *a, **k: rollouts.append(a) or pytest.fail("a rollout ran"))
+    with serve_in_background(lambda body: ChatResult("No opinion.")) as server:
+        spec = _write(tmp_path, "online-judge-mute",
+                      method={"name": "online-dpo", "reward": {"judge": "pairwise"}, "max_new_tokens": 6},
+                      data={"train": "toy://arith-prompts", "fraction": 0.01},
+                      judge={"base_url": server.base_url, "model": "mute", "max_retries": 0})
+        assert main(["sweep", spec]) != 0
+    err = capsys.readouterr().err
+    assert f"method.reward: the pairwise judge (model 'mute' at {server.base_url}) gave no verdict" in err
+    assert rollouts == []
+
+
 def test_online_stages_refuse_the_keys_they_would_ignore(tmp_path):
     method = {"name": "grpo", "reward": {"verifier": "arith"}}
     for data, train, key in ((({"train": "toy://arith-prompts", "eval": "toy://arith-eval"}), {}, "data.eval"),
