@@ -121,12 +121,14 @@ def test_the_stage_key_names_the_resolved_backend_and_transformers_keeps_the_old
     def key(s):
         return stage_key(s, "input", "data")
 
-    assert key(rollouts_keyed(stage)) == key(old)  # auto on a CPU: transformers, as before the key existed
-    assert key(rollouts_keyed(_with(stage, "transformers"))) == key(old)
+    assert stage.method.params["rollout_backend"] == "transformers"  # the default: the old key
+    assert key(rollouts_keyed(stage)) == key(old)
+    auto = _with(stage, "auto")
+    assert key(rollouts_keyed(auto)) == key(old)  # auto on a CPU: transformers, as before the key existed
     fake_vllm.install(monkeypatch, lambda *a: ([2], "stop", None))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert key(rollouts_keyed(stage)) != key(old)  # auto on a GPU with vLLM: vllm, another stage
-    assert key(rollouts_keyed(stage)) == key(rollouts_keyed(_with(stage, "vllm")))
+    assert key(rollouts_keyed(auto)) != key(old)  # auto on a GPU with vLLM: vllm, another stage
+    assert key(rollouts_keyed(auto)) == key(rollouts_keyed(_with(stage, "vllm")))
 
 
 def _stages(tmp_path):
