@@ -52,10 +52,10 @@ def collect(uri: str, experiment: str, stage: str, metrics: list[str]) -> dict:
             continue
         trial = by_id[parent]
         name = trial.data.tags["harness.trial_id"]
-        match = re.fullmatch(r"(.*)-seed(\d+)-[0-9a-f]{8}", name)
+        match = re.fullmatch(r"(?:(.*)-)?seed(\d+)-[0-9a-f]{8}", name)
         if not match:
             continue
-        level, seed = match.group(1), int(match.group(2))
+        level, seed = match.group(1) or "(no ablation)", int(match.group(2))
         out[(level, seed)] = {
             "start": {m: run.data.metrics.get(m) for m in metrics},
             "end": {m: trial.data.metrics.get(m) for m in metrics},
