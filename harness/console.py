@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -60,10 +61,18 @@ class StepLines:
 
 
 def quiet_libraries() -> None:
-    """harness draws its own progress bars; transformers' per-load bars would drown them."""
-    from transformers.utils import logging as hf_logging
+    """harness draws its own progress bars; transformers' per-load bars would drown them.
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    Not yet imported (a command may never need it), transformers takes both settings from the environment
+    when it is (a user's own TRANSFORMERS_VERBOSITY or HF_HUB_DISABLE_PROGRESS_BARS wins); already imported,
+    it is told directly."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    else:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Deprecation notices between transformers and peft are not the user's to act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")

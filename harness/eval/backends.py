@@ -20,12 +20,16 @@ import importlib.util
 import json
 from pathlib import Path
 
-import torch
-
 from harness.config.spec import GenerationSpec
 from harness.errors import HarnessError
-from harness.eval.generation import Completion, _completion, generate
-from harness.train.models import device, load_model
+from harness.eval.completions import Completion, _completion
+from harness.lazy import lazy
+
+# torch, transformers and the generation code are imported where a generator runs, so that resolving a backend
+# (`harness judge` on output files) loads none of them.
+generate = lazy("harness.eval.generation:generate")
+load_model = lazy("harness.train.models:load_model")
+device = lazy("harness.train.models:device")
 
 BACKEND_KEY = "eval.generation.backend"
 # vLLM preallocates this share of the GPU (weights + KV cache); the rest is left to the HF
@@ -41,9 +45,11 @@ def resolve_backend(name: str, key: str = BACKEND_KEY) -> str:
     if name == "transformers":
         return name
     installed = importlib.util.find_spec("vllm") is not None
-    cuda = torch.cuda.is_available()
+    if name == "auto" and not installed:
+        return "transformers"
+    cuda = cuda_available()
     if name == "auto":
-        return "vllm" if installed and cuda else "transformers"
+        return "vllm" if cuda else "transformers"
     if name != "vllm":
         raise HarnessError(f"{key}: {name!r} is not a backend (auto, transformers, vllm)")
     if not installed:
@@ -53,6 +59,13 @@ def resolve_backend(name: str, key: str = BACKEND_KEY) -> str:
         raise HarnessError(f"{key}: vllm needs a CUDA GPU and torch sees none; "
                            f"set {key}=transformers (or auto)")
     return "vllm"
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (imported here: a backend that is not asked about needs no torch)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def resolved(settings: GenerationSpec) -> GenerationSpec:
@@ -174,7 +187,9 @@ def shutdown_engine(owner) -> None:
         destroy_model_parallel()
         destroy_distributed_environment()
     gc.collect()
-    if torch.cuda.is_available():
+    if cuda_available():
+        import torch
+
         torch.cuda.empty_cache()
 
 

@@ -10,21 +10,13 @@ multi-turn for items with ``turns`` (each turn sees the model's own earlier answ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from tqdm.auto import tqdm
 
 from harness.config.spec import GenerationSpec
 from harness.data.collate import left_pad
 from harness.data.tokenization import encode_prompt
-
-
-@dataclass
-class Completion:
-    text: str
-    num_tokens: int
-    token_ids: list[int] = field(default_factory=list)  # the generated ids, EOS included (for log-probs)
+from harness.eval.completions import Completion, _completion
 
 
 @torch.no_grad()
@@ -57,16 +49,6 @@ def generate(model, tokenizer, prompts: list[list[int]], settings: GenerationSpe
         for row, tokens in enumerate(new):
             results[idx[row // settings.n]].append(_completion(tokens.tolist(), tokenizer, eos, pad))
     return results
-
-
-def _completion(tokens: list[int], tokenizer, eos: int, pad: int) -> Completion:
-    """Cut at the first EOS (kept in the count, as it was generated) and decode."""
-    if eos in tokens:
-        tokens = tokens[: tokens.index(eos) + 1]
-    else:
-        while tokens and tokens[-1] == pad:
-            tokens = tokens[:-1]
-    return Completion(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), tokens)
 
 
 def _single_turn(items, generator, generation, progress, desc):

@@ -18,11 +18,22 @@ from pathlib import Path
 from harness.console import say
 from harness.errors import DataError, HarnessError
 from harness.eval.backends import adapter_config, open_generator
-from harness.eval.generation import generate_outputs, generation_for
 from harness.eval.outputs import by_generator, match_rows, read_output_files
 from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES, limited_items
-from harness.train.models import load_tokenizer, resolve_model_path
+from harness.lazy import lazy
+
+# The --model path's generation and model loading (torch, transformers) are imported when it runs: judging
+# output files loads neither.
+generate_outputs = lazy("harness.eval.generation:generate_outputs")
+generation_for = lazy("harness.eval.generation:generation_for")
+load_tokenizer = lazy("harness.train.models:load_tokenizer")
+resolve_model_path = lazy("harness.train.models:resolve_model_path")
+
+
+def tokenizer_of(source: str, cache_dir: Path):
+    """The tokenizer of a model (toy://, a directory or a hub id), e.g. to count reply lengths in tokens."""
+    return load_tokenizer(resolve_model_path(source, cache_dir))
 
 
 def _numbered(rows: list[dict]) -> list[dict]:

@@ -14,9 +14,9 @@ from harness.errors import HarnessError
 from harness.eval.outputs import baseline_for, by_generator, read_outputs
 from harness.eval.suite import SuiteResult, suite_options
 from harness.eval.suites import SUITES
+from harness.judge_cmd.candidates import tokenizer_of
 from harness.judge_cmd.output import log
 from harness.serve.endpoint import judge_client, judge_endpoint
-from harness.train.models import load_tokenizer, resolve_model_path
 from judges.stats.annotations import length_function
 
 
@@ -28,7 +28,7 @@ def length_of(args, cache_dir: Path):
     source = args.model or args.tokenizer
     if source is None:
         raise HarnessError("--length-unit tokens: give --model or --tokenizer DIR|ID to count tokens with")
-    return length_function("tokens", load_tokenizer(resolve_model_path(source, cache_dir)))
+    return length_function("tokens", tokenizer_of(source, cache_dir))
 
 
 def judge_all(candidates, suites, eval_cfg, judge_spec, baseline_path, cache_dir: Path, length=len):

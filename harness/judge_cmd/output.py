@@ -32,8 +32,8 @@ from harness.config.spec import flatten
 from harness.console import table
 from harness.eval.suite import suite_options
 from harness.eval.suites import SUITES
+from harness.judge_cmd.candidates import tokenizer_of
 from harness.run.tracking import Tracker, git_sha, package_versions, require_reachable, resolve_store
-from harness.train.models import load_tokenizer, resolve_model_path
 from judges.stats.annotations import score_annotation_files
 from judges.stats.lc_v1 import read_instruction_difficulty
 
@@ -147,7 +147,7 @@ def annotations_command(args) -> int:
     """Re-score AlpacaEval annotation files (no judge calls); print percent rows; log fractions."""
     tokenizer = None
     if args.length_unit == "tokens" and args.tokenizer:
-        tokenizer = load_tokenizer(resolve_model_path(args.tokenizer, Path(args.results_dir).resolve() / "cache"))
+            tokenizer = tokenizer_of(args.tokenizer, Path(args.results_dir).resolve() / "cache")
     difficulty = None
     if getattr(args, "instruction_difficulty", None):
         difficulty = read_instruction_difficulty(args.instruction_difficulty)

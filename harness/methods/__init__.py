@@ -7,66 +7,76 @@ contract), ``preference`` (pair losses), ``kto`` (unpaired labels), ``rm``
 rewards, GAE, whitening and clipped losses, GRPO's advantages, token losses and
 aggregations, the adaptive KL controller).  ``batches`` holds the typed
 record each loss takes, and ``registry`` the methods.  A trainer never contains method math.
+
+The names below are re-exported lazily (PEP 562): ``from harness.methods import dpo_loss`` imports
+``harness.methods.preference`` (and torch) only then, so the registry and the spec load without torch.
 """
 
-from harness.methods.batches import KtoLogps, PairLogps, PairRewards, PpoTokens, SftLogps
-from harness.methods.kto import kto_kl_estimate, kto_loss, mismatched_partners, step_kl_pairs
-from harness.methods.logprobs import (
-    entropy_from_logits,
-    off_target_probs,
-    packed_entropy,
-    packed_token_logps,
-    reduce_logps,
-    sequence_logps,
-    target_mask,
-    token_counts,
-    token_entropies,
-    token_logps,
-)
-from harness.methods.online import (
-    GRPO_AGGREGATIONS,
-    KL_ESTIMATORS,
-    AdaptiveKLController,
-    explained_variance,
-    gae,
-    group_advantages,
-    grpo_denominator,
-    grpo_numerators,
-    grpo_token_losses,
-    kl_per_token,
-    last_response_index,
-    masked_mean,
-    pair_preferences,
-    ppo_policy_loss,
-    ppo_token_losses,
-    ppo_token_rewards,
-    ppo_value_loss,
-    whiten,
-    zero_signal_fraction,
-)
-from harness.methods.preference import (
-    dpo_loss,
-    hinge_loss,
-    ipo_loss,
-    log1mexp,
-    logratio_margin,
-    margin_of,
-    orpo_loss,
-    reward_metrics,
-    robust_loss,
-    simpo_loss,
-    with_sft_weight,
-)
-from harness.methods.rm import pool_rewards, rm_loss
-from harness.methods.sft import (
-    brier_sft_loss,
-    dft_loss,
-    hellinger_sft_loss,
-    iw_sft_loss,
-    self_normalized_weights,
-    sft_loss,
-    sft_token_losses,
-)
+from __future__ import annotations
+
+import importlib
+
+# name -> the module of harness.methods that defines it
+_WHERE = {
+    "KtoLogps": "batches",
+    "PairLogps": "batches",
+    "PairRewards": "batches",
+    "PpoTokens": "batches",
+    "SftLogps": "batches",
+    "kto_kl_estimate": "kto",
+    "kto_loss": "kto",
+    "mismatched_partners": "kto",
+    "step_kl_pairs": "kto",
+    "entropy_from_logits": "logprobs",
+    "off_target_probs": "logprobs",
+    "packed_entropy": "logprobs",
+    "packed_token_logps": "logprobs",
+    "reduce_logps": "logprobs",
+    "sequence_logps": "logprobs",
+    "target_mask": "logprobs",
+    "token_counts": "logprobs",
+    "token_entropies": "logprobs",
+    "token_logps": "logprobs",
+    "AdaptiveKLController": "online",
+    "GRPO_AGGREGATIONS": "online",
+    "KL_ESTIMATORS": "online",
+    "explained_variance": "online",
+    "gae": "online",
+    "group_advantages": "online",
+    "grpo_denominator": "online",
+    "grpo_numerators": "online",
+    "grpo_token_losses": "online",
+    "kl_per_token": "online",
+    "last_response_index": "online",
+    "masked_mean": "online",
+    "pair_preferences": "online",
+    "ppo_policy_loss": "online",
+    "ppo_token_losses": "online",
+    "ppo_token_rewards": "online",
+    "ppo_value_loss": "online",
+    "whiten": "online",
+    "zero_signal_fraction": "online",
+    "dpo_loss": "preference",
+    "hinge_loss": "preference",
+    "ipo_loss": "preference",
+    "log1mexp": "preference",
+    "logratio_margin": "preference",
+    "margin_of": "preference",
+    "orpo_loss": "preference",
+    "reward_metrics": "preference",
+    "robust_loss": "preference",
+    "simpo_loss": "preference",
+    "with_sft_weight": "preference",
+    "pool_rewards": "rm",
+    "rm_loss": "rm",
+    "brier_sft_loss": "sft",
+    "dft_loss": "sft",
+    "hellinger_sft_loss": "sft",
+    "iw_sft_loss": "sft",
+    "self_normalized_weights": "sft",
+    "sft_loss": "sft",
+    "sft_token_losses": "sft",
+}
 
 __all__ = [
     "GRPO_AGGREGATIONS",
@@ -128,3 +138,11 @@ __all__ = [
     "with_sft_weight",
     "zero_signal_fraction",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'harness.methods' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"harness.methods.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -15,27 +15,10 @@ sets any other ``method.*`` key is an error (DESIGN.md, "Contract: spec keys").
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from harness.methods import (
-    brier_sft_loss,
-    dft_loss,
-    dpo_loss,
-    grpo_token_losses,
-    hellinger_sft_loss,
-    hinge_loss,
-    ipo_loss,
-    iw_sft_loss,
-    kto_loss,
-    orpo_loss,
-    ppo_token_losses,
-    rm_loss,
-    robust_loss,
-    sft_loss,
-    simpo_loss,
-)
 
 SFT_PARAMS = {"loss_normalization": "token", "train_on_prompt": False, "assistant_turns": "all"}
 PREFERENCE_PARAMS = {"beta": 0.1, "sft_weight": 0.0, "logprob_reduction": None}
@@ -119,7 +102,9 @@ class MethodEntry:
     params: dict[str, Any]
     # Sequence log-prob reduction when method.logprob_reduction is null.
     default_reduction: str | None = None
-    loss: Callable[..., Any] | None = field(default=None, compare=False)
+    # Where its loss function lives, "MODULE.FUNCTION" under harness.methods: imported when a trainer first asks,
+    # so reading the registry (spec validation, `harness judge`, `harness report`) loads no torch.
+    loss_ref: str | None = None
     # Keyword of ``loss`` -> the method.* param passed as it (the batch record is the loop's).
     loss_params: dict[str, str] = field(default_factory=dict)
     # Its examples carry importance weights (method.weight_field or method.reward_model).
@@ -131,8 +116,16 @@ class MethodEntry:
         return self.batch.kl_estimator if self.needs_ref else None
 
     @property
+    def loss(self) -> Callable[..., Any] | None:
+        """The method's pure loss function (``harness.methods``), or None."""
+        if self.loss_ref is None:
+            return None
+        module, name = self.loss_ref.rsplit(".", 1)
+        return getattr(importlib.import_module(f"harness.methods.{module}"), name)
+
+    @property
     def implemented(self) -> bool:
-        return self.loss is not None
+        return self.loss_ref is not None
 
     def loss_kwargs(self, params: dict) -> dict[str, Any]:
         """The keyword arguments of ``loss`` from the resolved ``method.*`` params."""
@@ -149,12 +142,12 @@ class MethodEntry:
         return None
 
 
-def _sft(name: str, loss, weighted: bool = False, **extra: Any) -> MethodEntry:
-    return MethodEntry(name, SFT, False, SFT_LR, {**SFT_PARAMS, **extra}, loss=loss,
+def _sft(name: str, loss: str, weighted: bool = False, **extra: Any) -> MethodEntry:
+    return MethodEntry(name, SFT, False, SFT_LR, {**SFT_PARAMS, **extra}, loss_ref=loss,
                        loss_params={"normalization": "loss_normalization"}, importance_weighted=weighted)
 
 
-def _pref(name: str, reduction: str, loss, loss_params=(), needs_ref=True, kind=PAIRS, **extra):
+def _pref(name: str, reduction: str, loss: str, loss_params=(), needs_ref=True, kind=PAIRS, **extra):
     params = {**PREFERENCE_PARAMS, **extra}
     return MethodEntry(name, kind, needs_ref, PREFERENCE_LR, params, reduction, loss,
                        {key: key for key in loss_params})
@@ -163,28 +156,28 @@ def _pref(name: str, reduction: str, loss, loss_params=(), needs_ref=True, kind=
 METHODS: dict[str, MethodEntry] = {
     e.name: e
     for e in [
-        _sft("sft", sft_loss),
-        _sft("dft", dft_loss),
-        _sft("iw-sft", iw_sft_loss, weighted=True, weight_field="weight", tau=1.0, reward_model=None),
-        _sft("hellinger-sft", hellinger_sft_loss),
-        _sft("brier-sft", brier_sft_loss),
+        _sft("sft", "sft.sft_loss"),
+        _sft("dft", "sft.dft_loss"),
+        _sft("iw-sft", "sft.iw_sft_loss", weighted=True, weight_field="weight", tau=1.0, reward_model=None),
+        _sft("hellinger-sft", "sft.hellinger_sft_loss"),
+        _sft("brier-sft", "sft.brier_sft_loss"),
         MethodEntry("rm", RM, False, RM_LR, {"pooling": "last", "center_rewards_coefficient": 0.0},
-                    loss=rm_loss, loss_params={"center_rewards_coefficient": "center_rewards_coefficient"}),
-        _pref("dpo", "sum", dpo_loss, ("beta", "label_smoothing"), label_smoothing=0.0),
-        _pref("robust", "sum", robust_loss, ("beta", "label_smoothing"), label_smoothing=0.0),
-        _pref("ipo", "mean", ipo_loss, ("beta",)),
-        _pref("hinge", "sum", hinge_loss, ("beta",)),
-        _pref("simpo", "mean", simpo_loss, ("beta", "gamma"), needs_ref=False, gamma=0.5),
-        _pref("orpo", "mean", orpo_loss, ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
-        MethodEntry("grpo", GROUPS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **GRPO_PARAMS}, loss=grpo_token_losses,
+                    loss_ref="rm.rm_loss", loss_params={"center_rewards_coefficient": "center_rewards_coefficient"}),
+        _pref("dpo", "sum", "preference.dpo_loss", ("beta", "label_smoothing"), label_smoothing=0.0),
+        _pref("robust", "sum", "preference.robust_loss", ("beta", "label_smoothing"), label_smoothing=0.0),
+        _pref("ipo", "mean", "preference.ipo_loss", ("beta",)),
+        _pref("hinge", "sum", "preference.hinge_loss", ("beta",)),
+        _pref("simpo", "mean", "preference.simpo_loss", ("beta", "gamma"), needs_ref=False, gamma=0.5),
+        _pref("orpo", "mean", "preference.orpo_loss", ("beta", "nll_on_prompt"), needs_ref=False, nll_on_prompt=False),
+        MethodEntry("grpo", GROUPS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **GRPO_PARAMS}, loss_ref="online.grpo_token_losses",
                     loss_params={"beta": "beta", "eps_low": "eps_low", "eps_high": "eps_high"}),
-        MethodEntry("ppo", PPO, True, ONLINE_LR, {**ROLLOUT_PARAMS, **PPO_PARAMS}, loss=ppo_token_losses,
+        MethodEntry("ppo", PPO, True, ONLINE_LR, {**ROLLOUT_PARAMS, **PPO_PARAMS}, loss_ref="online.ppo_token_losses",
                     loss_params={k: k for k in ("cliprange", "cliprange_value", "vf_coef", "ent_coef")}),
         MethodEntry("online-dpo", SAMPLED_PAIRS, True, ONLINE_LR, {**ROLLOUT_PARAMS, **ONLINE_PAIR_PARAMS}, "sum",
-                    dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
+                    "preference.dpo_loss", {"beta": "beta", "label_smoothing": "label_smoothing"}),
         MethodEntry("spin", SPIN_PAIRS, True, ONLINE_LR, {**SPIN_ROLLOUT, **ONLINE_PAIR_PARAMS}, "sum",
-                    dpo_loss, {"beta": "beta", "label_smoothing": "label_smoothing"}),
-        _pref("kto", "sum", kto_loss, ("beta", "desirable_weight", "undesirable_weight"), kind=KTO,
+                    "preference.dpo_loss", {"beta": "beta", "label_smoothing": "label_smoothing"}),
+        _pref("kto", "sum", "kto.kto_loss", ("beta", "desirable_weight", "undesirable_weight"), kind=KTO,
               desirable_weight=1.0, undesirable_weight=1.0),
     ]
 }

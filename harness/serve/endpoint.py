@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
-from harness.serve.hf_model import make_hf_responder
-from harness.serve.reward_judge import load_reward_judge
+from harness.lazy import lazy
 from harness.serve.server import Responder, serve_forever, serve_in_background
 from harness.serve.toy_judge import make_responder
 from harness.serve.vllm import vllm_server
-from harness.train.models import model_identity
-from harness.train.reward_model import check_reward_model
+
+# The backends that load a model (a reward model, a local HF model) import torch and transformers when they
+# start: a run that judges through an endpoint, or with the toy judge, loads neither.
+load_reward_judge = lazy("harness.serve.reward_judge:load_reward_judge")
+make_hf_responder = lazy("harness.serve.hf_model:make_hf_responder")
+model_identity = lazy("harness.train.models:model_identity")
+check_reward_model = lazy("harness.train.reward_model:check_reward_model")
 
 if TYPE_CHECKING:  # judges.client imports openai (~0.5 s): only a run that judges pays for it
     from judges.client import JudgeClient

@@ -42,7 +42,7 @@ from harness.eval.backends import (
     vllm_max_lora_rank,
     with_eos,
 )
-from harness.eval.generation import Completion, _completion
+from harness.eval.completions import Completion, _completion
 
 ROLLOUT_KEY = "method.rollout_backend"
 

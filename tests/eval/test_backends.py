@@ -21,7 +21,8 @@ from harness.eval.backends import (
     resolve_backend,
     resolved,
 )
-from harness.eval.generation import _completion, generate_outputs
+from harness.eval.completions import _completion
+from harness.eval.generation import generate_outputs
 from harness.toy.tokenizer import build_tokenizer
 from tests import fake_vllm
 

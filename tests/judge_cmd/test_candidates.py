@@ -74,8 +74,7 @@ def test_adapter_directory_is_judged_as_base_plus_adapter(models, tmp_path, monk
 def test_adapter_directory_is_served_by_vllm_as_a_lora_request(models, monkeypatch):
     base, adapter, _ = models
     rec = fake_vllm.install(monkeypatch, lambda p, k, params: ([19, 13], "stop", None))
-    monkeypatch.setattr(backends, "torch", types.SimpleNamespace(
-        cuda=types.SimpleNamespace(is_available=lambda: True, empty_cache=lambda: None)))
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
     eval_cfg = EvalSpec.model_validate({"suites": ["arith"], "arith": {"limit": 2},
                                         "generation": {"backend": "vllm"}})
     args = types.SimpleNamespace(model=str(adapter))

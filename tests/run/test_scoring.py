@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -79,8 +78,7 @@ def vllm_on_a_gpu(monkeypatch):
         return [19, 13], "stop", None
 
     rec = fake_vllm.install(monkeypatch, script)
-    monkeypatch.setattr(backends, "torch", types.SimpleNamespace(
-        cuda=types.SimpleNamespace(is_available=lambda: True, empty_cache=lambda: None)))
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
     train_stage = sweep.train_stage
 
     def logged_train_stage(stage, *args, **kwargs):

@@ -57,6 +57,24 @@ def test_train_imports_no_judging_reporting_or_peft(tmp_path):
     assert _loaded(modules, NOT_ON_TRAIN) == []
 
 
+# What judging output files (or reading a spec) never needs: a model.
+NOT_ON_JUDGE_FILES = ("torch", "transformers", "peft", "harness.train.models")
+
+
+def test_judging_output_files_imports_no_torch_or_transformers(tmp_path):
+    """``harness judge --outputs`` scores text: the model stack (torch, transformers) stays unloaded, and the
+    method registry and spec (read by every command) load no loss code."""
+    rows = [{"instruction": f"What is {a}+{b}?", "output": str(a + b), "generator": "m"} for a, b in [(1, 2), (3, 4)]]
+    base = [{**row, "output": "0", "generator": "base"} for row in rows]
+    (tmp_path / "out.json").write_text(json.dumps(rows))
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    code, modules, output = _child(["judge", "--outputs", "out.json", "--baseline", "base.json", "--no-track"],
+                                   tmp_path)
+    assert code == 0, output
+    assert "judges.pairwise" in modules and "harness.config.spec" in modules  # it did judge, with a spec
+    assert _loaded(modules, NOT_ON_JUDGE_FILES) == []
+
+
 def test_cli_import_is_light():
     """``import harness.cli`` (every command's parser) loads no torch, transformers or MLflow."""
     code = ("import sys, json, harness.cli; "
@@ -90,3 +108,12 @@ def test_cli_process_quick_exit_keeps_exit_code_atexit_and_metrics(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(tmp_path / "missing.yaml")], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2
+
+
+def test_lazy_imports_at_the_first_call_and_calls_the_named_function():
+    code = ("import sys, json; from harness.lazy import lazy; f = lazy('colorsys:rgb_to_hsv'); "
+            "before = 'colorsys' in sys.modules; value = f(1.0, 0.0, 0.0); "
+            "print(json.dumps([before, 'colorsys' in sys.modules, value, f.__name__]))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert json.loads(out) == [False, True, [0.0, 1.0, 1.0], "rgb_to_hsv"]
