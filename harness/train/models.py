@@ -75,7 +75,8 @@ def model_identity(uri: str) -> str:
     return f"dir:{digest.hexdigest()[:16]}"
 
 
-WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx"})
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx",
+                             ".npy", ".npz", ".pkl"})
 
 
 def tokenizer_identity(uri: str) -> str:
