@@ -42,7 +42,7 @@ from harness.train.models import (
 )
 from harness.train.reference import data_fingerprint
 from harness.train.rewards import JudgeAccess
-from harness.train.stages import kl_estimator, train_stage
+from harness.train.stages import kl_estimator, shared_stage_data, train_stage
 from harness.train.vllm_rollouts import resolve_rollout_backend, rollouts_keyed
 
 
@@ -83,7 +83,8 @@ def run_sweep(spec: Spec, trials: list[Trial], *, tracking_uri: str | None = Non
     parent = _parent_run(ctx)
     summary = SweepSummary()
     try:
-        with runner, worker_store(ctx, runner) as store_uri:
+        # shared_stage_data: this process's trials that tokenize the same data alike do it once.
+        with runner, worker_store(ctx, runner) as store_uri, shared_stage_data():
             judge_url = ctx.judge.url() if runner.parallel and needs_judge(work) else None  # one for all workers
             jobs = [TrialJob(ctx.spec, trial, ctx.trial_ids, store_uri, parent, ctx.force, os.getcwd(), judge_url,
                              threads=max(1, int(resources.cpus)) if runner.parallel else None)

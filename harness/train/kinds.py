@@ -4,7 +4,7 @@
 its normalization, its flags); ``HOOKS`` says how the offline loop runs one,
 keyed by the ``BatchKind`` record, so no code compares a kind's name:
 
-- ``encode(stage)``: ``encode(tokenizer, rows) -> (examples, TokenStats)``;
+- ``encode(stage)``: an ``Encoder``, ``encoder(tokenizer, rows) -> (examples, TokenStats)``;
 - ``prepare(ctx, examples, cfg, tag)``: the ``ExampleSet`` with every
   per-example input the method needs (reference statistics, KTO KL pairs,
   IW-SFT log-weights, RM margins), ``cfg`` None for a held-out set;
@@ -48,24 +48,45 @@ from harness.train.reference import kto_references, reference_for
 from harness.train.reward_model import check_reward_model, forward_rm, load_reward_model, score_responses
 
 
-def _limits(stage) -> tuple:
-    return stage.train.max_length, stage.data.max_prompt_length, stage.data.truncation
+@dataclass(frozen=True)
+class Encoder:
+    """A stage's row encoder: ``encoder(tokenizer, rows) -> (examples, TokenStats)`` is
+    ``encode(tokenizer, rows, **settings)``.  ``settings`` holds every stage setting the encoding reads,
+    so ``key`` tells two stages whose rows encode alike (the in-process data memo, ``harness.train.stages``)."""
+
+    encode: Callable
+    settings: dict
+
+    def __call__(self, tokenizer, rows: list):
+        return self.encode(tokenizer, rows, **self.settings)
+
+    def key(self) -> list:
+        return [f"{self.encode.__module__}.{self.encode.__qualname__}", self.settings]
 
 
-def encode_sft_rows(stage):
+def _limits(stage) -> dict:
+    return {"max_length": stage.train.max_length, "max_prompt_length": stage.data.max_prompt_length,
+            "truncation": stage.data.truncation}
+
+
+def encode_sft_rows(stage) -> Encoder:
     """SFT rows, with their importance weights when the method reads a weight field."""
     field = METHODS[stage.method.name].weight_field(stage.method.params)
     turns = stage.method.params["assistant_turns"]
-    return lambda tok, rows: encode_sft(tok, rows, *_limits(stage), assistant_turns=turns, weight_field=field)
+    return Encoder(encode_sft, {**_limits(stage), "assistant_turns": turns, "weight_field": field})
 
 
-def encode_kto_rows(stage):
+def _encode_kto_or_pairs(tokenizer, rows: list, **limits):
+    return encode_kto(tokenizer, pairs_to_kto(rows), **limits)
+
+
+def encode_kto_rows(stage) -> Encoder:
     """KTO rows, or pairs (each pair gives a desirable and an undesirable row)."""
-    return lambda tok, rows: encode_kto(tok, pairs_to_kto(rows), *_limits(stage))
+    return Encoder(_encode_kto_or_pairs, _limits(stage))
 
 
-def encode_pair_rows(stage):
-    return lambda tok, rows: encode_pairs(tok, rows, *_limits(stage))
+def encode_pair_rows(stage) -> Encoder:
+    return Encoder(encode_pairs, _limits(stage))
 
 
 def example_log_weights(ctx: PrepareContext, examples: list) -> torch.Tensor:
@@ -119,7 +140,7 @@ def prepare_rm(ctx: PrepareContext, examples: list, cfg: TrainConfig | None, tag
 class KindHooks:
     """How the offline loop runs one batch kind (signatures in the module docstring)."""
 
-    encode: Callable
+    encode: Callable[[object], Encoder]
     prepare: Callable[[PrepareContext, list, TrainConfig | None, str], ExampleSet]
     step: Callable
     forward: Callable

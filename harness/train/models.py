@@ -75,6 +75,24 @@ def model_identity(uri: str) -> str:
     return f"dir:{digest.hexdigest()[:16]}"
 
 
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx",
+                             ".npy", ".npz", ".pkl"})
+
+
+def tokenizer_identity(uri: str) -> str:
+    """What ``load_tokenizer(uri)`` loads, as a digest: a directory's every file but weights (tokenizer
+    files, chat template, configs), by name and full content; a hub id by name (as ``model_identity``)."""
+    path = Path(uri)
+    if not path.is_dir():
+        return f"name:{uri}"
+    digest = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix not in WEIGHT_SUFFIXES:
+            digest.update(f"{f.name}:{f.stat().st_size}:".encode())
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return f"dir:{digest.hexdigest()[:16]}"
+
+
 def _file_head_hash(path: Path, chunk: int = 1 << 20) -> str:
     # Hash the first and last MiB plus the size: cheap for multi-GB weights,
     # and any retraining changes them.

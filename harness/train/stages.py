@@ -5,19 +5,24 @@ is cached there under ``<results_dir>/cache/stages/<key>``, where the key
 hashes (the stage's resolved config, its input model, its data fingerprint,
 ``harness.train.reference.data_fingerprint``); reference log-prob statistics
 are cached by ``harness.train.reference``.  What the stage computed rather
-than read from a cache is logged with its metrics: ``train/reference_passes``
-and ``train/reward_passes`` at step 0, ``train/optimizer_steps`` at the last step.
+than read from a cache is logged with its metrics: ``train/reference_passes``,
+``train/reward_passes`` and ``train/data_passes`` at step 0, ``train/optimizer_steps`` at the last step.
+Inside ``shared_stage_data`` (a sweep process) stages whose data encode alike tokenize it once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from harness.cache import digest
 from harness.data.audit import audit_metrics, audit_rows, to_json
 from harness.data.filters import filter_rows, within_length
 from harness.data.load import load_rows, take_fraction
@@ -35,11 +40,13 @@ from harness.train.models import (
     load_tokenizer,
     quantization_config,
     resolve_model_path,
+    tokenizer_identity,
     training_dtype,
 )
 from harness.train.online import train_online
 from harness.train.online_hooks import ONLINE_HOOKS
 from harness.train.plan import TrainConfig
+from harness.train.reference import data_fingerprint
 from harness.train.reward_model import load_reward_model
 from harness.train.rewards import JudgeAccess, reward_source
 from harness.train.rollout import Prompts, encode_prompts
@@ -54,6 +61,7 @@ class StageData:
     stats: dict
     rows: list = field(default_factory=list)  # the train rows after data.fraction, before data.filter
     eval_rows: list = field(default_factory=list)
+    audit: dict | None = None  # the data audit (``log_audit``), once computed
 
 
 def prepare_data(stage, tokenizer) -> StageData:
@@ -80,6 +88,71 @@ def prepare_data(stage, tokenizer) -> StageData:
     return StageData(examples, held_out, stats.as_metrics() | counts, raw_rows, eval_rows)
 
 
+@dataclass
+class _DataMemo:
+    limit: int
+    entries: OrderedDict = field(default_factory=OrderedDict)  # data_key -> StageData, the most recent last
+
+
+_memo: _DataMemo | None = None  # inside shared_stage_data() only
+_memo_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def shared_stage_data(limit: int = 2) -> Iterator[None]:
+    """Inside the block, stages that load, filter, tokenize and audit the same data alike do it once (the
+    trials of one sweep process: a beta sweep tokenizes its data once, not once per trial).  The ``limit``
+    most recent entries are kept (each holds a tokenized dataset); outside the block nothing is kept."""
+    global _memo
+    with _memo_lock:
+        previous, _memo = _memo, _DataMemo(limit)
+    try:
+        yield
+    finally:
+        with _memo_lock:
+            _memo = previous
+
+
+def data_key(stage, input_path: str) -> str:
+    """Everything the encoded data and its audit depend on: the tokenizer's files, the data's contents,
+    every data.* setting (fraction, seed, filters, truncation, eval), the batch kind and the settings its
+    encoder reads (max_length, max_prompt_length, truncation; SFT's assistant_turns, weight_field)."""
+    method = METHODS[stage.method.name]
+    return digest([tokenizer_identity(input_path), data_fingerprint(stage), stage.data.model_dump(mode="json"),
+                   method.batch.name, method.batch.row_kind, method.batch.audited,
+                   hooks(method).encode(stage).key()], 32)
+
+
+def stage_data(stage, input_path: str, tokenizer) -> tuple[StageData, int]:
+    """(the stage's data with its audit, 1 if this call encoded it or 0 if it came from ``shared_stage_data``'s
+    memo).  ``tokenizer`` is ``load_tokenizer(input_path)``."""
+    if _memo is None:
+        return _with_audit(stage, prepare_data(stage, tokenizer)), 1
+    memo, key = _memo, data_key(stage, input_path)
+    with _memo_lock:
+        shared = memo.entries.get(key)
+        if shared is not None:
+            memo.entries.move_to_end(key)
+    if shared is not None:  # a copy: the lists are the caller's to keep, the examples are never changed
+        return StageData(list(shared.train), list(shared.eval), dict(shared.stats), audit=shared.audit), 0
+    data = _with_audit(stage, prepare_data(stage, tokenizer))
+    with _memo_lock:
+        memo.entries[key] = StageData(list(data.train), list(data.eval), dict(data.stats), audit=data.audit)
+        while len(memo.entries) > memo.limit:
+            memo.entries.popitem(last=False)
+    return data, 1
+
+
+def _with_audit(stage, data: StageData) -> StageData:
+    """``data`` with its audit (a stage that trains on pairs), computed from the rows before ``data.filter``
+    (what the filters act on) and the examples as trained; the rows are then dropped."""
+    if METHODS[stage.method.name].batch.audited:
+        data.audit = audit_rows(data.rows, data.train, data.stats["data/prefix_mismatch"],
+                                stage.data.filter.near_threshold, data.eval_rows if stage.data.eval else None)
+    data.rows, data.eval_rows = [], []
+    return data
+
+
 def train_config(stage, mixed_precision: str) -> TrainConfig:
     """The loop's settings.  The loop's micro-batch is global (each of N processes takes every N-th
     example of it), and ``train.batch_size`` is per process, so the loop's is batch_size x processes."""
@@ -93,19 +166,17 @@ def train_config(stage, mixed_precision: str) -> TrainConfig:
     )
 
 
-def log_audit(stage, data: StageData, log, log_text) -> None:
-    """A stage that trains on pairs logs the data audit: ``data/audit/*`` and ``audit.json``.
+def log_audit(data: StageData, log, log_text) -> None:
+    """A stage that trains on pairs logs the data audit (``stage_data``): ``data/audit/*`` and ``audit.json``.
 
     Pair and duplicate counts are of the rows before ``data.filter`` (what the
     filters act on); token lengths are of the examples as trained.
     """
-    if not METHODS[stage.method.name].batch.audited:
+    if data.audit is None:
         return
-    report = audit_rows(data.rows, data.train, data.stats["data/prefix_mismatch"],
-                        stage.data.filter.near_threshold, data.eval_rows if stage.data.eval else None)
-    log(audit_metrics(report), 0)
+    log(audit_metrics(data.audit), 0)
     if log_text is not None:
-        log_text(to_json(report), "audit.json")
+        log_text(to_json(data.audit), "audit.json")
 
 
 def disable_dropout(model) -> None:
@@ -180,9 +251,9 @@ def train_offline_stage(stage, input_path: str, input_key: str, cache_dir: Path,
     params = {**params, "pair_forward": stage.train.pair_forward}  # not a method.* key either: forward_pairs's
     with phase("data"):
         tokenizer = load_tokenizer(input_path)
-        data = prepare_data(stage, tokenizer)
-        log(data.stats, 0)
-        log_audit(stage, data, log, log_text)
+        data, data_passes = stage_data(stage, input_path, tokenizer)
+        log({**data.stats, "train/data_passes": data_passes}, 0)
+        log_audit(data, log, log_text)
     with phase("model"):
         model = load_policy(stage, input_path, tokenizer.pad_token_id, dtype)
     cfg = train_config(stage, mixed)

@@ -91,7 +91,9 @@ def _reference_passes(tree: dict) -> float:
 
 
 def _model_metrics(run: dict) -> dict:
-    return {k: v for k, v in run["metrics"].items() if k != "train/reference_passes"}
+    """Everything but the work counts: reference passes (one for all, either way) and data passes (the
+    sequential sweep's trials share one tokenization in its process; each worker process tokenizes its own)."""
+    return {k: v for k, v in run["metrics"].items() if k not in ("train/reference_passes", "train/data_passes")}
 
 
 def _check_same_tree(tree: dict, sequential: dict) -> None:

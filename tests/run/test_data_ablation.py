@@ -7,7 +7,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from tests.logged import steps
+from tests.logged import logged_total, steps
 
 
 def test_dedup_ablation_expands_and_trains(tmp_path, capsys):
@@ -26,6 +26,8 @@ def test_dedup_ablation_expands_and_trains(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("2 ")
     assert main(["sweep", str(path)]) == 0
     assert steps(tmp_path / "results") == 2
+    # One sweep process, but each dedup setting tokenizes its own data (the in-process memo misses).
+    assert logged_total(tmp_path / "results", "train/data_passes") == 2
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dedupablate")
     trials = [r for r in client.search_runs([exp.experiment_id]) if "harness.trial_id" in r.data.tags]

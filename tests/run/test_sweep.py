@@ -63,7 +63,7 @@ def default_sweep(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         assert main(["sweep", str(spec)]) == 0
         counted = {k: logged_total(root / "results", f"train/{k}")
-                   for k in ("optimizer_steps", "reference_passes")}
+                   for k in ("optimizer_steps", "reference_passes", "data_passes")}
     return root, spec, counted
 
 
@@ -73,6 +73,8 @@ def test_sweep_run_tree_caching_and_rerun(default_sweep, tmp_path):
     assert counted["optimizer_steps"] == SFT_STEPS + 2 * DPO_STEPS
     # Both DPO trials start from the same SFT output: one reference pass serves both betas.
     assert counted["reference_passes"] == 1
+    # ...and one tokenization of their data in this process (the SFT stage tokenizes its own).
+    assert counted["data_passes"] == 2
     client, all_runs = runs(root)
     parents = [r for r in all_runs if r.data.tags.get("harness.role") == "sweep"]
     trials = [r for r in all_runs if "harness.trial_id" in r.data.tags]

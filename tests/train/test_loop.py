@@ -308,6 +308,35 @@ def test_lr_schedule_matches_transformers(scheduler, hf_name):
             theirs.step()
 
 
+def test_cpu_optimizer_is_fused_adamw_with_the_per_tensor_update(micro):
+    """On CPU the loop's AdamW is PyTorch's fused kernel, transformers' default (so TRL's), and it makes the same
+    updates as the per-tensor loop (weight decay, bias correction, several steps) to float32 rounding (issue 15)."""
+    import copy
+
+    from harness.train.loop import accelerated, fused_adamw
+
+    path, _ = micro
+    model = load_model(path)
+    plain_model = copy.deepcopy(model)
+    cfg = TrainConfig(lr=1e-3, weight_decay=0.1, scheduler="constant", warmup_ratio=0.0)
+    _, model, optimizer, _ = accelerated(model, cfg, 5)
+    assert optimizer.optimizer.defaults["fused"] is True
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-3, weight_decay=0.1, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for a, b in zip(model.parameters(), plain_model.parameters()):
+            a.grad = torch.randn(a.shape, generator=generator) * 1e-2
+            b.grad = a.grad.clone()
+        optimizer.step()
+        plain.step()
+    moved = 0
+    for a, b, before in zip(model.parameters(), plain_model.parameters(), load_model(path).parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        moved += int(not torch.equal(a, before))
+    assert moved == len(list(plain_model.parameters()))
+    assert fused_adamw([torch.zeros(2, dtype=torch.long)]) is None and fused_adamw([]) is None
+
+
 def test_models_load_with_sdpa_attention(tmp_path):
     """transformers picks PyTorch's fused scaled_dot_product_attention for the models harness loads (issue 15)."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from harness.config.grid import ResolvedMethod, StageSpec
-from harness.config.spec import DataSpec, EvalSpec, LoraSpec, TrainSpec
+from harness.config.spec import DataSpec, EvalSpec, FilterSpec, LoraSpec, TrainSpec
 from harness.data.tokenization import Encoded, EncodedKTO
 from harness.errors import DataError
 from harness.methods.registry import METHODS
 from harness.toy import toy_model_path
 from harness.toy.tokenizer import build_tokenizer
-from harness.train.stages import prepare_data, train_stage
+from harness.train.stages import prepare_data, shared_stage_data, stage_data, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,58 @@ def stage(method: str, train: str, **params) -> StageSpec:
 def write_jsonl(path, rows) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
+
+
+def test_stage_data_is_shared_only_where_every_setting_agrees(tmp_path, tok, monkeypatch):
+    """Inside ``shared_stage_data`` (a sweep process) stages that encode the same data alike tokenize once:
+    another beta, another pair method, a copy of the tokenizer elsewhere.  Every setting that changes the
+    encoding or the audit misses: max_length, max_prompt_length, truncation, fraction, seed, a filter, a
+    held-out set, the batch kind, the data's or the tokenizer's contents.  Outside it nothing is kept."""
+    from harness.train import kinds
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    real = kinds.encode_pairs
+    monkeypatch.setattr(kinds, "encode_pairs", counted)
+    model = tmp_path / "model"
+    tok.save_pretrained(model)
+    rows = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(12)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    held_out = write_jsonl(tmp_path / "eval.jsonl", rows[:3])
+
+    def variant(method="dpo", train=None, **data_settings) -> StageSpec:
+        resolved = ResolvedMethod(method, {**METHODS[method].params})
+        return StageSpec("main", resolved, DataSpec(**{"train": data, **data_settings}),
+                         train or TrainSpec(max_length=64), LoraSpec(), EvalSpec(), None)
+
+    with shared_stage_data(limit=64):
+        first, passes = stage_data(variant(), str(model), tok)
+        assert passes == 1 and len(calls) == 1 and first.audit is not None
+        copy = tmp_path / "copy"
+        tok.save_pretrained(copy)
+        other_lr = variant(train=TrainSpec(max_length=64, lr=1.0))
+        for same, path in [(variant(), model), (variant("ipo"), model), (other_lr, model), (variant(), copy)]:
+            shared, passes = stage_data(same, str(path), tok)
+            assert passes == 0 and len(calls) == 1
+            assert shared.train == first.train and shared.train is not first.train and shared.audit == first.audit
+        misses = [variant(train=TrainSpec(max_length=48)), variant(max_prompt_length=8), variant(truncation="drop"),
+                  variant(fraction=0.5), variant(fraction=0.5, seed=1), variant(filter=FilterSpec(dedup="exact")),
+                  variant(eval=held_out), variant("kto")]
+        for other in misses:
+            assert stage_data(other, str(model), tok)[1] == 1, other
+            assert stage_data(other, str(model), tok)[1] == 0  # and then it is shared in turn
+        assert len(calls) == 1 + 6 + 2  # six more encode_pairs, two for train and eval; kto reads encode_kto
+        write_jsonl(tmp_path / "pairs.jsonl", rows[::-1])  # the same path, other contents
+        assert stage_data(variant(), str(model), tok)[1] == 1
+        config = model / "tokenizer_config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "chat_template": "{{ messages }}"}))
+        assert stage_data(variant(), str(model), tok)[1] == 1
+    assert stage_data(variant(), str(model), tok)[1] == 1
+    assert stage_data(variant(), str(model), tok)[1] == 1
 
 
 def test_kto_stage_reads_pairs_as_two_labelled_examples(tmp_path, tok):
