@@ -10,8 +10,8 @@ each tool in its own child process, one after the other:
 
 - TRL: a ``GRPOTrainer`` whose reward function applies the arith verifier
   (``judges.verifiers.check_answer`` against the row's ``answer``) to each completion's text;
-- harness: ``harness train SPEC`` (``harness.cli.main``, the console script's own entry point)
-  on a generated spec, tracking to an MLflow sqlite store in a temporary results_dir,
+- harness: ``harness train SPEC`` as the console script runs it (``harness.cli.main``, then
+  ``harness.cli.quick_exit``, the exit of ``harness.cli.run``) on a generated spec, tracking to an MLflow sqlite store in a temporary results_dir,
   ``method.reward: {verifier: arith}`` -- the path a user runs.  It runs twice: first into a fresh
   results_dir, where it creates the MLflow store (MLflow's schema migrations: seconds), then
   again into the same results_dir, as a user's later runs find their store.
@@ -122,12 +122,12 @@ def run_harness(args) -> None:
     import transformers  # noqa: F401
 
     import harness.run.commands  # noqa: F401
-    from harness.cli import main
+    from harness.cli import main, quick_exit
 
     imported = time.time()
     code = main(["train", args.spec])
     _stamp(started=STARTED, imported=imported, trained=time.time(), exit_code=code)
-    sys.exit(code)
+    quick_exit(code)  # as the console script (harness.cli.run) exits after a train
 
 
 def run_child(tool: str, argv: list[str], env: dict) -> dict:
