@@ -30,7 +30,7 @@ from harness.methods.registry import MethodEntry
 from harness.train.forward import step_denominator
 from harness.train.inputs import ExampleSet, StepInputs, StepState, batch_inputs
 from harness.train.kinds import forward_method, hooks
-from harness.train.models import device, enable_checkpointing
+from harness.train.models import checkpointable, device, enable_checkpointing
 from harness.train.plan import TrainConfig, step_batches
 from harness.train.precision import autocast
 
@@ -89,8 +89,11 @@ def accelerated(model, cfg: TrainConfig, total_steps: int, extra: Sequence[torch
     # cpu=True on a machine without CUDA: otherwise accelerate ignores a torchrun launch on CPU
     # (distributed type NO, every process trains on everything) instead of using gloo DDP.
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing:  # the policy, and an online method's separate value model (a scalar-head LM)
         enable_checkpointing(model)
+        for module in extra:
+            if checkpointable(module):
+                enable_checkpointing(module)
     trainable = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_adamw(trainable))
     scheduler = _scheduler(optimizer, cfg, total_steps)

@@ -205,6 +205,11 @@ def enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def checkpointable(module) -> bool:
+    """Whether ``module`` is a transformers (or PEFT) model that ``enable_checkpointing`` can switch on."""
+    return any(hasattr(module, name) for name in ("activation_checkpointing_enable", "gradient_checkpointing_enable"))
+
+
 def is_lora(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "merge_and_unload")
 

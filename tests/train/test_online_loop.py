@@ -316,12 +316,12 @@ class FixedScores:
         return torch.tensor(self.scores[: len(texts)], dtype=torch.float64)
 
 
-def _ppo_trainer(path, tok, prompts, grad_accum=1, reward=None, **params):
+def _ppo_trainer(path, tok, prompts, grad_accum=1, reward=None, checkpointing=False, **params):
     model = load_model(path, torch.float64)
     method = METHODS["ppo"]
     params = {**method.params, "max_new_tokens": 6, "reward": {"verifier": "arith"}, **params}
     cfg = TrainConfig(lr=1e-2, batch_size=8, grad_accum=grad_accum, max_steps=1, shuffle=False,
-                      scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9)
+                      scheduler="constant", warmup_ratio=0.0, max_grad_norm=1e9, gradient_checkpointing=checkpointing)
     reference = load_model(path, torch.float64).eval() if params["beta"] > 0 else None
     critic = build_value_model(params["value_model"], path, model, tok.pad_token_id, torch.float64, LoraSpec(), 0)
     return OnlineTrainer(model, tok, METHODS["ppo"], params, prompts, cfg, reward or VerifierReward("arith"),
@@ -446,6 +446,26 @@ def test_ppo_grad_accumulation_over_uneven_micro_batches_equals_one_big_step(mic
         assert len(got) == len(expected) and sum(float(g.abs().sum()) for g in got[-2:]) > 0
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
+
+
+def test_gradient_checkpointing_covers_the_separate_value_model_and_keeps_every_gradient(micro):
+    """train.gradient_checkpointing switches checkpointing on in PPO's separate value model too (a full LM of
+    its own), and the step's gradients, policy and value model, equal those computed without it (float64)."""
+    path, tok = micro
+    prompts = _prompts(tok, n=4)
+    grads = []
+    for checkpointing in (False, True):
+        trainer = _ppo_trainer(path, tok, prompts, checkpointing=checkpointing, value_model="separate", vf_coef=0.5)
+        assert trainer.critic.model.is_activation_checkpointing is checkpointing
+        assert trainer.model.is_activation_checkpointing is checkpointing
+        ro, _ = trainer.rollout(1, list(range(4)))
+        ro.returns = ro.returns + 1.0  # a value target away from the values: the value loss has a gradient
+        trainer._train_mode(True)
+        trainer.optimizer_step(ro, list(range(4)), want_logs=False)
+        grads.append([param.grad.clone() for param in trainer.trainable])
+    assert sum(float(g.abs().sum()) for g in grads[0][-2:]) > 0  # the value head learns
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain, rtol=1e-10, atol=1e-13)
 
 
 def test_a_value_model_that_cannot_take_the_lora_rank_is_named(micro):
