@@ -44,14 +44,19 @@ def _loaded(modules: set[str], names) -> list[str]:
     return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
 
 
-def test_train_imports_no_judging_reporting_or_peft(tmp_path):
-    spec = {"name": "imports", "results_dir": str(tmp_path / "results"), "model": "toy://micro",
+def _dpo_spec(tmp_path: Path, name: str, steps: int) -> Path:
+    """A few DPO steps on toy://micro, no evaluation, nothing saved: the smallest real `harness train`."""
+    spec = {"name": name, "results_dir": str(tmp_path / "results"), "model": "toy://micro",
             "method": {"name": "dpo", "beta": 0.1}, "data": {"train": "toy://arith-pairs", "fraction": 0.02},
-            "train": {"batch_size": 4, "max_length": 64, "max_steps": 2, "log_every": 1, "save": "none"},
+            "train": {"batch_size": 4, "max_length": 64, "max_steps": steps, "log_every": 1, "save": "none"},
             "eval": {"suites": []}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    code, modules, output = _child(["train", str(path)], tmp_path)
+    return path
+
+
+def test_train_imports_no_judging_reporting_or_peft(tmp_path):
+    code, modules, output = _child(["train", str(_dpo_spec(tmp_path, "imports", 2))], tmp_path)
     assert code == 0, output
     assert "torch" in modules and "mlflow" in modules  # it did train and track
     assert _loaded(modules, NOT_ON_TRAIN) == []
@@ -89,12 +94,7 @@ def test_cli_process_quick_exit_keeps_exit_code_atexit_and_metrics(tmp_path):
     writes every queued metric, and exits with the command's code."""
     import sqlite3
 
-    spec = {"name": "exit", "results_dir": str(tmp_path / "results"), "model": "toy://micro",
-            "method": {"name": "dpo", "beta": 0.1}, "data": {"train": "toy://arith-pairs", "fraction": 0.02},
-            "train": {"batch_size": 4, "max_length": 64, "max_steps": 3, "log_every": 1, "save": "none"},
-            "eval": {"suites": []}}
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = _dpo_spec(tmp_path, "exit", 3)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HARNESS_PROFILE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "train", str(path)], cwd=tmp_path, env=env,
