@@ -16,6 +16,9 @@ failure or GPU memory does not touch another, and writes one JSON line:
    the matrix multiplies, lm_head included, L layers, d the model width); padding is not counted.
    DPO counts the policy's chosen and rejected sequences; harness computes the reference once up front
    (timed separately, ``reference_s``).  ``first_loss`` at policy = reference must be ln 2.
+   ``dpo`` runs ``train.pair_forward: auto`` (the shared-prompt rows under sdpa, whose 4D mask rules out
+   the flash kernels on CUDA); ``dpo_padded`` the same stage with ``padded`` rows (the prompt computed
+   twice): which layout is faster on the GPU is their step-time ratio.
 2. ``trl_dpo``: TRL's DPOTrainer on the same model, data, batch and precision (it runs the reference
    forward inside every step, its default); ``ratio`` = TRL step time / harness step time.
 3. ``generate``: 512 prompts x 128 new tokens through harness's generation backends: transformers
@@ -32,6 +35,7 @@ Results: ``DIR/gpu_check.json`` and the markdown table ``DIR/gpu_check.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -148,7 +152,7 @@ def step_seconds(times: list[float], steps: list[int] | None = None) -> float:
 
 
 def _stage(world: dict, size: dict, method: str, batch: int, precision: str, lora: dict | None = None,
-           checkpointing: bool = False):
+           checkpointing: bool = False, pair_forward: str = "auto"):
     from harness.config.grid import resolve_stages
     from harness.config.spec import validate_spec
 
@@ -159,7 +163,8 @@ def _stage(world: dict, size: dict, method: str, batch: int, precision: str, lor
         "train": {"batch_size": batch, "max_steps": size["steps"], "lr": 1e-6, "scheduler": "constant",
                   "warmup_ratio": 0.0, "max_length": size["max_length"], "log_every": size["steps"] - 1,
                   "save": "none",
-                  "precision": precision, "gradient_checkpointing": checkpointing},
+                  "precision": precision, "gradient_checkpointing": checkpointing,
+                  **({"pair_forward": pair_forward} if method == "dpo" else {})},
         "lora": lora or {"rank": 0},
     })
     (stage,) = resolve_stages(spec)
@@ -167,7 +172,7 @@ def _stage(world: dict, size: dict, method: str, batch: int, precision: str, lor
 
 
 def run_harness(world: dict, size: dict, method: str, precision: str, lora: dict | None = None,
-                checkpointing: bool = False, keep: list | None = None) -> dict:
+                checkpointing: bool = False, keep: list | None = None, pair_forward: str = "auto") -> dict:
     """One stage through harness's own path, timed by when each step's metrics were logged.
 
     ``keep`` (a list) receives the trained model.
@@ -177,7 +182,7 @@ def run_harness(world: dict, size: dict, method: str, precision: str, lora: dict
     from harness.train.stages import train_stage
 
     batch = size["dpo_batch" if method == "dpo" else "sft_batch"]
-    stage = _stage(world, size, method, batch, precision, lora, checkpointing)
+    stage = _stage(world, size, method, batch, precision, lora, checkpointing, pair_forward)
     lengths = _lengths(stage, world)  # per sequence; a DPO pair is two
     ends, steps, losses, marks = [], [], [], {}
 
@@ -392,10 +397,11 @@ def run_judge(world: dict, size: dict) -> dict:
     return {"prompts": n, "wall_s": wall, "judged_prompts_per_s": n / wall, "result": json.loads(proc.stdout)}
 
 
-def _dpo_parts(world, size):
+def _dpo_parts(world, size, pair_forward: str = "auto"):
     import torch
 
-    return run_harness(world, size, "dpo", "bf16" if torch.cuda.is_available() else "fp32")
+    return run_harness(world, size, "dpo", "bf16" if torch.cuda.is_available() else "fp32",
+                       pair_forward=pair_forward)
 
 
 def _sft_parts(world, size):
@@ -469,7 +475,8 @@ def run_profile(world: dict, size: dict) -> dict:
     return out
 
 
-PARTS = {"sft": _sft_parts, "sft_checkpointing": run_sft_checkpointing, "dpo": _dpo_parts, "trl_dpo": run_trl, "generate": run_generate,
+PARTS = {"sft": _sft_parts, "sft_checkpointing": run_sft_checkpointing, "dpo": _dpo_parts,
+         "dpo_padded": functools.partial(_dpo_parts, pair_forward="padded"), "trl_dpo": run_trl, "generate": run_generate,
          "qlora": run_qlora, "lora": run_lora, "judge": run_judge, "profile": run_profile}
 
 
@@ -500,7 +507,10 @@ def summarize(results: dict, world: dict, peak: float | None, device: str) -> di
         if "step_s" in r:
             s[f"{part}_tokens_per_s"] = r["tokens_per_s"]
             s[f"{part}_mfu"] = r["flops_per_step"] / r["step_s"] / peak if peak else None
-    dpo, trl = results.get("dpo", {}), results.get("trl_dpo", {})
+    dpo, trl, padded = results.get("dpo", {}), results.get("trl_dpo", {}), results.get("dpo_padded", {})
+    if "step_s" in dpo and "step_s" in padded:  # above 1: the shared-prompt layout is the faster one
+        s["dpo_step_ratio_padded_over_shared"] = padded["step_s"] / dpo["step_s"]
+        s["dpo_last_loss_shared_minus_padded"] = dpo["last_loss"] - padded["last_loss"]
     if "step_s" in dpo and "step_s" in trl:
         s["dpo_step_ratio_trl_over_harness"] = trl["step_s"] / dpo["step_s"]
         s["dpo_first_loss"], s["trl_first_loss"] = dpo["first_loss"], trl["first_loss"]

@@ -43,6 +43,17 @@ def test_mfu_is_model_flops_over_time_and_peak():
     assert summary["dpo_mfu"] == pytest.approx(2e14 / 0.5 / 1e15)
     assert summary["dpo_step_ratio_trl_over_harness"] == pytest.approx(1.5)
     assert summary["dpo_first_loss_minus_ln2"] == pytest.approx(0.0)
+    assert "dpo_step_ratio_padded_over_shared" not in summary  # dpo_padded did not run
+
+
+def test_layout_ratio_is_padded_step_time_over_shared():
+    gc = _module()
+    results = {"dpo": {"step_s": 0.4, "tokens_per_s": 1.0, "flops_per_step": 1.0, "first_loss": 0.69, "last_loss": 0.5},
+               "dpo_padded": {"step_s": 0.5, "tokens_per_s": 1.0, "flops_per_step": 1.0, "first_loss": 0.69,
+                              "last_loss": 0.52}}
+    summary = gc.summarize(results, {"params": 1}, 1e15, "H200")
+    assert summary["dpo_step_ratio_padded_over_shared"] == pytest.approx(1.25)
+    assert summary["dpo_last_loss_shared_minus_padded"] == pytest.approx(-0.02)
 
 
 @pytest.mark.slow
@@ -53,12 +64,15 @@ def test_cpu_smoke_runs_every_part(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     parts, summary = report["parts"], report["summary"]
     assert not [p for p, r in parts.items() if "error" in r], parts
-    for part in ("sft", "sft_checkpointing", "dpo", "lora"):
+    for part in ("sft", "sft_checkpointing", "dpo", "dpo_padded", "lora"):
         assert parts[part]["steps"] == 3 and math.isfinite(parts[part]["last_loss"])
         assert parts[part]["tokens_per_s"] > 0
     # Policy = reference at step 0: every DPO margin is 0, so the loss is ln 2, for harness and for TRL.
     assert parts["dpo"]["first_loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert parts["trl_dpo"]["first_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert parts["dpo_padded"]["first_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    # The two layouts train the same model on the same batches (fp32 on CPU): the same loss to rounding.
+    assert summary["dpo_last_loss_shared_minus_padded"] == pytest.approx(0.0, abs=1e-5)
     # Checkpointing recomputes, it does not change the numbers.
     assert parts["sft_checkpointing"]["first_loss"] == pytest.approx(parts["sft"]["first_loss"], rel=1e-6)
     assert parts["qlora"]["refused"].startswith("lora.quantize: 'nf4' (QLoRA) needs a CUDA GPU")
