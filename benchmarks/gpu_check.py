@@ -502,7 +502,7 @@ def _child(part: str, world: dict, mode: str, timeout_s: float) -> dict:
 def summarize(results: dict, world: dict, peak: float | None, device: str) -> dict:
     """The headline numbers: MFU, ratios, agreement, memory, judge throughput."""
     s: dict = {"device": device, "params": world["params"], "peak_bf16_flops": peak}
-    for part in ("sft", "sft_checkpointing", "dpo"):
+    for part in ("sft", "sft_checkpointing", "dpo", "dpo_padded"):
         r = results.get(part, {})
         if "step_s" in r:
             s[f"{part}_tokens_per_s"] = r["tokens_per_s"]

@@ -54,6 +54,9 @@ def test_layout_ratio_is_padded_step_time_over_shared():
     summary = gc.summarize(results, {"params": 1}, 1e15, "H200")
     assert summary["dpo_step_ratio_padded_over_shared"] == pytest.approx(1.25)
     assert summary["dpo_last_loss_shared_minus_padded"] == pytest.approx(-0.02)
+    # The same model FLOPs (padding is not counted) in more time: a lower MFU for the slower layout.
+    assert summary["dpo_mfu"] == pytest.approx(1.0 / 0.4 / 1e15)
+    assert summary["dpo_padded_mfu"] == pytest.approx(1.0 / 0.5 / 1e15)
 
 
 @pytest.mark.slow
