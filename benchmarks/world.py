@@ -9,9 +9,12 @@ import json
 from pathlib import Path
 
 
-def build_world(out: Path, hidden: int, layers: int, dataset: str, kind: str, rows: int) -> tuple[str, str]:
+def build_world(out: Path, hidden: int, layers: int, dataset: str, kind: str, rows: int,
+                **config) -> tuple[str, str]:
     """(model directory, data file): a random ``hidden``/``layers`` Llama under ``out/model`` with the toy
-    tokenizer, and the first ``rows`` rows of toy dataset ``dataset`` (read as ``kind``) in ``out``."""
+    tokenizer, and the first ``rows`` rows of toy dataset ``dataset`` (read as ``kind``) in ``out``.
+    ``config``: other ``LlamaConfig`` fields, over the defaults below (a ``vocab_size`` above the toy
+    tokenizer's leaves the extra rows unused but computed, as a large vocabulary's LM head)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -21,10 +24,10 @@ def build_world(out: Path, hidden: int, layers: int, dataset: str, kind: str, ro
 
     tok = load_tokenizer(str(toy_model_path("micro", out / "cache")))
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=4 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    config = LlamaConfig(**{"vocab_size": len(tok), "hidden_size": hidden, "intermediate_size": 4 * hidden,
+                            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 4,
+                            "max_position_embeddings": 512, "pad_token_id": tok.pad_token_id,
+                            "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id, **config})
     model_dir = out / "model"
     LlamaForCausalLM(config).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)

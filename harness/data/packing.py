@@ -27,6 +27,9 @@ twice, and the padding of the ``[2B, T]`` layout is gone.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 
 from harness.errors import HarnessError
@@ -96,6 +99,50 @@ def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
 def attention_implementation(model) -> str:
     inner = getattr(model, "module", model)  # DDP wraps the model
     return getattr(inner.config, "_attn_implementation", None) or "eager"
+
+
+def takes_logits_to_keep(model) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs: the LM head runs
+    only at the given sequence positions), seen through DDP and peft wrappers."""
+    inner = getattr(model, "module", model)  # DDP
+    if hasattr(inner, "get_base_model"):  # peft passes the keyword through to its base model
+        inner = inner.get_base_model()
+    return _forward_takes(type(inner))
+
+
+@functools.cache
+def _forward_takes(cls) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
+
+
+def identity_source(shape: torch.Size, device=None) -> torch.Tensor:
+    """``[B, T, 2]``: each position of a ``[B, T]`` batch at its own (row, column), the unpacked layout as
+    a ``source`` map (``pack``, ``pack_pairs``)."""
+    rows = torch.arange(shape[0], device=device)[:, None].expand(shape)
+    cols = torch.arange(shape[1], device=device)[None, :].expand(shape)
+    return torch.stack([rows, cols], dim=-1)
+
+
+def kept_columns(source: torch.Tensor, wanted: torch.Tensor, width: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The columns of the model's rows whose logits some wanted target needs, and ``source`` renumbered to them.
+
+    Args:
+        source: ``[B, T, 2]`` the (row, column) in the model's ``[R, width]`` rows of each position of the
+            unpacked batch; position t's logits predict token t + 1.
+        wanted: ``[B, T - 1]`` the targets whose log-probs are needed (``target_mask`` of the loss mask).
+        width: the model's row length.
+    Returns:
+        ``(keep, source)``: ``keep`` a sorted 1-D tensor of column indices for ``logits_to_keep`` (None when
+        every column is needed), and ``source`` pointing into the ``[R, len(keep)]`` logits that keeps.
+        A position no wanted target needs points at some kept column: its values are not its own.
+    """
+    needed = source[:, :-1, 1][wanted.bool()]
+    keep = torch.unique(needed) if needed.numel() else needed.new_zeros(1)
+    if keep.numel() == width:
+        return None, source
+    renumber = torch.zeros(width, dtype=torch.long, device=source.device)
+    renumber[keep] = torch.arange(keep.numel(), device=source.device)
+    return keep, torch.stack([source[..., 0], renumber[source[..., 1]]], dim=-1)
 
 
 def mask_for(model, allowed: torch.Tensor, dtype: torch.dtype, key: str = "train.packing",

@@ -20,10 +20,13 @@ from harness.data.collate import collate_pairs, collate_sft, right_pad
 from harness.data.packing import (
     SUPPORTED,
     attention_implementation,
+    identity_source,
+    kept_columns,
     mask_for,
     pack_pairs,
     packed_logits,
     shared_prompt_mask,
+    takes_logits_to_keep,
 )
 from harness.methods import (
     KtoLogps,
@@ -95,17 +98,19 @@ def forward_sft(model, method: MethodEntry, params: dict, examples: list, inputs
 class PairForward:
     """One forward pass over a pair batch, in the ``collate_pairs`` layout: rows 0..B-1 chosen, B..2B-1 rejected.
 
-    ``logits`` are the model's own: ``[2B, T, V]`` (padded), or ``[R, W, V]`` on shared-prompt rows
-    with ``source`` ``[2B, T, 2]`` mapping each layout position to its packed (row, column).
+    ``logits`` are the model's own, ``[R, K, V]``: its R rows (the ``[2B, T]`` padded batch, or the
+    shared-prompt rows), at the K columns that some needed target is predicted from (every column when the
+    model cannot keep fewer); ``source`` ``[2B, T, 2]`` maps each layout position to its (row, kept column).
     """
 
     sums: torch.Tensor  # [2B] summed response-token log-probs
     counts: torch.Tensor  # [2B] response-token counts
-    token_logps: torch.Tensor  # [2B, T-1]
+    token_logps: torch.Tensor  # [2B, T-1]; correct where ``mask`` is (or, for every_position, ``attention``)
     mask: torch.Tensor  # [2B, T-1] response target mask
     attention: torch.Tensor  # [2B, T] attention mask
     logits: torch.Tensor
-    source: torch.Tensor | None = None
+    source: torch.Tensor
+    computed_tokens: int  # positions the model ran, padding included
     pad_tokens: int = 0  # padding positions the model ran
 
     @property
@@ -113,14 +118,7 @@ class PairForward:
         """The pairs' tokens as two sequences each (the same count in every layout)."""
         return int(self.attention.sum())
 
-    @property
-    def computed_tokens(self) -> int:
-        """Positions the model ran, padding included."""
-        return self.logits.shape[0] * self.logits.shape[1]
-
     def entropy(self) -> torch.Tensor:
-        if self.source is None:
-            return entropy_from_logits(self.logits, self.mask)
         return packed_entropy(self.logits, self.source, self.mask)
 
 
@@ -131,34 +129,44 @@ def pair_layout(model, layout: str) -> str:
     return layout
 
 
-def pair_logps(model, examples: list, pad_id: int, device, layout: str = "auto") -> PairForward:
+def pair_logps(model, examples: list, pad_id: int, device, layout: str = "auto",
+               every_position: bool = False) -> PairForward:
     """Token log-prob sums and counts of chosen and rejected, from one forward pass.
 
     ``layout`` (``train.pair_forward``): padded runs the ``[2B, T]`` batch of ``collate_pairs``;
     shared_prompt runs each pair as one ``[prompt, chosen, rejected]`` segment of packed rows
     (``harness.data.packing.pack_pairs``), computing the prompt once, with no padding but each
     row's tail up to the longest row.  Both give the same per-token log-probs, in the padded layout.
+
+    The LM head runs only at the positions that predict a response token (``logits_to_keep``, where the
+    model takes it): a prompt's logits feed no loss.  ``every_position``: at every position instead, for a
+    loss over the prompt's tokens too (ORPO's ``nll_on_prompt``).
     """
     batch = _to(collate_pairs(examples, pad_id), device)
-    source = None
+    mask = target_mask(batch["loss_mask"])
     if pair_layout(model, layout) == "padded":
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        tlp = token_logps(logits, batch["input_ids"])
+        ids, inputs = batch["input_ids"], {"attention_mask": batch["attention_mask"]}
+        source = identity_source(ids.shape, device)
         real = int(batch["attention_mask"].sum())
     else:
         packed = pack_pairs(examples, pad_id)
         dtype = next(model.parameters()).dtype
         allowed = shared_prompt_mask(packed["segments"], packed["parts"]).to(device)
-        mask = mask_for(model, allowed, dtype, "train.pair_forward", "padded")
-        logits = model(input_ids=packed["input_ids"].to(device), position_ids=packed["position_ids"].to(device),
-                       attention_mask=mask, use_cache=False).logits
+        ids = packed["input_ids"].to(device)
+        inputs = {"position_ids": packed["position_ids"].to(device), "use_cache": False,
+                  "attention_mask": mask_for(model, allowed, dtype, "train.pair_forward", "padded")}
         source = packed["source"].to(device)
-        tlp = packed_token_logps(logits, source, batch["input_ids"])
         real = int((packed["segments"] >= 0).sum())
-    mask = target_mask(batch["loss_mask"])
-    pad = logits.shape[0] * logits.shape[1] - real
+    if takes_logits_to_keep(model):
+        wanted = target_mask(batch["attention_mask"]) if every_position else mask
+        keep, source = kept_columns(source, wanted, ids.shape[1])
+        if keep is not None:
+            inputs["logits_to_keep"] = keep
+    logits = model(input_ids=ids, **inputs).logits
+    tlp = packed_token_logps(logits, source, batch["input_ids"])
+    positions = ids.numel()
     return PairForward(sequence_logps(tlp, mask, "sum"), mask.sum(-1), tlp, mask, batch["attention_mask"], logits,
-                       source, pad)
+                       source, positions, positions - real)
 
 
 def chosen_nll(out: PairForward, n: int, on_prompt: bool) -> torch.Tensor:
@@ -171,7 +179,8 @@ def chosen_nll(out: PairForward, n: int, on_prompt: bool) -> torch.Tensor:
 def forward_pairs(model, method: MethodEntry, params: dict, examples: list, inputs: BatchInputs, pad_id: int,
                   device, with_entropy: bool = False):
     """One pair micro-batch: (per-example loss numerators [B], detached metrics, input tokens)."""
-    out = pair_logps(model, examples, pad_id, device, params.get("pair_forward", "auto"))
+    on_prompt = params.get("nll_on_prompt", False)  # ORPO's NLL over the prompt too: its logits are needed
+    out = pair_logps(model, examples, pad_id, device, params.get("pair_forward", "auto"), every_position=on_prompt)
     n = len(examples)
     reduction = method.reduction(params)
     logps = reduce_logps(out.sums, out.counts, reduction)
@@ -181,7 +190,8 @@ def forward_pairs(model, method: MethodEntry, params: dict, examples: list, inpu
         ref_chosen = reduce_logps(ref[:, 0], ref[:, 1], reduction)
         ref_rejected = reduce_logps(ref[:, 2], ref[:, 3], reduction)
     nll = chosen_nll(out, n, False)
-    batch = PairLogps(logps[:n], logps[n:], ref_chosen, ref_rejected, nll, chosen_nll(out, n, True))
+    batch = PairLogps(logps[:n], logps[n:], ref_chosen, ref_rejected, nll,
+                      chosen_nll(out, n, True) if on_prompt else None)
     numerators, metrics = method.loss(batch, **method.loss_kwargs(params))
     # method.sft_weight: + lambda * mean-token NLL of the chosen response (RPO-style).
     numerators = with_sft_weight(numerators, nll, params.get("sft_weight", 0.0))

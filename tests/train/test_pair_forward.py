@@ -160,3 +160,62 @@ def test_auto_falls_back_to_padded_without_a_4d_mask(micro):
     model.config._attn_implementation = "flex_attention"
     with pytest.raises(HarnessError, match="train.pair_forward"):
         pair_logps(model, pairs, tok.pad_token_id, "cpu", "shared_prompt")
+
+
+def test_kept_columns_by_hand():
+    """Two rows of width 5; row 0's targets are predicted from columns 1 and 2, row 1's from column 3."""
+    from harness.data.packing import identity_source, kept_columns
+
+    source = identity_source(torch.Size([2, 5]))
+    wanted = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1]])  # [B, T - 1]: column t predicts token t + 1
+    keep, renumbered = kept_columns(source, wanted, 5)
+    assert keep.tolist() == [1, 2, 3]
+    assert renumbered[0, 1].tolist() == [0, 0] and renumbered[0, 2].tolist() == [0, 1]
+    assert renumbered[1, 3].tolist() == [1, 2] and renumbered[1, 4].tolist() == [1, 0]  # not kept: some column
+    every, same = kept_columns(source, torch.ones(2, 4, dtype=torch.long), 4)  # columns 0-3 of 4: all of them
+    assert every is None and torch.equal(same, source)
+
+
+@pytest.mark.parametrize("layout", ["padded", "shared_prompt"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_logits_at_response_positions_only_equal_every_position(micro, layout, lora, float64_norms):
+    """The LM head at the positions that predict a response token gives the every-position pass's sums,
+    counts, response log-probs, entropy and parameter gradients, in float64."""
+    path, tok, pairs = micro
+    results = {}
+    for every in (True, False):
+        model = _model(path, lora)
+        out = pair_logps(model, pairs, tok.pad_token_id, "cpu", layout, every_position=every)
+        (out.sums.sum() + reduce_logps(out.sums, out.counts, "mean").sum()).backward()
+        grads = {k: p.grad for k, p in model.named_parameters() if p.requires_grad}
+        results[every] = out, grads
+    (full, grads_full), (kept, grads_kept) = results[True], results[False]
+    assert kept.logits.shape[1] < full.logits.shape[1]  # fewer columns ran through the LM head
+    assert kept.logits.shape[0] == full.logits.shape[0] and kept.computed_tokens == full.computed_tokens
+    assert torch.equal(kept.counts, full.counts)
+    torch.testing.assert_close(kept.sums, full.sums, **TIGHT)
+    torch.testing.assert_close(kept.token_logps * kept.mask, full.token_logps * full.mask, **TIGHT)
+    torch.testing.assert_close(kept.entropy(), full.entropy(), rtol=1e-6, atol=0)
+    for key, grad in grads_full.items():
+        torch.testing.assert_close(grads_kept[key], grad, **TIGHT, msg=key)
+
+
+def test_a_model_without_logits_to_keep_gets_every_position(micro):
+    """A causal LM whose forward has no ``logits_to_keep`` runs the LM head everywhere, with the same sums."""
+    path, tok, pairs = micro
+    model = _model(path, False)
+
+    class Plain(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=use_cache)
+
+    with torch.no_grad():
+        kept = pair_logps(model, pairs, tok.pad_token_id, "cpu", "shared_prompt")
+        plain = pair_logps(Plain(model), pairs, tok.pad_token_id, "cpu", "shared_prompt")
+    assert plain.logits.shape[1] == plain.computed_tokens // plain.logits.shape[0] > kept.logits.shape[1]
+    torch.testing.assert_close(plain.sums, kept.sums, **TIGHT)
